@@ -1,0 +1,1 @@
+"""Shared fixtures. Everything runs over loopback; nothing reaches the internet."""
