@@ -33,7 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _load(module: str) -> SubCommand:
-    loaded: SubCommand = importlib.import_module(module)  # type: ignore[assignment]  # modules satisfy the Protocol
+    loaded: SubCommand = importlib.import_module(module)
     return loaded
 
 
