@@ -25,7 +25,7 @@ class SubCommand(Protocol):
 
 #: name → (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("gateway.server.cli", "run the gateway (webhooks + media WebSockets)"),
+    "serve": ("gateway.run", "run the gateway (webhooks + media WebSockets)"),
     "emulator": ("gateway.emulator.cli", "run the local Gemini Live emulator"),
     "call": ("gateway.caller.cli", "place a simulated Twilio phone call to a gateway"),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),

@@ -4,13 +4,15 @@
 
     GatewayError
     ├── ConfigError                  settings or environment are wrong; fix and restart
-    │   └── DialplanError            a dialplan file is wrong; names the file and the field
+    │   ├── DialplanError            a dialplan file is wrong; names the file and the field
+    │   └── DialplanErrors           every DialplanError of a load at once (``errors``)
     ├── AudioError                   audio of the wrong shape (odd byte count, unsupported rate)
     ├── TelephonyProtocolError       the phone provider sent something malformed or out of order
     ├── AuthError                    a webhook signature or stream token did not verify
     ├── LiveProtocolError            Gemini (or the emulator) sent something we cannot handle
     ├── LiveSessionError             a Live session could not be opened or ended
     │   ├── LiveConnectError         never reached setupComplete
+    │   │   └── LiveSessionNotFound  the resumption handle is unknown or expired: start a fresh session
     │   └── LiveSessionClosed        the socket closed; carries code, reason and `retryable`
     └── ToolError                    raised by tool handlers; its message is safe to show the model
 
@@ -89,3 +91,20 @@ class LiveSessionClosed(LiveSessionError):
 
 class ToolError(GatewayError):
     """Raised by a tool handler; the message is sent to the model as the tool's error."""
+
+
+class DialplanErrors(ConfigError):
+    """Every problem found while loading dialplans, so an operator fixes them all in one pass."""
+
+    def __init__(self, errors: list[DialplanError]) -> None:
+        self.errors = errors
+        noun = "problem" if len(errors) == 1 else "problems"
+        lines = "".join(f"\n  {error}" for error in errors)
+        super().__init__(f"{len(errors)} dialplan {noun}:{lines}")
+
+
+class LiveSessionNotFound(LiveConnectError):
+    """Resuming failed: the server does not know the handle (close 1008 "session not found").
+
+    Retrying with the same handle cannot help (``retryable`` is false); start a fresh session instead.
+    """

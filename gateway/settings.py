@@ -14,7 +14,7 @@ from pathlib import Path
 from gateway.errors import ConfigError
 
 DEFAULT_GEMINI_URL = "wss://generativelanguage.googleapis.com"
-DEFAULT_MODEL = "gemini-live-2.5-flash-preview"
+DEFAULT_MODEL = "gemini-3.8-live"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,10 @@ class Settings:
     log_level: str = "INFO"
     #: Start the local Gemini Live emulator in-process (what `make run` does without a key).
     embedded_emulator: bool = False
+    #: Open the Gemini session at the (verified) voice webhook, before the media socket arrives.
+    preconnect: bool = True
+    #: Bearer token for /admin; without one, /admin answers loopback clients only.
+    admin_token: str = field(default="", repr=False)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclasses.replace is loosely typed
@@ -66,8 +70,11 @@ class Settings:
             log_format=env.get("GATEWAY_LOG_FORMAT", "text"),
             log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
             embedded_emulator=not api_key,
+            preconnect=env.get("GATEWAY_PRECONNECT", "1") not in ("0", "false", "no"),
+            admin_token=env.get("GATEWAY_ADMIN_TOKEN", ""),
         )
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs (see :mod:`gateway.log`)."""
-        return tuple(s for s in (self.gemini_api_key, self.twilio_auth_token, self.gateway_secret) if s)
+        values = (self.gemini_api_key, self.twilio_auth_token, self.gateway_secret, self.admin_token)
+        return tuple(s for s in values if s)

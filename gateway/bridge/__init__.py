@@ -1,0 +1,1 @@
+"""One live phone call: the bridge between a provider's media stream and a Gemini Live session."""

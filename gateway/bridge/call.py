@@ -1,0 +1,330 @@
+"""CallBridge: one phone call ⇄ one Gemini Live session.
+
+Three tasks per call, each with one job and owned by :meth:`CallBridge.run`:
+
+* **uplink** — consumes the provider's events (the media handler is the socket's only reader):
+  caller audio is transcoded and handed to the session without ever waiting on it; DTMF becomes
+  text for the model; mark echoes update what the caller has heard; ``stop`` ends the call.
+* **downlink** — consumes the session's events: model audio is transcoded into 20 ms frames and
+  queued for playout; ``interrupted`` clears the provider's buffer at once; turn ends flush the
+  resampler so no tail is lost; transcriptions build the transcript.
+* **playout** — sends queued frames and marks, paced so the provider never holds more than a
+  short lead of unplayed audio (see :mod:`gateway.bridge.playout`).
+
+Whichever of uplink or downlink finishes first ends the call; teardown closes the Live session,
+then the caller-side socket is closed by the media handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.audio.transcode import Downlink, Uplink
+from gateway.bridge.playout import MarkOut, Playout
+from gateway.bridge.transcript import Transcript
+from gateway.dialplan.model import Dialplan
+from gateway.errors import LiveSessionError, TelephonyProtocolError
+from gateway.gemini.messages import (
+    FunctionResponse,
+    GenerationComplete,
+    GoAway,
+    InputTranscription,
+    Interrupted,
+    ModelAudio,
+    OutputTranscription,
+    ServerEvent,
+    SessionResumptionUpdate,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+    UsageMetadata,
+)
+from gateway.log import CallLogger
+from gateway.telephony.events import (
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    ClearPlayback,
+    Connected,
+    DtmfPressed,
+    MarkReached,
+    PlayAudio,
+    SetMark,
+    TelephonyCommand,
+    TelephonyEvent,
+)
+
+
+class LiveSessionLike(Protocol):
+    """What the bridge needs of a Live session (tests may pass an in-memory fake)."""
+
+    def send_audio(self, pcm16k: bytes) -> None: ...
+
+    def send_text(self, text: str) -> None: ...
+
+    def send_client_content(self, turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> None: ...
+
+    def send_tool_response(self, responses: Sequence[FunctionResponse]) -> None: ...
+
+    def events(self) -> AsyncIterator[ServerEvent]: ...
+
+    async def close(self) -> None: ...
+
+
+class CommandEncoder(Protocol):
+    def encode(self, command: TelephonyCommand) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    from_: str
+    to: str
+
+
+@dataclass(slots=True)
+class CallResult:
+    """How a call went: what the record and the logs say at the end."""
+
+    call_sid: str
+    dialplan: str
+    dialplan_version: str
+    started_at: float
+    ended_at: float = 0.0
+    ended_by: str = ""
+    reason: str = ""
+    transcript: list[dict[str, object]] = field(default_factory=list)
+    frames_in: int = 0
+    frames_out: int = 0
+    audio_dropped: int = 0
+    marks_sent: int = 0
+    marks_acked: int = 0
+    clears: int = 0
+    usage_tokens: int = 0
+    resumption_handle: str | None = None
+
+
+class CallBridge:
+    """Runs one call. Construct with a connected Live session; :meth:`run` returns when the call ends."""
+
+    def __init__(
+        self,
+        *,
+        info: CallInfo,
+        dialplan: Dialplan,
+        session: LiveSessionLike,
+        encoder: CommandEncoder,
+        send: Callable[[str], Awaitable[None]],
+        log: CallLogger,
+        clock: Callable[[], float] = time.monotonic,
+        playout_lead_s: float = 0.10,
+    ) -> None:
+        self.info = info
+        self.dialplan = dialplan
+        self.session = session
+        self._encode = encoder.encode
+        self._send = send
+        self.log = log
+        self._clock = clock
+        self.uplink = Uplink()
+        self.downlink = Downlink()
+        self.playout = Playout(lead_s=playout_lead_s)
+        self.transcript = Transcript()
+        self._wake = asyncio.Event()
+        self._turn_flushed = False
+        self.result = CallResult(
+            call_sid=info.call_sid,
+            dialplan=dialplan.name,
+            dialplan_version=dialplan.version,
+            started_at=time.time(),
+        )
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:
+        """Bridge until either side ends the call. Protocol errors from ``inbound`` propagate after teardown."""
+        if self.dialplan.greeting:
+            self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
+        uplink = asyncio.create_task(self._uplink(inbound), name=f"uplink:{self.info.call_sid}")
+        downlink = asyncio.create_task(self._downlink(), name=f"downlink:{self.info.call_sid}")
+        playout = asyncio.create_task(self._playout(), name=f"playout:{self.info.call_sid}")
+        try:
+            await asyncio.wait({uplink, downlink}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (uplink, downlink, playout):
+                task.cancel()
+            await asyncio.gather(uplink, downlink, playout, return_exceptions=True)
+            await self.session.close()
+            self._finish()
+        # Surface a malformed-input error to the media handler so it closes with the right code.
+        if not uplink.cancelled() and (exc := uplink.exception()) is not None:
+            raise exc
+        return self.result
+
+    def _finish(self) -> None:
+        r = self.result
+        self.transcript.close()
+        r.ended_at = time.time()
+        r.transcript = self.transcript.as_list()
+        r.frames_out = self.playout.frames_sent
+        r.marks_sent = self.playout.marks_sent
+        r.marks_acked = self.playout.marks_acked
+        r.clears = self.playout.clears
+        stats = getattr(self.session, "stats", None)
+        r.audio_dropped = int(getattr(stats, "audio_dropped", 0))
+        self.log.info(
+            "call ended",
+            extra={
+                "ended_by": r.ended_by,
+                "reason": r.reason,
+                "duration_s": round(r.ended_at - r.started_at, 2),
+                "frames_in": r.frames_in,
+                "frames_out": r.frames_out,
+                "marks": f"{r.marks_acked}/{r.marks_sent}",
+                "clears": r.clears,
+                "audio_dropped": r.audio_dropped,
+            },
+        )
+
+    def _end(self, by: str, reason: str) -> None:
+        if not self.result.ended_by:
+            self.result.ended_by = by
+            self.result.reason = reason
+
+    # --- uplink: caller → Gemini ------------------------------------------------------------------
+    async def _uplink(self, inbound: AsyncIterator[TelephonyEvent]) -> None:
+        session, uplink, result = self.session, self.uplink, self.result
+        try:
+            async for event in inbound:
+                if isinstance(event, CallerAudio):
+                    result.frames_in += 1
+                    session.send_audio(uplink.process(event.payload))
+                elif isinstance(event, MarkReached):
+                    turn = self.playout.mark_echoed(event.name)
+                    if turn is not None and turn.finished and turn.heard >= turn.queued:
+                        self.playout.forget(turn.turn)
+                elif isinstance(event, DtmfPressed):
+                    self.transcript.note("dtmf", event.digit)
+                    self.log.info("dtmf", extra={"digit": event.digit})
+                    session.send_text(f"[The caller pressed the phone key {event.digit}]")
+                elif isinstance(event, CallStopped):
+                    self._end("caller", "stop")
+                    return
+                elif isinstance(event, Connected | CallStarted):
+                    raise TelephonyProtocolError(f"unexpected {type(event).__name__} mid-call")
+            self._end("caller", "socket closed")
+        except TelephonyProtocolError as exc:
+            self._end("gateway", f"protocol error: {exc}")
+            raise
+
+    # --- downlink: Gemini → caller ------------------------------------------------------------------
+    async def _downlink(self) -> None:
+        try:
+            async for event in self.session.events():
+                await self._on_server_event(event)
+            self._end("gemini", "session closed")
+        except LiveSessionError as exc:
+            self.log.warning("live session failed", extra={"error": str(exc)})
+            self._end("gemini", f"live session failed: {exc}")
+
+    async def _on_server_event(self, event: ServerEvent) -> None:
+        if isinstance(event, ModelAudio):
+            self._turn_flushed = False
+            frames = self.downlink.process(event.pcm)
+            if frames:
+                self.playout.enqueue(frames)
+                self._wake.set()
+        elif isinstance(event, OutputTranscription):
+            self.transcript.bot_text(event.text)
+        elif isinstance(event, InputTranscription):
+            self.transcript.caller_text(event.text)
+        elif isinstance(event, Interrupted):
+            await self._barge_in()
+        elif isinstance(event, GenerationComplete):
+            self._flush_turn()
+        elif isinstance(event, TurnComplete):
+            self._flush_turn()
+            turn = self.transcript.end_bot()
+            if turn is not None:
+                self.log.info("bot said", extra={"text": turn.text})
+        elif isinstance(event, ToolCall):
+            # Tool routing is its own milestone; until then every call still gets exactly one answer.
+            self.session.send_tool_response(
+                [
+                    FunctionResponse(id=c.id, name=c.name, response={"error": f"tool {c.name!r} is not available"})
+                    for c in event.calls
+                ]
+            )
+        elif isinstance(event, ToolCallCancellation):
+            pass
+        elif isinstance(event, SessionResumptionUpdate):
+            if event.resumable and event.new_handle:
+                self.result.resumption_handle = event.new_handle
+        elif isinstance(event, UsageMetadata):
+            self.result.usage_tokens = max(self.result.usage_tokens, event.total_tokens)
+        elif isinstance(event, GoAway):
+            self.log.info("gemini goAway", extra={"time_left_s": event.time_left_s})
+
+    def _flush_turn(self) -> None:
+        """End of a reply: hand out the resampler's tail and close the turn's playback."""
+        if self._turn_flushed:
+            return
+        self._turn_flushed = True
+        frames = self.downlink.flush()
+        if frames:
+            self.playout.enqueue(frames)
+        if self.playout.end_turn() is not None:
+            self._wake.set()
+
+    async def _barge_in(self) -> None:
+        """The caller spoke over the bot: silence it now and drop everything queued."""
+        turn = self.playout.clear(self._clock())
+        self.downlink.reset()
+        self._turn_flushed = True
+        await self._send(self._encode(ClearPlayback()))
+        fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
+        cut = self.transcript.end_bot(heard_fraction=min(fraction, 0.999))
+        self.log.info(
+            "barge-in",
+            extra={"heard_frames": turn.heard if turn else 0, "cut": cut.heard if cut is not None else ""},
+        )
+
+    # --- playout: paced frames and marks to the caller ---------------------------------------------
+    async def _playout(self) -> None:
+        playout, encode, send, clock = self.playout, self._encode, self._send, self._clock
+        while True:
+            now = clock()
+            for item in playout.due(now):
+                if isinstance(item, MarkOut):
+                    await send(encode(SetMark(item.name)))
+                else:
+                    await send(encode(PlayAudio(item)))
+            wake_at = playout.next_wakeup(clock())
+            self._wake.clear()
+            if wake_at is None:
+                await self._wake.wait()
+                continue
+            delay = wake_at - clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Live view of the call for the admin API."""
+        return {
+            "call_sid": self.info.call_sid,
+            "from": self.info.from_,
+            "to": self.info.to,
+            "dialplan": self.dialplan.name,
+            "dialplan_version": self.dialplan.version,
+            "started_at": self.result.started_at,
+            "transcript": self.transcript.as_list(),
+            "frames_in": self.result.frames_in,
+            "frames_out": self.playout.frames_sent,
+        }

@@ -1,0 +1,102 @@
+"""What was said on a call, turn by turn, including what the caller actually heard of a cut reply."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["caller", "bot", "dtmf", "system"]
+
+
+@dataclass(slots=True)
+class Turn:
+    role: Role
+    text: str
+    started_at: float
+    ended_at: float | None = None
+    #: For bot turns: True when the caller barged in before the reply finished.
+    interrupted: bool = False
+    #: For interrupted bot turns: the part of ``text`` the caller heard (estimated from playback).
+    heard: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        doc: dict[str, object] = {"role": self.role, "text": self.text, "at": round(self.started_at, 3)}
+        if self.interrupted:
+            doc["interrupted"] = True
+            doc["heard"] = self.heard or ""
+        return doc
+
+
+def heard_prefix(text: str, fraction: float) -> str:
+    """The words of ``text`` a caller heard when ``fraction`` of its audio played.
+
+    Speech rate is roughly even within a reply, so a proportional cut at a word boundary is a
+    good estimate without word timestamps (the Live API sends none by default).
+    """
+    if fraction >= 1.0:
+        return text
+    if fraction <= 0.0:
+        return ""
+    words = text.split()
+    return " ".join(words[: int(len(words) * fraction + 0.5)])
+
+
+@dataclass(slots=True)
+class Transcript:
+    """Accumulates transcription fragments into finished turns."""
+
+    turns: list[Turn] = field(default_factory=list)
+    _caller: Turn | None = None
+    _bot: Turn | None = None
+
+    def caller_text(self, text: str, now: float | None = None) -> None:
+        if self._caller is None:
+            self._caller = Turn("caller", "", now if now is not None else time.time())
+        self._caller.text += text
+
+    def bot_text(self, text: str, now: float | None = None) -> None:
+        # The model answering means the caller's utterance is over.
+        self.end_caller(now)
+        if self._bot is None:
+            self._bot = Turn("bot", "", now if now is not None else time.time())
+        self._bot.text += text
+
+    def note(self, role: Role, text: str, now: float | None = None) -> Turn:
+        turn = Turn(role, text, now if now is not None else time.time())
+        turn.ended_at = turn.started_at
+        self.turns.append(turn)
+        return turn
+
+    def end_caller(self, now: float | None = None) -> Turn | None:
+        turn, self._caller = self._caller, None
+        if turn is None or not turn.text.strip():
+            return None
+        turn.text = turn.text.strip()
+        turn.ended_at = now if now is not None else time.time()
+        self.turns.append(turn)
+        return turn
+
+    def end_bot(self, *, heard_fraction: float | None = None, now: float | None = None) -> Turn | None:
+        """Close the current bot turn. ``heard_fraction`` < 1 marks it as cut off by the caller."""
+        self.end_caller(now)
+        turn, self._bot = self._bot, None
+        if turn is None:
+            return None
+        turn.text = turn.text.strip()
+        turn.ended_at = now if now is not None else time.time()
+        if heard_fraction is not None and heard_fraction < 1.0:
+            turn.interrupted = True
+            turn.heard = heard_prefix(turn.text, heard_fraction)
+        if turn.text or turn.interrupted:
+            self.turns.append(turn)
+            return turn
+        return None
+
+    def close(self, now: float | None = None) -> None:
+        self.end_caller(now)
+        self.end_bot(now=now)
+
+    def as_list(self) -> list[dict[str, object]]:
+        live = [t for t in (self._caller, self._bot) if t is not None and t.text.strip()]
+        return [t.as_dict() for t in (*self.turns, *live)]

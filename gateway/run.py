@@ -1,0 +1,117 @@
+"""`gateway serve`: run the gateway, with the local Gemini Live emulator when there is no API key.
+
+This module sits above the product and the stand-ins: it is the one place allowed to start both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import log as gateway_log
+from gateway.dialplan.store import DialplanStore
+from gateway.errors import ConfigError
+from gateway.server.app import create_app
+from gateway.settings import DEFAULT_MODEL, Settings
+
+logger = logging.getLogger("gateway")
+
+#: The key the gateway presents to its embedded emulator (which accepts any key); not a secret.
+EMULATOR_KEY = "local-emulator"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="listen address (GATEWAY_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="listen port (GATEWAY_PORT, default 8080)")
+    parser.add_argument("--dialplans", type=Path, help="dialplan folder (GATEWAY_DIALPLANS, default dialplans)")
+    parser.add_argument("--emulator-port", type=int, default=0, help="port of the embedded emulator (default: any)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    if args.dialplans:
+        overrides["dialplan_dir"] = args.dialplans
+    if not settings.gemini_model:
+        overrides["gemini_model"] = DEFAULT_MODEL
+    settings = settings.with_(**overrides)
+    gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
+    try:
+        asyncio.run(serve(settings, emulator_port=args.emulator_port))
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(settings: Settings, *, emulator_port: int = 0) -> None:
+    """Run until SIGINT/SIGTERM."""
+    dialplans = DialplanStore(settings.dialplan_dir)
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.embedded_emulator:
+            from gateway.emulator import Emulator  # a stand-in: imported only when it is used
+
+            emulator = await stack.enter_async_context(_started(Emulator(), emulator_port))
+            settings = settings.with_(gemini_url=emulator.base_url, gemini_api_key=EMULATOR_KEY)
+        app = create_app(settings, dialplans=dialplans)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        _banner(settings, dialplans)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("shutting down")
+
+
+@contextlib.asynccontextmanager
+async def _started(emulator: "Emulator", port: int):  # type: ignore[no-untyped-def]  # noqa: F821
+    await emulator.start(host="127.0.0.1", port=port)
+    try:
+        yield emulator
+    finally:
+        await emulator.stop()
+
+
+def _banner(settings: Settings, dialplans: DialplanStore) -> None:
+    local = f"http://127.0.0.1:{settings.port}"
+    lines = [
+        "",
+        f"  Gemini phone gateway listening on {settings.host}:{settings.port}",
+        f"  dialplans: {', '.join(p.name for p in dialplans.current.plans)} (from {settings.dialplan_dir}/)",
+    ]
+    if settings.embedded_emulator:
+        lines += [
+            f"  No GEMINI_API_KEY: using the embedded Gemini Live emulator at {settings.gemini_url}",
+            "  (it greets, then plays each thing you say back to you).",
+        ]
+    else:
+        lines += [f"  Gemini Live: {settings.gemini_url} (default model {settings.gemini_model})"]
+    lines += [
+        "",
+        "  Try a call from another terminal:",
+        f"    .venv/bin/gateway call +15551230000 --gateway {local} --play builtin:hello --record heard.wav --json",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    if not settings.twilio_auth_token:
+        logger.warning(
+            "TWILIO_AUTH_TOKEN is not set: voice webhook signatures are NOT verified. "
+            "Set it before exposing this gateway to the internet."
+        )

@@ -1,0 +1,129 @@
+"""Per-call stream tokens: the webhook vouches for a call, the media socket proves it.
+
+Twilio drops query strings from stream URLs, so the token travels as a TwiML ``<Parameter>`` and
+arrives in the media stream's ``start.customParameters``. A token is
+
+* **signed**: HMAC-SHA256 with the gateway secret over its claims;
+* **bound** to the call SID and the dialled number it was issued for;
+* **short-lived**: it expires ``ttl_s`` after issue (Twilio connects within a second or two);
+* **single-use**: its nonce is claimed in a :class:`ReplayGuard`, so a replay is refused. The guard
+  is a one-method interface so that several processes can share one (Redis ``SET NX``) later.
+
+This module is sans-I/O: the caller supplies the clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.errors import AuthError
+
+TOKEN_PARAMETER = "token"
+_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClaims:
+    """What a verified token says about its call."""
+
+    call_sid: str
+    to: str
+    from_: str
+    expires_at: float
+    nonce: str
+
+
+class ReplayGuard(Protocol):
+    def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+        """Record ``nonce`` as used; False when it was already used."""
+        ...
+
+
+class InMemoryReplayGuard:
+    """Single-process replay guard; forgets nonces once their token has expired anyway."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._max = max_entries
+
+    def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+        while self._seen:
+            oldest, exp = next(iter(self._seen.items()))
+            if exp > now and len(self._seen) < self._max:
+                break
+            del self._seen[oldest]
+        if nonce in self._seen:
+            return False
+        self._seen[nonce] = expires_at
+        return True
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class StreamTokens:
+    """Issues and verifies stream tokens with one secret."""
+
+    def __init__(self, secret: bytes, *, ttl_s: float = 30.0, guard: ReplayGuard | None = None) -> None:
+        if len(secret) < 16:
+            raise ValueError("the stream-token secret must be at least 16 bytes")
+        self._secret = secret
+        self.ttl_s = ttl_s
+        self._guard: ReplayGuard = guard if guard is not None else InMemoryReplayGuard()
+
+    def _mac(self, body: str) -> str:
+        return _b64(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
+
+    def issue(self, *, call_sid: str, to: str, from_: str, now: float) -> str:
+        claims = {
+            "c": call_sid,
+            "t": to,
+            "f": from_,
+            "e": round(now + self.ttl_s, 3),
+            "n": secrets.token_hex(8),
+        }
+        body = _VERSION + "." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+        return body + "." + self._mac(body)
+
+    def verify(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
+        """Check signature, binding, expiry and single use. Raises :class:`AuthError` saying which failed.
+
+        The reason never repeats the token itself.
+        """
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _VERSION:
+            raise AuthError("stream token is malformed")
+        body = parts[0] + "." + parts[1]
+        if not hmac.compare_digest(self._mac(body), parts[2]):
+            raise AuthError("stream token signature is invalid")
+        try:
+            raw = json.loads(_unb64(parts[1]))
+            claims = StreamClaims(
+                call_sid=str(raw["c"]),
+                to=str(raw["t"]),
+                from_=str(raw["f"]),
+                expires_at=float(raw["e"]),
+                nonce=str(raw["n"]),
+            )
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise AuthError("stream token claims are unreadable") from exc
+        if not hmac.compare_digest(claims.call_sid, call_sid):
+            raise AuthError("stream token was issued for another call")
+        if now > claims.expires_at:
+            raise AuthError("stream token has expired")
+        if not self._guard.claim(claims.nonce, claims.expires_at, now):
+            raise AuthError("stream token was already used")
+        return claims

@@ -1,0 +1,1 @@
+"""The HTTP edge: aiohttp routes for webhooks, media WebSockets, health and admin."""

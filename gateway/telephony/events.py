@@ -1,0 +1,99 @@
+"""Provider-neutral phone-call events (provider → gateway) and commands (gateway → provider).
+
+A provider codec turns one wire message into one :data:`TelephonyEvent` and one
+:data:`TelephonyCommand` into one wire message, so the call bridge never sees a provider's JSON.
+All are frozen, slotted dataclasses: cheap to build on the media path and safe to share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+# --- events: what the provider tells us ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The media socket is up (Twilio's first message); nothing needs to be sent back."""
+
+    protocol: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """The stream started: identities, the ``<Parameter>`` values and the audio format."""
+
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    tracks: tuple[str, ...]
+    custom_parameters: Mapping[str, str] = field(default=_EMPTY)
+    encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+    channels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One chunk of the caller's audio: raw μ-law bytes, already base64-decoded."""
+
+    payload: bytes
+    timestamp_ms: int | None = None
+    chunk: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfPressed:
+    """The caller pressed a key (``0``–``9``, ``*``, ``#``, ``A``–``D``)."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarkReached:
+    """A mark we set came back: the audio sent before it was played, or playback was cleared."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallStopped:
+    """The stream ended (for a bidirectional Twilio stream this means the call ended)."""
+
+    call_sid: str
+
+
+TelephonyEvent = Connected | CallStarted | CallerAudio | DtmfPressed | MarkReached | CallStopped
+"""Everything a provider codec's ``receive_text`` can return."""
+
+
+# --- commands: what we tell the provider ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Queue μ-law 8 kHz bytes (headerless) for playback to the caller."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SetMark:
+    """Ask to be told (:class:`MarkReached`) when everything queued so far has played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Drop all queued, unplayed audio now (barge-in); pending marks come back at once."""
+
+
+TelephonyCommand = PlayAudio | SetMark | ClearPlayback
+"""Everything a provider codec's ``encode`` accepts."""
