@@ -112,7 +112,7 @@ class Playout:
                 self.marks_sent += 1
                 out.append(item)
                 continue
-            if self._play_until - now >= self.lead_s:
+            if self._play_until + self.frame_s - now > self.lead_s + 1e-9:
                 break
             self._queue.popleft()
             self._play_until += self.frame_s
@@ -133,7 +133,7 @@ class Playout:
         """When ``due`` will next have something to send, or None when the queue is empty."""
         if not self._queue:
             return None
-        return max(now, self._play_until - self.lead_s)
+        return max(now, self._play_until + self.frame_s - self.lead_s)
 
     @property
     def queued_frames(self) -> int:

@@ -48,6 +48,7 @@ _MODEL = re.compile(r"[a-z0-9][a-z0-9.-]{0,127}")
 # BCP-47 as Live uses it: language[-Script][-REGION], e.g. "es-US", "zh-Hant-TW", "es-419".
 _LANGUAGE = re.compile(r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?")
 _TOML_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+_TOML_WHERE = re.compile(r"\(at [^)]*\)")
 
 _TOP_KEYS = (
     "name", "numbers", "callers", "default", "model", "voice", "language", "system_instruction",
@@ -306,14 +307,15 @@ def _parse(path: Path, known_tools: Collection[str]) -> _Parsed:
         check.error("(file)", "not UTF-8 text")
         return _Parsed(None, check.errors, False)
     except tomllib.TOMLDecodeError as exc:
+        # tomllib puts the position in the message: "(at line 3, column 9)" or "(at end of document)".
         message = str(exc)
         where = _TOML_LINE.search(message)
-        field = f"line {where.group(1)}" if where else "(syntax)"
-        check.error(
-            field,
-            f"invalid TOML: {_TOML_LINE.sub('', message).strip()}"
-            + (f" (column {where.group(2)})" if where else ""),
-        )
+        if where:
+            field, column = f"line {where.group(1)}", f" (column {where.group(2)})"
+        else:
+            field, column = ("end of file" if "end of document" in message else "(syntax)"), ""
+        reason = _TOML_WHERE.sub("", message).strip()
+        check.error(field, f"invalid TOML: {reason}{column}")
         return _Parsed(None, check.errors, False)
     return _validate(check, path, raw, data, known_tools)
 

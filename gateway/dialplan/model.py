@@ -53,7 +53,9 @@ KNOWN_TOOLS: frozenset[str] = BUILTIN_TOOLS | {"lookup_order"}
 Sensitivity = Literal["high", "low"]
 ActionKind = Literal["hangup", "transfer"]
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +143,8 @@ class Dialplan:
     model: str | None = None
     voice: str | None = None
     language: str | None = None
-    system_instruction: str = ""
+    #: Kept out of ``repr`` so logging a plan does not dump its whole prompt.
+    system_instruction: str = field(default="", repr=False)
     #: A prompt sent to the model as the first user turn so it speaks first; ``None``: wait for the caller.
     greeting: str | None = None
     tools: tuple[str, ...] = ()
@@ -149,10 +152,10 @@ class Dialplan:
     transcription: Transcription = field(default_factory=Transcription)
     limits: Limits = field(default_factory=Limits)
     #: Target name → E.164 number.
-    transfer_targets: Mapping[str, str] = field(default=_EMPTY, hash=False)
+    transfer_targets: Mapping[str, str] = field(default_factory=_empty, hash=False)
     fallback: Fallback = field(default_factory=Fallback)
     #: Free-form, read-only data handed to tool handlers.
-    metadata: Mapping[str, Any] = field(default=_EMPTY, hash=False)
+    metadata: Mapping[str, Any] = field(default_factory=_empty, hash=False, repr=False)
     #: The ``system_instruction_file`` the instruction came from, so the store can watch it.
     instruction_file: Path | None = None
 

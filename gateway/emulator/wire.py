@@ -118,7 +118,7 @@ def b64decode(data: str, field: str = "data") -> bytes:
         raise CloseRequest(1007, f"Invalid value at '{field}' (TYPE_BYTES), Base64 decoding failed") from exc
 
 
-def b64encode(data: bytes) -> str:
+def b64encode(data: bytes | memoryview) -> str:
     """Standard base64 without newlines, as the real server sends audio."""
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 

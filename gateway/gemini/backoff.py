@@ -29,8 +29,10 @@ def backoff(
 
     Every value lies in ``[0, max_s]``. Raises :class:`~gateway.errors.ConfigError` for inconsistent bounds.
     """
-    if not (0 <= initial_max_s and 0 < min_s <= max_s and factor >= 1 and 0 <= jitter < 1):
-        raise ConfigError("backoff: need 0 <= initial_max_s, 0 < min_s <= max_s, factor >= 1, 0 <= jitter < 1")
+    if not (initial_max_s >= 0 and 0 < min_s <= max_s and factor >= 1 and 0 <= jitter < 1):
+        raise ConfigError(
+            "backoff: need 0 <= initial_max_s, 0 < min_s <= max_s, factor >= 1, 0 <= jitter < 1"
+        )
     rand = rng or random.Random()
     yield rand.uniform(0.0, min(initial_max_s, max_s))
     delay = min_s

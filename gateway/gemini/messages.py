@@ -233,7 +233,6 @@ class FunctionResponse:
 # --------------------------------------------------------------------------------------------------
 
 
-
 def _dumps(obj: Any) -> str:
     # allow_nan=False: NaN is not JSON and the server would reject the whole message.
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

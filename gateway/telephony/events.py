@@ -33,7 +33,7 @@ class CallStarted:
     call_sid: str
     account_sid: str
     tracks: tuple[str, ...]
-    custom_parameters: Mapping[str, str] = field(default=_EMPTY)
+    custom_parameters: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     encoding: str = "audio/x-mulaw"
     sample_rate: int = 8000
     channels: int = 1

@@ -172,12 +172,13 @@ class TwilioCodec:
                 audio = binascii.a2b_base64(payload, strict_mode=True)
             except (binascii.Error, ValueError) as exc:
                 raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+            event_out = CallerAudio(
+                audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
+            )
             self.messages_in += 1
             self.media_in += 1
             self.bytes_in += len(audio)
-            return CallerAudio(
-                audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
-            )
+            return event_out
         if not isinstance(event, str):
             raise _invalid("Twilio message has no string 'event' field")
         result = self._receive_control(event, msg)

@@ -1,0 +1,542 @@
+"""Place one simulated Twilio phone call to a gateway: webhook, TwiML, media stream, report.
+
+Behaves like Twilio on an inbound call: POSTs the (signed) voice webhook, follows the
+``<Connect><Stream>`` it gets back, sends ``connected``/``start``, streams the caller's audio as 20 ms
+μ-law frames on a drift-free monotonic schedule, plays what the gateway sends on a real-time
+playout clock (echoing marks when their audio has played, honouring ``clear``), presses keys, and
+hangs up with ``stop``. It checks every message from the gateway is Twilio-shaped and reports the
+problems instead of failing, as Twilio reports error 31951 and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import math
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import aiohttp
+import numpy as np
+
+from gateway.caller import wire
+from gateway.caller.audio import (
+    FRAME_BYTES,
+    RATE,
+    SPEECH_RMS,
+    is_audible,
+    pcm16_to_ulaw,
+    read_wav,
+    to_pcm16_8k,
+    ulaw_to_pcm16,
+    write_wav,
+)
+from gateway.caller.playout import Playout
+from gateway.caller.samples import builtin
+from gateway.errors import AuthError, ConfigError, TelephonyProtocolError
+
+FRAME_S = 0.02
+SILENCE_FRAME = b"\xff" * FRAME_BYTES
+#: Bot audio after this long without any counts as a new utterance (for ``reply_ms``).
+_BURST_GAP_S = 0.25
+#: The greeting is over once its audio has played and the line has been quiet this long.
+_GREETING_QUIET_S = 0.3
+_MAX_PROTOCOL_ERRORS = 50
+
+
+@dataclass
+class CallOptions:
+    """What the simulated caller does. Only ``to`` is required."""
+
+    to: str
+    from_: str = "+15550001111"
+    gateway: str = "http://127.0.0.1:8080"
+    #: A WAV file (any rate/width/channels) or ``builtin:hello``; spoken once, then silence.
+    play: Path | str | None = None
+    #: Where to write what the caller heard (8 kHz 16-bit mono, silence included).
+    record: Path | None = None
+    #: Keys to press after the greeting (and after ``play``), one per ``dtmf_interval_s``.
+    dtmf: str = ""
+    dtmf_interval_s: float = 0.3
+    hangup_after_s: float | None = None
+    #: Sign requests with ``X-Twilio-Signature`` when set (use the gateway's TWILIO_AUTH_TOKEN).
+    auth_token: str = field(default="", repr=False)
+    #: Start speaking this many seconds after the stream starts; None: once the greeting has played.
+    speak_at_s: float | None = None
+    #: Without a greeting, speak / press keys after this long anyway.
+    greeting_timeout_s: float = 5.0
+    #: Hard limit so a silent gateway cannot hold the caller forever.
+    max_duration_s: float = 600.0
+    voice_path: str = "/twilio/voice"
+    account_sid: str = ""
+    #: Fills ``CallReport.transcript`` at the end (the gateway's admin API; Twilio's protocol has none).
+    transcript_source: Callable[[], Awaitable[list[dict[str, str]]]] | None = None
+    #: Live, human-readable progress lines.
+    on_event: Callable[[str], None] | None = None
+    #: Set it to hang up now (Ctrl-C in the CLI).
+    hangup_event: asyncio.Event | None = None
+
+
+@dataclass
+class CallReport:
+    """What happened on the call, from the caller's side."""
+
+    call_sid: str
+    account_sid: str
+    stream_sid: str = ""
+    answered: bool = False
+    stream_url: str = ""
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    #: TwiML verbs Twilio would run after the stream ends (e.g. ["Say", "Hangup"]).
+    after_stream: list[str] = field(default_factory=list)
+    greeting_ms: float | None = None
+    reply_ms: list[float] = field(default_factory=list)
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    #: Marks the gateway sent, and the echoes we sent back.
+    marks_sent: int = 0
+    marks_acked: int = 0
+    clears: int = 0
+    dtmf_sent: str = ""
+    heard_ms: float = 0.0
+    dropped_ms: float = 0.0
+    duration_s: float = 0.0
+    ended_by: str = ""
+    protocol_errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    transcript: list[dict[str, str]] = field(default_factory=list)
+    record: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _StreamTwiml:
+    url: str
+    parameters: dict[str, str]
+    status_callback: str | None
+    after: list[str]
+
+
+def _caller_frames(play: Path | str | None) -> list[tuple[bytes, bool]]:
+    """The utterance to speak as (20 ms μ-law frame, is speech) pairs; empty when silent."""
+    if play is None:
+        return []
+    text = str(play)
+    if text.startswith("builtin:"):
+        try:
+            samples, rate = builtin(text.removeprefix("builtin:"), RATE), RATE
+        except KeyError:
+            raise ConfigError(f"unknown built-in sample {text!r}; try builtin:hello") from None
+    else:
+        samples, rate = read_wav(Path(text))
+    pcm = to_pcm16_8k(samples, rate)
+    pad = -len(pcm) % (FRAME_BYTES * 2)
+    pcm += b"\x00" * pad
+    ints = np.frombuffer(pcm, "<i2").reshape(-1, FRAME_BYTES).astype(np.float64)
+    loud = np.sqrt((ints * ints).mean(axis=1)) > SPEECH_RMS
+    ulaw = pcm16_to_ulaw(pcm)
+    return [(ulaw[i * FRAME_BYTES : (i + 1) * FRAME_BYTES], bool(loud[i])) for i in range(len(loud))]
+
+
+def _parse_twiml(text: str, webhook_url: str) -> _StreamTwiml | None:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise TelephonyProtocolError(f"voice webhook returned invalid TwiML: {exc}") from exc
+    if root.tag != "Response":
+        raise TelephonyProtocolError(f"TwiML root must be <Response>, got <{root.tag}>")
+    verbs = list(root)
+    for i, verb in enumerate(verbs):
+        if verb.tag != "Connect":
+            continue
+        stream = verb.find("Stream")
+        if stream is None or not stream.get("url"):
+            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
+        params: dict[str, str] = {}
+        for p in stream.findall("Parameter"):
+            name, value = p.get("name"), p.get("value")
+            if name is None or value is None:
+                raise TelephonyProtocolError("<Parameter> needs name and value")
+            params[name] = value
+        return _StreamTwiml(
+            url=urljoin(webhook_url, stream.get("url", "")),
+            parameters=params,
+            status_callback=stream.get("statusCallback"),
+            after=[v.tag for v in verbs[i + 1 :]],
+        )
+    return None
+
+
+class _Call:
+    """One live media stream; two tasks share it: the 20 ms ticker and the receiver."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, opts: CallOptions, report: CallReport) -> None:
+        self.ws = ws
+        self.opts = opts
+        self.report = report
+        self.loop = asyncio.get_running_loop()
+        self.t0 = 0.0
+        self.seq = 0
+        self.playout = Playout()
+        self.utterance = _caller_frames(opts.play)
+        self.utterance_at: float | None = opts.speak_at_s
+        self.utterance_pos = 0
+        self.dtmf_queue = list(opts.dtmf)
+        self.dtmf_next_at: float | None = None
+        self.first_audible_at: float | None = None
+        self.last_audible_at = -math.inf
+        self.speaking = False
+        self.utterance_end: float | None = None
+        self.awaiting_reply = False
+        self.ended_at = 0.0
+
+    def _say(self, text: str) -> None:
+        if self.opts.on_event is not None:
+            self.opts.on_event(f"[{self._now():7.3f}s] {text}")
+
+    def _now(self) -> float:
+        return self.loop.time() - self.t0 if self.t0 else 0.0
+
+    def _sample(self) -> int:
+        return int((self.loop.time() - self.t0) * RATE)
+
+    def _error(self, problem: str) -> None:
+        if len(self.report.protocol_errors) < _MAX_PROTOCOL_ERRORS:
+            self.report.protocol_errors.append(problem)
+            self._say(f"protocol error from gateway: {problem}")
+
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    async def run(self, parameters: dict[str, str]) -> None:
+        r = self.report
+        await self.ws.send_str(wire.connected())
+        await self.ws.send_str(
+            wire.start(
+                self._next_seq(),
+                stream_sid=r.stream_sid,
+                call_sid=r.call_sid,
+                account_sid=r.account_sid,
+                parameters=parameters,
+            )
+        )
+        self.t0 = self.loop.time()
+        self._say(f"stream {r.stream_sid} started")
+        ticker = asyncio.create_task(self._tick())
+        receiver = asyncio.create_task(self._receive())
+        try:
+            done, _ = await asyncio.wait({ticker, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (ticker, receiver):
+                task.cancel()
+            results = await asyncio.gather(ticker, receiver, return_exceptions=True)
+        self.ended_at = self.loop.time() - self.t0
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result
+        del done
+
+    # --- the 20 ms ticker: caller audio, DTMF, mark echoes, hang-up ------------------------------
+
+    async def _tick(self) -> None:
+        opts, r = self.opts, self.report
+        n = 0
+        while True:
+            delay = self.t0 + n * FRAME_S - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.ws.closed:
+                return
+            now = self._now()
+            hangup_due = opts.hangup_after_s is not None and now >= opts.hangup_after_s
+            if hangup_due or now >= opts.max_duration_s or (opts.hangup_event and opts.hangup_event.is_set()):
+                await self._hang_up()
+                return
+            sample = self._sample()
+            for name in self.playout.due_marks(sample):
+                await self._echo_mark(name)
+            frame, speech = self._next_frame(now, sample)
+            await self._send(
+                wire.media(
+                    self._next_seq(), stream_sid=r.stream_sid, chunk=n + 1, timestamp_ms=n * 20, payload=frame
+                )
+            )
+            r.frames_sent += 1
+            if speech:
+                if not self.speaking:
+                    self._say("caller speaking")
+                self.speaking = True
+                self.utterance_end = now + FRAME_S
+                self.awaiting_reply = True
+            elif self.speaking:
+                self.speaking = False
+                self._say("caller utterance ended")
+            await self._maybe_dtmf(now)
+            n += 1
+
+    def _greeting_over(self, now: float, sample: int) -> bool:
+        if self.first_audible_at is None:
+            return now >= self.opts.greeting_timeout_s
+        return sample - self.playout.end >= _GREETING_QUIET_S * RATE
+
+    def _next_frame(self, now: float, sample: int) -> tuple[bytes, bool]:
+        if self.utterance_pos >= len(self.utterance):
+            return SILENCE_FRAME, False
+        if self.utterance_at is None and self._greeting_over(now, sample):
+            self.utterance_at = now
+        if self.utterance_at is None or now < self.utterance_at:
+            return SILENCE_FRAME, False
+        frame = self.utterance[self.utterance_pos]
+        self.utterance_pos += 1
+        return frame
+
+    async def _maybe_dtmf(self, now: float) -> None:
+        if not self.dtmf_queue or self.utterance_pos < len(self.utterance):
+            return  # keys come after the utterance, if there is one
+        if self.dtmf_next_at is None:
+            if not self._greeting_over(now, self._sample()):
+                return
+            self.dtmf_next_at = now
+        if now < self.dtmf_next_at:
+            return
+        digit = self.dtmf_queue.pop(0)
+        await self._send(wire.dtmf(self._next_seq(), stream_sid=self.report.stream_sid, digit=digit))
+        self.report.dtmf_sent += digit
+        self.dtmf_next_at = now + self.opts.dtmf_interval_s
+        self._say(f"pressed {digit}")
+
+    async def _hang_up(self) -> None:
+        r = self.report
+        r.ended_by = r.ended_by or "caller"
+        self._say("caller hangs up")
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            await self.ws.send_str(
+                wire.stop(
+                    self._next_seq(), stream_sid=r.stream_sid, call_sid=r.call_sid, account_sid=r.account_sid
+                )
+            )
+        await self.ws.close()
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self.ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError):
+            # The gateway went away between our check and the write; the receiver reports it.
+            pass
+
+    async def _echo_mark(self, name: str) -> None:
+        await self._send(wire.mark(self._next_seq(), stream_sid=self.report.stream_sid, name=name))
+        self.report.marks_acked += 1
+        self._say(f"mark {name!r} played")
+
+    # --- the receiver: what the gateway sends -----------------------------------------------------
+
+    async def _receive(self) -> None:
+        async for msg in self.ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                await self._on_text(msg.data)
+            elif msg.type is aiohttp.WSMsgType.BINARY:
+                self._error("binary frame (Twilio accepts JSON text frames only)")
+            else:
+                break
+        if not self.report.ended_by:
+            self.report.ended_by = "gateway"
+            self._say(f"gateway ended the call (close code {self.ws.close_code})")
+
+    async def _on_text(self, text: str) -> None:
+        r = self.report
+        try:
+            msg = json.loads(text)
+        except ValueError:
+            self._error(f"not JSON: {text[:60]!r}")
+            return
+        if not isinstance(msg, dict):
+            self._error("message is not a JSON object")
+            return
+        event = msg.get("event")
+        if event not in ("media", "mark", "clear"):
+            self._error(f"unknown event {event!r} (Twilio accepts media, mark, clear)")
+            return
+        if msg.get("streamSid") != r.stream_sid:
+            self._error(f"{event} with streamSid {msg.get('streamSid')!r}, expected {r.stream_sid!r}")
+            return
+        sample = self._sample()
+        if event == "media":
+            body = msg.get("media")
+            payload = body.get("payload") if isinstance(body, dict) else None
+            if not isinstance(payload, str):
+                self._error("media without media.payload string")
+                return
+            try:
+                audio = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                self._error("media.payload is not valid base64")
+                return
+            r.frames_received += 1
+            r.bytes_received += len(audio)
+            self.playout.media(sample, audio)
+            if is_audible(audio):
+                self._on_bot_audio(sample / RATE)
+        elif event == "mark":
+            body = msg.get("mark")
+            name = body.get("name") if isinstance(body, dict) else None
+            if not isinstance(name, str):
+                self._error("mark without mark.name string")
+                return
+            r.marks_sent += 1
+            if self.playout.mark(sample, name):
+                await self._echo_mark(name)
+        else:
+            r.clears += 1
+            dropped = self.playout.dropped_samples
+            pending = self.playout.clear(sample)
+            self.last_audible_at = -math.inf
+            self._say(
+                f"clear: dropped {(self.playout.dropped_samples - dropped) * 1000 // RATE} ms of bot audio"
+            )
+            for name in pending:
+                await self._echo_mark(name)
+
+    def _on_bot_audio(self, t: float) -> None:
+        r = self.report
+        if (
+            self.awaiting_reply
+            and not self.speaking
+            and self.utterance_end is not None
+            and t >= self.utterance_end
+            and t - self.last_audible_at > _BURST_GAP_S
+        ):
+            self.awaiting_reply = False
+            r.reply_ms.append(round((t - self.utterance_end) * 1000, 1))
+            self._say(f"bot replies after {r.reply_ms[-1]:.0f} ms")
+        if self.first_audible_at is None:
+            self.first_audible_at = t
+            r.greeting_ms = round(t * 1000, 1)
+            self._say(f"bot audio starts (greeting after {r.greeting_ms:.0f} ms)")
+        self.last_audible_at = t
+
+
+def _ws_url(url: str) -> tuple[str, bool]:
+    """Twilio's view of a ``<Stream url>``: http(s) → ws(s); the query string is dropped."""
+    parts = urlsplit(url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise TelephonyProtocolError(f"<Stream url> must be wss:// (or ws:// locally), got {url!r}")
+    dropped = bool(parts.query)
+    return urlunsplit((scheme, parts.netloc, parts.path, "", "")), dropped
+
+
+async def _status_callback(
+    http: aiohttp.ClientSession, url: str, opts: CallOptions, report: CallReport, event: str
+) -> None:
+    form = {
+        "AccountSid": report.account_sid,
+        "CallSid": report.call_sid,
+        "StreamSid": report.stream_sid,
+        "StreamName": "",
+        "StreamEvent": event,
+        "StreamError": "",
+        "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
+    }
+    headers = {"X-Twilio-Signature": wire.sign(opts.auth_token, url, form)} if opts.auth_token else {}
+    try:
+        async with http.post(url, data=form, headers=headers) as resp:
+            if resp.status >= 400:
+                report.warnings.append(f"stream status callback {event}: HTTP {resp.status}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        report.warnings.append(f"stream status callback {event} failed: {exc}")
+
+
+async def place_call(opts: CallOptions) -> CallReport:
+    """Call the gateway as Twilio would and return what happened.
+
+    Raises:
+        ConfigError: the gateway cannot be reached, or the options are wrong.
+        AuthError: the gateway refused the webhook or the stream (401/403).
+        TelephonyProtocolError: the webhook answered with something Twilio could not follow.
+        AudioError: the ``play`` file cannot be read.
+    """
+    account_sid = opts.account_sid or wire.new_sid("AC")
+    report = CallReport(call_sid=wire.new_sid("CA"), account_sid=account_sid)
+    say = opts.on_event or (lambda _line: None)
+    webhook_url = opts.gateway.rstrip("/") + opts.voice_path
+    form = wire.voice_webhook_form(
+        call_sid=report.call_sid, account_sid=account_sid, from_=opts.from_, to=opts.to
+    )
+    headers = {"User-Agent": "TwilioProxy/1.1", "I-Twilio-Idempotency-Token": wire.new_sid("")}
+    if opts.auth_token:
+        headers["X-Twilio-Signature"] = wire.sign(opts.auth_token, webhook_url, form)
+    timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=15)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        try:
+            async with http.post(webhook_url, data=form, headers=headers) as resp:
+                body = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConfigError(f"cannot reach the gateway's voice webhook {webhook_url}: {exc}") from exc
+        if status in (401, 403):
+            raise AuthError(f"voice webhook refused the call: HTTP {status} (is the auth token right?)")
+        if status != 200:
+            raise TelephonyProtocolError(f"voice webhook answered HTTP {status}: {body[:200]!r}")
+        say(f"webhook answered {opts.to}")
+        stream = _parse_twiml(body, webhook_url)
+        if stream is None:
+            report.after_stream = [v.tag for v in ET.fromstring(body)]
+            report.ended_by = "gateway"
+            say(f"no stream in TwiML; Twilio would run {report.after_stream}")
+            return report
+        report.answered = True
+        ws_url, dropped = _ws_url(stream.url)
+        if dropped:
+            report.warnings.append("the <Stream url> has a query string; Twilio drops it")
+        report.stream_url = ws_url
+        report.custom_parameters = stream.parameters
+        report.after_stream = stream.after
+        report.stream_sid = wire.new_sid("MZ")
+        ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
+        if opts.auth_token:
+            ws_headers["X-Twilio-Signature"] = wire.sign(opts.auth_token, ws_url, {})
+        try:
+            ws = await http.ws_connect(
+                ws_url, headers=ws_headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise AuthError(f"media stream refused: HTTP {exc.status}") from exc
+            raise TelephonyProtocolError(f"media stream handshake failed: HTTP {exc.status}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConfigError(f"cannot open the media stream {ws_url}: {exc}") from exc
+        call = _Call(ws, opts, report)
+        try:
+            if stream.status_callback:
+                await _status_callback(http, stream.status_callback, opts, report, "stream-started")
+            await call.run(stream.parameters)
+        finally:
+            if not ws.closed:
+                await ws.close()
+        if stream.status_callback:
+            await _status_callback(http, stream.status_callback, opts, report, "stream-stopped")
+    total = int(call.ended_at * RATE)
+    report.heard_ms = round(call.playout.heard_samples(total) * 1000 / RATE, 1)
+    report.dropped_ms = round(call.playout.dropped_samples * 1000 / RATE, 1)
+    report.duration_s = round(time.monotonic() - started, 3)
+    if opts.record is not None:
+        write_wav(opts.record, ulaw_to_pcm16(call.playout.render(total)))
+        report.record = str(opts.record)
+    if opts.transcript_source is not None:
+        report.transcript = list(await opts.transcript_source())
+    return report

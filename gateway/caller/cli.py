@@ -1,0 +1,112 @@
+"""``gateway call TO``: place one simulated Twilio call to a running gateway and report on it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gateway.caller.call import CallOptions, CallReport, place_call
+from gateway.errors import ConfigError, GatewayError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the caller's arguments."""
+    parser.add_argument("to", metavar="TO", help="the dialled number, E.164 (picks the dialplan)")
+    parser.add_argument("--from", dest="from_", default="+15550001111", metavar="NUMBER", help="caller ID")
+    parser.add_argument(
+        "--gateway",
+        default="http://127.0.0.1:8080",
+        metavar="URL",
+        help="gateway base URL (webhook at /twilio/voice)",
+    )
+    parser.add_argument(
+        "--play",
+        metavar="WAV",
+        help="say this WAV (any rate/width/channels) or builtin:hello after the greeting",
+    )
+    parser.add_argument(
+        "--record", type=Path, metavar="WAV", help="write what the caller heard (8 kHz 16-bit mono)"
+    )
+    parser.add_argument(
+        "--dtmf", default="", metavar="DIGITS", help="keys to press after the greeting, e.g. 12#"
+    )
+    parser.add_argument("--hangup-after", type=float, metavar="S", help="hang up after S seconds of stream")
+    parser.add_argument(
+        "--auth-token",
+        default=None,
+        metavar="T",
+        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON report at the end instead of a live log"
+    )
+
+
+def _options(args: argparse.Namespace) -> CallOptions:
+    digits = str(args.dtmf)
+    bad = sorted(set(digits) - set("0123456789*#ABCD"))
+    if bad:
+        raise ConfigError(f"--dtmf: not DTMF keys: {''.join(bad)}")
+    token = args.auth_token if args.auth_token is not None else os.environ.get("TWILIO_AUTH_TOKEN", "")
+    return CallOptions(
+        to=args.to,
+        from_=args.from_,
+        gateway=args.gateway,
+        play=args.play,
+        record=args.record,
+        dtmf=digits,
+        hangup_after_s=args.hangup_after,
+        auth_token=token,
+        on_event=None if args.json else print,
+    )
+
+
+def _summary(report: CallReport) -> str:
+    greeting = "none" if report.greeting_ms is None else f"{report.greeting_ms:.0f} ms"
+    replies = ", ".join(f"{r:.0f} ms" for r in report.reply_ms) or "none"
+    lines = [
+        f"call {report.call_sid} ended by {report.ended_by} after {report.duration_s:.1f} s",
+        f"  greeting after {greeting}; replies after {replies}",
+        f"  frames sent {report.frames_sent}, received {report.frames_received} "
+        f"(heard {report.heard_ms / 1000:.1f} s, dropped by clear {report.dropped_ms / 1000:.1f} s)",
+        f"  marks {report.marks_acked}/{report.marks_sent} echoed, clears {report.clears}, "
+        f"keys {report.dtmf_sent!r}",
+    ]
+    lines += [f"  {t.get('role', '?')}: {t.get('text', '')}" for t in report.transcript]
+    lines += [f"  protocol error: {e}" for e in report.protocol_errors]
+    lines += [f"  warning: {w}" for w in report.warnings]
+    if report.record:
+        lines.append(f"  recording: {report.record}")
+    return "\n".join(lines)
+
+
+async def _call(opts: CallOptions) -> CallReport:
+    hangup = asyncio.Event()
+    opts.hangup_event = hangup
+    loop = asyncio.get_running_loop()
+    try:
+        # Ctrl-C hangs up like a caller would (stop, then close) so the report is still printed.
+        loop.add_signal_handler(signal.SIGINT, hangup.set)
+    except (NotImplementedError, RuntimeError):
+        pass
+    return await place_call(opts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Place the call; exit 0 when it ran (whoever hung up), 1 when it could not be placed."""
+    try:
+        opts = _options(args)
+        report = asyncio.run(_call(opts))
+    except GatewayError as exc:
+        print(f"gateway call: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(_summary(report))
+    return 0

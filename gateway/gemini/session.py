@@ -1,0 +1,526 @@
+"""One Gemini Live session over a raw ``websockets`` client: the thin asyncio layer around LiveProtocol.
+
+Design rules:
+
+* **One reader task** turns every received frame (binary *and* text: Google sends binary frames of
+  UTF-8 JSON) into events on a queue that :meth:`LiveSession.events` drains.
+* **One writer task** owns ``ws.send``. Control messages (text, tool responses, client content) wait in
+  their own queue, are sent first and are never dropped. Caller audio waits in a bounded queue: when the
+  network stalls, the oldest audio is dropped (stale speech is worthless on a phone line) and counted,
+  and :meth:`LiveSession.send_audio` never blocks the media path.
+* Foreign exceptions (``websockets``, ``OSError``, timeouts) are translated into :mod:`gateway.errors`
+  here, with ``raise … from exc``.
+* Secrets stay out of logs: the URL is logged without its query string, and ``websockets``' own debug
+  logging (which echoes handshake headers) is routed to a logger capped at INFO.
+
+Resumption and ``goAway`` *policy* (reconnecting transparently) belongs to the caller; this module tracks
+the resumable handle and reports closes as typed errors with ``retryable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+
+from gateway.errors import (
+    AudioError,
+    ConfigError,
+    LiveConnectError,
+    LiveProtocolError,
+    LiveSessionClosed,
+    LiveSessionError,
+)
+from gateway.gemini.messages import FunctionResponse, GoAway, ServerEvent, SessionConfig
+from gateway.gemini.protocol import LiveProtocol, LiveState
+from gateway.log import add_secrets
+
+__all__ = ["LiveEndpoint", "LiveSession", "SessionStats"]
+
+_LOG = logging.getLogger("gateway.gemini")
+# websockets logs the handshake request (URL with ?key=, x-goog-api-key header) at DEBUG. Its records go
+# to this logger, which never goes below INFO, whatever the root level is.
+_WIRE_LOG = logging.getLogger("gateway.gemini.wire")
+_WIRE_LOG.setLevel(logging.INFO)
+
+_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.{method}"
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+#: Far above websockets' 1 MiB default: a server message over the limit would close the call with 1009.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LiveEndpoint:
+    """Where and how to reach the Live API. Exactly one of ``api_key`` / ``ephemeral_token``.
+
+    The key goes in the ``x-goog-api-key`` header (as the Python SDK sends it) unless ``key_in_query``;
+    an ephemeral token uses the ``BidiGenerateContentConstrained`` method with ``?access_token=``.
+    Secrets are excluded from ``repr`` so an endpoint can be logged.
+    """
+
+    base_url: str = "wss://generativelanguage.googleapis.com"
+    api_key: str = field(default="", repr=False)
+    ephemeral_token: str = field(default="", repr=False)
+    api_version: str = "v1beta"
+    key_in_query: bool = False
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in _SCHEMES or not parts.netloc:
+            raise ConfigError(
+                f"Live endpoint: base_url must be a ws(s):// or http(s):// URL, not {self.base_url!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError("Live endpoint: base_url must not carry a query string or fragment")
+        if bool(self.api_key) == bool(self.ephemeral_token):
+            raise ConfigError("Live endpoint: set exactly one of api_key and ephemeral_token")
+        if not self.api_version or "/" in self.api_version:
+            raise ConfigError(f"Live endpoint: bad api_version {self.api_version!r}")
+
+    def _base(self) -> str:
+        parts = urlsplit(self.base_url)
+        path = parts.path.rstrip("/")
+        return urlunsplit((_SCHEMES[parts.scheme], parts.netloc, path, "", ""))
+
+    def url(self) -> str:
+        """The full WebSocket URL, including any credential in the query. Never log it."""
+        if self.ephemeral_token:
+            path = _PATH.format(version=self.api_version, method="BidiGenerateContentConstrained")
+            return f"{self._base()}{path}?access_token={quote(self.ephemeral_token, safe='')}"
+        url = self._base() + _PATH.format(version=self.api_version, method="BidiGenerateContent")
+        if self.key_in_query:
+            url += f"?key={quote(self.api_key, safe='')}"
+        return url
+
+    def redacted_url(self) -> str:
+        """The URL without its query string: safe for logs and error messages."""
+        return self.url().split("?", 1)[0]
+
+    def headers(self) -> dict[str, str]:
+        """Handshake headers carrying the credential, if it does not travel in the URL."""
+        if self.api_key and not self.key_in_query:
+            return {"x-goog-api-key": self.api_key}
+        return {}
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters for one session, reported at its end (nothing on the media path logs per frame)."""
+
+    audio_sent: int = 0  # realtimeInput.audio messages written
+    audio_bytes_sent: int = 0  # PCM bytes in them
+    audio_dropped: int = 0  # caller chunks dropped because the audio queue was full
+    drop_bursts: int = 0  # separate overflow episodes
+    messages_sent: int = 0  # every frame written, setup included
+    messages_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    setup_ms: float = 0.0  # from opening the socket to setupComplete
+
+
+class _End:
+    """Queue sentinel: the reader stopped."""
+
+
+_END: Final = _End()
+
+
+class LiveSession:
+    """A connected Live session (past ``setupComplete``). Create it with :meth:`connect`.
+
+    Sending is synchronous and never blocks; receiving is :meth:`events`, for one consumer.
+    """
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        protocol: LiveProtocol,
+        *,
+        audio_queue_max: int,
+        input_rate: int,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        stats: SessionStats,
+    ) -> None:
+        """Private: use :meth:`connect`."""
+        self._ws = ws
+        self._proto = protocol
+        self._log = logger
+        self.stats = stats
+        self._rate = input_rate
+        # Up to 100 ms of backlog is merged into one message (the Live API's recommended maximum).
+        self._coalesce_bytes = input_rate * 2 // 10
+        self._audio: deque[bytes] = deque(maxlen=audio_queue_max)
+        self._audio_max = audio_queue_max
+        self._control: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[ServerEvent | _End] = asyncio.Queue()
+        self._error: LiveSessionError | None = None
+        self._dropping = False
+        self._burst_dropped = 0
+        self._closing = False
+        self._closed = False
+        self._consuming = False
+        self._end_logged = False
+        self._done = asyncio.Event()
+        self.close_code: int | None = None
+        self.close_reason: str = ""
+        self._reader = asyncio.create_task(self._read_loop(), name="live-reader")
+        self._writer = asyncio.create_task(self._write_loop(), name="live-writer")
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def connect(
+        cls,
+        endpoint: LiveEndpoint,
+        config: SessionConfig,
+        *,
+        setup_timeout_s: float = 10.0,
+        audio_queue_max: int = 50,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        input_rate: int = 16000,
+        ping_interval_s: float | None = 30.0,
+        ping_timeout_s: float | None = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> LiveSession:
+        """Open the socket, send ``setup`` and wait for ``setupComplete``.
+
+        Keepalive: Gemini's pongs have been measured at 8–30 s, so websockets' 20 s default would kill
+        healthy calls; a ping every 30 s with a 60 s timeout still detects a dead TCP path within ~90 s.
+        Compression is off: base64 PCM barely deflates and deflating 50 frames/s per call costs CPU.
+
+        Raises:
+            LiveConnectError: the socket did not open, or closed before ``setupComplete`` (1007 bad key
+                or config and 1008 unknown model are not retryable); ``LiveSessionNotFound`` when the
+                resumption handle is unknown.
+        """
+        if audio_queue_max < 1:
+            raise ConfigError(f"audio_queue_max must be >= 1, not {audio_queue_max}")
+        if not 8000 <= input_rate <= 48000:
+            raise ConfigError(f"input_rate must be in [8000, 48000], not {input_rate}")
+        log = logger if logger is not None else _LOG
+        add_secrets([s for s in (endpoint.api_key, endpoint.ephemeral_token) if s])
+        where = endpoint.redacted_url()
+        proto = LiveProtocol(config)
+        stats = SessionStats()
+        log.info("live session connecting", extra={"url": where, "model": config.model})
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(setup_timeout_s):
+                ws = await ws_connect(
+                    endpoint.url(),
+                    additional_headers=endpoint.headers(),
+                    ssl=ssl_context,
+                    compression=None,
+                    max_size=MAX_MESSAGE_BYTES,
+                    ping_interval=ping_interval_s,
+                    ping_timeout=ping_timeout_s,
+                    open_timeout=None,  # the enclosing timeout covers the whole setup
+                    close_timeout=2.0,
+                    logger=_WIRE_LOG,
+                )
+        except TimeoutError as exc:
+            raise LiveConnectError(
+                f"Live socket to {where} did not open in {setup_timeout_s}s", retryable=True
+            ) from exc
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            retryable = status in (408, 429) or status >= 500
+            raise LiveConnectError(
+                f"Live upgrade to {where} refused: HTTP {status}", code=None, retryable=retryable
+            ) from exc
+        except InvalidURI as exc:
+            raise ConfigError(f"Live endpoint URL is invalid: {where}") from exc
+        except (WebSocketException, OSError) as exc:
+            raise LiveConnectError(
+                f"Live socket to {where} failed: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
+
+        first: list[ServerEvent] = []
+        try:
+            async with asyncio.timeout(max(0.0, setup_timeout_s - (time.monotonic() - started))):
+                setup = proto.setup()
+                await ws.send(setup)
+                stats.messages_sent += 1
+                stats.bytes_sent += len(setup)
+                while proto.state is LiveState.SETUP_SENT:
+                    data = await ws.recv()
+                    stats.messages_received += 1
+                    stats.bytes_received += len(data)
+                    first = proto.receive(data)[1:]
+        except ConnectionClosed as exc:
+            code, reason = _close_info(exc)
+            error = proto.closed(code, reason)
+            log.warning("live setup rejected", extra={"code": code, "reason": reason, "url": where})
+            raise error from exc
+        except TimeoutError as exc:
+            await _abandon(ws)
+            raise LiveConnectError(
+                f"no setupComplete from {where} within {setup_timeout_s}s", retryable=True
+            ) from exc
+        except LiveProtocolError as exc:
+            await _abandon(ws)
+            raise LiveConnectError(f"Live setup failed: {exc}", retryable=False) from exc
+        except BaseException:
+            await _abandon(ws)
+            raise
+        stats.setup_ms = (time.monotonic() - started) * 1000.0
+        session = cls(
+            ws, proto, audio_queue_max=audio_queue_max, input_rate=input_rate, logger=log, stats=stats
+        )
+        for event in first:
+            session._events.put_nowait(event)
+        log.info(
+            "live session ready",
+            extra={"setup_ms": round(stats.setup_ms, 1), "resumed": config.resumption_handle is not None},
+        )
+        return session
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or the server closed the socket."""
+        return self._closed
+
+    @property
+    def resumption_handle(self) -> str | None:
+        """The latest handle that came with ``resumable: true`` (or the one this session resumed with)."""
+        return self._proto.resumption_handle
+
+    # ------------------------------------------------------------------ sending
+
+    def send_audio(self, pcm16k: bytes) -> None:
+        """Queue caller audio (PCM16 mono at the session's input rate). Never blocks.
+
+        When the queue is full the oldest chunk is dropped and counted; the first drop of a burst is
+        logged, not every one. After the session closed, audio is silently discarded: the uplink may
+        still be delivering a frame or two during teardown.
+        """
+        if self._closed:
+            return
+        if len(pcm16k) & 1:
+            raise AudioError(f"PCM16 audio must have an even byte count, got {len(pcm16k)}")
+        audio = self._audio
+        if len(audio) == self._audio_max:
+            self.stats.audio_dropped += 1
+            self._burst_dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                self.stats.drop_bursts += 1
+                self._log.warning(
+                    "live audio queue full: dropping oldest audio", extra={"queue_max": self._audio_max}
+                )
+        audio.append(pcm16k)
+        self._wake.set()
+
+    def _send_control(self, text: str) -> None:
+        self._control.append(text)
+        self._wake.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._error if self._error is not None else LiveSessionError("Live session is closed")
+
+    def send_text(self, text: str) -> None:
+        """Send ``realtimeInput.text`` (treated like speech). Queued ahead of audio, never dropped."""
+        self._check_open()
+        self._send_control(self._proto.text(text))
+
+    def send_client_content(self, turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> None:
+        """Append ``(role, text)`` turns to the conversation; ``turn_complete`` makes the model answer."""
+        self._check_open()
+        self._send_control(self._proto.client_content(turns, turn_complete))
+
+    def send_tool_response(self, responses: Sequence[FunctionResponse]) -> None:
+        """Answer tool calls (ids echoed). Raises ToolError if a response is not JSON-serialisable."""
+        self._check_open()
+        self._send_control(self._proto.tool_response(responses))
+
+    def send_audio_stream_end(self) -> None:
+        """Tell the server the caller's audio paused, so it flushes what it has."""
+        self._check_open()
+        self._send_control(self._proto.audio_stream_end())
+
+    # ------------------------------------------------------------------ receiving
+
+    def events(self) -> AsyncIterator[ServerEvent]:
+        """Server events in order, for a single consumer at a time.
+
+        Ends normally after a clean close (1000, or our own :meth:`close`). Raises
+        :class:`LiveSessionClosed` (with ``code``, ``reason``, ``retryable``) after any other close,
+        including 1006 for a dropped connection and 1002 for a message we could not parse. The
+        iterator can be dropped and re-created (no generator to finalise); two tasks reading at once
+        get :class:`LiveSessionError`.
+        """
+        return _EventStream(self)
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self) -> None:
+        """Close with 1000 and stop both tasks. Idempotent; safe to call from any task."""
+        if self._closing:
+            await self._done.wait()
+            return
+        self._closing = True
+        self._closed = True
+        try:
+            self._writer.cancel()
+            with contextlib.suppress(Exception):
+                await self._ws.close(1000)
+            # The reader sees the close and ends; do not wait for a stuck peer beyond close_timeout.
+            if not self._reader.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
+            self._reader.cancel()
+            await asyncio.gather(self._reader, self._writer, return_exceptions=True)
+            if self._proto.state is not LiveState.CLOSED:
+                self._proto.closed(1000, "")
+                self.close_code = 1000
+            self._events.put_nowait(_END)
+            self._log_end()
+        finally:
+            self._done.set()
+
+    def _log_end(self) -> None:
+        if self._end_logged:
+            return
+        self._end_logged = True
+        s = self.stats
+        self._log.info(
+            "live session closed",
+            extra={
+                "code": self.close_code,
+                "reason": self.close_reason,
+                "audio_sent": s.audio_sent,
+                "audio_dropped": s.audio_dropped,
+                "messages_sent": s.messages_sent,
+                "messages_received": s.messages_received,
+            },
+        )
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _read_loop(self) -> None:
+        ws, proto, stats, put = self._ws, self._proto, self.stats, self._events.put_nowait
+        try:
+            while True:
+                data = await ws.recv()
+                stats.messages_received += 1
+                stats.bytes_received += len(data)
+                for event in proto.receive(data):
+                    if type(event) is GoAway:
+                        self._log.info("live goAway", extra={"time_left_s": event.time_left_s})
+                    put(event)
+        except ConnectionClosed as exc:
+            if self._closing:
+                return
+            code, reason = _close_info(exc)
+            self.close_code, self.close_reason = (1006 if code is None else code), reason
+            error = proto.closed(code, reason)
+            if code != 1000:
+                self._error = error
+        except LiveProtocolError as exc:
+            proto.closed(1002, "")
+            self.close_code, self.close_reason = 1002, "protocol error"
+            self._error = LiveSessionClosed(1002, f"protocol error: {exc}", retryable=True)
+            self._error.__cause__ = exc
+            self._log.warning("live protocol error; closing", extra={"error": str(exc)})
+            with contextlib.suppress(Exception):
+                await ws.close(1002, "protocol error")
+        except Exception as exc:  # a reader that dies silently would hang the call; report it
+            proto.closed(None, "")
+            self._error = LiveSessionClosed(None, f"reader failed: {type(exc).__name__}", retryable=True)
+            self._error.__cause__ = exc
+            self._log.exception("live reader failed")
+        if not self._closing:
+            self._closed = True
+            self._writer.cancel()
+            put(_END)
+            self._log_end()
+
+    async def _write_loop(self) -> None:
+        ws, proto, stats = self._ws, self._proto, self.stats
+        control, audio, wake = self._control, self._audio, self._wake
+        rate, coalesce = self._rate, self._coalesce_bytes
+        try:
+            while True:
+                if control:
+                    text = control.popleft()
+                elif audio:
+                    pcm = audio.popleft()
+                    if audio and len(pcm) + len(audio[0]) <= coalesce:
+                        parts = [pcm]
+                        size = len(pcm)
+                        while audio and size + len(audio[0]) <= coalesce:
+                            nxt = audio.popleft()
+                            parts.append(nxt)
+                            size += len(nxt)
+                        pcm = b"".join(parts)
+                    text = proto.audio(pcm, rate)
+                    stats.audio_sent += 1
+                    stats.audio_bytes_sent += len(pcm)
+                    if not audio and self._dropping:
+                        self._log.info("live audio queue drained", extra={"dropped": self._burst_dropped})
+                        self._dropping = False
+                        self._burst_dropped = 0
+                else:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                await ws.send(text)
+                stats.messages_sent += 1
+                stats.bytes_sent += len(text)
+        except (ConnectionClosed, LiveSessionError):
+            return  # the socket or the protocol closed under us; the reader reports why
+
+
+class _EventStream:
+    """The iterator behind :meth:`LiveSession.events`: a plain object, cheap per event."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: LiveSession) -> None:
+        self._session = session
+
+    def __aiter__(self) -> _EventStream:
+        return self
+
+    async def __anext__(self) -> ServerEvent:
+        session = self._session
+        if session._consuming:
+            raise LiveSessionError("LiveSession.events() is already being read by another task")
+        session._consuming = True
+        try:
+            event = await session._events.get()
+        finally:
+            session._consuming = False
+        if isinstance(event, _End):
+            session._events.put_nowait(event)  # every later read ends at once too
+            if session._error is not None:
+                raise session._error
+            raise StopAsyncIteration
+        return event
+
+
+def _close_info(exc: ConnectionClosed) -> tuple[int | None, str]:
+    """The server's close code and reason, or ``(None, "")`` if the connection just dropped."""
+    if exc.rcvd is None:
+        return None, ""
+    return exc.rcvd.code, exc.rcvd.reason
+
+
+async def _abandon(ws: ClientConnection) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(1000)

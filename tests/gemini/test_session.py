@@ -1,0 +1,506 @@
+"""LiveSession against the local Gemini Live emulator (and a few hand-made servers) over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import inspect
+import logging
+import math
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from gateway.emulator import Emulator, Rule, Scenario
+from gateway.errors import (
+    AudioError,
+    LiveConnectError,
+    LiveSessionClosed,
+    LiveSessionError,
+    LiveSessionNotFound,
+)
+from gateway.gemini.messages import (
+    FunctionDeclaration,
+    FunctionResponse,
+    GenerationComplete,
+    GoAway,
+    InputTranscription,
+    Interrupted,
+    ModelAudio,
+    OutputTranscription,
+    ServerEvent,
+    SessionConfig,
+    SessionResumptionUpdate,
+    ToolCall,
+    TurnComplete,
+    UsageMetadata,
+    setup_message,
+)
+from gateway.gemini.session import LiveEndpoint, LiveSession
+
+MODEL = "gemini-3.8-live"
+KEY = "AIzaSy-test-key-0123456789abcdef"
+FAST = Scenario(first_audio_delay_s=0.0, speed=0.0, playback_wait=False)
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+
+
+def _cfg(**kwargs: Any) -> SessionConfig:
+    return SessionConfig(model=MODEL, voice="Kore", system_instruction="Be brief.", **kwargs)
+
+
+def _endpoint(emu: Emulator, **kwargs: Any) -> LiveEndpoint:
+    return LiveEndpoint(base_url=emu.base_url, api_key=kwargs.pop("api_key", KEY), **kwargs)
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result
+
+
+class Reader:
+    """Pulls events from one session with a timeout, keeping what it saw."""
+
+    def __init__(self, session: LiveSession) -> None:
+        self.it = session.events().__aiter__()
+        self.seen: list[ServerEvent] = []
+
+    async def until(self, pred: Callable[[ServerEvent], bool], limit_s: float = 5.0) -> list[ServerEvent]:
+        """Read until an event matches ``pred``; return the events read in this call."""
+        got: list[ServerEvent] = []
+        async with asyncio.timeout(limit_s):
+            while True:
+                event = await anext(self.it)
+                got.append(event)
+                self.seen.append(event)
+                if pred(event):
+                    return got
+
+    async def drain(self, limit_s: float = 5.0) -> list[ServerEvent]:
+        """Read to the end of the stream (raises what the stream raises)."""
+        got: list[ServerEvent] = []
+        async with asyncio.timeout(limit_s):
+            async for event in self.it:
+                got.append(event)
+        return got
+
+
+def _is(kind: type) -> Callable[[ServerEvent], bool]:
+    return lambda e: isinstance(e, kind)
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(FAST, api_key=KEY) as e:
+        yield e
+
+
+@pytest.fixture
+async def session(emu: Emulator) -> AsyncIterator[LiveSession]:
+    s = await LiveSession.connect(_endpoint(emu), _cfg())
+    yield s
+    await s.close()
+
+
+def _tone(ms: int, rate: int = 16000, amp: int = 8000, freq: float = 440.0) -> bytes:
+    n = rate * ms // 1000
+    return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * freq * i / rate)) for i in range(n)))
+
+
+def _audio_frames_in(emu: Emulator, index: int = 0) -> list[dict[str, Any]]:
+    frames = []
+    for f in emu.sessions[index].frames:
+        if f.direction == "in" and f.payload and "realtimeInput" in f.payload:
+            audio = f.payload["realtimeInput"].get("audio")
+            if audio:
+                frames.append(audio)
+    return frames
+
+
+# ------------------------------------------------------------------------------------- setup
+
+
+async def test_setup_reaches_ready_and_the_server_sees_our_setup(emu: Emulator, session: LiveSession) -> None:
+    """connect() sends setup as the first (text) frame and returns once setupComplete arrived."""
+    assert not session.closed
+    assert session.stats.setup_ms > 0
+    recorded = emu.sessions[0]
+    first = recorded.frames[0]
+    assert first.direction == "in"
+    assert first.kind == "text"
+    assert recorded.setup is not None
+    expected = setup_message(_cfg())["setup"]
+    assert recorded.setup["model"] == expected["model"]
+    assert recorded.setup["generationConfig"] == expected["generationConfig"]
+    assert recorded.setup["sessionResumption"] == {}
+    assert recorded.setup["systemInstruction"] == expected["systemInstruction"]
+
+
+async def test_nothing_is_sent_before_setup_complete() -> None:
+    """Messages queued right after connect() arrive after setupComplete; only setup precedes it."""
+    async with Emulator(Scenario(setup_delay_s=0.3, first_audio_delay_s=0.0, speed=0.0), api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg())
+        s.send_text("hello")
+        s.send_audio(b"\0\0" * 320)
+        await emu.wait_for(
+            lambda f: f.direction == "in" and f.payload is not None and "realtimeInput" in f.payload
+        )
+        frames = emu.sessions[0].frames
+        first_out = next(i for i, f in enumerate(frames) if f.direction == "out")
+        assert [f.payload is not None and "setup" in f.payload for f in frames[:first_out]] == [True]
+        assert frames[first_out].payload == {"setupComplete": {}}
+        await s.close()
+
+
+async def test_bad_api_key_is_a_final_connect_error() -> None:
+    """A wrong key is closed 1007 after setup and reported as a non-retryable LiveConnectError."""
+    async with Emulator(FAST, api_key=KEY) as emu:
+        with pytest.raises(LiveConnectError) as info:
+            await LiveSession.connect(_endpoint(emu, api_key="wrong-key-0000000000"), _cfg())
+    assert info.value.code == 1007
+    assert not info.value.retryable
+    assert not isinstance(info.value, LiveSessionNotFound)
+
+
+async def test_unknown_model_is_a_final_connect_error() -> None:
+    """An unknown model is closed 1008 and is not retryable."""
+    async with Emulator(FAST, api_key=KEY, known_models={MODEL}) as emu:
+        with pytest.raises(LiveConnectError) as info:
+            await LiveSession.connect(_endpoint(emu), SessionConfig(model="gemini-2.0-flash-live-001"))
+    assert info.value.code == 1008
+    assert not info.value.retryable
+    assert "not found" in str(info.value)
+
+
+async def test_setup_timeout_is_a_retryable_connect_error() -> None:
+    """A server that never answers setup fails within setup_timeout_s, retryable."""
+    async with Emulator(Scenario(setup_delay_s=3.0), api_key=KEY) as emu:
+        started = time.monotonic()
+        with pytest.raises(LiveConnectError) as info:
+            await LiveSession.connect(_endpoint(emu), _cfg(), setup_timeout_s=0.3)
+    assert time.monotonic() - started < 2.0
+    assert info.value.retryable
+
+
+# ------------------------------------------------------------------------------------- turns
+
+
+async def test_text_turn_streams_audio_transcript_and_turn_end(session: LiveSession) -> None:
+    """A clientContent turn yields 24 kHz audio, transcription, generationComplete, turnComplete."""
+    reader = Reader(session)
+    session.send_client_content([("user", "hello")])
+    events = await reader.until(_is(TurnComplete))
+    audio = [e for e in events if isinstance(e, ModelAudio)]
+    assert audio
+    assert all(a.rate == 24000 and len(a.pcm) % 2 == 0 for a in audio)
+    transcript = "".join(e.text for e in events if isinstance(e, OutputTranscription))
+    assert "emulator" in transcript.lower()
+    kinds = [type(e) for e in events]
+    assert kinds.index(GenerationComplete) < kinds.index(TurnComplete)
+    assert max(i for i, k in enumerate(kinds) if k is OutputTranscription) < kinds.index(GenerationComplete)
+    more = await reader.until(lambda e: isinstance(e, (UsageMetadata, SessionResumptionUpdate)))
+    assert more
+    assert session.stats.messages_received > len(audio)
+
+
+async def test_realtime_text_is_transcribed_and_answered(session: LiveSession) -> None:
+    """realtimeInput.text produces an input transcription and a reply."""
+    reader = Reader(session)
+    session.send_client_content([("user", "hi")])
+    await reader.until(_is(TurnComplete))
+    session.send_text("what time is it")
+    events = await reader.until(_is(TurnComplete))
+    assert InputTranscription("what time is it") in events
+    assert "what time is it" in "".join(e.text for e in events if isinstance(e, OutputTranscription))
+
+
+async def test_caller_audio_is_sent_as_16k_pcm_and_echoed(emu: Emulator, session: LiveSession) -> None:
+    """Audio goes out as realtimeInput.audio at 16 kHz; the emulator's VAD hears it and replies."""
+    reader = Reader(session)
+    speech, silence = _tone(20), b"\0\0" * 320
+    sent = 0
+    for _ in range(25):
+        session.send_audio(speech)
+        sent += len(speech)
+        await asyncio.sleep(0.004)
+    for _ in range(40):
+        session.send_audio(silence)
+        sent += len(silence)
+        await asyncio.sleep(0.004)
+    events = await reader.until(_is(TurnComplete))
+    assert any(isinstance(e, ModelAudio) for e in events)
+    assert any(isinstance(e, InputTranscription) for e in events)
+    assert emu.sessions[0].audio_in_bytes == sent
+    blobs = _audio_frames_in(emu)
+    assert {b["mimeType"] for b in blobs} == {"audio/pcm;rate=16000"}
+    assert session.stats.audio_bytes_sent == sent
+    assert session.stats.audio_sent == len(blobs)
+
+
+async def test_text_barge_in_interrupts_the_model() -> None:
+    """New input while the model speaks yields Interrupted then TurnComplete without GenerationComplete."""
+    async with Emulator(Scenario(first_audio_delay_s=0.0, speed=1.0), api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg())
+        reader = Reader(s)
+        s.send_client_content([("user", "hello")])
+        await reader.until(_is(ModelAudio))
+        s.send_client_content([("user", "stop, please")])
+        events = await reader.until(_is(TurnComplete))
+        kinds = [type(e) for e in events]
+        assert Interrupted in kinds
+        assert GenerationComplete not in kinds
+        assert kinds.index(Interrupted) < kinds.index(TurnComplete)
+        await s.close()
+
+
+async def test_speech_barge_in_interrupts_the_model() -> None:
+    """Loud caller audio during model speech is detected by server VAD and interrupts it."""
+    async with Emulator(Scenario(first_audio_delay_s=0.0, speed=1.0), api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg())
+        reader = Reader(s)
+        s.send_client_content([("user", "hello")])
+        await reader.until(_is(ModelAudio))
+        tone = _tone(20)
+        for _ in range(15):
+            s.send_audio(tone)
+            await asyncio.sleep(0.02)
+        events = await reader.until(_is(Interrupted), limit_s=5.0)
+        assert not any(isinstance(e, GenerationComplete) for e in events)
+        await s.close()
+
+
+async def test_tool_call_round_trip() -> None:
+    """A toolCall is answered with toolResponse echoing the id, and the model speaks the result."""
+    scenario = Scenario(
+        first_audio_delay_s=0.0,
+        speed=0.0,
+        playback_wait=False,
+        rules=[
+            Rule(text_contains="weather", tool="get_weather", args={"city": "Paris"}, reply="It is {result}")
+        ],
+    )
+    tool = FunctionDeclaration("get_weather", "Weather for a city", {"type": "object", "properties": {}})
+    async with Emulator(scenario, api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg(tools=(tool,)))
+        assert emu.sessions[0].setup is not None
+        assert emu.sessions[0].setup["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+        reader = Reader(s)
+        s.send_client_content([("user", "what is the weather?")])
+        call_event = (await reader.until(_is(ToolCall)))[-1]
+        assert isinstance(call_event, ToolCall)
+        (call,) = call_event.calls
+        assert call.name == "get_weather"
+        assert call.args == {"city": "Paris"}
+        s.send_tool_response([FunctionResponse(call.id, call.name, {"temperature_c": 21})])
+        events = await reader.until(_is(TurnComplete))
+        assert "21" in "".join(e.text for e in events if isinstance(e, OutputTranscription))
+        frame = await emu.wait_for(
+            lambda f: f.direction == "in" and f.payload is not None and "toolResponse" in f.payload
+        )
+        assert frame.payload is not None
+        (resp,) = frame.payload["toolResponse"]["functionResponses"]
+        assert resp["id"] == call.id
+        await s.close()
+
+
+# -------------------------------------------------------------------------------- lifecycle
+
+
+async def test_go_away_is_a_typed_event(emu: Emulator, session: LiveSession) -> None:
+    """goAway arrives as GoAway with the time left in seconds."""
+    reader = Reader(session)
+    await _maybe_await(emu.send_go_away(7.5))
+    events = await reader.until(_is(GoAway))
+    assert events[-1] == GoAway(7.5)
+
+
+async def test_resumption_handle_is_tracked_and_resumes(emu: Emulator, session: LiveSession) -> None:
+    """The latest resumable handle is kept, and a new connection with it resumes the conversation."""
+    reader = Reader(session)
+    session.send_client_content([("user", "hello")])
+    events = await reader.until(lambda e: isinstance(e, SessionResumptionUpdate) and e.resumable)
+    update = events[-1]
+    assert isinstance(update, SessionResumptionUpdate)
+    assert update.new_handle
+    assert session.resumption_handle == update.new_handle
+    await session.close()
+    resumed = await LiveSession.connect(_endpoint(emu), _cfg(resumption_handle=update.new_handle))
+    try:
+        assert emu.sessions[1].resumed_from == update.new_handle
+        assert emu.sessions[1].setup is not None
+        assert emu.sessions[1].setup["sessionResumption"] == {"handle": update.new_handle}
+        assert resumed.resumption_handle == update.new_handle
+    finally:
+        await resumed.close()
+
+
+async def test_unknown_resumption_handle_is_session_not_found(emu: Emulator) -> None:
+    """Resuming with a handle the server does not know raises LiveSessionNotFound (1008, start fresh)."""
+    with pytest.raises(LiveSessionNotFound) as info:
+        await LiveSession.connect(_endpoint(emu), _cfg(resumption_handle="no-such-handle"))
+    assert info.value.code == 1008
+    assert not info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (1011, "Internal error encountered."),
+        (1011, "Deadline expired before operation could complete."),
+        (1006, ""),
+    ],
+)
+async def test_abnormal_close_mid_session_is_retryable(
+    emu: Emulator, session: LiveSession, code: int, reason: str
+) -> None:
+    """1011 and a TCP drop (1006) end events() with a retryable LiveSessionClosed."""
+    reader = Reader(session)
+    await _maybe_await(emu.inject_close(code, reason))
+    with pytest.raises(LiveSessionClosed) as info:
+        await reader.drain()
+    assert info.value.code == code
+    assert info.value.reason == reason
+    assert info.value.retryable
+    assert session.closed
+    with pytest.raises(LiveSessionClosed):
+        session.send_text("anyone?")
+    session.send_audio(b"\0\0")  # the uplink racing teardown must not crash
+
+
+async def test_policy_close_mid_session_is_not_retryable(emu: Emulator, session: LiveSession) -> None:
+    """A 1008 mid-session is final."""
+    await _maybe_await(emu.inject_close(1008, "Operation is not implemented"))
+    with pytest.raises(LiveSessionClosed) as info:
+        await Reader(session).drain()
+    assert info.value.code == 1008
+    assert not info.value.retryable
+
+
+async def test_clean_server_close_ends_events_normally(emu: Emulator, session: LiveSession) -> None:
+    """A 1000 close from the server ends the event stream without an exception."""
+    await _maybe_await(emu.inject_close(1000, "The operation was cancelled."))
+    assert await Reader(session).drain() == []
+    assert session.closed
+    assert session.close_code == 1000
+    assert [e async for e in session.events()] == []  # a later reader ends at once too
+
+
+async def test_close_is_clean_idempotent_and_ends_the_reader(emu: Emulator, session: LiveSession) -> None:
+    """close() sends 1000, stops the tasks, ends a waiting consumer, and can be called again."""
+    consumer = asyncio.create_task(Reader(session).drain())
+    await asyncio.sleep(0.05)
+    await asyncio.gather(session.close(), session.close())
+    await session.close()
+    assert await asyncio.wait_for(consumer, 2.0) == []
+    frame = await emu.wait_for(lambda f: f.direction == "in" and f.kind == "close")
+    assert frame.close_code == 1000
+    assert session.closed
+    with pytest.raises(LiveSessionError):
+        session.send_client_content([("user", "late")])
+
+
+async def test_events_has_a_single_consumer(session: LiveSession) -> None:
+    """Two tasks reading events at once is refused rather than splitting the stream."""
+    first = asyncio.create_task(anext(session.events().__aiter__()))
+    await asyncio.sleep(0.01)
+    with pytest.raises(LiveSessionError, match="already"):
+        await anext(session.events().__aiter__())
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_text_frames_from_the_server_are_accepted_too() -> None:
+    """The client reads text frames as well as binary ones."""
+    async with Emulator(
+        Scenario(first_audio_delay_s=0.0, speed=0.0, playback_wait=False, text_frames=True)
+    ) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg())
+        reader = Reader(s)
+        s.send_client_content([("user", "hello")])
+        events = await reader.until(_is(TurnComplete))
+        assert any(isinstance(e, ModelAudio) for e in events)
+        await s.close()
+
+
+# ------------------------------------------------------------------------------ audio queue
+
+
+async def test_audio_overflow_drops_oldest_counts_and_logs_once_per_burst(
+    emu: Emulator, session: LiveSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full audio queue drops the oldest chunks without blocking; one warning per burst; newest survive."""
+    caplog.set_level(logging.INFO, logger="gateway.gemini")
+    frames = [struct.pack("<160h", *([i] * 160)) for i in range(200)]  # 10 ms each, distinct content
+    started = time.perf_counter()
+    for f in frames:
+        session.send_audio(f)  # no await: the writer cannot run, the queue (50) overflows
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.05
+    assert session.stats.audio_dropped == 150
+    assert session.stats.drop_bursts == 1
+    warnings = [r for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(warnings) == 1
+    expected = b"".join(frames[150:])
+    async with asyncio.timeout(5):
+        while emu.sessions[0].audio_in_bytes < len(expected):  # noqa: ASYNC110 - the emulator's counter
+            await asyncio.sleep(0.01)
+    received = b"".join(base64.b64decode(b["data"]) for b in _audio_frames_in(emu))
+    assert received == expected
+    # Backlog is coalesced into ≤ 100 ms messages (3200 bytes at 16 kHz), not 50 tiny ones.
+    assert all(len(base64.b64decode(b["data"])) <= 3200 for b in _audio_frames_in(emu))
+    assert len(_audio_frames_in(emu)) <= 10
+    for f in frames:
+        session.send_audio(f)
+    assert session.stats.drop_bursts == 2
+    assert len([r for r in caplog.records if "dropping" in r.getMessage()]) == 2
+
+
+async def test_control_messages_jump_the_audio_queue(emu: Emulator, session: LiveSession) -> None:
+    """Queued text goes out before queued audio and is never dropped."""
+    for _ in range(60):
+        session.send_audio(b"\0\0" * 160)
+    session.send_text("priority")
+    await emu.wait_for(
+        lambda f: (
+            f.direction == "in" and f.payload is not None and "audio" in f.payload.get("realtimeInput", {})
+        )
+    )
+    inputs = [
+        f.payload
+        for f in emu.sessions[0].frames
+        if f.direction == "in" and f.payload and "realtimeInput" in f.payload
+    ]
+    assert inputs[0] == {"realtimeInput": {"text": "priority"}}
+
+
+async def test_odd_sized_audio_is_rejected_at_the_call_site(session: LiveSession) -> None:
+    """Half a sample is an AudioError from send_audio, not a broken writer."""
+    with pytest.raises(AudioError):
+        session.send_audio(b"\0\0\0")
+
+
+# ---------------------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize("in_query", [False, True])
+async def test_api_key_never_appears_in_logs_or_errors(
+    caplog: pytest.LogCaptureFixture, in_query: bool
+) -> None:
+    """Neither our logs, websockets' debug logs nor error messages contain the key, even with ?key=."""
+    caplog.set_level(logging.DEBUG)
+    async with Emulator(FAST, api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu, key_in_query=in_query), _cfg())
+        reader = Reader(s)
+        s.send_client_content([("user", "hello")])
+        await reader.until(_is(TurnComplete))
+        await s.close()
+        bad = "wrong-" + KEY
+        with pytest.raises(LiveConnectError) as info:
+            await LiveSession.connect(_endpoint(emu, api_key=bad, key_in_query=in_query), _cfg())
+    assert "live session ready" in caplog.text
+    assert KEY not in caplog.text
+    assert KEY not in str(info.value)
+    assert KEY not in repr(info.value.__cause__)
