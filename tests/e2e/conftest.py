@@ -1,0 +1,83 @@
+"""End-to-end fixtures: simulated caller → gateway → emulator, all over loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway.dialplan.store import DialplanStore
+from gateway.emulator import Emulator
+from gateway.server.app import create_app
+from gateway.settings import DEFAULT_MODEL, Settings
+
+DEFAULT_PLAN = """
+default = true
+voice = "Puck"
+language = "en-US"
+system_instruction = "You are a helpful phone assistant."
+greeting = "Greet the caller."
+[vad]
+silence_duration_ms = 300
+"""
+
+
+@dataclass
+class Gateway:
+    app: web.Application
+    server: TestServer
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def dialplan_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "dialplans"
+    d.mkdir()
+    (d / "default.toml").write_text(DEFAULT_PLAN)
+    return d
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[GatewayFactory]:
+    servers: list[TestServer] = []
+
+    async def make(**overrides: object) -> Gateway:
+        settings = Settings(
+            host="127.0.0.1",
+            gemini_url=emulator.base_url,
+            gemini_api_key="test-key-not-secret",
+            gemini_model=DEFAULT_MODEL,
+            dialplan_dir=dialplan_dir,
+            gateway_secret="s" * 32,
+        ).with_(**overrides)
+        app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return Gateway(app, server, settings)
+
+    yield make
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory) -> Gateway:
+    return await make_gateway()
