@@ -304,7 +304,7 @@ class _Call:
         return frame
 
     async def _maybe_dtmf(self, now: float) -> None:
-        if not self.dtmf_queue or self.utterance_pos < len(self.utterance):
+        if not self.dtmf_queue or self.speaking or self.utterance_pos < len(self.utterance):
             return  # keys come after the utterance, if there is one
         if self.dtmf_next_at is None:
             if not self._greeting_over(now, self._sample()):
@@ -337,10 +337,10 @@ class _Call:
             # The gateway went away between our check and the write; the receiver reports it.
             pass
 
-    async def _echo_mark(self, name: str) -> None:
+    async def _echo_mark(self, name: str, why: str = "played") -> None:
         await self._send(wire.mark(self._next_seq(), stream_sid=self.report.stream_sid, name=name))
         self.report.marks_acked += 1
-        self._say(f"mark {name!r} played")
+        self._say(f"mark {name!r} {why}")
 
     # --- the receiver: what the gateway sends -----------------------------------------------------
 
@@ -408,7 +408,7 @@ class _Call:
                 f"clear: dropped {(self.playout.dropped_samples - dropped) * 1000 // RATE} ms of bot audio"
             )
             for name in pending:
-                await self._echo_mark(name)
+                await self._echo_mark(name, "cleared")
 
     def _on_bot_audio(self, t: float) -> None:
         r = self.report

@@ -684,6 +684,8 @@ class EmulatedSession:
             await self.send({"toolCallCancellation": {"ids": cancelled}})
         conversation = self.conversation
         assert conversation is not None
+        # Only what was already said stays in the history; the emulator notes the cut.
+        conversation.history.append({"role": "model", "text": "[interrupted]"})
         conversation.model_turns += 1
         await self.send({"serverContent": {"turnComplete": True}, **self._usage()})
         await self._after_turn(drain=False)

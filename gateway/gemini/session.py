@@ -164,6 +164,8 @@ class LiveSession:
         self._audio_max = audio_queue_max
         self._control: deque[str] = deque()
         self._wake = asyncio.Event()
+        # Unbounded on purpose: server events must never be lost, the server's output is finite, and
+        # the consumer (the call's downlink task) does no blocking work per event.
         self._events: asyncio.Queue[ServerEvent | _End] = asyncio.Queue()
         self._error: LiveSessionError | None = None
         self._dropping = False
@@ -270,7 +272,7 @@ class LiveSession:
                 f"no setupComplete from {where} within {setup_timeout_s}s", retryable=True
             ) from exc
         except LiveProtocolError as exc:
-            await _abandon(ws)
+            await _abandon(ws, 1002)
             raise LiveConnectError(f"Live setup failed: {exc}", retryable=False) from exc
         except BaseException:
             await _abandon(ws)
@@ -521,6 +523,12 @@ def _close_info(exc: ConnectionClosed) -> tuple[int | None, str]:
     return exc.rcvd.code, exc.rcvd.reason
 
 
-async def _abandon(ws: ClientConnection) -> None:
-    with contextlib.suppress(Exception):
-        await ws.close(1000)
+async def _abandon(ws: ClientConnection, code: int = 1000) -> None:
+    """Close a socket we give up on during setup, without waiting long for a peer that stopped answering."""
+    try:
+        async with asyncio.timeout(0.5):
+            await ws.close(code)
+    except Exception:
+        pass
+    finally:
+        ws.transport.abort()  # no-op once the close completed; otherwise stop waiting for the peer

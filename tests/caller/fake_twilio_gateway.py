@@ -21,7 +21,11 @@ SHAPES: dict[str, tuple[set[str], str | None, set[str]]] = {
         "start",
         {"accountSid", "streamSid", "callSid", "tracks", "mediaFormat", "customParameters"},
     ),
-    "media": ({"event", "sequenceNumber", "media", "streamSid"}, "media", {"track", "chunk", "timestamp", "payload"}),
+    "media": (
+        {"event", "sequenceNumber", "media", "streamSid"},
+        "media",
+        {"track", "chunk", "timestamp", "payload"},
+    ),
     "dtmf": ({"event", "streamSid", "sequenceNumber", "dtmf"}, "dtmf", {"track", "digit"}),
     "mark": ({"event", "sequenceNumber", "streamSid", "mark"}, "mark", {"name"}),
     "stop": ({"event", "sequenceNumber", "streamSid", "stop"}, "stop", {"accountSid", "callSid"}),
@@ -42,7 +46,9 @@ class Received:
 @dataclass
 class FakeGateway:
     auth_token: str = ""
-    parameters: dict[str, str] = field(default_factory=lambda: {"from_number": "+15550001111", "tenant": "a&b"})
+    parameters: dict[str, str] = field(
+        default_factory=lambda: {"from_number": "+15550001111", "tenant": "a&b"}
+    )
     twiml: str | None = None
     script: Callable[[FakeGateway, web.WebSocketResponse], Awaitable[None]] | None = None
     form: dict[str, str] = field(default_factory=dict)
@@ -72,9 +78,14 @@ class FakeGateway:
                 return web.Response(status=403)
         if self.twiml is not None:
             return web.Response(text=self.twiml, content_type="text/xml")
-        params = "".join(f'<Parameter name="{k}" value="{v.replace("&", "&amp;")}"/>' for k, v in self.parameters.items())
+        params = "".join(
+            f'<Parameter name="{k}" value="{v.replace("&", "&amp;")}"/>' for k, v in self.parameters.items()
+        )
         url = f"ws://{request.host}/twilio/media?dropped=yes"
-        twiml = f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{url}">{params}</Stream></Connect><Say>Bye</Say></Response>'
+        twiml = (
+            '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
+            f'<Stream url="{url}">{params}</Stream></Connect><Say>Bye</Say></Response>'
+        )
         return web.Response(text=twiml, content_type="text/xml")
 
     async def media(self, request: web.Request) -> web.StreamResponse:
@@ -118,19 +129,29 @@ class FakeGateway:
     def events(self, name: str) -> list[Received]:
         return [r for r in self.received if r.msg["event"] == name]
 
-    async def wait_for(self, predicate: Callable[[Received], bool], timeout: float = 5.0) -> Received:
-        async def scan() -> Received:
-            async with self.new_message:
-                while True:
-                    for r in self.received:
-                        if predicate(r):
-                            return r
-                    await self.new_message.wait()
+    async def wait_for(self, predicate: Callable[[Received], bool]) -> Received:
+        """The first received message matching ``predicate``, waiting up to 5 s for it."""
+        async with asyncio.timeout(5), self.new_message:
+            while True:
+                for r in self.received:
+                    if predicate(r):
+                        return r
+                await self.new_message.wait()
 
-        return await asyncio.wait_for(scan(), timeout)
+    async def wait_len(self, count: int) -> Received:
+        """The ``count``-th received message (1-based), waiting up to 5 s for it."""
+        async with asyncio.timeout(5), self.new_message:
+            await self.new_message.wait_for(lambda: len(self.received) >= count)
+            return self.received[count - 1]
 
     async def send_media(self, ws: web.WebSocketResponse, payload: bytes) -> None:
-        await ws.send_json({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(payload).decode()}})
+        await ws.send_json(
+            {
+                "event": "media",
+                "streamSid": self.stream_sid,
+                "media": {"payload": base64.b64encode(payload).decode()},
+            }
+        )
 
     async def send_mark(self, ws: web.WebSocketResponse, name: str) -> float:
         await ws.send_json({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})

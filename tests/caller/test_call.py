@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import audioop
 import base64
+import itertools
 import json
 import sys
 import wave
@@ -18,9 +19,8 @@ from aiohttp.test_utils import TestServer
 
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.errors import AuthError
-from .fake_twilio_gateway import FakeGateway, tone
 
-Script = Callable[[FakeGateway, web.WebSocketResponse], Awaitable[None]]
+from .fake_twilio_gateway import FakeGateway, tone
 
 
 @pytest.fixture
@@ -38,7 +38,9 @@ async def serve() -> AsyncIterator[Callable[[FakeGateway], Awaitable[str]]]:
         await server.close()
 
 
-async def call(serve: Callable[[FakeGateway], Awaitable[str]], fake: FakeGateway, **options: Any) -> CallReport:
+async def call(
+    serve: Callable[[FakeGateway], Awaitable[str]], fake: FakeGateway, **options: Any
+) -> CallReport:
     base = await serve(fake)
     return await place_call(CallOptions(to="+15551230000", gateway=base, **options))
 
@@ -69,8 +71,10 @@ async def test_webhook_and_start_carry_twilio_fields(serve: Any) -> None:
     fake = FakeGateway()
     report = await call(serve, fake, hangup_after_s=0.2)
     form = fake.form
-    assert form["CallSid"].startswith("CA") and len(form["CallSid"]) == 34
-    assert form["AccountSid"].startswith("AC") and len(form["AccountSid"]) == 34
+    assert form["CallSid"].startswith("CA")
+    assert len(form["CallSid"]) == 34
+    assert form["AccountSid"].startswith("AC")
+    assert len(form["AccountSid"]) == 34
     assert (form["To"], form["Called"], form["From"], form["Caller"]) == (
         "+15551230000",
         "+15551230000",
@@ -80,7 +84,8 @@ async def test_webhook_and_start_carry_twilio_fields(serve: Any) -> None:
     assert (form["Direction"], form["CallStatus"], form["ApiVersion"]) == ("inbound", "ringing", "2010-04-01")
     start = fake.events("start")[0].msg
     assert start["streamSid"] == start["start"]["streamSid"] == report.stream_sid
-    assert report.stream_sid.startswith("MZ") and len(report.stream_sid) == 34
+    assert report.stream_sid.startswith("MZ")
+    assert len(report.stream_sid) == 34
     assert start["start"]["callSid"] == form["CallSid"]
     assert start["start"]["accountSid"] == form["AccountSid"]
     assert start["start"]["tracks"] == ["inbound"]
@@ -178,7 +183,7 @@ async def test_dtmf_after_greeting_timeout(serve: Any) -> None:
         {"track": "inbound_track", "digit": "2"},
         {"track": "inbound_track", "digit": "#"},
     ]
-    gaps = [b.t - a.t for a, b in zip(dtmf, dtmf[1:], strict=False)]
+    gaps = [b.t - a.t for a, b in itertools.pairwise(dtmf)]
     assert all(0.27 <= g <= 0.36 for g in gaps)
     assert report.dtmf_sent == "12#"
     assert fake.shape_errors == []
@@ -199,12 +204,12 @@ async def test_gateway_closing_the_socket_ends_the_call(serve: Any) -> None:
 
 
 async def test_greeting_and_reply_latency(serve: Any) -> None:
-    """greeting_ms runs from start to first bot audio; reply_ms from the caller's utterance end to the reply."""
-    replied: dict[str, float] = {}
+    """greeting_ms: start → first bot audio; reply_ms: end of the caller's utterance → the reply."""
 
     async def script(fake: FakeGateway, ws: web.WebSocketResponse) -> None:
         await asyncio.sleep(0.1)
         await fake.send_media(ws, tone(400))
+
         # Wait for the caller's speech, then its end (10 quiet frames), then answer.
         def loud(r: Any) -> bool:
             if r.msg["event"] != "media":
@@ -212,18 +217,15 @@ async def test_greeting_and_reply_latency(serve: Any) -> None:
             return audioop.rms(audioop.ulaw2lin(base64.b64decode(r.msg["media"]["payload"]), 2), 2) > 300
 
         first_loud = await fake.wait_for(loud)
-        last_loud = first_loud
+        index = fake.received.index(first_loud) + 1
         quiet = 0
-        index = fake.received.index(first_loud)
         while quiet < 10:
-            await fake.wait_for(lambda r: fake.received.index(r) > index if r in fake.received else False)
             index += 1
-            r = fake.received[index]
+            r = await fake.wait_len(index)
             if loud(r):
-                last_loud, quiet = r, 0
+                quiet = 0
             elif r.msg["event"] == "media":
                 quiet += 1
-        replied["end"] = last_loud.t
         await asyncio.sleep(0.1)
         await fake.send_media(ws, tone(300))
 
@@ -324,7 +326,7 @@ async def test_cli_reports_unreachable_gateway() -> None:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    _, err = await proc.communicate()
     assert proc.returncode == 1
     assert b"cannot reach" in err
     assert b"Traceback" not in err

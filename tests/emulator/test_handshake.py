@@ -58,7 +58,9 @@ async def test_unknown_path_is_http_404() -> None:
     ("query", "headers"),
     [("key=sekret-key-123", None), ("", {"x-goog-api-key": "sekret-key-123"})],
 )
-async def test_configured_key_accepted_from_query_or_header(query: str, headers: dict[str, str] | None) -> None:
+async def test_configured_key_accepted_from_query_or_header(
+    query: str, headers: dict[str, str] | None
+) -> None:
     """The API key may come from ?key= or the x-goog-api-key header."""
     async with Emulator(fast(), api_key="sekret-key-123") as emu:
         client = await LiveClient.connect(emu, query=query, headers=headers)
@@ -80,7 +82,9 @@ async def test_bad_key_upgrades_then_closes_1007_after_setup() -> None:
     ("query", "headers"),
     [("access_token=auth_tokens/abc", None), ("", {"Authorization": "Token auth_tokens/abc"})],
 )
-async def test_constrained_endpoint_takes_ephemeral_tokens(query: str, headers: dict[str, str] | None) -> None:
+async def test_constrained_endpoint_takes_ephemeral_tokens(
+    query: str, headers: dict[str, str] | None
+) -> None:
     """BidiGenerateContentConstrained accepts ?access_token= and Authorization: Token, rejects others."""
     async with Emulator(fast(), ephemeral_tokens={"auth_tokens/abc"}) as emu:
         client = await LiveClient.connect(emu, path=CONSTRAINED, query=query, headers=headers)
@@ -96,7 +100,10 @@ async def test_first_message_config_is_rejected_1007() -> None:
     async with Emulator(fast()) as emu:
         client = await LiveClient.connect(emu)
         await client.send({"config": {"model": MODEL}})
-        assert await _closed_with(client) == (1007, 'Invalid JSON payload received. Unknown name "config": Cannot find field.')
+        assert await _closed_with(client) == (
+            1007,
+            'Invalid JSON payload received. Unknown name "config": Cannot find field.',
+        )
 
 
 async def test_first_message_not_setup_is_rejected_1007() -> None:
@@ -116,7 +123,9 @@ async def test_second_setup_is_rejected_1007() -> None:
         assert await _closed_with(client) == (1007, "Request contains an invalid argument.")
 
 
-@pytest.mark.parametrize("model", ["models/gemini-2.0-flash-live-001", "models/gemini-live-2.5-flash-preview", "models/nope"])
+@pytest.mark.parametrize(
+    "model", ["models/gemini-2.0-flash-live-001", "models/gemini-live-2.5-flash-preview", "models/nope"]
+)
 async def test_unknown_or_retired_model_closes_1008_with_truncated_reason(model: str) -> None:
     """Unknown and retired models close 1008 "… is not found …", the reason cut to 123 bytes."""
     async with Emulator(fast()) as emu:
@@ -181,7 +190,9 @@ async def test_injected_1006_drops_tcp_without_close_frame() -> None:
 
 async def test_scenario_close_after() -> None:
     """close_after_s closes the session with the scenario's code and reason."""
-    async with Emulator(fast(close_after_s=0.1, close_code=1011, close_reason="The service is currently unavailable.")) as emu:
+    async with Emulator(
+        fast(close_after_s=0.1, close_code=1011, close_reason="The service is currently unavailable.")
+    ) as emu:
         client = await LiveClient.connect(emu)
         await client.setup()
         assert await _closed_with(client) == (1011, "The service is currently unavailable.")

@@ -25,7 +25,9 @@ def test_normalise_rewrites_snake_case_but_not_user_data() -> None:
         }
     }
     assert normalise(doc) == {
-        "toolResponse": {"functionResponses": [{"id": "1", "willContinue": False, "response": {"user_key": 1}}]}
+        "toolResponse": {
+            "functionResponses": [{"id": "1", "willContinue": False, "response": {"user_key": 1}}]
+        }
     }
 
 

@@ -127,7 +127,11 @@ def test_media_decodes_payload_and_counters() -> None:
 def test_media_counters_may_be_numbers_or_absent() -> None:
     """Integer counters and missing counters are accepted (Twilio-compatible platforms vary)."""
     codec = streaming_codec()
-    msg = {"event": "media", "streamSid": STREAM_SID, "media": {"payload": "//8=", "chunk": 2, "timestamp": 40}}
+    msg = {
+        "event": "media",
+        "streamSid": STREAM_SID,
+        "media": {"payload": "//8=", "chunk": 2, "timestamp": 40},
+    }
     assert codec.receive_text(json.dumps(msg)) == CallerAudio(b"\xff\xff", 40, 2)
     msg = {"event": "media", "media": {"payload": "//8="}}
     assert codec.receive_text(json.dumps(msg)) == CallerAudio(b"\xff\xff", None, None)

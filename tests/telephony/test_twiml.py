@@ -12,7 +12,7 @@ from gateway.telephony import connect_stream_twiml, dial_twiml, say_hangup_twiml
 
 def test_connect_stream_parses_back_with_escaped_parameters() -> None:
     """<Connect><Stream url><Parameter…/> carries every value intact, whatever XML specials it holds."""
-    params = {"from_number": "+1555<0001>", "token": 'a&b"c\'d', "note": "line1\nline2"}
+    params = {"from_number": "+1555<0001>", "token": "a&b\"c'd", "note": "line1\nline2"}
     text = connect_stream_twiml("wss://gw.example.com/twilio/media", params)
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream ')
     root = ET.fromstring(text)
