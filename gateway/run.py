@@ -11,7 +11,9 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +22,9 @@ from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
 from gateway.server.app import create_app
 from gateway.settings import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from gateway.emulator import Emulator
 
 logger = logging.getLogger("gateway")
 
@@ -30,8 +35,12 @@ EMULATOR_KEY = "local-emulator"
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="listen address (GATEWAY_HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="listen port (GATEWAY_PORT, default 8080)")
-    parser.add_argument("--dialplans", type=Path, help="dialplan folder (GATEWAY_DIALPLANS, default dialplans)")
-    parser.add_argument("--emulator-port", type=int, default=0, help="port of the embedded emulator (default: any)")
+    parser.add_argument(
+        "--dialplans", type=Path, help="dialplan folder (GATEWAY_DIALPLANS, default dialplans)"
+    )
+    parser.add_argument(
+        "--emulator-port", type=int, default=0, help="port of the embedded emulator (default: any)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +90,7 @@ async def serve(settings: Settings, *, emulator_port: int = 0) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _started(emulator: "Emulator", port: int):  # type: ignore[no-untyped-def]  # noqa: F821
+async def _started(emulator: Emulator, port: int) -> AsyncIterator[Emulator]:
     await emulator.start(host="127.0.0.1", port=port)
     try:
         yield emulator
@@ -106,7 +115,8 @@ def _banner(settings: Settings, dialplans: DialplanStore) -> None:
     lines += [
         "",
         "  Try a call from another terminal:",
-        f"    .venv/bin/gateway call +15551230000 --gateway {local} --play builtin:hello --record heard.wav --json",
+        f"    .venv/bin/gateway call +15551230000 --gateway {local} \\",
+        "        --play builtin:hello --record heard.wav --json",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -147,7 +147,7 @@ class CallBridge:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:
-        """Bridge until either side ends the call. Protocol errors from ``inbound`` propagate after teardown."""
+        """Bridge until either side ends the call; ``inbound`` protocol errors propagate after teardown."""
         if self.dialplan.greeting:
             self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
         uplink = asyncio.create_task(self._uplink(inbound), name=f"uplink:{self.info.call_sid}")
@@ -256,7 +256,9 @@ class CallBridge:
             # Tool routing is its own milestone; until then every call still gets exactly one answer.
             self.session.send_tool_response(
                 [
-                    FunctionResponse(id=c.id, name=c.name, response={"error": f"tool {c.name!r} is not available"})
+                    FunctionResponse(
+                        id=c.id, name=c.name, response={"error": f"tool {c.name!r} is not available"}
+                    )
                     for c in event.calls
                 ]
             )

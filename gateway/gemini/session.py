@@ -62,7 +62,7 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class LiveEndpoint:
-    """Where and how to reach the Live API. Exactly one of ``api_key`` / ``ephemeral_token``.
+    """Where and how to reach the Live API, with at most one of ``api_key`` / ``ephemeral_token``.
 
     The key goes in the ``x-goog-api-key`` header (as the Python SDK sends it) unless ``key_in_query``;
     an ephemeral token uses the ``BidiGenerateContentConstrained`` method with ``?access_token=``.
@@ -83,8 +83,9 @@ class LiveEndpoint:
             )
         if parts.query or parts.fragment:
             raise ConfigError("Live endpoint: base_url must not carry a query string or fragment")
-        if bool(self.api_key) == bool(self.ephemeral_token):
-            raise ConfigError("Live endpoint: set exactly one of api_key and ephemeral_token")
+        # Neither is allowed: a local emulator (or an authenticating proxy) needs no credential.
+        if self.api_key and self.ephemeral_token:
+            raise ConfigError("Live endpoint: set api_key or ephemeral_token, not both")
         if not self.api_version or "/" in self.api_version:
             raise ConfigError(f"Live endpoint: bad api_version {self.api_version!r}")
 

@@ -39,6 +39,7 @@ class CallRegistry:
         return {
             "active": [b.snapshot() for b in self.active.values()],
             "recent": [
-                {k: v for k, v in asdict(r).items() if k != "transcript"} for r in reversed(self._done.values())
+                {k: v for k, v in asdict(r).items() if k != "transcript"}
+                for r in reversed(self._done.values())
             ],
         }

@@ -84,7 +84,9 @@ async def voice_webhook(request: web.Request) -> web.Response:
         plan = request.app[DIALPLANS].current.match(to, from_)
         endpoint = request.app[LIVE_ENDPOINT]
         config = session_config(plan, default_model=settings.gemini_model)
-        request.app[PRECONNECT].start(call_sid, plan, lambda: LiveSession.connect(endpoint, config, logger=clog))
+        request.app[PRECONNECT].start(
+            call_sid, plan, lambda: LiveSession.connect(endpoint, config, logger=clog)
+        )
     clog.info("voice webhook", extra={"to": to, "from": from_, "verified": verified})
     return web.Response(text=twiml, content_type="text/xml")
 
@@ -179,5 +181,3 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=close_code, message=close_reason)
     clog.info("transcript", extra={"turns": result.transcript})
     return ws
-
-

@@ -7,6 +7,7 @@ import base64
 import json
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from gateway.emulator import Emulator, Rule, voice
 
@@ -39,7 +40,7 @@ def _kinds(messages: list[dict]) -> list[str]:
 
 
 async def test_greeting_is_spoken_audio_with_transcription() -> None:
-    """A clientContent turn gets 24 kHz audio chunks, a transcription, generationComplete then turnComplete."""
+    """A clientContent turn gets 24 kHz audio chunks, a transcription, generationComplete, turnComplete."""
     async with Emulator(fast(audio_chunk_ms=60)) as emu:
         client = await LiveClient.connect(emu)
         await client.setup(**TX)
@@ -140,7 +141,7 @@ async def test_barge_in_interrupts_without_generation_complete() -> None:
         turn = first + await client.turn()
         assert _kinds(turn)[-2:] == ["interrupted", "turnComplete"]
         assert not any(m.get("serverContent", {}).get("generationComplete") for m in turn)
-        after = turn[[i for i, m in enumerate(turn) if m.get("serverContent", {}).get("interrupted")][0] :]
+        after = turn[next(i for i, m in enumerate(turn) if m.get("serverContent", {}).get("interrupted")) :]
         assert audio_bytes(after) == 0
         assert audio_bytes(turn) < len(voice.speak(emu.scenario.greeting)) // 2
 
@@ -267,9 +268,10 @@ async def test_strict_tool_ids_reject_unknown_ids() -> None:
         client = await LiveClient.connect(emu)
         await client.setup()
         await client.send({"toolResponse": {"functionResponses": [{"id": "nope", "response": {}}]}})
-        with pytest.raises(Exception) as info:
+        with pytest.raises(ConnectionClosed) as info:
             await client.recv()
-        assert info.value.rcvd.code == 1007  # type: ignore[attr-defined]
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1007
 
 
 async def test_dtmf_rule_and_scripted_close() -> None:
@@ -281,9 +283,10 @@ async def test_dtmf_rule_and_scripted_close() -> None:
         await client.send({"realtimeInput": {"text": "DTMF 0"}})
         turn = await client.turn()
         assert transcript(turn) == "Goodbye."
-        with pytest.raises(Exception) as info:
+        with pytest.raises(ConnectionClosed) as info:
             await client.recv()
-        assert info.value.rcvd.code == 1000  # type: ignore[attr-defined]
+        assert info.value.rcvd is not None
+        assert info.value.rcvd.code == 1000
 
 
 async def test_resumption_updates_and_resumed_session_keeps_history() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -18,9 +19,12 @@ CONSTRAINED = "/ws/google.ai.generativelanguage.v1alpha.GenerativeService.BidiGe
 
 
 async def _closed_with(client: LiveClient) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as info:
+    async def drain() -> None:
         while True:
             await client.recv()
+
+    with pytest.raises(ConnectionClosed) as info:
+        await drain()
     rcvd = info.value.rcvd
     assert rcvd is not None
     return rcvd.code, rcvd.reason
@@ -227,7 +231,7 @@ async def test_stop_closes_open_sessions() -> None:
     emu = Emulator(fast())
     await emu.start()
     ws = await websockets.connect(emu.base_url + LIVE_PATH)
-    await ws.send('{"setup": {"model": "%s"}}' % MODEL)
+    await ws.send(json.dumps({"setup": {"model": MODEL}}))
     await ws.recv()
     await asyncio.wait_for(emu.stop(), 5)
     with pytest.raises(ConnectionClosed):

@@ -64,7 +64,7 @@ def test_bad_scenario_files_name_the_problem(tmp_path: Path, content: str, messa
     """Bad scenario files raise ConfigError naming the file and the problem."""
     path = tmp_path / "bad.toml"
     path.write_text(content)
-    with pytest.raises(ConfigError, match="bad.toml") as info:
+    with pytest.raises(ConfigError, match=r"bad\.toml") as info:
         Scenario.load(path)
     assert message in str(info.value)
 

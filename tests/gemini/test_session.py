@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import inspect
 import logging
 import math
 import struct
@@ -35,6 +34,7 @@ from gateway.gemini.messages import (
     SessionConfig,
     SessionResumptionUpdate,
     ToolCall,
+    ToolCallCancellation,
     TurnComplete,
     UsageMetadata,
     setup_message,
@@ -53,11 +53,6 @@ def _cfg(**kwargs: Any) -> SessionConfig:
 
 def _endpoint(emu: Emulator, **kwargs: Any) -> LiveEndpoint:
     return LiveEndpoint(base_url=emu.base_url, api_key=kwargs.pop("api_key", KEY), **kwargs)
-
-
-async def _maybe_await(result: object) -> None:
-    if inspect.isawaitable(result):
-        await result
 
 
 class Reader:
@@ -154,6 +149,14 @@ async def test_nothing_is_sent_before_setup_complete() -> None:
         await s.close()
 
 
+async def test_keyless_endpoint_reaches_an_emulator_that_accepts_any_key() -> None:
+    """The embedded-emulator setup (no API key anywhere) connects."""
+    async with Emulator(FAST) as emu:
+        s = await LiveSession.connect(LiveEndpoint(base_url=emu.base_url), _cfg())
+        assert not s.closed
+        await s.close()
+
+
 async def test_bad_api_key_is_a_final_connect_error() -> None:
     """A wrong key is closed 1007 after setup and reported as a non-retryable LiveConnectError."""
     async with Emulator(FAST, api_key=KEY) as emu:
@@ -200,8 +203,9 @@ async def test_text_turn_streams_audio_transcript_and_turn_end(session: LiveSess
     kinds = [type(e) for e in events]
     assert kinds.index(GenerationComplete) < kinds.index(TurnComplete)
     assert max(i for i, k in enumerate(kinds) if k is OutputTranscription) < kinds.index(GenerationComplete)
-    more = await reader.until(lambda e: isinstance(e, (UsageMetadata, SessionResumptionUpdate)))
-    assert more
+    usage = await reader.until(lambda e: True)  # rides on the turnComplete message, so it comes next
+    assert isinstance(usage[0], UsageMetadata)
+    assert usage[0].total_tokens > 0
     assert session.stats.messages_received > len(audio)
 
 
@@ -305,13 +309,83 @@ async def test_tool_call_round_trip() -> None:
         await s.close()
 
 
+async def test_audio_stream_end_flushes_the_callers_utterance(emu: Emulator, session: LiveSession) -> None:
+    """audioStreamEnd after speech (no trailing silence) makes the server answer at once."""
+    reader = Reader(session)
+    tone = _tone(20)
+    for _ in range(20):
+        session.send_audio(tone)
+        await asyncio.sleep(0.004)
+    session.send_audio_stream_end()
+    events = await reader.until(_is(TurnComplete))
+    assert any(isinstance(e, ModelAudio) for e in events)
+    frame = await emu.wait_for(
+        lambda f: (
+            f.direction == "in"
+            and f.payload is not None
+            and "audioStreamEnd" in f.payload.get("realtimeInput", {})
+        )
+    )
+    assert frame.kind == "text"
+
+
+def _tool_scenario(non_blocking: bool = False) -> Scenario:
+    rule = Rule(
+        text_contains="book",
+        tool="book_table",
+        args={"people": 2},
+        non_blocking=non_blocking,
+        reply="Done: {result}",
+    )
+    return Scenario(first_audio_delay_s=0.0, speed=0.0, playback_wait=False, rules=[rule])
+
+
+async def test_barge_in_during_a_blocking_tool_call_cancels_it() -> None:
+    """Input during a pending blocking call: Interrupted, ToolCallCancellation(its id), TurnComplete."""
+    async with Emulator(_tool_scenario(), api_key=KEY) as emu:
+        s = await LiveSession.connect(
+            _endpoint(emu), _cfg(tools=(FunctionDeclaration("book_table", "Book"),))
+        )
+        reader = Reader(s)
+        s.send_client_content([("user", "book a table")])
+        call = (await reader.until(_is(ToolCall)))[-1]
+        assert isinstance(call, ToolCall)
+        s.send_client_content([("user", "actually, never mind")])
+        events = await reader.until(_is(TurnComplete))
+        kinds = [type(e) for e in events]
+        assert kinds[:3] == [Interrupted, ToolCallCancellation, TurnComplete]
+        assert events[1] == ToolCallCancellation((call.calls[0].id,))
+        await s.close()
+
+
+async def test_non_blocking_tool_response_carries_scheduling() -> None:
+    """A NON_BLOCKING tool is declared as such and its response's scheduling reaches the server."""
+    tool = FunctionDeclaration("book_table", "Book", non_blocking=True)
+    async with Emulator(_tool_scenario(non_blocking=True), api_key=KEY) as emu:
+        s = await LiveSession.connect(_endpoint(emu), _cfg(tools=(tool,)))
+        assert emu.sessions[0].setup is not None
+        assert emu.sessions[0].setup["tools"][0]["functionDeclarations"][0]["behavior"] == "NON_BLOCKING"
+        reader = Reader(s)
+        s.send_client_content([("user", "book a table")])
+        call = (await reader.until(_is(ToolCall)))[-1]
+        assert isinstance(call, ToolCall)
+        (fc,) = call.calls
+        s.send_tool_response([FunctionResponse(fc.id, fc.name, {"ok": True}, scheduling="SILENT")])
+        frame = await emu.wait_for(
+            lambda f: f.direction == "in" and f.payload is not None and "toolResponse" in f.payload
+        )
+        assert frame.payload is not None
+        assert frame.payload["toolResponse"]["functionResponses"][0]["scheduling"] == "SILENT"
+        await s.close()
+
+
 # -------------------------------------------------------------------------------- lifecycle
 
 
 async def test_go_away_is_a_typed_event(emu: Emulator, session: LiveSession) -> None:
     """goAway arrives as GoAway with the time left in seconds."""
     reader = Reader(session)
-    await _maybe_await(emu.send_go_away(7.5))
+    emu.send_go_away(7.5)
     events = await reader.until(_is(GoAway))
     assert events[-1] == GoAway(7.5)
 
@@ -357,7 +431,7 @@ async def test_abnormal_close_mid_session_is_retryable(
 ) -> None:
     """1011 and a TCP drop (1006) end events() with a retryable LiveSessionClosed."""
     reader = Reader(session)
-    await _maybe_await(emu.inject_close(code, reason))
+    emu.inject_close(code, reason)
     with pytest.raises(LiveSessionClosed) as info:
         await reader.drain()
     assert info.value.code == code
@@ -371,7 +445,7 @@ async def test_abnormal_close_mid_session_is_retryable(
 
 async def test_policy_close_mid_session_is_not_retryable(emu: Emulator, session: LiveSession) -> None:
     """A 1008 mid-session is final."""
-    await _maybe_await(emu.inject_close(1008, "Operation is not implemented"))
+    emu.inject_close(1008, "Operation is not implemented")
     with pytest.raises(LiveSessionClosed) as info:
         await Reader(session).drain()
     assert info.value.code == 1008
@@ -380,7 +454,7 @@ async def test_policy_close_mid_session_is_not_retryable(emu: Emulator, session:
 
 async def test_clean_server_close_ends_events_normally(emu: Emulator, session: LiveSession) -> None:
     """A 1000 close from the server ends the event stream without an exception."""
-    await _maybe_await(emu.inject_close(1000, "The operation was cancelled."))
+    emu.inject_close(1000, "The operation was cancelled.")
     assert await Reader(session).drain() == []
     assert session.closed
     assert session.close_code == 1000
@@ -403,7 +477,11 @@ async def test_close_is_clean_idempotent_and_ends_the_reader(emu: Emulator, sess
 
 async def test_events_has_a_single_consumer(session: LiveSession) -> None:
     """Two tasks reading events at once is refused rather than splitting the stream."""
-    first = asyncio.create_task(anext(session.events().__aiter__()))
+
+    async def read_one() -> ServerEvent:
+        return await anext(session.events().__aiter__())
+
+    first = asyncio.create_task(read_one())
     await asyncio.sleep(0.01)
     with pytest.raises(LiveSessionError, match="already"):
         await anext(session.events().__aiter__())

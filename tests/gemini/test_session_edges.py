@@ -48,10 +48,16 @@ def test_endpoint_url_variants() -> None:
     assert "xyz" not in t.redacted_url()
 
 
+def test_endpoint_without_credentials_sends_none() -> None:
+    """A local emulator needs no key: no query string and no auth header."""
+    ep = LiveEndpoint(base_url="ws://127.0.0.1:9")
+    assert ep.url() == "ws://127.0.0.1:9" + PATH
+    assert ep.headers() == {}
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {},
         {"api_key": "k", "ephemeral_token": "t"},
         {"api_key": "k", "base_url": "ftp://x"},
         {"api_key": "k", "base_url": "wss://"},
@@ -60,7 +66,7 @@ def test_endpoint_url_variants() -> None:
     ],
 )
 def test_bad_endpoints_are_config_errors(kwargs: dict[str, str]) -> None:
-    """Missing or double credentials and odd URLs fail at configuration time."""
+    """Double credentials and odd URLs fail at configuration time."""
     with pytest.raises(ConfigError):
         LiveEndpoint(**kwargs)
 

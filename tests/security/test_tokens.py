@@ -48,7 +48,9 @@ def test_token_for_another_call_is_rejected() -> None:
         tokens.verify(token, call_sid="CA" + "2" * 32, now=1.0)
 
 
-@pytest.mark.parametrize("mutate", [lambda t: t[:-2] + "AA", lambda t: "v1.e30." + t.split(".")[2], lambda t: "junk"])
+@pytest.mark.parametrize(
+    "mutate", [lambda t: t[:-2] + "AA", lambda t: "v1.e30." + t.split(".")[2], lambda t: "junk"]
+)
 def test_tampered_or_malformed_token_is_rejected(mutate) -> None:  # type: ignore[no-untyped-def]
     """Changing any part of a token breaks it."""
     tokens = _tokens()
