@@ -211,7 +211,10 @@ class CallBridge:
                 elif isinstance(event, DtmfPressed):
                     self.transcript.note("dtmf", event.digit)
                     self.log.info("dtmf", extra={"digit": event.digit})
-                    session.send_text(f"[The caller pressed the phone key {event.digit}]")
+                    try:
+                        session.send_text(f"[The caller pressed the phone key {event.digit}]")
+                    except LiveSessionError:
+                        pass  # the session just ended; the downlink task is ending the call
                 elif isinstance(event, CallStopped):
                     self._end("caller", "stop")
                     return

@@ -77,8 +77,9 @@ class CallOptions:
     max_duration_s: float = 600.0
     voice_path: str = "/twilio/voice"
     account_sid: str = ""
-    #: Fills ``CallReport.transcript`` at the end (the gateway's admin API; Twilio's protocol has none).
-    transcript_source: Callable[[], Awaitable[list[dict[str, str]]]] | None = None
+    #: Fills ``CallReport.transcript`` at the end, given the call SID (the gateway's admin API:
+    #: Twilio's protocol carries no transcript). See :func:`admin_transcript`.
+    transcript_source: Callable[[str], Awaitable[list[dict[str, str]]]] | None = None
     #: Live, human-readable progress lines.
     on_event: Callable[[str], None] | None = None
     #: Set it to hang up now (Ctrl-C in the CLI).
@@ -119,6 +120,10 @@ class CallReport:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return asdict(self)
+
+
+def _mask(name: str, value: str) -> str:
+    return "***" if any(w in name.lower() for w in ("token", "secret", "key", "auth")) else value
 
 
 @dataclass(frozen=True)
@@ -504,7 +509,8 @@ async def place_call(opts: CallOptions) -> CallReport:
         if dropped:
             report.warnings.append("the <Stream url> has a query string; Twilio drops it")
         report.stream_url = ws_url
-        report.custom_parameters = stream.parameters
+        # Reports get printed and pasted: keep credentials the gateway put in parameters out of them.
+        report.custom_parameters = {k: _mask(k, v) for k, v in stream.parameters.items()}
         report.after_stream = stream.after
         report.stream_sid = wire.new_sid("MZ")
         ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
@@ -538,5 +544,40 @@ async def place_call(opts: CallOptions) -> CallReport:
         write_wav(opts.record, ulaw_to_pcm16(call.playout.render(total)))
         report.record = str(opts.record)
     if opts.transcript_source is not None:
-        report.transcript = list(await opts.transcript_source())
+        report.transcript = list(await opts.transcript_source(report.call_sid))
     return report
+
+
+def admin_transcript(
+    gateway: str, *, token: str = "", wait_s: float = 3.0
+) -> Callable[[str], Awaitable[list[dict[str, str]]]]:
+    """A ``transcript_source`` reading the gateway's admin API (``GET /admin/calls/{sid}``).
+
+    The gateway finishes its record a moment after the caller hangs up, so this polls briefly
+    until the call shows as ended. An unreachable or refusing admin API gives an empty transcript.
+    """
+
+    async def fetch(call_sid: str) -> list[dict[str, str]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        url = f"{gateway.rstrip('/')}/admin/calls/{call_sid}"
+        deadline = time.monotonic() + wait_s
+        doc: dict[str, Any] = {}
+        async with aiohttp.ClientSession(headers=headers) as http:
+            while True:
+                try:
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            doc = await resp.json()
+                except (aiohttp.ClientError, ValueError):
+                    return []
+                if doc.get("state") == "ended" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+        turns = [t for t in doc.get("transcript", []) if isinstance(t, dict)]
+        return [
+            {"role": str(t.get("role", "")), "text": str(t.get("text", ""))}
+            | ({"heard": str(t["heard"])} if "heard" in t else {})
+            for t in turns
+        ]
+
+    return fetch

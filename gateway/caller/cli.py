@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway.caller.call import CallOptions, CallReport, place_call
+from gateway.caller.call import CallOptions, CallReport, admin_transcript, place_call
 from gateway.errors import ConfigError, GatewayError
 
 
@@ -63,6 +63,7 @@ def _options(args: argparse.Namespace) -> CallOptions:
         hangup_after_s=args.hangup_after,
         auth_token=token,
         on_event=None if args.json else print,
+        transcript_source=admin_transcript(args.gateway, token=os.environ.get("GATEWAY_ADMIN_TOKEN", "")),
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import secrets
+import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -16,7 +17,15 @@ from gateway.security.tokens import StreamTokens
 from gateway.server import twilio
 from gateway.server.calls import CallRegistry
 from gateway.server.preconnect import Preconnector
-from gateway.server.state import CALLS, DIALPLANS, LIVE_ENDPOINT, PRECONNECT, SETTINGS, STREAM_TOKENS
+from gateway.server.state import (
+    CALLS,
+    DIALPLANS,
+    LIVE_ENDPOINT,
+    MEDIA_SOCKETS,
+    PRECONNECT,
+    SETTINGS,
+    STREAM_TOKENS,
+)
 from gateway.settings import Settings
 
 
@@ -30,6 +39,7 @@ def create_app(settings: Settings, *, dialplans: DialplanStore | None = None) ->
     app[STREAM_TOKENS] = StreamTokens(secret)
     app[CALLS] = CallRegistry()
     app[PRECONNECT] = Preconnector()
+    app[MEDIA_SOCKETS] = weakref.WeakSet()
     app.router.add_post(twilio.VOICE_PATH, twilio.voice_webhook)
     app.router.add_get(twilio.MEDIA_PATH, twilio.media_stream)
     app.router.add_get("/healthz", healthz)
@@ -38,6 +48,7 @@ def create_app(settings: Settings, *, dialplans: DialplanStore | None = None) ->
     app.router.add_get("/admin/calls/{call_sid}", admin_show_call)
     app.cleanup_ctx.append(_dialplan_watch)
     app.on_shutdown.append(_close_preconnects)
+    app.on_shutdown.append(_close_media_sockets)
     return app
 
 
@@ -51,6 +62,14 @@ async def _dialplan_watch(app: web.Application) -> AsyncIterator[None]:
 
 async def _close_preconnects(app: web.Application) -> None:
     await app[PRECONNECT].close()
+
+
+async def _close_media_sockets(app: web.Application) -> None:
+    """Shutting down: end every call with 1001 so each bridge tears down its Gemini session."""
+    sockets = app[MEDIA_SOCKETS].copy()
+    await asyncio.gather(
+        *(ws.close(code=1001, message=b"gateway shutting down") for ws in sockets), return_exceptions=True
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:

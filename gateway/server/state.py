@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from aiohttp import web
 
 from gateway.dialplan.store import DialplanStore
@@ -17,3 +19,4 @@ LIVE_ENDPOINT = web.AppKey("live_endpoint", LiveEndpoint)
 STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALLS = web.AppKey("calls", CallRegistry)
 PRECONNECT = web.AppKey("preconnect", Preconnector)
+MEDIA_SOCKETS = web.AppKey("media_sockets", weakref.WeakSet[web.WebSocketResponse])

@@ -25,6 +25,7 @@ from gateway.server.state import (
     CALLS,
     DIALPLANS,
     LIVE_ENDPOINT,
+    MEDIA_SOCKETS,
     PRECONNECT,
     SETTINGS,
     STREAM_TOKENS,
@@ -125,6 +126,7 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
             raise web.HTTPForbidden(text="invalid signature")
     ws = web.WebSocketResponse(max_msg_size=MAX_MEDIA_MESSAGE, autoping=True)
     await ws.prepare(request)
+    app[MEDIA_SOCKETS].add(ws)
     codec = TwilioCodec()
     events = _read_events(ws, codec)
     clog = log.bind(peer=request.remote)
