@@ -71,6 +71,8 @@ class CallOptions:
     auth_token: str = field(default="", repr=False)
     #: Start speaking this many seconds after the stream starts; None: once the greeting has played.
     speak_at_s: float | None = None
+    #: Say ``play`` this many times, each once the bot's answer to the previous one has played.
+    turns: int = 1
     #: Without a greeting, speak / press keys after this long anyway.
     greeting_timeout_s: float = 5.0
     #: Hard limit so a silent gateway cannot hold the caller forever.
@@ -198,6 +200,7 @@ class _Call:
         self.utterance = _caller_frames(opts.play)
         self.utterance_at: float | None = opts.speak_at_s
         self.utterance_pos = 0
+        self.turns_left = max(1, opts.turns) - 1
         self.dtmf_queue = list(opts.dtmf)
         self.dtmf_next_at: float | None = None
         self.first_audible_at: float | None = None
@@ -299,7 +302,12 @@ class _Call:
 
     def _next_frame(self, now: float, sample: int) -> tuple[bytes, bool]:
         if self.utterance_pos >= len(self.utterance):
-            return SILENCE_FRAME, False
+            if not self.turns_left or self.awaiting_reply or not self.utterance:
+                return SILENCE_FRAME, False
+            # The previous utterance was answered: speak again once the answer has played.
+            self.turns_left -= 1
+            self.utterance_pos = 0
+            self.utterance_at = None
         if self.utterance_at is None and self._greeting_over(now, sample):
             self.utterance_at = now
         if self.utterance_at is None or now < self.utterance_at:

@@ -43,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
     )
     parser.add_argument(
+        "--turns", type=int, default=1, help="say --play this many times, each after the previous answer"
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON report at the end instead of a live log"
     )
 
@@ -61,6 +64,7 @@ def _options(args: argparse.Namespace) -> CallOptions:
         record=args.record,
         dtmf=digits,
         hangup_after_s=args.hangup_after,
+        turns=args.turns,
         auth_token=token,
         on_event=None if args.json else print,
         transcript_source=admin_transcript(args.gateway, token=os.environ.get("GATEWAY_ADMIN_TOKEN", "")),

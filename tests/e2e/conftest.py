@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -13,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator
 from gateway.server.app import create_app
+from gateway.server.state import CALLS, DIALPLANS
 from gateway.settings import DEFAULT_MODEL, Settings
 
 DEFAULT_PLAN = """
@@ -35,6 +37,13 @@ class Gateway:
     @property
     def url(self) -> str:
         return str(self.server.make_url("")).rstrip("/")
+
+    def dialplans(self) -> DialplanStore:
+        return self.app[DIALPLANS]
+
+    def app_calls_list(self) -> list[dict[str, Any]]:
+        """Records of finished calls, oldest first."""
+        return list(reversed(self.app[CALLS].list()["recent"]))
 
 
 @pytest.fixture
