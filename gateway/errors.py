@@ -14,7 +14,8 @@
     │   ├── LiveConnectError         never reached setupComplete
     │   │   └── LiveSessionNotFound  the resumption handle is unknown or expired: start a fresh session
     │   └── LiveSessionClosed        the socket closed; carries code, reason and `retryable`
-    └── ToolError                    raised by tool handlers; its message is safe to show the model
+    ├── ToolError                    raised by tool handlers; its message is safe to show the model
+    └── RecordError                  the call-record store failed (disk, database); calls go on
 
 Foreign exceptions (aiohttp, websockets, json) are translated into this tree where they enter,
 with ``raise … from exc``, so callers never catch a library's exception type.
@@ -91,6 +92,10 @@ class LiveSessionClosed(LiveSessionError):
 
 class ToolError(GatewayError):
     """Raised by a tool handler; the message is sent to the model as the tool's error."""
+
+
+class RecordError(GatewayError):
+    """The call-record store could not read or write. Calls never end because of it."""
 
 
 class DialplanErrors(ConfigError):

@@ -7,10 +7,12 @@ path logs; counters are kept instead and reported at call end.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import Any
 
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -71,10 +73,41 @@ class JsonFormatter(logging.Formatter):
         return _redact(json.dumps(doc, default=str))
 
 
+#: Fields of the call the current task serves; tasks a call starts inherit them (contextvars).
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
+_CALL_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "gateway_call", default=_NO_FIELDS
+)
+
+
+def bind_call_context(**fields: Any) -> contextvars.Token[Mapping[str, Any]]:
+    """Add ``fields`` (call_sid, stream_sid…) to every log line of this task and the tasks it starts.
+
+    This reaches loggers that were never handed the call's :class:`CallLogger` (libraries, tool
+    handlers), so every line of a call carries its id. Undo with :func:`reset_call_context`.
+    """
+    return _CALL_CONTEXT.set({**_CALL_CONTEXT.get(), **fields})
+
+
+def reset_call_context(token: contextvars.Token[Mapping[str, Any]]) -> None:
+    _CALL_CONTEXT.reset(token)
+
+
+class CallContextFilter(logging.Filter):
+    """Copies the bound call fields onto each record that does not already carry them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _CALL_CONTEXT.get().items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text", secrets: Iterable[str] = ()) -> None:
     """Install the gateway's handler on the root logger."""
     add_secrets(secrets)
     handler = logging.StreamHandler()
+    handler.addFilter(CallContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -22,6 +22,7 @@ from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
 from gateway.server.app import create_app
 from gateway.settings import DEFAULT_MODEL, Settings
+from gateway.tools.loader import build_registry
 
 if TYPE_CHECKING:
     from gateway.emulator import Emulator
@@ -66,14 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(settings: Settings, *, emulator_port: int = 0) -> None:
     """Run until SIGINT/SIGTERM."""
-    dialplans = DialplanStore(settings.dialplan_dir)
+    tools = build_registry(settings)  # dialplans name tools: check them against what is registered
+    dialplans = DialplanStore(settings.dialplan_dir, known_tools=tools.names())
     async with contextlib.AsyncExitStack() as stack:
         if settings.embedded_emulator:
             from gateway.emulator import Emulator  # a stand-in: imported only when it is used
 
             emulator = await stack.enter_async_context(_started(Emulator(), emulator_port))
             settings = settings.with_(gemini_url=emulator.base_url, gemini_api_key=EMULATOR_KEY)
-        app = create_app(settings, dialplans=dialplans)
+        app = create_app(settings, dialplans=dialplans, tools=tools)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -40,8 +41,43 @@ class Settings:
     embedded_emulator: bool = False
     #: Open the Gemini session at the (verified) voice webhook, before the media socket arrives.
     preconnect: bool = True
+    #: One Live connection attempt must reach setupComplete within this (see bridge/resilience.py).
+    live_setup_timeout_s: float = 5.0
+    #: A call whose Gemini connection cannot be (re)established within this falls back.
+    live_give_up_s: float = 8.0
     #: Bearer token for /admin; without one, /admin answers loopback clients only.
     admin_token: str = field(default="", repr=False)
+    # --- security and limits (see gateway/server/limits.py and the README's Security section) ---
+    #: Redis for the cross-process stream-token replay guard; in-memory (one process) when empty.
+    redis_url: str = field(default="", repr=False)
+    #: Without TWILIO_AUTH_TOKEN, answer unsigned webhooks from anyone, not only direct loopback clients.
+    allow_unsigned_webhooks: bool = False
+    #: Concurrent calls, all dialplans together (0: no limit).
+    max_calls: int = 200
+    #: Concurrent calls per dialplan name; the name ``*`` applies to every plan not listed.
+    max_calls_per_dialplan: tuple[tuple[str, int], ...] = ()
+    #: Messages per second one media socket may send (Twilio sends 50); above it the call ends.
+    max_stream_messages_per_s: int = 100
+    #: Hard cap on any call's duration, over every dialplan's own limit (0: no cap).
+    max_call_s: float = 7200.0
+    #: Media sockets allowed at once before they present a valid stream token.
+    max_pending_streams: int = 100
+    # --- observability (see gateway/records/ and the README's Observability section) ---
+    #: Where call records go: empty = SQLite at ``<data_dir>/calls.db``; or sqlite:///path, postgresql://…
+    database_url: str = field(default="", repr=False)
+    #: Keep a durable record of every call (turns, tools, reconnects); off only for throwaway setups.
+    records: bool = True
+    # --- tools (see gateway/tools/ and the README's Tools section) ---
+    #: Python modules whose @tool functions are offered to dialplans (comma-separated in the env).
+    tool_modules: tuple[str, ...] = ("gateway.handlers.support",)
+    #: TOML file declaring HTTP tools ([http.NAME] tables); none when empty.
+    tools_file: Path | None = None
+    #: Time limit of a tool call that does not set its own.
+    tool_timeout_s: float = 10.0
+    #: Twilio REST base URL (call transfer and hang-up); tests point it at a local stand-in.
+    twilio_api_base: str = "https://api.twilio.com"
+    #: ``TOOL_*`` environment variables, which a tools file may use in its headers (${TOOL_X}).
+    tool_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]  # dataclasses.replace is loosely typed
@@ -71,10 +107,94 @@ class Settings:
             log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
             embedded_emulator=not api_key,
             preconnect=env.get("GATEWAY_PRECONNECT", "1") not in ("0", "false", "no"),
+            live_setup_timeout_s=_seconds(env, "GATEWAY_LIVE_SETUP_TIMEOUT_S", 5.0),
+            live_give_up_s=_seconds(env, "GATEWAY_LIVE_GIVE_UP_S", 8.0),
             admin_token=env.get("GATEWAY_ADMIN_TOKEN", ""),
+            redis_url=env.get("GATEWAY_REDIS_URL", ""),
+            allow_unsigned_webhooks=env.get("GATEWAY_ALLOW_UNSIGNED", "0") in ("1", "true", "yes"),
+            max_calls=_number(env, "GATEWAY_MAX_CALLS", 200),
+            max_calls_per_dialplan=_per_plan(env.get("GATEWAY_MAX_CALLS_PER_DIALPLAN", "")),
+            max_stream_messages_per_s=_number(env, "GATEWAY_MAX_STREAM_RATE", 100),
+            max_call_s=float(_number(env, "GATEWAY_MAX_CALL_S", 7200)),
+            max_pending_streams=_number(env, "GATEWAY_MAX_PENDING_STREAMS", 100),
+            database_url=env.get("GATEWAY_DATABASE_URL", ""),
+            records=env.get("GATEWAY_RECORDS", "1") not in ("0", "false", "no"),
+            tool_modules=tuple(
+                m.strip()
+                for m in env.get("GATEWAY_TOOL_MODULES", "gateway.handlers.support").split(",")
+                if m.strip()
+            ),
+            tools_file=Path(env["GATEWAY_TOOLS_FILE"]) if env.get("GATEWAY_TOOLS_FILE") else None,
+            tool_timeout_s=_seconds(env, "GATEWAY_TOOL_TIMEOUT_S", 10.0),
+            twilio_api_base=env.get("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/"),
+            tool_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("TOOL_"))),
         )
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs (see :mod:`gateway.log`)."""
-        values = (self.gemini_api_key, self.twilio_auth_token, self.gateway_secret, self.admin_token)
+        values = (
+            self.gemini_api_key,
+            self.twilio_auth_token,
+            self.gateway_secret,
+            self.admin_token,
+            _url_password(self.redis_url),
+            _url_password(self.database_url),
+            *(value for _, value in self.tool_env),
+        )
         return tuple(s for s in values if s)
+
+
+def _number(env: Mapping[str, str], name: str, default: int) -> int:
+    """A non-negative integer variable."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds."""
+    raw = env.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 600:
+        raise ConfigError(f"{name} must be in (0, 600], got {value}")
+    return value
+
+
+def _per_plan(raw: str) -> tuple[tuple[str, int], ...]:
+    """``"support=5,sales=10,*=20"`` → ((plan, limit), …); a bare number means ``*=N``."""
+    pairs: list[tuple[str, int]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, number = item.rpartition("=")
+        name = name.strip() if sep else "*"
+        try:
+            limit = int(number)
+        except ValueError:
+            limit = -1
+        if not name or limit < 0:
+            raise ConfigError(
+                f"GATEWAY_MAX_CALLS_PER_DIALPLAN: {item!r} is not NAME=N (or *=N, or N for every plan)"
+            )
+        pairs.append((name, limit))
+    return tuple(pairs)
+
+
+def _url_password(url: str) -> str:
+    """The password inside ``scheme://user:password@host``, if any (an invalid URL has none)."""
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""

@@ -22,11 +22,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.audio.transcode import Downlink, Uplink
+from gateway.bridge.guard import CallGuard
 from gateway.bridge.playout import MarkOut, Playout
-from gateway.bridge.transcript import Transcript
+from gateway.bridge.transcript import Transcript, Turn
 from gateway.dialplan.model import Dialplan
 from gateway.errors import LiveSessionError, TelephonyProtocolError
 from gateway.gemini.messages import (
@@ -45,6 +46,8 @@ from gateway.gemini.messages import (
     UsageMetadata,
 )
 from gateway.log import CallLogger
+from gateway.metrics import CallDepths
+from gateway.records.observer import VOICE_PEAK, CallObserver, peak
 from gateway.telephony.events import (
     CallerAudio,
     CallStarted,
@@ -58,6 +61,12 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
+
+if TYPE_CHECKING:
+    from gateway.tools.router import ToolRouter
+
+#: Teardowns in flight, referenced until done (see :meth:`CallBridge.run`).
+_teardowns: set[asyncio.Future[None]] = set()
 
 
 class LiveSessionLike(Protocol):
@@ -108,6 +117,12 @@ class CallResult:
     clears: int = 0
     usage_tokens: int = 0
     resumption_handle: str | None = None
+    #: Hand-overs and outages of the Gemini connection (see gateway/bridge/resilience.py).
+    reconnects: list[dict[str, object]] = field(default_factory=list)
+    #: Milliseconds from the start of the call to the fallback line, when Gemini was unreachable.
+    fallback_ms: float | None = None
+    #: Where a limit or the fallback transferred the call.
+    transfer_to: str | None = None
 
 
 class CallBridge:
@@ -124,6 +139,8 @@ class CallBridge:
         log: CallLogger,
         clock: Callable[[], float] = time.monotonic,
         playout_lead_s: float = 0.10,
+        observer: CallObserver | None = None,
+        tools: Callable[[CallBridge], ToolRouter] | None = None,
     ) -> None:
         self.info = info
         self.dialplan = dialplan
@@ -135,15 +152,28 @@ class CallBridge:
         self.uplink = Uplink()
         self.downlink = Downlink()
         self.playout = Playout(lead_s=playout_lead_s)
-        self.transcript = Transcript()
+        #: Records, metrics and the optional recording; a bare one (no store) when not given.
+        self.observer = observer or CallObserver(call_id=info.call_sid, dialplan=dialplan.name, clock=clock)
+        self.transcript = Transcript(on_turn=self._turn_finished)
         self._wake = asyncio.Event()
         self._turn_flushed = False
+        self._bot_audio = False
+        self._uplink_task: asyncio.Task[None] | None = None
+        #: Model turns ended (complete or interrupted): call control waits for the goodbye's turn.
+        self.turns_ended = 0
         self.result = CallResult(
             call_sid=info.call_sid,
             dialplan=dialplan.name,
             dialplan_version=dialplan.version,
             started_at=time.time(),
         )
+        #: Fallback when Gemini is unreachable; silence and duration limits (gateway/bridge/guard.py).
+        self.guard = CallGuard(self)
+        #: The call's tool router (gateway/tools/router.py) and the call control its tools act through.
+        self.tools = tools(self) if tools is not None else None
+        self.control = self.tools.context.control if self.tools is not None else None
+        if self.tools is not None:
+            self.tools.observers.append(self.observer.tool_record)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:
@@ -151,20 +181,34 @@ class CallBridge:
         if self.dialplan.greeting:
             self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
         uplink = asyncio.create_task(self._uplink(inbound), name=f"uplink:{self.info.call_sid}")
+        self._uplink_task = uplink
         downlink = asyncio.create_task(self._downlink(), name=f"downlink:{self.info.call_sid}")
         playout = asyncio.create_task(self._playout(), name=f"playout:{self.info.call_sid}")
+        limits = asyncio.create_task(self.guard.watch(), name=f"limits:{self.info.call_sid}")
         try:
-            await asyncio.wait({uplink, downlink}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({uplink, downlink, limits}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (uplink, downlink, playout):
+            # Teardown must finish even if this task is cancelled (aiohttp may cancel a handler
+            # whose client vanished): the Gemini session is closed in a shielded task.
+            for task in (uplink, downlink, playout, limits):
                 task.cancel()
-            await asyncio.gather(uplink, downlink, playout, return_exceptions=True)
-            await self.session.close()
-            self._finish()
+            teardown = asyncio.ensure_future(self._teardown(uplink, downlink, playout, limits))
+            _teardowns.add(teardown)
+            teardown.add_done_callback(_teardowns.discard)
+            try:
+                await asyncio.shield(teardown)
+            finally:
+                self._finish()
         # Surface a malformed-input error to the media handler so it closes with the right code.
         if not uplink.cancelled() and (exc := uplink.exception()) is not None:
             raise exc
         return self.result
+
+    async def _teardown(self, *tasks: asyncio.Task[None]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.tools is not None:
+            await self.tools.close()  # running handlers are cancelled; nothing more is sent
+        await self.session.close()
 
     def _finish(self) -> None:
         r = self.result
@@ -177,6 +221,20 @@ class CallBridge:
         r.clears = self.playout.clears
         stats = getattr(self.session, "stats", None)
         r.audio_dropped = int(getattr(stats, "audio_dropped", 0))
+        r.reconnects = [event.as_dict() for event in getattr(self.session, "reconnects", ())]
+        self.observer.closed(
+            ended_by=r.ended_by,
+            reason=r.reason,
+            stats={
+                "frames_in": r.frames_in,
+                "frames_out": r.frames_out,
+                "audio_dropped": r.audio_dropped,
+                "marks_sent": r.marks_sent,
+                "marks_acked": r.marks_acked,
+                "clears": r.clears,
+                "duration_s": round(r.ended_at - r.started_at, 3),
+            },
+        )
         self.log.info(
             "call ended",
             extra={
@@ -196,14 +254,44 @@ class CallBridge:
             self.result.ended_by = by
             self.result.reason = reason
 
+    def hang_up(self, by: str, reason: str) -> bool:
+        """End the call from outside (admin API): the bridge tears down as if the caller left.
+
+        Returns False when the call is not running. Closing the media stream ends Twilio's
+        ``<Connect>``; with no TwiML after it, Twilio hangs up the phone call.
+        """
+        task = self._uplink_task
+        if task is None or task.done():
+            return False
+        self._end(by, reason)
+        task.cancel()
+        return True
+
+    def _turn_finished(self, turn: Turn) -> None:
+        self.observer.turn(
+            turn.role,
+            turn.text,
+            turn.started_at,
+            turn.ended_at,
+            interrupted=turn.interrupted,
+            heard=turn.heard,
+        )
+
     # --- uplink: caller → Gemini ------------------------------------------------------------------
     async def _uplink(self, inbound: AsyncIterator[TelephonyEvent]) -> None:
         session, uplink, result = self.session, self.uplink, self.result
+        observer, recording, clock = self.observer, self.observer.recording, self._clock
         try:
             async for event in inbound:
                 if isinstance(event, CallerAudio):
                     result.frames_in += 1
-                    session.send_audio(uplink.process(event.payload))
+                    pcm = uplink.process(event.payload)
+                    session.send_audio(pcm)
+                    # For the reply-latency histogram: when the caller last made a sound.
+                    if peak(pcm, 2) > VOICE_PEAK:
+                        observer.last_voice_at = clock()
+                    if recording is not None:
+                        recording.caller(event.payload)
                 elif isinstance(event, MarkReached):
                     turn = self.playout.mark_echoed(event.name)
                     if turn is not None and turn.finished and turn.heard >= turn.queued:
@@ -211,6 +299,7 @@ class CallBridge:
                 elif isinstance(event, DtmfPressed):
                     self.transcript.note("dtmf", event.digit)
                     self.log.info("dtmf", extra={"digit": event.digit})
+                    self.guard.caller_active()
                     try:
                         session.send_text(f"[The caller pressed the phone key {event.digit}]")
                     except LiveSessionError:
@@ -233,11 +322,16 @@ class CallBridge:
             self._end("gemini", "session closed")
         except LiveSessionError as exc:
             self.log.warning("live session failed", extra={"error": str(exc)})
+            # Never dead air: the caller hears the dialplan's fallback, then its action runs.
+            await self.guard.fall_back(exc)
             self._end("gemini", f"live session failed: {exc}")
 
     async def _on_server_event(self, event: ServerEvent) -> None:
         if isinstance(event, ModelAudio):
             self._turn_flushed = False
+            if not self._bot_audio:
+                self._bot_audio = True
+                self.observer.bot_audio_started()
             frames = self.downlink.process(event.pcm)
             if frames:
                 self.playout.enqueue(frames)
@@ -246,17 +340,24 @@ class CallBridge:
             self.transcript.bot_text(event.text)
         elif isinstance(event, InputTranscription):
             self.transcript.caller_text(event.text)
+            self.guard.caller_active()
         elif isinstance(event, Interrupted):
+            self.guard.caller_active()
             await self._barge_in()
         elif isinstance(event, GenerationComplete):
             self._flush_turn()
         elif isinstance(event, TurnComplete):
             self._flush_turn()
+            self.turns_ended += 1
+            self.guard.turn_complete()
             turn = self.transcript.end_bot()
             if turn is not None:
                 self.log.info("bot said", extra={"text": turn.text})
         elif isinstance(event, ToolCall):
-            # Tool routing is its own milestone; until then every call still gets exactly one answer.
+            if self.tools is not None:
+                self.tools.handle(event)  # answers follow as handlers finish (gateway/tools/router.py)
+                return
+            # A bridge without a router (bare test set-ups): every call still gets exactly one answer.
             self.session.send_tool_response(
                 [
                     FunctionResponse(
@@ -265,21 +366,29 @@ class CallBridge:
                     for c in event.calls
                 ]
             )
+            for c in event.calls:
+                self.observer.tool_call(
+                    tool_call_id=c.id, name=c.name, arguments=c.args, status="unavailable", duration_s=0.0
+                )
         elif isinstance(event, ToolCallCancellation):
-            pass
+            if self.tools is not None:
+                self.tools.cancel(event.ids)
         elif isinstance(event, SessionResumptionUpdate):
             if event.resumable and event.new_handle:
                 self.result.resumption_handle = event.new_handle
         elif isinstance(event, UsageMetadata):
             self.result.usage_tokens = max(self.result.usage_tokens, event.total_tokens)
+            self.observer.usage(event.prompt_tokens, event.response_tokens, event.total_tokens)
         elif isinstance(event, GoAway):
             self.log.info("gemini goAway", extra={"time_left_s": event.time_left_s})
+            self.observer.go_away(event.time_left_s)
 
     def _flush_turn(self) -> None:
         """End of a reply: hand out the resampler's tail and close the turn's playback."""
         if self._turn_flushed:
             return
         self._turn_flushed = True
+        self._bot_audio = False
         frames = self.downlink.flush()
         if frames:
             self.playout.enqueue(frames)
@@ -291,7 +400,10 @@ class CallBridge:
         turn = self.playout.clear(self._clock())
         self.downlink.reset()
         self._turn_flushed = True
+        self._bot_audio = False
+        self.turns_ended += 1
         await self._send(self._encode(ClearPlayback()))
+        self.observer.barge_in(turn.queued - turn.heard if turn is not None else 0)
         fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
         cut = self.transcript.end_bot(heard_fraction=min(fraction, 0.999))
         self.log.info(
@@ -302,6 +414,7 @@ class CallBridge:
     # --- playout: paced frames and marks to the caller ---------------------------------------------
     async def _playout(self) -> None:
         playout, encode, send, clock = self.playout, self._encode, self._send, self._clock
+        recording = self.observer.recording
         while True:
             now = clock()
             for item in playout.due(now):
@@ -309,6 +422,8 @@ class CallBridge:
                     await send(encode(SetMark(item.name)))
                 else:
                     await send(encode(PlayAudio(item)))
+                    if recording is not None:
+                        recording.bot(item)
             wake_at = playout.next_wakeup(clock())
             self._wake.clear()
             if wake_at is None:
@@ -332,4 +447,15 @@ class CallBridge:
             "transcript": self.transcript.as_list(),
             "frames_in": self.result.frames_in,
             "frames_out": self.playout.frames_sent,
+            "turns_saved": self.observer.saved_turns,
+            "recording": str(self.observer.recording.path) if self.observer.recording else None,
         }
+
+    def depths(self) -> CallDepths:
+        """Buffer depths for the metrics collector (read at scrape time, never on the media path)."""
+        audio_queue = getattr(self.session, "audio_queued", None)
+        return CallDepths(
+            playout_frames=self.playout.queued_frames,
+            downlink_pending_ms=self.downlink.pending_ms,
+            gemini_audio_queue=audio_queue if isinstance(audio_queue, int) else None,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -47,8 +48,15 @@ class Transcript:
     """Accumulates transcription fragments into finished turns."""
 
     turns: list[Turn] = field(default_factory=list)
+    #: Called with each turn as it finishes (the call record writes it at once).
+    on_turn: Callable[[Turn], None] | None = None
     _caller: Turn | None = None
     _bot: Turn | None = None
+
+    def _finished(self, turn: Turn) -> None:
+        self.turns.append(turn)
+        if self.on_turn is not None:
+            self.on_turn(turn)
 
     def caller_text(self, text: str, now: float | None = None) -> None:
         if self._caller is None:
@@ -65,7 +73,7 @@ class Transcript:
     def note(self, role: Role, text: str, now: float | None = None) -> Turn:
         turn = Turn(role, text, now if now is not None else time.time())
         turn.ended_at = turn.started_at
-        self.turns.append(turn)
+        self._finished(turn)
         return turn
 
     def end_caller(self, now: float | None = None) -> Turn | None:
@@ -74,7 +82,7 @@ class Transcript:
             return None
         turn.text = turn.text.strip()
         turn.ended_at = now if now is not None else time.time()
-        self.turns.append(turn)
+        self._finished(turn)
         return turn
 
     def end_bot(self, *, heard_fraction: float | None = None, now: float | None = None) -> Turn | None:
@@ -89,7 +97,7 @@ class Transcript:
             turn.interrupted = True
             turn.heard = heard_prefix(turn.text, heard_fraction)
         if turn.text or turn.interrupted:
-            self.turns.append(turn)
+            self._finished(turn)
             return turn
         return None
 

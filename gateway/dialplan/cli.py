@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 from gateway.dialplan.loader import load_dialplans
-from gateway.dialplan.model import KNOWN_TOOLS, Dialplan
-from gateway.errors import DialplanErrors
+from gateway.dialplan.model import Dialplan
+from gateway.errors import ConfigError, DialplanErrors
+from gateway.settings import Settings
+from gateway.tools.loader import build_registry
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,8 +43,14 @@ def summary(plan: Dialplan) -> str:
 
 def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
+    # Tool names are checked against the registry the server would build (GATEWAY_TOOL_MODULES, …).
     try:
-        book = load_dialplans(directory, known_tools=KNOWN_TOOLS)
+        known_tools = build_registry(Settings.from_env()).names()
+    except ConfigError as exc:
+        print(f"tools: {exc}", file=sys.stderr)
+        return 1
+    try:
+        book = load_dialplans(directory, known_tools=known_tools)
     except DialplanErrors as exc:
         for error in exc.errors:
             print(error)

@@ -30,6 +30,7 @@ from gateway.dialplan.model import (
     DialplanBook,
     Fallback,
     Limits,
+    Recording,
     Sensitivity,
     Transcription,
     Vad,
@@ -53,7 +54,7 @@ _TOML_WHERE = re.compile(r"\(at [^)]*\)")
 _TOP_KEYS = (
     "name", "numbers", "callers", "default", "model", "voice", "language", "system_instruction",
     "system_instruction_file", "greeting", "tools", "vad", "transcription", "limits", "transfer",
-    "fallback", "metadata",
+    "fallback", "metadata", "recording",
 )  # fmt: skip
 _VAD_KEYS = ("disabled", "start_sensitivity", "end_sensitivity", "silence_duration_ms", "prefix_padding_ms")
 _TRANSCRIPTION_KEYS = ("input", "output")
@@ -66,6 +67,7 @@ _MAX_DURATION_KEYS = (
 _SILENCE_KEYS = ("silence_prompt", "silence_action", "silence_target", "silence_say")
 _LIMITS_KEYS = ("max_duration_s", *_MAX_DURATION_KEYS, "silence_timeout_s", *_SILENCE_KEYS)
 _FALLBACK_KEYS = ("message", "action", "target")
+_RECORDING_KEYS = ("enabled", "retention_days")
 _ACTIONS: tuple[ActionKind, ...] = ("hangup", "transfer")
 _SENSITIVITIES: tuple[Sensitivity, ...] = ("high", "low")
 _VOICES_BY_LOWER = {v.lower(): v for v in VOICES}
@@ -415,6 +417,12 @@ def _validate(
         message=check.string(table, "message", "fallback.") or Fallback().message,
         action=_action(check, table, "fallback.", ("action", "target", None), targets),
     )
+    table = check.table(data, "recording")
+    check.keys(table, _RECORDING_KEYS, "recording.")
+    recording = Recording(
+        enabled=check.boolean(table, "enabled", "recording.", False),
+        retention_days=check.integer(table, "retention_days", "recording.", 1, 36_500),
+    )
     metadata = check.table(data, "metadata")
 
     if check.errors:
@@ -437,6 +445,7 @@ def _validate(
         limits=limits,
         transfer_targets=MappingProxyType(targets),
         fallback=fallback,
+        recording=recording,
         metadata=_freeze(metadata),
         instruction_file=instruction_file,
     )

@@ -45,9 +45,10 @@ RETIRED_MODELS: frozenset[str] = frozenset({"gemini-2.0-flash-live-001", "gemini
 #: Tools the gateway itself implements.
 BUILTIN_TOOLS: frozenset[str] = frozenset({"end_call", "transfer_call", "send_dtmf"})
 
-#: Tool names a dialplan may list until the tools milestone supplies its registry's names.
-#: ``lookup_order`` is the example business tool used by ``dialplans/support.toml``; its handler
-#: ships with the tools milestone, which replaces this constant.
+#: Fallback tool names for loading plans without a tool registry (library use, unit tests): the
+#: built-ins plus ``lookup_order`` of the default ``gateway.handlers.support`` module. The server,
+#: ``gateway serve`` and ``gateway dialplans check`` validate against the real registry instead
+#: (:func:`gateway.tools.loader.adopt_dialplans`).
 KNOWN_TOOLS: frozenset[str] = BUILTIN_TOOLS | {"lookup_order"}
 
 Sensitivity = Literal["high", "low"]
@@ -126,6 +127,17 @@ class Fallback:
 
 
 @dataclass(frozen=True, slots=True)
+class Recording:
+    """Audio recording of both legs (one stereo WAV per call). Off unless a plan turns it on.
+
+    ``retention_days`` deletes this plan's recordings that are older; ``None`` keeps them.
+    """
+
+    enabled: bool = False
+    retention_days: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Dialplan:
     """Everything that differs between numbers: prompt, voice, language, tools, limits.
 
@@ -154,6 +166,7 @@ class Dialplan:
     #: Target name → E.164 number.
     transfer_targets: Mapping[str, str] = field(default_factory=_empty, hash=False)
     fallback: Fallback = field(default_factory=Fallback)
+    recording: Recording = field(default_factory=Recording)
     #: Free-form, read-only data handed to tool handlers.
     metadata: Mapping[str, Any] = field(default_factory=_empty, hash=False, repr=False)
     #: The ``system_instruction_file`` the instruction came from, so the store can watch it.

@@ -53,6 +53,8 @@ class RecordedFrame:
     payload: dict[str, Any] | None
     raw: bytes | str
     close_code: int | None = None
+    #: Index of the session that saw it (:attr:`EmulatedSession.index`), so a host can tell calls apart.
+    session: int = -1
 
 
 @dataclass(slots=True)
@@ -191,7 +193,7 @@ class EmulatedSession:
         raw: bytes | str,
         close_code: int | None = None,
     ) -> None:
-        frame = RecordedFrame(direction, time.monotonic(), kind, payload, raw, close_code)
+        frame = RecordedFrame(direction, time.monotonic(), kind, payload, raw, close_code, self.index)
         if self._host.record:
             self.frames.append(frame)
         self._host.notify(frame)

@@ -328,6 +328,16 @@ class LiveSession:
         audio.append(pcm16k)
         self._wake.set()
 
+    def take_unsent_audio(self) -> list[bytes]:
+        """Remove and return caller audio queued but not yet written, oldest first.
+
+        For a caller switching connections (``goAway``, a drop): these chunks never reached the
+        server, so they belong on the replacement connection rather than being lost.
+        """
+        chunks = list(self._audio)
+        self._audio.clear()
+        return chunks
+
     def _send_control(self, text: str) -> None:
         self._control.append(text)
         self._wake.set()

@@ -7,9 +7,11 @@ arrives in the media stream's ``start.customParameters``. A token is
 * **bound** to the call SID and the dialled number it was issued for;
 * **short-lived**: it expires ``ttl_s`` after issue (Twilio connects within a second or two);
 * **single-use**: its nonce is claimed in a :class:`ReplayGuard`, so a replay is refused. The guard
-  is a one-method interface so that several processes can share one (Redis ``SET NX``) later.
+  is a one-method interface so that several processes can share one
+  (:class:`gateway.security.replay.RedisReplayGuard`, Redis ``SET NX PX``).
 
-This module is sans-I/O: the caller supplies the clock.
+The token logic is sans-I/O (the caller supplies the clock); only the replay claim is awaited,
+because a shared guard is a network round trip.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.errors import AuthError
+from gateway.errors import AuthError, ConfigError
 
 TOKEN_PARAMETER = "token"
+#: Real tokens are about 200 characters; a longer one is refused before any work is spent on it.
+MAX_TOKEN_LENGTH = 1024
 _VERSION = "v1"
 
 
@@ -42,8 +46,14 @@ class StreamClaims:
 
 
 class ReplayGuard(Protocol):
-    def claim(self, nonce: str, expires_at: float, now: float) -> bool:
-        """Record ``nonce`` as used; False when it was already used."""
+    """Remembers which token nonces have been used, at least until their tokens expire."""
+
+    async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+        """Record ``nonce`` as used; False when it was already used.
+
+        Raises:
+            AuthError: the guard cannot tell (e.g. its store is unreachable): refuse the stream.
+        """
         ...
 
 
@@ -54,7 +64,11 @@ class InMemoryReplayGuard:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._max = max_entries
 
-    def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+    async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+        return self.claim_now(nonce, expires_at, now)
+
+    def claim_now(self, nonce: str, expires_at: float, now: float) -> bool:
+        """:meth:`claim` without the await (it never waits on anything)."""
         while self._seen:
             oldest, exp = next(iter(self._seen.items()))
             if exp > now and len(self._seen) < self._max:
@@ -79,10 +93,14 @@ class StreamTokens:
 
     def __init__(self, secret: bytes, *, ttl_s: float = 30.0, guard: ReplayGuard | None = None) -> None:
         if len(secret) < 16:
-            raise ValueError("the stream-token secret must be at least 16 bytes")
+            raise ConfigError("GATEWAY_SECRET must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
         self._secret = secret
         self.ttl_s = ttl_s
         self._guard: ReplayGuard = guard if guard is not None else InMemoryReplayGuard()
+
+    @property
+    def guard(self) -> ReplayGuard:
+        return self._guard
 
     def _mac(self, body: str) -> str:
         return _b64(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
@@ -98,11 +116,21 @@ class StreamTokens:
         body = _VERSION + "." + _b64(json.dumps(claims, separators=(",", ":")).encode())
         return body + "." + self._mac(body)
 
-    def verify(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
+    async def verify(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
         """Check signature, binding, expiry and single use. Raises :class:`AuthError` saying which failed.
 
         The reason never repeats the token itself.
         """
+        claims = self.check(token, call_sid=call_sid, now=now)
+        if not await self._guard.claim(claims.nonce, claims.expires_at, now):
+            raise AuthError("stream token was already used")
+        return claims
+
+    def check(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
+        """Everything :meth:`verify` checks except single use; does not consume the token."""
+        # compare_digest refuses non-ASCII str, and attackers choose these strings: check first.
+        if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+            raise AuthError("stream token is malformed")
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _VERSION:
             raise AuthError("stream token is malformed")
@@ -120,10 +148,8 @@ class StreamTokens:
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise AuthError("stream token claims are unreadable") from exc
-        if not hmac.compare_digest(claims.call_sid, call_sid):
+        if not hmac.compare_digest(claims.call_sid.encode(), call_sid.encode()):
             raise AuthError("stream token was issued for another call")
         if now > claims.expires_at:
             raise AuthError("stream token has expired")
-        if not self._guard.claim(claims.nonce, claims.expires_at, now):
-            raise AuthError("stream token was already used")
         return claims

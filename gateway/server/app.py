@@ -4,39 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import secrets
 import weakref
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from gateway.dialplan.store import DialplanStore
 from gateway.gemini.session import LiveEndpoint
+from gateway.security.access import admin_allowed
+from gateway.security.replay import close_guard, replay_guard
 from gateway.security.tokens import StreamTokens
 from gateway.server import twilio
+from gateway.server.admin import is_draining, setup_admin
 from gateway.server.calls import CallRegistry
+from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
 from gateway.server.state import (
     CALLS,
     DIALPLANS,
+    HTTP_CLIENT,
+    LIMITS,
     LIVE_ENDPOINT,
     MEDIA_SOCKETS,
     PRECONNECT,
     SETTINGS,
     STREAM_TOKENS,
+    TOOLS,
 )
 from gateway.settings import Settings
+from gateway.tools.loader import adopt_dialplans, build_registry
+from gateway.tools.registry import ToolRegistry
 
 
-def create_app(settings: Settings, *, dialplans: DialplanStore | None = None) -> web.Application:
-    """The gateway as an aiohttp app. ``dialplans`` may be given (tests); else loaded from settings."""
+def create_app(
+    settings: Settings, *, dialplans: DialplanStore | None = None, tools: ToolRegistry | None = None
+) -> web.Application:
+    """The gateway as an aiohttp app. ``dialplans`` and ``tools`` may be given; else built from settings."""
     app = web.Application(client_max_size=256 * 1024)
     app[SETTINGS] = settings
-    app[DIALPLANS] = dialplans if dialplans is not None else DialplanStore(settings.dialplan_dir)
+    app[TOOLS] = registry = tools if tools is not None else build_registry(settings)
+    if dialplans is None:
+        dialplans = DialplanStore(settings.dialplan_dir, known_tools=registry.names())
+    adopt_dialplans(dialplans, registry)  # tool names are checked against the registry, now and on reload
+    app[DIALPLANS] = dialplans
     app[LIVE_ENDPOINT] = LiveEndpoint(base_url=settings.gemini_url, api_key=settings.gemini_api_key)
     secret = settings.gateway_secret.encode() if settings.gateway_secret else secrets.token_bytes(32)
-    app[STREAM_TOKENS] = StreamTokens(secret)
+    app[STREAM_TOKENS] = StreamTokens(secret, guard=replay_guard(settings.redis_url))
+    app[LIMITS] = LimitState.from_settings(settings, reserve_s=app[STREAM_TOKENS].ttl_s)
     app[CALLS] = CallRegistry()
     app[PRECONNECT] = Preconnector()
     app[MEDIA_SOCKETS] = weakref.WeakSet()
@@ -44,10 +60,11 @@ def create_app(settings: Settings, *, dialplans: DialplanStore | None = None) ->
     app.router.add_get(twilio.MEDIA_PATH, twilio.media_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/admin/calls", admin_list_calls)
-    app.router.add_get("/admin/calls/{call_sid}", admin_show_call)
+    setup_admin(app)
     app.cleanup_ctx.append(_dialplan_watch)
+    app.cleanup_ctx.append(_http_client)
     app.on_shutdown.append(_close_preconnects)
+    app.on_cleanup.append(_close_replay_guard)
     app.on_shutdown.append(_close_media_sockets)
     return app
 
@@ -58,6 +75,18 @@ async def _dialplan_watch(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    """One pooled client for outbound requests (HTTP tools, Twilio REST); tool threads stop with it."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=5)) as http:
+        app[HTTP_CLIENT] = http
+        yield
+    app[TOOLS].close()
+
+
+async def _close_replay_guard(app: web.Application) -> None:
+    await close_guard(app[STREAM_TOKENS].guard)
 
 
 async def _close_preconnects(app: web.Application) -> None:
@@ -77,33 +106,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if is_draining(request.app):
+        return web.json_response({"ready": False, "reason": "draining: shutting down"}, status=503)
     store = request.app[DIALPLANS]
     if not store.healthy:
-        return web.json_response({"ready": False, "reason": store.last_error}, status=503)
+        # The reason names dialplan files and fields: operators only (see gateway.security.access).
+        detail = {"reason": store.last_error} if admin_allowed(request) else {}
+        return web.json_response({"ready": False, **detail}, status=503)
     return web.json_response({"ready": True})
-
-
-def _admin_allowed(request: web.Request) -> bool:
-    """Admin answers a bearer token when one is configured, else loopback clients only."""
-    token = request.app[SETTINGS].admin_token
-    if token:
-        return secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
-    try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        return False
-
-
-async def admin_list_calls(request: web.Request) -> web.Response:
-    if not _admin_allowed(request):
-        raise web.HTTPForbidden(text="admin API: loopback only, or set GATEWAY_ADMIN_TOKEN")
-    return web.json_response(request.app[CALLS].list())
-
-
-async def admin_show_call(request: web.Request) -> web.Response:
-    if not _admin_allowed(request):
-        raise web.HTTPForbidden(text="admin API: loopback only, or set GATEWAY_ADMIN_TOKEN")
-    record = request.app[CALLS].get(request.match_info["call_sid"])
-    if record is None:
-        raise web.HTTPNotFound(text="no such call")
-    return web.json_response(record)

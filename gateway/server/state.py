@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import weakref
 
+import aiohttp
 from aiohttp import web
 
 from gateway.dialplan.store import DialplanStore
 from gateway.gemini.session import LiveEndpoint
+from gateway.records.hub import Observability
 from gateway.security.tokens import StreamTokens
 from gateway.server.calls import CallRegistry
+from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
 from gateway.settings import Settings
+from gateway.tools.registry import ToolRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 DIALPLANS = web.AppKey("dialplans", DialplanStore)
@@ -20,3 +24,10 @@ STREAM_TOKENS = web.AppKey("stream_tokens", StreamTokens)
 CALLS = web.AppKey("calls", CallRegistry)
 PRECONNECT = web.AppKey("preconnect", Preconnector)
 MEDIA_SOCKETS = web.AppKey("media_sockets", weakref.WeakSet[web.WebSocketResponse])
+LIMITS = web.AppKey("limits", LimitState)
+#: Metrics, call records and recordings (see gateway/server/admin.py).
+OBSERVABILITY = web.AppKey("observability", Observability)
+#: Every tool dialplans may enable (gateway/tools/), built once per app.
+TOOLS = web.AppKey("tools", ToolRegistry)
+#: The shared outbound HTTP client (HTTP tools, Twilio REST); opened and closed with the app.
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)

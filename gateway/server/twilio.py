@@ -13,32 +13,44 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import WSMsgType, web
+from multidict import MultiDict
 
 from gateway.bridge.call import CallBridge, CallInfo
+from gateway.bridge.resilience import live_session_for_call, transcript_lines
 from gateway.bridge.setup import session_config
+from gateway.dialplan.model import Dialplan
 from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyProtocolError
 from gateway.gemini.session import LiveSession
-from gateway.log import call_logger
-from gateway.security.tokens import TOKEN_PARAMETER
+from gateway.log import CallLogger, bind_call_context, call_logger, reset_call_context
+from gateway.security.access import is_direct_loopback
+from gateway.security.inputs import webhook_identity_problem
+from gateway.security.tokens import TOKEN_PARAMETER, StreamClaims
+from gateway.server.limits import DurationCap, MessageRate
 from gateway.server.preconnect import await_session
 from gateway.server.state import (
     CALLS,
     DIALPLANS,
+    LIMITS,
     LIVE_ENDPOINT,
     MEDIA_SOCKETS,
+    OBSERVABILITY,
     PRECONNECT,
     SETTINGS,
     STREAM_TOKENS,
 )
+from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
 from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
 from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio import TwilioCodec
-from gateway.telephony.twiml import connect_stream_twiml
+from gateway.telephony.twiml import connect_stream_twiml, say_hangup_twiml
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
-#: A 20 ms media message is ~300 bytes; anything near this limit is not Twilio.
+#: A 20 ms media message is ~300 bytes; anything near this limit is not Twilio (see server/limits.py).
 MAX_MEDIA_MESSAGE = 64 * 1024
+UNSIGNED_REFUSAL = (
+    "unsigned webhook refused: set TWILIO_AUTH_TOKEN (or GATEWAY_ALLOW_UNSIGNED=1 for local experiments)"
+)
 START_TIMEOUT_S = 10.0
 
 log = call_logger("gateway.twilio")
@@ -63,28 +75,46 @@ def _ws_url(http_url: str) -> str:
 async def voice_webhook(request: web.Request) -> web.Response:
     """Answer Twilio's voice webhook with ``<Connect><Stream>`` and a stream token."""
     settings = request.app[SETTINGS]
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError:  # includes UnicodeDecodeError: a body that is not a form
+        raise web.HTTPBadRequest(text="the body is not a form") from None
+    # Every value of repeated names, as Twilio signs them; the path and query exactly as sent
+    # (raw_path: still URL-encoded), since that is the string Twilio signed.
+    signed_params = MultiDict((k, str(v)) for k, v in form.items())
     params = {k: str(v) for k, v in form.items()}
     verified = False
     if settings.twilio_auth_token:
-        url = _public_base(request) + request.path_qs
+        url = _public_base(request) + request.raw_path
         signature = request.headers.get("X-Twilio-Signature", "")
-        if not verify_twilio_signature(settings.twilio_auth_token, url, params, signature):
+        if not verify_twilio_signature(settings.twilio_auth_token, url, signed_params, signature):
             log.warning("voice webhook rejected: bad X-Twilio-Signature", extra={"url": url})
             raise web.HTTPForbidden(text="invalid signature")
         verified = True
+    elif not settings.allow_unsigned_webhooks and not is_direct_loopback(request):
+        # No auth token: anyone who can reach us could start sessions on the owner's bill.
+        log.warning("voice webhook rejected: unsigned and not from loopback", extra={"peer": request.remote})
+        raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     call_sid, to, from_ = params.get("CallSid", ""), params.get("To", ""), params.get("From", "")
     if not call_sid or not to:
         raise web.HTTPBadRequest(text="CallSid and To are required")
+    if (problem := webhook_identity_problem(call_sid, to, from_)) is not None:
+        raise web.HTTPBadRequest(text=problem)
+    clog = log.bind(call_sid=call_sid)
+    plan = request.app[DIALPLANS].current.match(to, from_)
+    admission = request.app[LIMITS].admission
+    if not admission.reserve(call_sid, plan.name):
+        clog.warning("call refused: over capacity", extra={"reason": admission.refusal(plan.name)})
+        return web.Response(text=say_hangup_twiml(plan.fallback.message), content_type="text/xml")
     token = request.app[STREAM_TOKENS].issue(call_sid=call_sid, to=to, from_=from_, now=time.time())
     stream_url = _ws_url(_public_base(request) + MEDIA_PATH)
     twiml = connect_stream_twiml(stream_url, {TOKEN_PARAMETER: token, "from": from_, "to": to})
-    clog = log.bind(call_sid=call_sid)
     # Preconnect only for a request we could authenticate, or in explicit insecure development mode.
     if settings.preconnect and (verified or not settings.twilio_auth_token):
-        plan = request.app[DIALPLANS].current.match(to, from_)
         endpoint = request.app[LIVE_ENDPOINT]
-        config = session_config(plan, default_model=settings.gemini_model)
+        config = session_config(
+            plan, default_model=settings.gemini_model, tools=tool_declarations(request.app, plan)
+        )
         request.app[PRECONNECT].start(
             call_sid, plan, lambda: LiveSession.connect(endpoint, config, logger=clog)
         )
@@ -92,9 +122,13 @@ async def voice_webhook(request: web.Request) -> web.Response:
     return web.Response(text=twiml, content_type="text/xml")
 
 
-async def _read_events(ws: web.WebSocketResponse, codec: TwilioCodec) -> AsyncIterator[TelephonyEvent]:
+async def _read_events(
+    ws: web.WebSocketResponse, codec: TwilioCodec, rate: MessageRate
+) -> AsyncIterator[TelephonyEvent]:
     """The socket's only reader: Twilio JSON text frames → events. Anything else is a protocol error."""
+    tick = rate.tick
     async for msg in ws:
+        tick()  # flood check: one increment and compare per message
         if msg.type is WSMsgType.TEXT:
             yield codec.receive_text(msg.data)
         elif msg.type is WSMsgType.BINARY:
@@ -113,50 +147,105 @@ async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
     raise TelephonyProtocolError("stream closed before start")
 
 
+def _close_reason(text: str) -> bytes:
+    """A close reason that fits the 123-byte limit of a close frame, without splitting a character."""
+    return text.encode()[:120].decode("utf-8", "ignore").encode()
+
+
+async def _abandon(task: asyncio.Task[LiveSession]) -> None:
+    """Drop a preconnected session the call may not use after all."""
+    task.cancel()
+    try:
+        session = await await_session(task)
+    except LiveSessionError:
+        return
+    await session.close()
+
+
 async def media_stream(request: web.Request) -> web.WebSocketResponse:
     """Twilio's bidirectional media stream for one call."""
     app = request.app
     settings = app[SETTINGS]
+    limits = app[LIMITS]
     if settings.twilio_auth_token and "X-Twilio-Signature" in request.headers:
-        url = _ws_url(_public_base(request) + request.path_qs)
+        url = _ws_url(_public_base(request) + request.raw_path)
         if not verify_twilio_signature(
             settings.twilio_auth_token, url, {}, request.headers["X-Twilio-Signature"]
         ):
             log.warning("media upgrade rejected: bad X-Twilio-Signature")
             raise web.HTTPForbidden(text="invalid signature")
-    ws = web.WebSocketResponse(max_msg_size=MAX_MEDIA_MESSAGE, autoping=True)
-    await ws.prepare(request)
-    app[MEDIA_SOCKETS].add(ws)
-    codec = TwilioCodec()
-    events = _read_events(ws, codec)
+    # Sockets that have not shown a token yet are capped, so idle or slow ones cannot pile up.
+    if not limits.pending.enter():
+        log.warning("media upgrade refused: too many unauthenticated streams")
+        raise web.HTTPServiceUnavailable(text="busy")
     clog = log.bind(peer=request.remote)
     try:
-        start = await _await_start(events)
-        clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
-        claims = app[STREAM_TOKENS].verify(
-            start.custom_parameters.get(TOKEN_PARAMETER, ""), call_sid=start.call_sid, now=time.time()
+        ws = web.WebSocketResponse(
+            max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False
         )
-    except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
-        reason = "no start within timeout" if isinstance(exc, TimeoutError) else str(exc)
-        clog.warning("media stream rejected", extra={"reason": reason})
-        await ws.close(code=getattr(exc, "close_code", 1008), message=reason[:120].encode())
-        return ws
+        await ws.prepare(request)
+        app[MEDIA_SOCKETS].add(ws)
+        codec = TwilioCodec()
+        events = _read_events(ws, codec, MessageRate(limits.config.max_messages_per_s))
+        try:
+            start = await _await_start(events)
+            clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
+            claims = await app[STREAM_TOKENS].verify(
+                start.custom_parameters.get(TOKEN_PARAMETER, ""), call_sid=start.call_sid, now=time.time()
+            )
+        except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
+            reason = "no start within timeout" if isinstance(exc, TimeoutError) else str(exc)
+            clog.warning("media stream rejected", extra={"reason": reason})
+            app[OBSERVABILITY].metrics.rejected_streams.labels(type(exc).__name__).inc()
+            await ws.close(code=getattr(exc, "close_code", 1008), message=_close_reason(reason))
+            return ws
+    finally:
+        limits.pending.leave()
 
     claimed = app[PRECONNECT].claim(start.call_sid)
     plan = claimed[1] if claimed else app[DIALPLANS].current.match(claims.to, claims.from_)
-    clog = clog.bind(dialplan=plan.name, dialplan_version=plan.version)
-    try:
+    slot = limits.admission.admit(start.call_sid, plan.name)
+    if slot is None:
+        clog.warning("call refused: over capacity", extra={"reason": limits.admission.refusal(plan.name)})
         if claimed:
-            session = await await_session(claimed[0])
-        else:
-            config = session_config(plan, default_model=settings.gemini_model)
-            session = await LiveSession.connect(app[LIVE_ENDPOINT], config, logger=clog)
-    except LiveSessionError as exc:
-        clog.error("gemini unavailable; ending call", extra={"error": str(exc)})
-        await ws.close(code=1011, message=b"model unavailable")
+            await _abandon(claimed[0])
+        await ws.close(code=1013, message=b"try again later")
         return ws
+    try:
+        return await _run_call(request, ws, codec, events, start, claims, claimed, plan, clog)
+    finally:
+        slot.release()
+
+
+async def _run_call(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    codec: TwilioCodec,
+    events: AsyncIterator[TelephonyEvent],
+    start: CallStarted,
+    claims: StreamClaims,
+    claimed: tuple[asyncio.Task[LiveSession], Dialplan] | None,
+    plan: Dialplan,
+    clog: CallLogger,
+) -> web.WebSocketResponse:
+    """An authenticated, admitted stream: open (or take over) its Gemini session and bridge the call."""
+    app = request.app
+    settings = app[SETTINGS]
+    clog = clog.bind(dialplan=plan.name, dialplan_version=plan.version)
+    # Connects (or takes over the preconnect) in the bridge's downlink, survives goAway and drops, and
+    # raises there when Gemini stays unreachable: the bridge then plays the fallback (bridge/guard.py).
+    session = live_session_for_call(
+        app[LIVE_ENDPOINT],
+        session_config(plan, default_model=settings.gemini_model, tools=tool_declarations(app, plan)),
+        log=clog,
+        first=claimed[0] if claimed else None,
+        setup_timeout_s=settings.live_setup_timeout_s,
+        give_up_after_s=settings.live_give_up_s,
+    )
 
     clog.info("call started", extra={"from": claims.from_, "to": claims.to, "preconnected": bool(claimed)})
+    # Every log line of the call's tasks carries its ids, whichever logger writes it.
+    log_context = bind_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid, dialplan=plan.name)
     bridge = CallBridge(
         info=CallInfo(start.call_sid, start.stream_sid, claims.from_, claims.to),
         dialplan=plan,
@@ -164,21 +253,45 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         encoder=codec,
         send=ws.send_str,
         log=clog,
+        observer=app[OBSERVABILITY].observer(
+            call_id=start.call_sid,
+            stream_id=start.stream_sid,
+            from_number=claims.from_,
+            to_number=claims.to,
+            plan=plan,
+        ),
+        tools=tool_router(app, plan),
     )
+    session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)
     close_code, close_reason = 1000, b""
+
+    def cap_reached() -> None:
+        # Before the bridge is cancelled, so its "call ended" line already says why.
+        if not bridge.result.ended_by:
+            bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
+
+    cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
     try:
-        result = await bridge.run(events)
+        async with cap:
+            result = await bridge.run(events)
+    except TimeoutError:
+        if not cap.reached:
+            raise
+        clog.warning("call hit the hard duration cap", extra={"max_call_s": cap.max_s})
+        close_reason = b"maximum call duration"
+        result = bridge.result
     except TelephonyProtocolError as exc:
         clog.warning("media stream ended: protocol error", extra={"reason": str(exc)})
-        close_code, close_reason = exc.close_code, str(exc)[:120].encode()
+        close_code, close_reason = exc.close_code, _close_reason(str(exc))
         result = bridge.result
     except GatewayError as exc:
         clog.exception("call failed")
-        close_code, close_reason = 1011, str(exc)[:120].encode()
+        close_code, close_reason = 1011, _close_reason(str(exc))
         result = bridge.result
     finally:
         app[CALLS].finished(bridge, bridge.result)
+        reset_call_context(log_context)
     if not ws.closed:
         await ws.close(code=close_code, message=close_reason)
     clog.info("transcript", extra={"turns": result.transcript})

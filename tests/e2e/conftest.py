@@ -74,6 +74,7 @@ async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[
             gemini_api_key="test-key-not-secret",
             gemini_model=DEFAULT_MODEL,
             dialplan_dir=dialplan_dir,
+            data_dir=dialplan_dir.parent / "data",
             gateway_secret="s" * 32,
         ).with_(**overrides)
         app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))

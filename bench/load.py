@@ -1,0 +1,523 @@
+#!/usr/bin/env python3
+"""Capacity and latency of the gateway under N concurrent simulated Twilio calls, all on loopback.
+
+Three kinds of processes, so the gateway's CPU and memory are measured alone:
+
+* the **gateway** (``gateway serve``, optionally ``--workers N``), read from /proc: CPU seconds
+  (utime+stime of it and its workers) over the steady-state window, and resident memory;
+* the **emulator** (this script, ``--role emulator``): the Gemini Live emulator with a scenario that
+  echoes each thing the caller says, so the bot talks about half the time; it finds the callers'
+  probes in the audio the gateway forwards and notes when each reply's first audio left it;
+* **load generators** (``--role loader``, one per ~200 calls): lean Twilio callers
+  (:mod:`gateway.caller.load`), each call talking in bursts, barging in every 4th reply, echoing marks.
+
+Latency is timed on one clock (CLOCK_MONOTONIC is system-wide): uplink = a caller probe frame sent →
+the same audio received by the emulator; downlink = a reply's first audio sent by the emulator → its
+first μ-law frame received by the caller. Each leg crosses loopback twice, so the median round trip of
+a bare aiohttp WebSocket between the load generator and the emulator process (``transport_rtt_ms``)
+is subtracted; ``*_raw_ms`` keep the unsubtracted figures.
+
+    python bench/load.py --calls 100 --seconds 20 --json
+    python bench/load.py --find-max --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import binascii
+import contextlib
+import json
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from gateway.caller.load import (  # noqa: E402 - after the path fix-up so a fresh clone runs as is
+    SessionProbe,
+    analyse,
+    percentile,
+    run_calls,
+)
+
+AUTH_TOKEN = "bench-auth-token-not-a-secret"
+CALLS_PER_LOADER = 200
+PLAN = """
+default = true
+voice = "Puck"
+language = "en-US"
+system_instruction = "You are a helpful phone assistant."
+greeting = "Greet the caller."
+[vad]
+silence_duration_ms = 300
+"""
+#: Steps of --find-max.
+STEPS = (10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1500, 2000)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the gateway's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / _ticks()
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def emulator_role() -> int:
+    """The emulator process: serve, then on ``dump`` print what every session saw."""
+    from aiohttp import WSMsgType, web
+
+    from gateway.emulator import Emulator
+    from gateway.emulator.scenario import Scenario
+    from gateway.emulator.session import RecordedFrame
+
+    class LoadEmulator(Emulator):
+        def __init__(self) -> None:
+            # Echo persona: every caller burst comes back after 300 ms of silence + 250 ms "thinking".
+            super().__init__(Scenario(greeting="Hello, how can I help?"), record=False)
+            self.probes: dict[int, SessionProbe] = {}
+
+        def notify(self, frame: RecordedFrame) -> None:
+            payload = frame.payload
+            if payload is None:
+                return
+            probe = self.probes.get(frame.session)
+            if probe is None:
+                probe = self.probes[frame.session] = SessionProbe()
+            if frame.direction == "in":
+                audio = payload.get("realtimeInput", {}).get("audio")
+                if audio is not None:
+                    probe.audio_in(binascii.a2b_base64(audio.get("data", "")), frame.t)
+                return
+            content = payload.get("serverContent")
+            if content is None:
+                return
+            turn = content.get("modelTurn")
+            if turn is not None:
+                for part in turn.get("parts", ()):
+                    data = part.get("inlineData", {}).get("data")
+                    if data:
+                        probe.model_audio(len(data) * 3 // 4, frame.t)
+            if content.get("interrupted"):
+                probe.turn_end(True)
+            elif content.get("turnComplete"):
+                probe.turn_end(False)
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+        return ws
+
+    async def main() -> None:
+        emulator = LoadEmulator()
+        await emulator.start("127.0.0.1", 0)
+        app = web.Application()
+        app.router.add_get("/echo", echo)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        echo_port = runner.addresses[0][1]
+        print(json.dumps({"port": emulator.port, "echo_port": echo_port}), flush=True)
+        loop = asyncio.get_running_loop()
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.strip() == "dump":
+            sessions = [p.result() for p in emulator.probes.values()]
+            print(json.dumps({"sessions": sessions}), flush=True)
+            await loop.run_in_executor(None, sys.stdin.readline)
+        await runner.cleanup()
+        await emulator.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+async def _transport_rtt(url: str, count: int = 200) -> float:
+    """Median round trip of a bare aiohttp WebSocket message to the emulator process and back."""
+    import aiohttp
+
+    rtts = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        for _ in range(count):
+            t = time.monotonic()
+            await ws.send_str('{"event":"media","payload":"' + "A" * 216 + '"}')
+            await ws.receive()
+            rtts.append(time.monotonic() - t)
+            await asyncio.sleep(0.002)
+    return percentile(rtts, 50)
+
+
+def loader_role(args: argparse.Namespace) -> int:
+    first, last = (int(x) for x in args.numbers.split(":"))
+
+    async def main() -> dict[str, Any]:
+        rtt = await _transport_rtt(args.echo_url)
+        calls, lag = await run_calls(
+            args.gateway,
+            list(range(first, last)),
+            start_at=args.start_at,
+            ramp_s=args.ramp,
+            until=args.until,
+            auth_token=AUTH_TOKEN,
+        )
+        return {"calls": calls, "lag": lag, "rtt": rtt}
+
+    result = asyncio.run(main())
+    with open(args.out, "wb") as f:
+        pickle.dump(result, f)
+    return 0
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {proc.returncode} during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not answer {url} within {timeout} s")
+
+
+def _ms(value: float) -> float | None:
+    return None if math.isnan(value) else round(value * 1000, 2)
+
+
+def run_once(
+    n: int,
+    seconds: float,
+    *,
+    workers: int,
+    loop: str,
+    log_level: str,
+    keep: bool,
+    profile: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures."""
+    me = str(Path(__file__).resolve())
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="gateway-load-") as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "dialplans").mkdir()
+        (tmp / "dialplans" / "default.toml").write_text(PLAN)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            emulator = subprocess.Popen(
+                [py, me, "--role", "emulator"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+            procs.append(emulator)
+            assert emulator.stdout is not None and emulator.stdin is not None
+            ports = json.loads(emulator.stdout.readline())
+            port = _free_port()
+            env = {
+                **os.environ,
+                "GEMINI_API_KEY": "bench-key-not-a-secret",
+                "GEMINI_BASE_URL": f"ws://127.0.0.1:{ports['port']}",
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
+                "GATEWAY_MAX_CALLS": "0",
+                "GATEWAY_MAX_PENDING_STREAMS": "100000",
+                "GATEWAY_MAX_STREAM_RATE": "1000",
+                "GATEWAY_DATA_DIR": str(tmp / "data"),
+                "GATEWAY_LOG_LEVEL": log_level,
+                **(extra_env or {}),
+            }
+            command = [py, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            command += ["--dialplans", str(tmp / "dialplans")]
+            if workers > 1:
+                command += ["--workers", str(workers)]
+            if loop != "default":
+                command += ["--loop", loop]
+            log_path = tmp / "gateway.log"
+            with open(log_path, "wb") as log:
+                gateway = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+            procs.append(gateway)
+            _wait_http(f"http://127.0.0.1:{port}/healthz", gateway)
+            time.sleep(1.0)  # let every worker come up and settle
+            gw_pids = _tree(gateway.pid)
+            rss_idle = _rss_kib(gw_pids)
+
+            loaders = max(1, math.ceil(n / CALLS_PER_LOADER))
+            ramp = max(1.0, n / 100)
+            start_at = time.monotonic() + 2.0 + 0.3 * loaders
+            steady_from = start_at + ramp + 3.0  # every call placed and greeted
+            until = steady_from + seconds
+            outs = []
+            loader_procs = []
+            for i in range(loaders):
+                first, last = n * i // loaders, n * (i + 1) // loaders
+                out = tmp / f"loader{i}.pickle"
+                outs.append(out)
+                cmd = [py, me, "--role", "loader", "--numbers", f"{first}:{last}", "--gateway"]
+                cmd += [f"http://127.0.0.1:{port}", "--start-at", repr(start_at), "--ramp", repr(ramp)]
+                cmd += ["--until", repr(until), "--out", str(out)]
+                cmd += ["--echo-url", f"http://127.0.0.1:{ports['echo_port']}/echo"]
+                p = subprocess.Popen(cmd)
+                procs.append(p)
+                loader_procs.append(p)
+
+            time.sleep(max(0.0, steady_from - time.monotonic()))
+            gw_pids = _tree(gateway.pid)
+            peer_pids = [emulator.pid] + [p.pid for p in loader_procs]
+            cpu0, peer0, t0 = _cpu_s(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            if profile:
+                # py-spy samples the gateway from outside (pip install py-spy); folded stacks for flame graphs.
+                spy = [str(Path(py).parent / "py-spy"), "record", "--pid", str(gw_pids[-1]), "--format"]
+                spy += ["raw", "--duration", str(int(seconds - 1)), "--rate", "200", "--output", profile]
+                procs.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(max(0.0, until - 0.5 - time.monotonic()))
+            cpu1, peer1, t1 = _cpu_s(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            rss_loaded = _rss_kib(gw_pids)
+            for p in loader_procs:
+                p.wait(timeout=120)
+            emulator.stdin.write(b"dump\n")
+            emulator.stdin.flush()
+            sessions = json.loads(emulator.stdout.readline())["sessions"]
+            emulator.stdin.write(b"quit\n")
+            emulator.stdin.flush()
+            results = [pickle.loads(o.read_bytes()) for o in outs]
+            if keep:
+                print((log_path.read_text(errors="replace"))[-4000:], file=sys.stderr)
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in reversed(procs):
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    calls = [c for r in results for c in r["calls"]]
+    lag: array.array[float] = array.array("d")
+    for r in results:
+        lag.extend(r["lag"])
+    rtt = percentile([r["rtt"] for r in results], 50)
+    a = analyse(calls, sessions)
+    window = t1 - t0
+    cpu_pct = 100 * (cpu1 - cpu0) / window
+    up_raw, down_raw = a.uplink_s, a.downlink_s
+    up = [v - rtt for v in up_raw]
+    down = [v - rtt for v in down_raw]
+    lag_list = list(lag)
+    return {
+        "calls": n,
+        "seconds": seconds,
+        "workers": workers,
+        "loop": loop,
+        "cpu_per_call_pct": round(cpu_pct / n, 4),
+        "gateway_cpu_pct": round(cpu_pct, 1),
+        "rss_per_call_kib": round((rss_loaded - rss_idle) / n, 1),
+        "rss_idle_kib": rss_idle,
+        "rss_loaded_kib": rss_loaded,
+        "uplink_ms_p50": _ms(percentile(up, 50)),
+        "uplink_ms_p99": _ms(percentile(up, 99)),
+        "uplink_ms_max": _ms(max(up, default=math.nan)),
+        "downlink_ms_p50": _ms(percentile(down, 50)),
+        "downlink_ms_p99": _ms(percentile(down, 99)),
+        "downlink_ms_max": _ms(max(down, default=math.nan)),
+        "uplink_raw_ms_p50": _ms(percentile(up_raw, 50)),
+        "downlink_raw_ms_p50": _ms(percentile(down_raw, 50)),
+        "transport_rtt_ms": _ms(rtt),
+        "frames_lost": a.frames_lost_up + a.frames_lost_down,
+        "frames_lost_uplink": a.frames_lost_up,
+        "frames_lost_downlink": a.frames_lost_down,
+        "frames_late": a.frames_late,
+        "greeting_ms_p50": _ms(percentile(a.greeting_s, 50)),
+        "greeting_ms_p99": _ms(percentile(a.greeting_s, 99)),
+        "calls_failed": len(a.failed),
+        "failures": a.failed[:5],
+        "uplink_samples": len(up),
+        "downlink_samples": len(down),
+        "probes_sent": a.probes_sent,
+        "turns": a.turns,
+        "barge_ins": a.barge_ins,
+        "bot_talk_fraction": round(a.frames_received / a.frames_sent, 2) if a.frames_sent else None,
+        "loadgen_lag_ms_p99": _ms(percentile(lag_list, 99)),
+        "loadgen_cpu_pct": round(100 * sum(b - a_ for a_, b in zip(peer0[1:], peer1[1:], strict=True)) / window, 1),
+        "emulator_cpu_pct": round(100 * (peer1[0] - peer0[0]) / window, 1),
+        "machine": machine(),
+    }
+
+
+def held(r: dict[str, Any], limit_ms: float) -> bool:
+    """The target: no call failed, nothing lost or late, p99 added latency within ``limit_ms`` both ways."""
+    return (
+        r["calls_failed"] == 0
+        and r["frames_lost"] == 0
+        and r["frames_late"] == 0
+        and r["uplink_ms_p99"] is not None
+        and r["uplink_ms_p99"] <= limit_ms
+        and r["downlink_ms_p99"] is not None
+        and r["downlink_ms_p99"] <= limit_ms
+    )
+
+
+def _short(r: dict[str, Any]) -> str:
+    keys = (
+        "calls",
+        "cpu_per_call_pct",
+        "gateway_cpu_pct",
+        "rss_per_call_kib",
+        "uplink_ms_p50",
+        "uplink_ms_p99",
+        "downlink_ms_p50",
+        "downlink_ms_p99",
+        "frames_lost",
+        "frames_late",
+        "calls_failed",
+        "loadgen_lag_ms_p99",
+        "loadgen_cpu_pct",
+        "emulator_cpu_pct",
+    )
+    return " ".join(f"{k}={r[k]}" for k in keys)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="steady-state seconds measured (default 20)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--find-max", action="store_true", help="raise the calls until the target breaks")
+    parser.add_argument("--limit-ms", type=float, default=20.0, help="p99 added latency allowed (--find-max)")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
+    parser.add_argument(
+        "--loop", choices=("default", "asyncio", "uvloop"), default="default", help="gateway event loop"
+    )
+    parser.add_argument("--log-level", default="INFO", help="the gateway's GATEWAY_LOG_LEVEL (default INFO)")
+    parser.add_argument("--show-log", action="store_true", help="print the tail of the gateway's log")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway in steady state (folded stacks)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra gateway environment (repeatable)"
+    )
+    parser.add_argument("--role", choices=("bench", "emulator", "loader"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--numbers", help=argparse.SUPPRESS)
+    parser.add_argument("--gateway", help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--ramp", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--echo-url", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "emulator":
+        return emulator_role()
+    if args.role == "loader":
+        return loader_role(args)
+    opts = {"workers": args.workers, "loop": args.loop, "log_level": args.log_level, "keep": args.show_log}
+    opts["profile"] = args.profile
+    opts["extra_env"] = dict(item.split("=", 1) for item in args.env)
+    if not args.find_max:
+        result = run_once(args.calls, args.seconds, **opts)
+        print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+        return 0
+    best: dict[str, Any] | None = None
+    runs = []
+    for n in (s for s in STEPS if s >= args.calls or s == STEPS[0]):
+        result = run_once(n, args.seconds, **opts)
+        runs.append(result)
+        ok = held(result, args.limit_ms)
+        print(("held  " if ok else "broke ") + _short(result), file=sys.stderr, flush=True)
+        if not ok:
+            break
+        best = result
+    summary = {
+        "max_calls": best["calls"] if best else 0,
+        "workers": args.workers,
+        "max_calls_per_worker": round(best["calls"] / args.workers, 1) if best else 0,
+        "limit_ms": args.limit_ms,
+        "at_max": best,
+        "first_failure": runs[-1] if runs and runs[-1] is not best else None,
+        "machine": machine(),
+    }
+    print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""How a call ends when things go wrong or run long: fallback, silence timeout, maximum duration.
+
+:class:`CallGuard` belongs to one :class:`~gateway.bridge.call.CallBridge` and does two jobs:
+
+* :meth:`CallGuard.fall_back` — Gemini cannot be reached (at call start, or after the resilient
+  session gave up): the caller hears the dialplan's fallback line (:mod:`gateway.bridge.fallback`),
+  then its fallback action runs. Never dead air. The time from the start of the call to the first
+  fallback frame is recorded as ``CallResult.fallback_ms``.
+* :meth:`CallGuard.watch` — the timers of :mod:`gateway.bridge.timers`: a prompt or warning is
+  spoken by the model; an action (after a polite last line, once it has been heard) hangs up or
+  transfers.
+
+Hanging up means ending the media stream: after ``<Connect>`` there is no more TwiML, so Twilio
+ends the phone call. A transfer uses the bridge's call control when it has one (``bridge.control``,
+with ``transfer(number, label=)``); without one the target is recorded in ``CallResult.transfer_to``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from gateway.bridge.fallback import fallback_frames
+from gateway.bridge.timers import CallTimers, Say, TimerAction
+from gateway.dialplan.model import Action
+from gateway.errors import AudioError, GatewayError, LiveSessionError
+
+if TYPE_CHECKING:
+    from gateway.bridge.call import CallBridge
+
+__all__ = ["CallGuard"]
+
+#: After the last line was asked for, give up waiting for it to be heard after this long.
+SAY_TIMEOUT_S = 12.0
+_POLL_S = 0.05
+
+
+def say_prompt(text: str) -> str:
+    """The user turn that makes the model speak ``text`` (there is no TTS of our own)."""
+    return f'[Say exactly this to the caller, and nothing else: "{text}"]'
+
+
+class CallGuard:
+    """Fallback and limit timers of one call (see the module docstring)."""
+
+    def __init__(self, bridge: CallBridge) -> None:
+        self.bridge = bridge
+        self._t0 = bridge._clock()
+        self.timers = CallTimers(bridge.dialplan.limits, self._t0)
+        self._turn_done = asyncio.Event()
+        self._acting = False
+
+    # --- activity, fed by the bridge (never per frame) -----------------------------------------------
+    def caller_active(self) -> None:
+        self.timers.caller_active(self.bridge._clock())
+
+    def turn_complete(self) -> None:
+        """The model finished a turn: silence is counted from when its audio stops playing."""
+        self._turn_done.set()
+        self.timers.bot_active(self._heard_until())
+
+    def _heard_until(self) -> float:
+        b = self.bridge
+        now = b._clock()
+        queued = b.playout.queued_frames if b.playout.next_wakeup(now) is not None else 0
+        return now + b.playout.buffered_s(now) + queued * b.playout.frame_s
+
+    def _drained(self) -> bool:
+        playout, now = self.bridge.playout, self.bridge._clock()
+        return playout.next_wakeup(now) is None and playout.buffered_s(now) <= 0.0
+
+    # --- limits -------------------------------------------------------------------------------------
+    async def watch(self) -> None:
+        """Run the dialplan's timers; returns only when a limit ended the call."""
+        timers, clock = self.timers, self.bridge._clock
+        while True:
+            at = timers.next_at()
+            if at is None:
+                await asyncio.Future()  # nothing to time: wait to be cancelled with the call
+                return
+            delay = at - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if not self._drained():
+                timers.bot_active(self._heard_until())  # the bot is talking: not the caller's silence
+            step = timers.due(clock())
+            if isinstance(step, Say):
+                self.bridge.log.info("limit prompt", extra={"why": step.why})
+                self._speak(step.text)
+            elif isinstance(step, TimerAction):
+                self.bridge.log.info("limit reached", extra={"why": step.why, "action": step.action.kind})
+                await self._say_and_wait(step.say)
+                await self._act(step.action, step.why)
+                return
+
+    def _speak(self, text: str) -> bool:
+        try:
+            self.bridge.session.send_client_content([("user", say_prompt(text))], turn_complete=True)
+            return True
+        except LiveSessionError:
+            return False
+
+    async def _say_and_wait(self, text: str) -> None:
+        """Have the model say ``text`` and wait until the caller has heard it (bounded)."""
+        self._turn_done.clear()
+        if not self._speak(text):
+            return
+        clock = self.bridge._clock
+        deadline = clock() + SAY_TIMEOUT_S
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SAY_TIMEOUT_S):
+                await self._turn_done.wait()
+        await self._until_heard(deadline)
+
+    async def _until_heard(self, deadline: float) -> None:
+        """Sleep until everything queued for the caller has played, or ``deadline``."""
+        clock = self.bridge._clock
+        while True:
+            now = clock()
+            wait = min(self._heard_until(), deadline) - now
+            if wait <= 0:
+                return
+            await asyncio.sleep(max(wait, _POLL_S))
+
+    async def _act(self, action: Action, why: str) -> None:
+        """Hang up or transfer; the call ends when this returns."""
+        bridge = self.bridge
+        if action.kind == "transfer" and action.target:
+            control: Any = getattr(bridge, "control", None)
+            bridge.result.transfer_to = action.target
+            if control is not None:
+                try:
+                    await control.transfer(action.target, label=why)
+                except GatewayError as exc:
+                    bridge.log.warning("transfer failed; hanging up", extra={"why": why, "error": str(exc)})
+            bridge._end("gateway", f"{why}: transfer")
+            return
+        bridge._end("gateway", why)
+
+    # --- fallback -----------------------------------------------------------------------------------
+    async def fall_back(self, error: LiveSessionError) -> None:
+        """Gemini is unreachable: play the fallback line, wait until heard, run the fallback action."""
+        bridge = self.bridge
+        if self._acting:
+            return
+        self._acting = True
+        plan = bridge.dialplan
+        try:
+            frames, source = fallback_frames(plan)
+        except AudioError as exc:  # even the shipped asset failed: act at once rather than hang
+            bridge.log.error("fallback audio unavailable", extra={"error": str(exc)})
+            frames, source = (), "none"
+        clock = bridge._clock
+        bridge.downlink.reset()
+        bridge.playout.end_turn()
+        if frames:
+            bridge.playout.enqueue(list(frames))
+            bridge.playout.end_turn()
+            bridge._wake.set()
+        elapsed_ms = (clock() - self._t0) * 1000.0
+        bridge.result.fallback_ms = round(elapsed_ms, 1)
+        bridge.log.warning(
+            "gemini unavailable: playing fallback",
+            extra={
+                "error": str(error),
+                "source": source,
+                "fallback_ms": round(elapsed_ms, 1),
+                "action": plan.fallback.action.kind,
+            },
+        )
+        await self._until_heard(clock() + len(frames) * bridge.playout.frame_s + 3.0)
+        await self._act(plan.fallback.action, f"fallback: {error}")

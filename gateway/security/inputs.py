@@ -1,0 +1,28 @@
+"""Shape checks for identities that arrive from outside before they are used anywhere.
+
+The voice webhook's ``CallSid``, ``To`` and ``From`` end up in a signed token, TwiML attributes,
+logs and dialplan matching. Signed requests come from Twilio, but an unsigned development webhook
+or a compatible provider may send anything: refuse odd shapes with a 400 up front rather than fail
+later in a less obvious place.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: Twilio's are ``CA`` + 32 hex digits; Twilio-compatible platforms use UUIDs.
+_SID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: E.164, ``client:name``, ``sip:user@host``, "Anonymous"…: printable, no control characters.
+_ADDRESS: Final = re.compile(r"[^\x00-\x1f\x7f]{0,256}")
+
+
+def webhook_identity_problem(call_sid: str, to: str, from_: str) -> str | None:
+    """What is wrong with a webhook's call identity, or None. The answer never echoes the values."""
+    if not _SID.fullmatch(call_sid):
+        return "CallSid must be 1-64 letters, digits, '-' or '_'"
+    if not to or not _ADDRESS.fullmatch(to):
+        return "To must be a printable address of at most 256 characters"
+    if not _ADDRESS.fullmatch(from_):
+        return "From must be a printable address of at most 256 characters"
+    return None

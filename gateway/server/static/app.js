@@ -1,0 +1,145 @@
+// The gateway's call view: active calls with live transcripts, recent records, hang-up.
+// Plain DOM, no build step. Caller speech is untrusted: it only ever goes in via textContent.
+"use strict";
+
+const REFRESH_MS = 1000;
+let token = sessionStorage.getItem("gatewayAdminToken") || "";
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+async function api(path, options) {
+  const headers = Object.assign({}, (options || {}).headers);
+  if (token) headers.Authorization = "Bearer " + token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 403) {
+    document.getElementById("token-form").style.display = "block";
+    throw new Error("forbidden: enter the admin token");
+  }
+  if (!response.ok) throw new Error(path + ": " + response.status + " " + (await response.text()));
+  return response.json();
+}
+
+function when(ts) {
+  return ts ? new Date(ts * 1000).toLocaleTimeString() : "-";
+}
+
+function seconds(start, end) {
+  const s = ((end || Date.now() / 1000) - start);
+  return s.toFixed(0) + " s";
+}
+
+function turnItem(turn) {
+  const item = el("li", { class: "turn " + turn.role },
+    el("span", { class: "role" }, turn.role), " ", el("span", { class: "text" }, turn.text));
+  if (turn.interrupted) {
+    item.append(" ", el("span", { class: "heard" }, "[cut off; heard: " + (turn.heard || "nothing") + "]"));
+  }
+  return item;
+}
+
+async function hangUp(sid, button) {
+  button.disabled = true;
+  try {
+    await api("/admin/calls/" + encodeURIComponent(sid) + "/hangup", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: "{}",
+    });
+  } catch (err) {
+    setStatus(err.message, true);
+    button.disabled = false;
+  }
+}
+
+function renderActive(calls) {
+  const box = document.getElementById("active");
+  document.getElementById("active-count").textContent = "(" + calls.length + ")";
+  if (!calls.length) {
+    box.replaceChildren(el("p", { class: "empty" }, "No active calls."));
+    return;
+  }
+  box.replaceChildren(...calls.map((call) => {
+    const button = el("button", { type: "button", class: "hangup" }, "Hang up");
+    button.addEventListener("click", () => hangUp(call.call_sid, button));
+    const turns = el("ul", { class: "turns" }, ...(call.transcript || []).map(turnItem));
+    return el("section", { class: "call", "data-call-sid": call.call_sid },
+      el("div", { class: "call-head" },
+        el("span", { class: "sid" }, call.call_sid),
+        el("span", { class: "meta" }, call.from + " → " + call.to),
+        el("span", { class: "meta" }, "dialplan " + call.dialplan),
+        el("span", { class: "meta" }, seconds(call.started_at)),
+        button),
+      turns);
+  }));
+}
+
+async function showRecord(id) {
+  const record = await api("/admin/records/" + encodeURIComponent(id));
+  document.getElementById("detail-title").hidden = false;
+  const lines = [
+    record.call_id + "  " + record.from + " → " + record.to + "  dialplan " + record.dialplan +
+      " @ " + record.dialplan_version,
+    "ended by " + (record.ended_by || "-") + ": " + (record.end_reason || "-"),
+    "tokens " + record.usage.total_tokens + "; gemini sessions " + record.gemini_sessions.length,
+  ];
+  const list = el("ul", { class: "turns" }, ...record.turns.map(turnItem));
+  const tools = record.tool_calls.map((c) =>
+    el("div", {}, c.name + "(" + JSON.stringify(c.arguments) + ") → " + c.status + " in " +
+      c.duration_ms.toFixed(0) + " ms"));
+  document.getElementById("detail").replaceChildren(el("div", {}, lines.join("\n")), list, ...tools);
+}
+
+function renderRecords(records) {
+  const body = document.getElementById("records");
+  body.replaceChildren(...records.map((r) => {
+    const row = el("tr", { class: "record", "data-call-id": r.call_id },
+      el("td", {}, when(r.started_at)), el("td", { class: "sid" }, r.call_id), el("td", {}, r.from),
+      el("td", {}, r.to), el("td", {}, r.dialplan),
+      el("td", {}, r.ended_at ? seconds(r.started_at, r.ended_at) : "running"),
+      el("td", {}, r.turn_count), el("td", {}, r.ended_by || "-"));
+    row.addEventListener("click", () => showRecord(r.call_id).catch((e) => setStatus(e.message, true)));
+    return row;
+  }));
+}
+
+function setStatus(text, error) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.className = error ? "error" : "";
+}
+
+async function refresh() {
+  try {
+    const calls = await api("/admin/calls");
+    renderActive(calls.active);
+    try {
+      renderRecords((await api("/admin/records?limit=25")).records);
+    } catch (err) {
+      setStatus("records unavailable: " + err.message, true);
+      return;
+    }
+    setStatus("updated " + new Date().toLocaleTimeString(), false);
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+document.getElementById("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = document.getElementById("token").value;
+  sessionStorage.setItem("gatewayAdminToken", token);
+  document.getElementById("token-form").style.display = "none";
+  refresh();
+});
+
+refresh();
+setInterval(refresh, REFRESH_MS);

@@ -1,0 +1,46 @@
+"""Wiring the tool registry into a call: the session's declarations and the bridge's router."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.bridge.call import CallBridge
+from gateway.bridge.control import call_tools
+from gateway.dialplan.model import Dialplan
+from gateway.gemini.messages import FunctionDeclaration
+from gateway.server.state import HTTP_CLIENT, SETTINGS, TOOLS
+from gateway.tools.router import ToolRouter
+from gateway.tools.twilio_rest import TwilioRest
+
+__all__ = ["declarations", "router_factory"]
+
+
+def _model(app: web.Application, plan: Dialplan) -> str:
+    return plan.model or app[SETTINGS].gemini_model
+
+
+def declarations(app: web.Application, plan: Dialplan) -> tuple[FunctionDeclaration, ...]:
+    """The ``functionDeclarations`` for a session on ``plan`` (what the model may call)."""
+    return app[TOOLS].declarations_for(plan, _model(app, plan))
+
+
+def router_factory(app: web.Application, plan: Dialplan) -> Callable[[CallBridge], ToolRouter]:
+    """The bridge's ``tools`` argument: runs exactly what :func:`declarations` announced.
+
+    Transfers and REST hang-ups need ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``; without
+    them ``transfer_call`` answers the model that transfers are not set up, and hang-up closes the
+    media stream only (which ends the call: nothing follows ``<Connect>`` in our TwiML).
+    """
+    settings = app[SETTINGS]
+    http = app.get(HTTP_CLIENT)
+    rest = None
+    if http is not None and settings.twilio_account_sid and settings.twilio_auth_token:
+        rest = TwilioRest(
+            http,
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token,
+            base_url=settings.twilio_api_base,
+        )
+    return call_tools(app[TOOLS], plan=plan, model=_model(app, plan), rest=rest, http=http)
