@@ -292,7 +292,8 @@ def run_once(
                 [py, me, "--role", "emulator"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
             )
             procs.append(emulator)
-            assert emulator.stdout is not None and emulator.stdin is not None
+            assert emulator.stdout is not None
+            assert emulator.stdin is not None
             ports = json.loads(emulator.stdout.readline())
             port = _free_port()
             env = {
@@ -375,6 +376,8 @@ def run_once(
                     p.kill()
 
     calls = [c for r in results for c in r["calls"]]
+    if os.environ.get("LOAD_DUMP"):  # raw data for debugging the analysis
+        Path(os.environ["LOAD_DUMP"]).write_bytes(pickle.dumps({"calls": calls, "sessions": sessions}))
     lag: array.array[float] = array.array("d")
     for r in results:
         lag.extend(r["lag"])
@@ -420,7 +423,9 @@ def run_once(
         "barge_ins": a.barge_ins,
         "bot_talk_fraction": round(a.frames_received / a.frames_sent, 2) if a.frames_sent else None,
         "loadgen_lag_ms_p99": _ms(percentile(lag_list, 99)),
-        "loadgen_cpu_pct": round(100 * sum(b - a_ for a_, b in zip(peer0[1:], peer1[1:], strict=True)) / window, 1),
+        "loadgen_cpu_pct": round(
+            100 * sum(b - a_ for a_, b in zip(peer0[1:], peer1[1:], strict=True)) / window, 1
+        ),
         "emulator_cpu_pct": round(100 * (peer1[0] - peer0[0]) / window, 1),
         "machine": machine(),
     }
@@ -460,9 +465,13 @@ def _short(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=50, help="concurrent calls (default 50)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="steady-state seconds measured (default 20)")
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="steady-state seconds measured (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--find-max", action="store_true", help="raise the calls until the target breaks")
     parser.add_argument("--limit-ms", type=float, default=20.0, help="p99 added latency allowed (--find-max)")
@@ -472,11 +481,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="INFO", help="the gateway's GATEWAY_LOG_LEVEL (default INFO)")
     parser.add_argument("--show-log", action="store_true", help="print the tail of the gateway's log")
-    parser.add_argument("--profile", metavar="FILE", help="py-spy the gateway in steady state (folded stacks)")
     parser.add_argument(
-        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra gateway environment (repeatable)"
+        "--profile", metavar="FILE", help="py-spy the gateway in steady state (folded stacks)"
     )
-    parser.add_argument("--role", choices=("bench", "emulator", "loader"), default="bench", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra gateway environment (repeatable)",
+    )
+    parser.add_argument(
+        "--role", choices=("bench", "emulator", "loader"), default="bench", help=argparse.SUPPRESS
+    )
     parser.add_argument("--numbers", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)

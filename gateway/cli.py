@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("gateway.emulator.cli", "run the local Gemini Live emulator"),
     "call": ("gateway.caller.cli", "place a simulated Twilio phone call to a gateway"),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),
+    "tools": ("gateway.tools.cli", "list the tools dialplans may enable, as the model sees them"),
     "calls": ("gateway.records.cli", "list call records, or show one call's transcript and tool calls"),
 }
 

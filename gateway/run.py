@@ -20,9 +20,13 @@ from aiohttp import web
 from gateway import log as gateway_log
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
+from gateway.security.sqlite_guard import SqliteReplayGuard
+from gateway.security.tokens import StreamTokens
 from gateway.server.app import create_app
+from gateway.server.state import STREAM_TOKENS
 from gateway.settings import DEFAULT_MODEL, Settings
 from gateway.tools.loader import build_registry
+from gateway.workers import LOOPS, run_loop, serve_workers
 
 if TYPE_CHECKING:
     from gateway.emulator import Emulator
@@ -42,6 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--emulator-port", type=int, default=0, help="port of the embedded emulator (default: any)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes sharing the port via SO_REUSEPORT (default 1)"
+    )
+    parser.add_argument(
+        "--loop", choices=LOOPS, default="auto", help="event loop: uvloop when installed (auto), or force one"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,15 +68,24 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.with_(**overrides)
     gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
     try:
-        asyncio.run(serve(settings, emulator_port=args.emulator_port))
+        if args.workers != 1:
+            return serve_workers(settings, args.workers, loop=args.loop, emulator_port=args.emulator_port)
+        run_loop(serve(settings, emulator_port=args.emulator_port), args.loop)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def serve(settings: Settings, *, emulator_port: int = 0) -> None:
-    """Run until SIGINT/SIGTERM."""
+async def serve(
+    settings: Settings,
+    *,
+    emulator_port: int = 0,
+    reuse_port: bool = False,
+    replay_db: Path | None = None,
+    banner: bool = True,
+) -> None:
+    """Run until SIGINT/SIGTERM. ``reuse_port``/``replay_db``: as one of several workers (gateway.workers)."""
     tools = build_registry(settings)  # dialplans name tools: check them against what is registered
     dialplans = DialplanStore(settings.dialplan_dir, known_tools=tools.names())
     async with contextlib.AsyncExitStack() as stack:
@@ -76,12 +95,17 @@ async def serve(settings: Settings, *, emulator_port: int = 0) -> None:
             emulator = await stack.enter_async_context(_started(Emulator(), emulator_port))
             settings = settings.with_(gemini_url=emulator.base_url, gemini_api_key=EMULATOR_KEY)
         app = create_app(settings, dialplans=dialplans, tools=tools)
+        if replay_db is not None and not settings.redis_url:
+            guard = SqliteReplayGuard(replay_db)  # single use across workers, see gateway.workers
+            app[STREAM_TOKENS] = StreamTokens(settings.gateway_secret.encode(), guard=guard)
+            stack.push_async_callback(guard.close)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
-        _banner(settings, dialplans)
+        if banner:
+            _banner(settings, dialplans)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,7 +18,6 @@ then the caller-side socket is closed by the media handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -429,11 +428,12 @@ class CallBridge:
             if wake_at is None:
                 await self._wake.wait()
                 continue
+            # Frames are queued, so pacing alone decides the next send (at most one frame away): a plain
+            # sleep, not a timeout around the wake event, which cost ~3 µs more per frame (a Timeout, an
+            # Event future and a caught TimeoutError, 50 times a second per call).
             delay = wake_at - clock()
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
+                await asyncio.sleep(delay)
 
     def snapshot(self) -> dict[str, Any]:
         """Live view of the call for the admin API."""

@@ -455,8 +455,12 @@ class ResilientSession:
             del since[:200]
 
     def _safe(self) -> bool:
-        """Model idle, no unanswered tool call, and nothing said since the handle (or no handle at all)."""
-        return not self._turn_open and not self._pending_tools and (self._fresh or self._handle is None)
+        """Model idle, no unanswered tool call, and nothing said since the latest resumable handle.
+
+        Without any handle yet there is no safe point: the server sends one right after a turn, and
+        switching just before it would start a fresh session needlessly. The deadline forces it.
+        """
+        return self._fresh and not self._turn_open and not self._pending_tools
 
     # ------------------------------------------------------------------ connecting
 

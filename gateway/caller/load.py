@@ -431,7 +431,12 @@ class SessionProbe:
         self.turn_open = False
 
     def result(self) -> dict[str, Any]:
-        return {"number": self.number, "frames_in": self.frames_in, "probes": self.probes, "turns": self.turns}
+        return {
+            "number": self.number,
+            "frames_in": self.frames_in,
+            "probes": self.probes,
+            "turns": self.turns,
+        }
 
 
 _PROBE_POINTS = (100, 145, 190, 235, 280)

@@ -192,8 +192,10 @@ class EmulatedSession:
         payload: dict[str, Any] | None,
         raw: bytes | str,
         close_code: int | None = None,
+        t: float | None = None,
     ) -> None:
-        frame = RecordedFrame(direction, time.monotonic(), kind, payload, raw, close_code, self.index)
+        t = time.monotonic() if t is None else t
+        frame = RecordedFrame(direction, t, kind, payload, raw, close_code, self.index)
         if self._host.record:
             self.frames.append(frame)
         self._host.notify(frame)
@@ -203,14 +205,16 @@ class EmulatedSession:
         if self._closing:
             return
         raw = encode(message)
+        # The frame's time is when it was handed to the socket: the send may yield to other tasks.
+        t = time.monotonic()
         try:
             if self._scenario.text_frames:
                 text = raw.decode("utf-8")
                 await self._ws.send_str(text)
-                self._record("out", "text", message, text)
+                self._record("out", "text", message, text, t=t)
             else:
                 await self._ws.send_bytes(raw)
-                self._record("out", "binary", message, raw)
+                self._record("out", "binary", message, raw, t=t)
         except (ConnectionError, RuntimeError):
             # The peer went away mid-send; the reader loop will notice and end the session.
             self._closing = True

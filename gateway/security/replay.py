@@ -82,6 +82,7 @@ def replay_guard(redis_url: str) -> ReplayGuard:
 
 
 async def close_guard(guard: ReplayGuard) -> None:
-    """Release a guard's connections, if it holds any."""
-    if isinstance(guard, RedisReplayGuard):
-        await guard.close()
+    """Release a guard's connections, if it holds any (an ``async close()``, as every shared guard has)."""
+    close = getattr(guard, "close", None)
+    if close is not None:
+        await close()

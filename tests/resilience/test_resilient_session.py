@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,6 +27,7 @@ from gateway.gemini.messages import (
     ToolCall,
     TurnComplete,
 )
+
 from .fakes import LOG, Connector, FakeConnection, refused
 
 
@@ -41,7 +42,9 @@ class Harness:
     def __init__(self, connector: Connector, policy: ResiliencePolicy = FAST) -> None:
         self.connector = connector
         self.reconnects: list[Reconnect] = []
-        self.session = ResilientSession(connector, log=LOG, policy=policy, on_reconnect=self.reconnects.append)
+        self.session = ResilientSession(
+            connector, log=LOG, policy=policy, on_reconnect=self.reconnects.append
+        )
         self.events: list[ServerEvent] = []
         self.error: BaseException | None = None
         self.seen = asyncio.Event()
@@ -55,11 +58,11 @@ class Harness:
         except Exception as exc:
             self.error = exc
 
-    async def until(self, predicate: object, timeout: float = 2.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():  # type: ignore[operator]
-                self.seen.clear()
-                await asyncio.sleep(0.005)
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """Wait (at most 2 s) until ``predicate`` holds after some event or hand-over."""
+        async with asyncio.timeout(2.0):
+            while not predicate():
+                await asyncio.sleep(0.005)  # noqa: ASYNC110 - hand-overs signal nothing; poll briefly
 
     async def close(self) -> None:
         self.task.cancel()
@@ -166,8 +169,10 @@ async def test_forced_switch_near_the_deadline_closes_the_cut_turn_and_notes_it(
     await h.until(lambda: h.events[-1] == TurnComplete())
     assert new.resumed_with == "h1"
     (kind, (turns, turn_complete)), *_ = new.control
-    assert kind == "content" and turn_complete is True
-    assert "The answer is" in turns[0][1] and "finish it" in turns[0][1]
+    assert kind == "content"
+    assert turn_complete is True
+    assert "The answer is" in turns[0][1]
+    assert "finish it" in turns[0][1]
     assert h.reconnects[0].stale
     await h.close()
 
@@ -202,7 +207,8 @@ async def test_drop_mid_reply_ends_the_turn_and_asks_to_finish_it() -> None:
     new = await h.connector.wait_opened(2)
     await h.until(lambda: len(h.events) == 3)
     assert h.events[-1] == TurnComplete()
-    assert new.control and new.control[0][1][1] is True  # type: ignore[index]
+    assert new.control
+    assert new.control[0][1][1] is True
     await h.close()
 
 
@@ -220,7 +226,8 @@ async def test_session_not_found_starts_fresh_seeded_with_the_transcript() -> No
     await h.until(lambda: len(h.reconnects) == 1)
     assert connector.handles == [None, "h1", None]
     kind, (turns, turn_complete) = new.control[0]  # type: ignore[misc]
-    assert kind == "content" and turn_complete is False
+    assert kind == "content"
+    assert turn_complete is False
     assert "Caller: My order is 42.\nYou: Let me check." in turns[0][1]
     assert h.reconnects[0].outcome == "fresh"
     assert h.session.resumption_handle is None
@@ -274,7 +281,9 @@ async def test_answer_to_a_call_of_a_lost_connection_becomes_a_note() -> None:
     h.session.send_tool_response([FunctionResponse("c9", "lookup", {"status": "shipped"})])
     assert len(new.control) == 1
     kind, (turns, turn_complete) = new.control[0]  # type: ignore[misc]
-    assert kind == "content" and turn_complete is True and "shipped" in turns[0][1]
+    assert kind == "content"
+    assert turn_complete is True
+    assert "shipped" in turns[0][1]
     await h.close()
 
 

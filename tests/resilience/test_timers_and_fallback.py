@@ -23,8 +23,11 @@ def test_silence_prompts_once_then_ends_politely() -> None:
     assert t.due(10.0) == Say(DEFAULT_SILENCE_PROMPT, "silence prompt")
     assert t.next_at() == 20.0
     step = t.due(20.0)
-    assert isinstance(step, TimerAction) and step.action.kind == "hangup" and "Goodbye" in step.say
-    assert t.next_at() is None and not t.active
+    assert isinstance(step, TimerAction)
+    assert step.action.kind == "hangup"
+    assert "Goodbye" in step.say
+    assert t.next_at() is None
+    assert not t.active
 
 
 def test_caller_activity_rearms_the_prompt_and_bot_audio_pauses_the_clock() -> None:
@@ -54,7 +57,8 @@ def test_max_duration_warns_then_acts() -> None:
 def test_no_limits_means_nothing_to_time() -> None:
     """A plan without limits never wakes the timer task."""
     t = CallTimers(Limits(), now=0.0)
-    assert t.next_at() is None and not t.active
+    assert t.next_at() is None
+    assert not t.active
 
 
 def _wav(rate: int, channels: int, seconds: float) -> bytes:
@@ -101,6 +105,7 @@ def test_per_dialplan_wav_wins_and_a_broken_one_falls_back(tmp_path: Path) -> No
     own = tmp_path / "support.fallback.wav"
     own.write_bytes(_wav(8000, 1, 0.2))
     frames, source = fallback_frames(plan)
-    assert source == str(own) and len(frames) == 10
+    assert source == str(own)
+    assert len(frames) == 10
     own.write_bytes(b"not a wav at all")
     assert fallback_frames(plan)[1] == "default"

@@ -67,7 +67,8 @@ async def test_builtins_act_through_the_call_control() -> None:
 def test_lookup_order_understands_spoken_numbers() -> None:
     """'a 1001' finds order A1001; an unknown number is a ToolError pointing at the support address."""
     found = lookup_order(" a-1001 ", context())
-    assert found["order_id"] == "A1001" and found["status"] == "shipped"
+    assert found["order_id"] == "A1001"
+    assert found["status"] == "shipped"
     with pytest.raises(ToolError, match="no order 'B2' was found") as info:
         lookup_order("b2", context(metadata={"support_email": "help@acme.example"}))
     assert "help@acme.example" in str(info.value)

@@ -97,7 +97,10 @@ async def test_arguments_and_call_context_are_posted_and_the_reply_returned(
         (web.json_response({"error": "SKU W-1 is discontinued"}, status=404), "SKU W-1 is discontinued"),
         (web.Response(status=503, text="upstream down"), "the check_stock service failed (HTTP 503)"),
         (web.Response(text="<html>ok</html>"), "the check_stock service sent a reply that is not JSON"),
-        (web.Response(status=302, headers={"Location": "/elsewhere"}), "the check_stock service failed (HTTP 302)"),
+        (
+            web.Response(status=302, headers={"Location": "/elsewhere"}),
+            "the check_stock service failed (HTTP 302)",
+        ),
         (
             web.Response(body=b'"' + b"x" * MAX_REPLY_BYTES + b'"', content_type="application/json"),
             f"the check_stock service sent a reply larger than {MAX_REPLY_BYTES} bytes",
@@ -153,9 +156,15 @@ properties.sku = { type = "string", description = "The product code." }
         ("[http.x]\nurl = 'ftp://a/x'\ndescription = 'd'\n", "url must be http"),
         ("[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nmethod = 'GET'\n", "unknown key"),
         ("[other]\n", "unknown table"),
-        ("[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nheaders = {A = '${GEMINI_API_KEY}'}\n", r"only \$\{TOOL_\*\}"),
+        (
+            "[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nheaders = {A = '${GEMINI_API_KEY}'}\n",
+            r"only \$\{TOOL_\*\}",
+        ),
         ("[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nheaders = {A = '${TOOL_MISSING}'}\n", "not set"),
-        ("[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nparameters = {type = 'object', x = 1}\n", "not supported"),
+        (
+            "[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nparameters = {type = 'object', x = 1}\n",
+            "not supported",
+        ),
         ("[http.x]\nurl = 'https://a/x'\ndescription = 'd'\nscheduling = 'LATER'\n", "scheduling"),
         ("[http.x\n", "not valid TOML"),
     ],

@@ -51,7 +51,8 @@ def test_decorated_function_stays_callable_and_is_found_in_its_module() -> None:
     found = tools_in_module(module)
     assert [t.name for t in found] == ["first", "second"]
     assert (found[0].timeout_s, found[0].non_blocking, found[0].scheduling) == (3, True, "SILENT")
-    assert found[1].is_async and found[1].context_param == "context"
+    assert found[1].is_async
+    assert found[1].context_param == "context"
     registry = ToolRegistry()
     assert [t.name for t in registry.add_module(module)] == ["first", "second"]
 
@@ -114,13 +115,15 @@ def test_dialplans_are_checked_against_the_registry(tmp_path: Path) -> None:
     with pytest.raises(DialplanErrors, match=r"default\.toml: tools: unknown tool 'lookup_order'"):
         adopt_dialplans(store, registry)
     assert store.known_tools == frozenset()
-    assert store.reload() is False and not store.healthy
+    assert store.reload() is False
+    assert not store.healthy
 
 
 def test_support_handler_module_is_loadable_by_name() -> None:
     """The shipped example module registers lookup_order with a derived schema."""
     registry = ToolRegistry()
     [lookup] = registry.add_module("gateway.handlers.support")
-    assert lookup.name == "lookup_order" and not lookup.is_async
+    assert lookup.name == "lookup_order"
+    assert not lookup.is_async
     assert lookup.parameters["required"] == ["order_id"]
     assert support.lookup_order is not None

@@ -134,9 +134,7 @@ async def test_timeout_answers_and_cancels_the_handler() -> None:
     h = Harness(Tool.from_function(slow, timeout_s=0.05))
     h.call("slow")
     await settle(h)
-    assert h.answer("fc-1").response == {
-        "error": "tool 'slow' did not answer within 0.05 s; try again later"
-    }
+    assert h.answer("fc-1").response == {"error": "tool 'slow' did not answer within 0.05 s; try again later"}
     assert cancelled.is_set()
     assert h.router.records[0].outcome == "timeout"
 
@@ -217,7 +215,9 @@ async def test_results_that_cannot_be_sent_become_errors() -> None:
         """Return a lot."""
         return "x" * 100
 
-    h = Harness(Tool.from_function(weird), Tool.from_function(huge), registry=ToolRegistry(max_result_bytes=50))
+    h = Harness(
+        Tool.from_function(weird), Tool.from_function(huge), registry=ToolRegistry(max_result_bytes=50)
+    )
     h.call("weird", "w")
     h.call("huge", "h")
     await settle(h)

@@ -152,7 +152,10 @@ def test_invalid_arguments_are_listed_for_the_model() -> None:
 def test_range_pattern_and_whole_number_checks() -> None:
     """minimum/maximum, pattern and non-integral numbers are reported."""
     _, problems = validate(SCHEMA, {"order_id": "B1", "quantity": 2.5})
-    assert problems == ["order_id: 'B1' does not match the pattern ^A[0-9]{4}$", "quantity: expected a whole number, got 2.5"]
+    assert problems == [
+        "order_id: 'B1' does not match the pattern ^A[0-9]{4}$",
+        "quantity: expected a whole number, got 2.5",
+    ]
     _, problems = validate(SCHEMA, {"order_id": "A1001", "quantity": 11})
     assert problems == ["quantity: must be at most 10"]
     _, problems = validate(SCHEMA, "not an object")

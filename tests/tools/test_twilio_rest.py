@@ -29,7 +29,9 @@ class FakeTwilio:
 
     async def update(self, request: web.Request) -> web.Response:
         form = await request.post()
-        self.requests.append((request.path, request.headers.get("Authorization", ""), {k: str(v) for k, v in form.items()}))
+        self.requests.append(
+            (request.path, request.headers.get("Authorization", ""), {k: str(v) for k, v in form.items()})
+        )
         return web.json_response(self.body, status=self.status)
 
 
@@ -58,7 +60,9 @@ async def test_transfer_posts_dial_twiml_with_basic_auth(twilio: FakeTwilio, res
     assert form["Twiml"].endswith("<Response><Dial>+15550100199</Dial></Response>")
 
 
-async def test_hang_up_completes_the_call_and_tolerates_ended_calls(twilio: FakeTwilio, rest: TwilioRest) -> None:
+async def test_hang_up_completes_the_call_and_tolerates_ended_calls(
+    twilio: FakeTwilio, rest: TwilioRest
+) -> None:
     """hang_up() sends Status=completed; a call that already ended (404/20404) is fine."""
     await rest.hang_up(CALL)
     assert twilio.requests[-1][2] == {"Status": "completed"}
@@ -71,7 +75,10 @@ async def test_refusals_are_tool_errors_without_secrets(twilio: FakeTwilio, rest
     twilio.status, twilio.body = 400, {"code": 21205, "message": f"bad {TOKEN}"}
     with pytest.raises(ToolError) as info:
         await rest.transfer(CALL, "+15550100199")
-    assert str(info.value) == "the phone provider refused the request (HTTP 400, Twilio error 21205); the call was not changed"
+    assert (
+        str(info.value)
+        == "the phone provider refused the request (HTTP 400, Twilio error 21205); the call was not changed"
+    )
     assert TOKEN not in str(info.value)
 
 

@@ -1,0 +1,125 @@
+"""The lean load caller and the load measurements, end to end over loopback; and ``serve --workers``."""
+
+from __future__ import annotations
+
+import binascii
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gateway.caller.load import CallPattern, SessionProbe, analyse, run_calls
+from gateway.emulator import Emulator
+from gateway.emulator.session import RecordedFrame
+
+from .conftest import DEFAULT_PLAN, GatewayFactory
+
+pytestmark = pytest.mark.e2e
+
+PATTERN = CallPattern(lead_silence_s=1.0, speak_s=0.6, silence_s=1.6, barge_every=2, barge_silence_s=0.9)
+
+
+def _watch(emulator: Emulator) -> dict[int, SessionProbe]:
+    """Hook the emulator's frame notifications the way bench/load.py does."""
+    probes: dict[int, SessionProbe] = {}
+    original = emulator.notify
+
+    def notify(frame: RecordedFrame) -> None:
+        original(frame)
+        payload = frame.payload or {}
+        probe = probes.setdefault(frame.session, SessionProbe())
+        if frame.direction == "in":
+            audio = payload.get("realtimeInput", {}).get("audio")
+            if audio is not None:
+                probe.audio_in(binascii.a2b_base64(audio["data"]), frame.t)
+            return
+        content = payload.get("serverContent") or {}
+        for part in (content.get("modelTurn") or {}).get("parts", ()):
+            if "inlineData" in part:
+                probe.model_audio(len(part["inlineData"]["data"]) * 3 // 4, frame.t)
+        if content.get("interrupted"):
+            probe.turn_end(True)
+        elif content.get("turnComplete"):
+            probe.turn_end(False)
+
+    emulator.notify = notify  # type: ignore[method-assign]
+    return probes
+
+
+async def test_load_calls_measure_both_legs(emulator: Emulator, make_gateway: GatewayFactory) -> None:
+    """Three concurrent lean calls: every probe is found, both legs are timed, nothing is lost."""
+    probes = _watch(emulator)
+    gateway = await make_gateway()
+    start = time.monotonic() + 0.1
+    calls, lag = await run_calls(
+        gateway.url, [1, 2, 3], start_at=start, ramp_s=0.2, until=start + 7.0, pattern=PATTERN
+    )
+    assert [c["error"] for c in calls] == ["", "", ""]
+    assert len(lag) > 1000  # the shared 2 ms schedule ran throughout
+    a = analyse(calls, [p.result() for p in probes.values()])
+    assert a.failed == []
+    assert a.probes_found == a.probes_sent > 20
+    assert len(a.uplink_s) == a.probes_found
+    assert all(0 < v < 1.0 for v in a.uplink_s)
+    assert len(a.downlink_s) >= 6  # greeting and echo replies, for each call
+    assert all(0 < v < 1.0 for v in a.downlink_s)
+    assert a.frames_lost_up == 0
+    assert a.frames_lost_down == 0
+    assert a.barge_ins >= 3  # each caller spoke over the greeting
+    assert len(a.greeting_s) == 3
+    # Marks were echoed back as the audio "played".
+    assert all(c["marks_echoed"] > 0 for c in calls)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_serve_workers_share_port_secret_and_replay_guard(tmp_path: Path) -> None:
+    """``gateway serve --workers 2``: calls whose webhook and stream hit different workers all connect."""
+    plans = tmp_path / "dialplans"
+    plans.mkdir()
+    (plans / "default.toml").write_text(DEFAULT_PLAN)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
+    env |= {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--dialplans", str(plans), "--workers", "2", "--loop", "asyncio"]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None, "gateway exited during start-up"
+                assert time.monotonic() < deadline, "gateway did not come up"
+                time.sleep(0.2)
+        time.sleep(1.0)  # the second worker
+        workers = subprocess.run(
+            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(workers) >= 2
+        start = time.monotonic() + 0.1
+        calls, _ = await run_calls(
+            f"http://127.0.0.1:{port}",
+            list(range(8)),
+            start_at=start,
+            ramp_s=0.5,
+            until=start + 3.0,
+            pattern=PATTERN,
+        )
+        assert [c["error"] for c in calls] == [""] * 8
+        assert all(len(c["arrivals"]) > 0 for c in calls)  # every call heard its greeting
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=20) == 0
