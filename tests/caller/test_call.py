@@ -264,13 +264,16 @@ async def test_twiml_without_stream_is_not_answered(serve: Any) -> None:
 
 
 async def test_transcript_source_fills_the_report(serve: Any) -> None:
-    """The optional transcript source is awaited once at the end and its turns land in the report."""
+    """The optional transcript source is awaited once at the end, with the call SID, and fills the report."""
+    asked: list[str] = []
 
-    async def source() -> list[dict[str, str]]:
+    async def source(call_sid: str) -> list[dict[str, str]]:
+        asked.append(call_sid)
         return [{"role": "bot", "text": "Hello"}, {"role": "caller", "text": "Hi"}]
 
     report = await call(serve, FakeGateway(), hangup_after_s=0.1, transcript_source=source)
     assert report.transcript == [{"role": "bot", "text": "Hello"}, {"role": "caller", "text": "Hi"}]
+    assert asked == [report.call_sid]
 
 
 async def test_cli_prints_one_json_report(serve: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,13 @@ class Gateway:
     def app_calls_list(self) -> list[dict[str, Any]]:
         """Records of finished calls, oldest first."""
         return list(reversed(self.app[CALLS].list()["recent"]))
+
+    async def wait_calls_ended(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The gateway closes a call a moment after the caller hangs up: wait for ``count`` records."""
+        async with asyncio.timeout(timeout):
+            while len(records := self.app_calls_list()) < count or self.app[CALLS].active:
+                await asyncio.sleep(0.05)
+        return records
 
 
 @pytest.fixture

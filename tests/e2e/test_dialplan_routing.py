@@ -64,7 +64,7 @@ async def test_two_numbers_get_two_greetings_and_voices(
     assert _greeting(emulator, 0) == "Say: welcome to widget sales."
     assert _greeting(emulator, 1) == "Di: hola, gracias por llamar."
     # Each call's record names the plan and version it used.
-    records = gw.app_calls_list()
+    records = await gw.wait_calls_ended(2)
     assert {r["dialplan"] for r in records} == {"sales", "spanish"}
 
 
@@ -91,7 +91,7 @@ async def test_live_edit_reaches_new_calls_only(
     assert second.greeting_ms is not None
     assert _voice(emulator.sessions[0].setup or {}) == "Kore"
     assert _voice(emulator.sessions[1].setup or {}) == "Puck"
-    versions = [r["dialplan_version"] for r in gw.app_calls_list()]
+    versions = [r["dialplan_version"] for r in await gw.wait_calls_ended(2)]
     assert len(set(versions)) == 2
 
 
