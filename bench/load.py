@@ -15,7 +15,8 @@ Latency is timed on one clock (CLOCK_MONOTONIC is system-wide): uplink = a calle
 the same audio received by the emulator; downlink = a reply's first audio sent by the emulator → its
 first μ-law frame received by the caller. Each leg crosses loopback twice, so the median round trip of
 a bare aiohttp WebSocket between the load generator and the emulator process (``transport_rtt_ms``)
-is subtracted; ``*_raw_ms`` keep the unsubtracted figures.
+is subtracted; ``*_raw_ms`` keep the unsubtracted figures. Latency, lateness and CPU are taken over the
+steady state (every call placed and greeted), not the ramp-up.
 
     python bench/load.py --calls 100 --seconds 20 --json
     python bench/load.py --find-max --workers 2
@@ -64,6 +65,8 @@ greeting = "Greet the caller."
 [vad]
 silence_duration_ms = 300
 """
+#: A load generator this late on its 20 ms schedule (p99) was starved of CPU: its run is retried.
+LOADGEN_LAG_LIMIT_MS = 10.0
 #: Steps of --find-max.
 STEPS = (10, 25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1500, 2000)
 
@@ -382,7 +385,7 @@ def run_once(
     for r in results:
         lag.extend(r["lag"])
     rtt = percentile([r["rtt"] for r in results], 50)
-    a = analyse(calls, sessions)
+    a = analyse(calls, sessions, window=(steady_from, until))
     window = t1 - t0
     cpu_pct = 100 * (cpu1 - cpu0) / window
     up_raw, down_raw = a.uplink_s, a.downlink_s
@@ -516,9 +519,16 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[str, Any] | None = None
     runs = []
     for n in (s for s in STEPS if s >= args.calls or s == STEPS[0]):
-        result = run_once(n, args.seconds, **opts)
+        for _attempt in range(3):
+            result = run_once(n, args.seconds, **opts)
+            ok = held(result, args.limit_ms)
+            # A starved load generator (a shared, busy machine) says nothing about the gateway: retry.
+            starved = (result["loadgen_lag_ms_p99"] or 0.0) > LOADGEN_LAG_LIMIT_MS
+            if ok or not starved:
+                break
+            print("retry (load generator starved) " + _short(result), file=sys.stderr, flush=True)
+        result["loadgen_starved"] = starved
         runs.append(result)
-        ok = held(result, args.limit_ms)
         print(("held  " if ok else "broke ") + _short(result), file=sys.stderr, flush=True)
         if not ok:
             break

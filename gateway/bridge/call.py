@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from gateway.audio.transcode import Downlink, Uplink
 from gateway.bridge.guard import CallGuard
 from gateway.bridge.playout import MarkOut, Playout
+from gateway.bridge.resilience import ResilientSession
 from gateway.bridge.transcript import Transcript, Turn
 from gateway.dialplan.model import Dialplan
 from gateway.errors import LiveSessionError, TelephonyProtocolError
@@ -173,6 +174,9 @@ class CallBridge:
         self.control = self.tools.context.control if self.tools is not None else None
         if self.tools is not None:
             self.tools.observers.append(self.observer.tool_record)
+        # Hand-overs of a resilient session go to the call record and metrics as they happen.
+        if isinstance(session, ResilientSession) and session.on_reconnect is None:
+            session.on_reconnect = self.observer.reconnect_record
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:

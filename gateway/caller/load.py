@@ -484,11 +484,16 @@ class Analysis:
     failed: list[str] = field(default_factory=list)
 
 
-def analyse(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> Analysis:
+def analyse(
+    calls: list[dict[str, Any]],
+    sessions: list[dict[str, Any]],
+    window: tuple[float, float] = (-math.inf, math.inf),
+) -> Analysis:
     """Join what the callers and the emulator saw: per-probe uplink times, per-turn downlink times,
     frames lost (uplink: counted up to each call's last probe, so the hang-up's in-flight frames do
     not count; downlink: a finished turn delivered short) and frames late (the caller's playout ran
-    dry mid-turn, i.e. a frame arrived after the moment it should have started playing)."""
+    dry mid-turn, i.e. a frame arrived after the moment it should have started playing). Latency and
+    lateness count inside ``window`` (monotonic from, to): the steady state, without the ramp-up."""
     out = Analysis()
     by_number = {s["number"]: s for s in sessions if s["number"] >= 0}
     for call in calls:
@@ -521,15 +526,22 @@ def analyse(calls: list[dict[str, Any]], sessions: list[dict[str, Any]]) -> Anal
             seen.add(match)
             out.probes_found += 1
             t_sent, index = sent[match]
-            out.uplink_s.append(t_recv - t_sent)
+            if window[0] <= t_sent <= window[1]:
+                out.uplink_s.append(t_recv - t_sent)
             last_probe = (index, frames_before)
         if last_probe is not None:
             out.frames_lost_up += max(0, last_probe[0] - last_probe[1])
-        _downlink(out, arrivals, sorted(call["clears"]), session["turns"])
+        _downlink(out, arrivals, sorted(call["clears"]), session["turns"], window)
     return out
 
 
-def _downlink(out: Analysis, arrivals: list[float], clears: list[float], turns: list[list[Any]]) -> None:
+def _downlink(
+    out: Analysis,
+    arrivals: list[float],
+    clears: list[float],
+    turns: list[list[Any]],
+    window: tuple[float, float] = (-math.inf, math.inf),
+) -> None:
     starts = [t for t, _, _ in turns]
     out.turns += len(turns)
     out.barge_ins += sum(1 for _, _, interrupted in turns if interrupted)
@@ -542,7 +554,7 @@ def _downlink(out: Analysis, arrivals: list[float], clears: list[float], turns: 
         first = j
         while j < len(arrivals) and arrivals[j] < t_next:
             j += 1
-        if first < len(arrivals) and arrivals[first] < t_next:
+        if first < len(arrivals) and arrivals[first] < t_next and window[0] <= t_start <= window[1]:
             out.downlink_s.append(arrivals[first] - t_start)
         # A finished turn of N bytes at 24 kHz is ceil(N / 960) frames at 8 kHz, +/- one for the filter.
         if not interrupted and t_next != math.inf:
@@ -560,7 +572,7 @@ def _downlink(out: Analysis, arrivals: list[float], clears: list[float], turns: 
         while c < len(clears) and clears[c] <= t:
             new_turn = True
             c += 1
-        if not new_turn and t > play_end + 1e-4:
+        if not new_turn and t > play_end + 1e-4 and window[0] <= t <= window[1]:
             out.frames_late += 1
         play_end = max(play_end, t) + FRAME_S
         prev = t

@@ -260,6 +260,34 @@ class CallObserver:
         self.event("reconnect", {"cause": cause, "resumed": resumed, **detail})
         self.session_started(resumed=resumed)
 
+    def reconnect_record(self, event: Any) -> None:
+        """Adapter for ``ResilientSession.on_reconnect`` (gateway/bridge/resilience.py), read by attribute.
+
+        The first connection (cause ``start``) is not a reconnect: only its failure is recorded.
+        A close becomes the cause ``closed_<code>`` so metrics tell 1011s from network drops.
+        """
+        cause, outcome = str(getattr(event, "cause", "")), str(getattr(event, "outcome", ""))
+        detail = {
+            "outcome": outcome,
+            "attempts": getattr(event, "attempts", None),
+            "gap_ms": round(float(getattr(event, "gap_ms", 0.0)), 1),
+            "held_chunks": getattr(event, "held_chunks", None),
+            "stale": getattr(event, "stale", None),
+            "reason": getattr(event, "reason", ""),
+        }
+        if cause == "start":
+            if outcome == "failed":
+                self.event("connect_failed", detail)
+            return
+        code = getattr(event, "code", None)
+        label = f"closed_{code}" if cause == "closed" and code is not None else cause
+        if outcome == "failed":
+            if self.metrics is not None:
+                self.metrics.reconnects.labels(f"{label}_failed").inc()
+            self.event("reconnect", {"cause": label, **detail})
+            return
+        self.reconnect(label, resumed=outcome == "resumed", **detail)
+
     def go_away(self, time_left_s: float | None) -> None:
         if self.metrics is not None:
             self.metrics.go_aways.inc()

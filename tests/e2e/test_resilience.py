@@ -87,8 +87,8 @@ async def _greeted(emu: Emulator) -> None:
 async def _record(gw: Gateway) -> dict[str, Any]:
     """The gateway's record of its (only) finished call; the caller's report can come first."""
     async with asyncio.timeout(5):
-        while not (recent := gw.app[CALLS].list()["recent"]):
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - the registry signals nothing; poll briefly
+        while not (recent := gw.app[CALLS].list()["recent"]):  # noqa: ASYNC110 - nothing signals it; poll briefly
+            await asyncio.sleep(0.02)
     return dict(recent[0])
 
 

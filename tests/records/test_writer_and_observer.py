@@ -181,3 +181,41 @@ async def test_every_log_line_of_a_call_carries_its_id() -> None:
 
 async def _log_from_task(logger: logging.Logger) -> None:
     logger.info("in a task the call started")
+
+
+def test_resilient_session_reconnects_become_records_and_metrics() -> None:
+    """ResilientSession's Reconnect events: hand-overs count by cause and open a new session record."""
+    from gateway.bridge.resilience import Reconnect
+
+    metrics = GatewayMetrics()
+    events: list[Any] = []
+
+    class Capture:
+        instance = ""
+
+        def submit(self, op: Any) -> None:
+            events.append(op.event)
+
+        def saved_turns(self, call_id: str) -> int:
+            return 0
+
+    obs = CallObserver(call_id="CA1", dialplan="p", writer=Capture(), metrics=metrics)  # type: ignore[arg-type]
+
+    def event(cause: Any, code: int | None, outcome: Any) -> Reconnect:
+        return Reconnect(cause, code, "", outcome, 1, 120.0, 6, False, 1.0)
+
+    obs.reconnect_record(event("start", None, "fresh"))  # the first connection is no reconnect
+    obs.reconnect_record(event("go_away", None, "resumed"))
+    obs.reconnect_record(event("closed", 1011, "fresh"))
+    obs.reconnect_record(event("closed", 1006, "failed"))
+    assert [(e.kind, e.detail.get("cause"), e.detail.get("id")) for e in events] == [
+        ("reconnect", "go_away", None),
+        ("session", None, "CA1#1"),
+        ("reconnect", "closed_1011", None),
+        ("session", None, "CA1#2"),
+        ("reconnect", "closed_1006", None),
+    ]
+    assert events[1].detail["resumed"] is True
+    assert _value(metrics, "gateway_gemini_reconnects_total", cause="go_away") == 1
+    assert _value(metrics, "gateway_gemini_reconnects_total", cause="closed_1011") == 1
+    assert _value(metrics, "gateway_gemini_reconnects_total", cause="closed_1006_failed") == 1

@@ -61,8 +61,8 @@ class Harness:
     async def until(self, predicate: Callable[[], bool]) -> None:
         """Wait (at most 2 s) until ``predicate`` holds after some event or hand-over."""
         async with asyncio.timeout(2.0):
-            while not predicate():
-                await asyncio.sleep(0.005)  # noqa: ASYNC110 - hand-overs signal nothing; poll briefly
+            while not predicate():  # noqa: ASYNC110 - nothing signals it; poll briefly
+                await asyncio.sleep(0.005)
 
     async def close(self) -> None:
         self.task.cancel()
