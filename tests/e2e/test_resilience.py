@@ -137,10 +137,10 @@ async def test_go_away_mid_tool_call_answers_on_the_old_connection_first(
     make_gateway: GatewayFactory, dialplan_dir: Path
 ) -> None:
     """goAway right after a toolCall: the answer goes to the old connection, the switch follows the turn."""
-    rules = [Rule(dtmf="5", tool="lookup_order", args={"order": "42"}, reply="Order status: {result}")]
+    rules = [Rule(dtmf="5", tool="lookup_order", args={"order": "42"}, reply="All done.")]
     async with _emulator(rules=rules) as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
-        task = _call(gw, dtmf="5", hangup_after_s=6.0)
+        task = _call(gw, dtmf="5", hangup_after_s=8.0)
         call = await emu.wait_for(_out("toolCall"), 10)
         emu.send_go_away(20.0, session=0)
         await emu.wait_for(lambda f: len(emu.sessions) > 1 and f.direction == "in", 10)
