@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import secrets
@@ -40,8 +39,6 @@ logger = logging.getLogger("gateway")
 
 T = TypeVar("T")
 LOOPS = ("auto", "asyncio", "uvloop")
-#: Generation thresholds once serving (CPython's defaults are 700, 10, 10); see :func:`tune_gc`.
-GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def run_loop(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
@@ -139,17 +136,3 @@ def _worker(settings: Settings, index: int, loop: str, replay_db: Path | None) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
     run_loop(serve(settings, reuse_port=True, replay_db=replay_db, banner=index == 0), loop)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector from pausing every call at once.
-
-    A gateway holds many long-lived objects (per call: sockets, codecs, resamplers, transcripts), and a
-    full collection walks them all: under load such a pause holds up every call's audio for tens of
-    milliseconds. Objects alive once the server is up are frozen out of collection (they live as long
-    as the process), and the young generation is collected less often; the media path creates few
-    reference cycles, so little garbage waits for the collector.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLDS[0], GC_THRESHOLDS[1], GC_THRESHOLDS[2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import itertools
 import math
 
 from gateway.audio.transcode import Uplink
@@ -17,7 +18,7 @@ def _call(number: int) -> LoadCall:
 def test_probe_levels_are_distinct_and_quiet() -> None:
     """The 16 probe levels stay apart after μ-law and far below any speech threshold."""
     assert len(set(PROBE_LEVELS)) == 16
-    assert all(b - a >= 12 for a, b in zip(PROBE_LEVELS, PROBE_LEVELS[1:], strict=False))
+    assert all(b - a >= 12 for a, b in itertools.pairwise(PROBE_LEVELS))
     assert max(PROBE_LEVELS) < 420
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,9 +83,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-async def test_serve_workers_share_port_secret_and_replay_guard(tmp_path: Path) -> None:
-    """``gateway serve --workers 2``: calls whose webhook and stream hit different workers all connect."""
+@pytest.fixture
+def workers_gateway(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """``gateway serve --workers 2`` (embedded emulator) as a subprocess: (base URL, worker count)."""
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
@@ -105,21 +106,21 @@ async def test_serve_workers_share_port_secret_and_replay_guard(tmp_path: Path) 
                 assert time.monotonic() < deadline, "gateway did not come up"
                 time.sleep(0.2)
         time.sleep(1.0)  # the second worker
-        workers = subprocess.run(
-            ["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        assert len(workers) >= 2
-        start = time.monotonic() + 0.1
-        calls, _ = await run_calls(
-            f"http://127.0.0.1:{port}",
-            list(range(8)),
-            start_at=start,
-            ramp_s=0.5,
-            until=start + 3.0,
-            pattern=PATTERN,
-        )
-        assert [c["error"] for c in calls] == [""] * 8
-        assert all(len(c["arrivals"]) > 0 for c in calls)  # every call heard its greeting
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False)
+        yield f"http://127.0.0.1:{port}", len(children.stdout.split())
     finally:
         proc.terminate()
         assert proc.wait(timeout=20) == 0
+
+
+@pytest.mark.slow
+async def test_serve_workers_share_port_secret_and_replay_guard(workers_gateway: tuple[str, int]) -> None:
+    """``gateway serve --workers 2``: calls whose webhook and stream hit different workers all connect."""
+    url, workers = workers_gateway
+    assert workers >= 2
+    start = time.monotonic() + 0.1
+    calls, _ = await run_calls(
+        url, list(range(8)), start_at=start, ramp_s=0.5, until=start + 3.0, pattern=PATTERN
+    )
+    assert [c["error"] for c in calls] == [""] * 8
+    assert all(len(c["arrivals"]) > 0 for c in calls)  # every call heard its greeting
