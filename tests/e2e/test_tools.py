@@ -241,6 +241,9 @@ async def call(
     if until is not None:
         try:
             await emulator.wait_for(until, timeout=limit_s)
+        except TimeoutError:
+            print("DEBUG CALLS", gw.app[CALLS].list(), [ (f.direction, str(f.payload)[:200], f.close_code) for f in emulator.sessions[-1].frames if f.kind != "binary" or "audio" not in str(f.payload)][:40])
+            raise
         finally:
             hangup.set()
     return await caller
