@@ -292,7 +292,9 @@ class CallBridge:
                     session.send_audio(pcm)
                     # For the reply-latency histogram: when the caller last made a sound.
                     if peak(pcm, 2) > VOICE_PEAK:
-                        observer.last_voice_at = clock()
+                        # Also feeds the silence timeout, so it works with input transcription off.
+                        observer.last_voice_at = now = clock()
+                        self.guard.caller_active_at(now)
                     if recording is not None:
                         recording.caller(event.payload)
                 elif isinstance(event, MarkReached):

@@ -55,6 +55,10 @@ class CallGuard:
     def caller_active(self) -> None:
         self.timers.caller_active(self.bridge._clock())
 
+    def caller_active_at(self, now: float) -> None:
+        """Caller speech heard in the audio itself (per voiced frame: keep it this cheap)."""
+        self.timers.caller_active(now)
+
     def turn_complete(self) -> None:
         """The model finished a turn: silence is counted from when its audio stops playing."""
         self._turn_done.set()

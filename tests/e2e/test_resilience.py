@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.caller import CallOptions, CallReport, place_call
+from gateway.caller.samples import hello_utterance
 from gateway.emulator import Emulator, Scenario
 from gateway.emulator.scenario import Rule
 from gateway.emulator.session import RecordedFrame
@@ -256,6 +258,30 @@ async def test_silence_prompts_once_then_ends_politely(
         assert said.count("Are you still there?") == 1
         assert "Goodbye" in said
         assert (await _record(gw))["reason"] == "silence timeout"
+
+
+async def test_caller_speech_in_the_audio_keeps_the_silence_timer_quiet(
+    make_gateway: GatewayFactory, dialplan_dir: Path, tmp_path: Path
+) -> None:
+    """With input transcription off, the caller's voice itself (not a transcript) counts as activity."""
+    (dialplan_dir / "default.toml").write_text(
+        DEFAULT_PLAN.replace("[vad]", "[transcription]\ninput = false\n[vad]")
+        + '[limits]\nsilence_timeout_s = 2.0\nsilence_prompt = "Are you still there?"\n'
+    )
+    # One 4.5 s utterance, longer than the timeout: the timer must not fire while the caller talks.
+    speech = (hello_utterance(8000, duration_s=4.5) * 32767).astype("<i2")
+    wav = tmp_path / "long.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(speech.tobytes())
+    async with _emulator() as emu:
+        gw = await make_gateway(gemini_url=emu.base_url)
+        report = await _call(gw, play=wav, speak_at_s=0.3, hangup_after_s=5.5)
+        assert report.ended_by == "caller"
+        assert "inputAudioTranscription" not in (emu.sessions[0].setup or {})
+        assert "Are you still there?" not in _texts(_sent(emu, 0, "clientContent"))
 
 
 async def test_max_duration_warns_then_ends(make_gateway: GatewayFactory, dialplan_dir: Path) -> None:
