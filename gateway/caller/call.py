@@ -73,6 +73,9 @@ class CallOptions:
     speak_at_s: float | None = None
     #: Say ``play`` this many times, each once the bot's answer to the previous one has played.
     turns: int = 1
+    #: Wait this long between reading the TwiML and opening the stream, as Twilio's media
+    #: servers take a moment to connect (used to measure what preconnecting Gemini saves).
+    stream_delay_s: float = 0.0
     #: Without a greeting, speak / press keys after this long anyway.
     greeting_timeout_s: float = 5.0
     #: Hard limit so a silent gateway cannot hold the caller forever.
@@ -513,6 +516,8 @@ async def place_call(opts: CallOptions) -> CallReport:
             say(f"no stream in TwiML; Twilio would run {report.after_stream}")
             return report
         report.answered = True
+        if opts.stream_delay_s > 0:
+            await asyncio.sleep(opts.stream_delay_s)
         ws_url, dropped = _ws_url(stream.url)
         if dropped:
             report.warnings.append("the <Stream url> has a query string; Twilio drops it")
