@@ -72,7 +72,7 @@ class BridgeControl:
         self.hangup_reason = reason
         self._spawn(self._hang_up_after_goodbye(reason, self.bridge.turns_ended))
 
-    async def transfer(self, number: str, *, label: str) -> None:
+    async def transfer(self, number: str, *, label: str, by: str = "gateway") -> None:
         if self.rest is None:
             raise ToolError("transfers are not set up on this line; offer another way to help")
         if self._ending:
@@ -85,10 +85,11 @@ class BridgeControl:
             self._ending = False
             raise
         self.transferred_to = label
+        self.bridge.result.transfer_to = number
         self.bridge.log.info("call transferred", extra={"target": label})
         # Recorded now (first reason wins), so the provider's `stop` that follows does not read as a hang-up.
-        self.bridge._end("bot", f"transferred to {label}")
-        self._spawn(self._stop_after(TRANSFER_GRACE_S, f"transferred to {label}"))
+        self.bridge._end(by, f"transferred to {label}")
+        self._spawn(self._stop_after(TRANSFER_GRACE_S, by, f"transferred to {label}"))
 
     async def send_dtmf(self, digits: str) -> None:
         frames = dtmf_frames(digits)
@@ -146,9 +147,9 @@ class BridgeControl:
                 bridge.log.warning("REST hang-up failed; closing the stream", extra={"error": str(exc)})
         bridge.hang_up("bot", reason)
 
-    async def _stop_after(self, delay_s: float, reason: str) -> None:
+    async def _stop_after(self, delay_s: float, by: str, reason: str) -> None:
         await asyncio.sleep(delay_s)
-        self.bridge.hang_up("bot", reason)
+        self.bridge.hang_up(by, reason)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

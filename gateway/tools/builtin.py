@@ -45,7 +45,7 @@ async def transfer_call(context: CallContext, target: str, reason: str = "") -> 
     if context.control.ending:
         raise ToolError("the call is already ending")
     context.log.info("transferring call", extra={"target": target, "reason": reason[:200]})
-    await context.control.transfer(number, label=target)
+    await context.control.transfer(number, label=target, by="bot")
     return {"status": "transferred", "target": target}
 
 

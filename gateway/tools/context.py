@@ -34,8 +34,11 @@ class CallControl(Protocol):
         """Hang up once everything the bot has said (and is still saying) has been heard."""
         ...
 
-    async def transfer(self, number: str, *, label: str) -> None:
+    async def transfer(self, number: str, *, label: str, by: str = "gateway") -> None:
         """Hand the call to ``number`` after the bot's last words are heard.
+
+        ``label`` names the target in logs and the call record; ``by`` is who ended the call
+        (``"bot"`` when the model asked for it, ``"gateway"`` for limits and fallbacks).
 
         Raises:
             ToolError: transfers are not configured, or the provider refused (safe for the model).

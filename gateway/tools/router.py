@@ -16,6 +16,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -103,7 +104,18 @@ class ToolRouter:
     def handle(self, event: ToolCall) -> None:
         """Start every call of a ``toolCall``; returns at once (answers follow as handlers finish)."""
         for call in event.calls:
-            self._start(call)
+            entry = self._entry(call)
+            try:
+                self._start(entry)
+            except Exception:
+                # A bug here must cost one answer, not the call: the downlink task runs this.
+                self.context.log.exception("tool call could not be started", extra={"tool": call.name})
+                if not entry.answered and not self._closing:
+                    entry.answered = True
+                    with contextlib.suppress(GatewayError):
+                        self._send(
+                            [FunctionResponse(call.id, call.name, {"error": "the tool could not be run"})]
+                        )
 
     def cancel(self, ids: Sequence[str]) -> None:
         """``toolCallCancellation``: stop these calls' handlers; they get no answer."""
@@ -127,7 +139,7 @@ class ToolRouter:
                 await result
 
     # --- running ---------------------------------------------------------------------------------
-    def _start(self, call: FunctionCall) -> None:
+    def _entry(self, call: FunctionCall) -> _Entry:
         tool = self.tools.get(call.name)
         record = ToolCallRecord(
             call_id=call.id,
@@ -136,7 +148,11 @@ class ToolRouter:
             started_at=time.time(),
             non_blocking=bool(tool and tool.non_blocking),
         )
-        entry = _Entry(call, record, started=self._clock())
+        return _Entry(call, record, started=self._clock())
+
+    def _start(self, entry: _Entry) -> None:
+        call = entry.call
+        tool = self.tools.get(call.name)
         if self._closing:
             return
         if tool is None:
@@ -252,7 +268,7 @@ class ToolRouter:
                 "call_id": record.call_id,
                 "outcome": record.outcome,
                 "duration_ms": round(record.duration_s * 1000, 1),
-                "args": ",".join(str(k) for k in record.args),
+                "arg_names": ",".join(str(k) for k in record.args),
                 **({"error": record.error} if record.error else {}),
             },
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,12 @@ def seen() -> Seen:
     return Seen()
 
 
+@pytest.fixture(autouse=True)
+def info_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """Log at INFO as production does, so every log call on the tool path really builds its record."""
+    caplog.set_level(logging.INFO)
+
+
 @pytest.fixture
 async def tool_gateway(
     emulator: Emulator, stand_ins: StandIns, seen: Seen, tmp_path: Path
@@ -241,9 +248,6 @@ async def call(
     if until is not None:
         try:
             await emulator.wait_for(until, timeout=limit_s)
-        except TimeoutError:
-            print("DEBUG CALLS", gw.app[CALLS].list(), [ (f.direction, str(f.payload)[:200], f.close_code) for f in emulator.sessions[-1].frames if f.kind != "binary" or "audio" not in str(f.payload)][:40])
-            raise
         finally:
             hangup.set()
     return await caller
@@ -420,6 +424,7 @@ async def test_transfer_call_issues_the_twilio_request_after_the_bot_is_heard(
     assert tool_responses(emulator)[0]["response"] == {"output": {"status": "transferred", "target": "agent"}}
     [record] = gw.app[CALLS].list()["recent"]
     assert (record["ended_by"], record["reason"]) == ("bot", "transferred to agent")
+    assert record["transfer_to"] == "+15550100199"
     assert report.ended_by == "gateway"
 
 

@@ -24,7 +24,7 @@ class RecordingControl:
         self.ending = True
         self.actions.append(("end_call", reason))
 
-    async def transfer(self, number: str, *, label: str) -> None:
+    async def transfer(self, number: str, *, label: str, by: str = "gateway") -> None:
         self.actions.append(("transfer", (number, label)))
 
     async def send_dtmf(self, digits: str) -> None:

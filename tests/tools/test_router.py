@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -323,3 +324,41 @@ async def test_observers_see_every_record_and_cannot_break_the_call() -> None:
     record = h.router.records[0]
     assert record.as_dict()["args"] == {}
     assert record.duration_s >= 0
+
+
+async def test_each_call_is_logged_at_info_without_breaking(caplog: pytest.LogCaptureFixture) -> None:
+    """With INFO logging on (as in production), every outcome logs one 'tool call' line with its fields."""
+    caplog.set_level(logging.INFO)
+
+    async def lookup(order_id: str) -> str:
+        """Look up."""
+        return order_id
+
+    h = Harness(Tool.from_function(lookup))
+    h.call("lookup", "ok", order_id="A1")
+    h.call("lookup", "bad", order_id=1)
+    h.call("nope", "unknown")
+    await settle(h)
+    lines = [r for r in caplog.records if r.getMessage() == "tool call"]
+    assert sorted((r.call_id, r.outcome, r.arg_names) for r in lines) == [  # type: ignore[attr-defined]
+        ("bad", "invalid", "order_id"),
+        ("ok", "ok", "order_id"),
+        ("unknown", "unknown", ""),
+    ]
+
+
+async def test_a_bug_while_starting_costs_one_answer_not_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If starting a call fails unexpectedly, that call still gets an error answer and handle() returns."""
+
+    async def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    h = Harness(Tool.from_function(ping))
+
+    def broken(entry: object) -> None:
+        raise RuntimeError("router bug")
+
+    monkeypatch.setattr(h.router, "_start", broken)
+    h.call("ping", "fc-1")
+    assert h.answer("fc-1").response == {"error": "the tool could not be run"}
