@@ -30,6 +30,9 @@ PRODUCT = (
     "gateway.dialplan",
     "gateway.tools",
     "gateway.handlers",
+    "gateway.records",
+    "gateway.security",
+    "gateway.metrics",
 )
 
 
