@@ -144,10 +144,13 @@ def _banner(settings: Settings, dialplans: DialplanStore) -> None:
         f"    .venv/bin/gateway call +15551230000 --gateway {local} \\",
         "        --play builtin:hello --record heard.wav --json",
         "",
+        f"  Live calls and records: {local}/admin/   metrics: {local}/metrics   (loopback only by default)",
+        "",
     ]
     print("\n".join(lines), flush=True)
     if not settings.twilio_auth_token:
         logger.warning(
-            "TWILIO_AUTH_TOKEN is not set: voice webhook signatures are NOT verified. "
+            "TWILIO_AUTH_TOKEN is not set: voice webhook signatures are NOT verified, so unsigned "
+            "webhooks are answered for loopback clients only (GATEWAY_ALLOW_UNSIGNED=1 lifts that). "
             "Set it before exposing this gateway to the internet."
         )
