@@ -401,7 +401,9 @@ class _Call:
             except (binascii.Error, ValueError):
                 self._error("media.payload is not valid base64")
                 return
-            r.frames_received += 1
+            r.frames_received += max(
+                1, -(-len(audio) // FRAME_BYTES)
+            )  # 20 ms frames; a message may hold more
             r.bytes_received += len(audio)
             self.playout.media(sample, audio)
             if is_audible(audio):

@@ -202,8 +202,12 @@ class LoadCall:
             data: str = msg.data
             now = clock()
             if data.startswith(_MEDIA_OUT):
-                arrivals.append(now)
-                self.play_end = max(self.play_end, now) + FRAME_S
+                # One message may carry several 20 ms frames (the gateway batches 40 ms): the payload
+                # is the last field, so its base64 length is the tail after the last ':"'.
+                frames = max(1, ((len(data) - data.rfind(':"') - 5) * 3 // 4) // FRAME_BYTES)
+                for _ in range(frames):
+                    arrivals.append(now)
+                self.play_end = max(self.play_end, now) + FRAME_S * frames
                 continue
             obj = json.loads(data)
             event = obj.get("event")
@@ -215,8 +219,10 @@ class LoadCall:
                 while self.marks:
                     await self._echo(self.marks.popleft()[1])
             elif event == "media":
-                arrivals.append(now)
-                self.play_end = max(self.play_end, now) + FRAME_S
+                frames = max(1, len(base64.b64decode(obj["media"]["payload"])) // FRAME_BYTES)
+                for _ in range(frames):
+                    arrivals.append(now)
+                self.play_end = max(self.play_end, now) + FRAME_S * frames
 
     def result(self) -> dict[str, Any]:
         """What the analysis needs (arrays stay compact ``array('d')``)."""

@@ -15,7 +15,7 @@ def _frames(items: list[bytes | MarkOut]) -> int:
 
 def test_lead_bounds_what_the_provider_holds() -> None:
     """At most lead_s of audio is ever sent ahead of real time."""
-    p = Playout(lead_s=0.1, mark_every=1000)
+    p = Playout(lead_s=0.1, mark_every=1000, batch=1)
     p.enqueue([FRAME] * 100)
     assert _frames(p.due(0.0)) == 5
     assert _frames(p.due(0.0)) == 0
@@ -23,6 +23,22 @@ def test_lead_bounds_what_the_provider_holds() -> None:
     # 50 ms later 2.5 frames have played: 2 more fit under the lead.
     assert _frames(p.due(0.05)) == 2
     assert p.buffered_s(0.05) <= 0.1 + 1e-9
+
+
+def test_frames_leave_in_batches_while_enough_is_queued() -> None:
+    """With batch=2 each wake-up sends two frames; a lone last frame still leaves on time."""
+    p = Playout(lead_s=0.1, mark_every=1000, batch=2)
+    p.enqueue([FRAME] * 8)
+    assert _frames(p.due(0.0)) == 5  # a reply's first frames leave at once
+    wake = p.next_wakeup(0.0)
+    assert wake == pytest.approx(7 * 0.02 - 0.1)  # 2 frames' room, not 1
+    assert _frames(p.due(wake)) == 2
+    assert p.buffered_s(wake) <= 0.1 + 1e-9
+    assert p.queued_frames == 1
+    wake = p.next_wakeup(wake)
+    assert wake == pytest.approx(8 * 0.02 - 0.1)  # only one left: no waiting for a second
+    assert _frames(p.due(wake)) == 1
+    assert p.next_wakeup(wake) is None
 
 
 def test_paced_sending_tracks_real_time_over_a_long_reply() -> None:

@@ -514,14 +514,16 @@ async def test_audio_overflow_drops_oldest_counts_and_logs_once_per_burst(
     frames = [struct.pack("<160h", *([i] * 160)) for i in range(200)]  # 10 ms each, distinct content
     started = time.perf_counter()
     for f in frames:
-        session.send_audio(f)  # no await: the writer cannot run, the queue (50) overflows
+        # No await: the writer cannot run. The first chunk finds it idle and goes straight to the
+        # socket; the other 199 overflow the queue (50).
+        session.send_audio(f)
     elapsed = time.perf_counter() - started
     assert elapsed < 0.05
-    assert session.stats.audio_dropped == 150
+    assert session.stats.audio_dropped == 149
     assert session.stats.drop_bursts == 1
     warnings = [r for r in caplog.records if "dropping" in r.getMessage()]
     assert len(warnings) == 1
-    expected = b"".join(frames[150:])
+    expected = frames[0] + b"".join(frames[150:])
     async with asyncio.timeout(5):
         while emu.sessions[0].audio_in_bytes < len(expected):  # noqa: ASYNC110 - the emulator's counter
             await asyncio.sleep(0.01)
@@ -529,7 +531,7 @@ async def test_audio_overflow_drops_oldest_counts_and_logs_once_per_burst(
     assert received == expected
     # Backlog is coalesced into ≤ 100 ms messages (3200 bytes at 16 kHz), not 50 tiny ones.
     assert all(len(base64.b64decode(b["data"])) <= 3200 for b in _audio_frames_in(emu))
-    assert len(_audio_frames_in(emu)) <= 10
+    assert len(_audio_frames_in(emu)) <= 11
     for f in frames:
         session.send_audio(f)
     assert session.stats.drop_bursts == 2
@@ -538,7 +540,8 @@ async def test_audio_overflow_drops_oldest_counts_and_logs_once_per_burst(
 
 async def test_control_messages_jump_the_audio_queue(emu: Emulator, session: LiveSession) -> None:
     """Queued text goes out before queued audio and is never dropped."""
-    for _ in range(60):
+    session.send_audio(b"\1\0" * 160)  # the writer is idle: this first chunk goes straight out
+    for _ in range(59):
         session.send_audio(b"\0\0" * 160)
     session.send_text("priority")
     await emu.wait_for(
@@ -551,7 +554,8 @@ async def test_control_messages_jump_the_audio_queue(emu: Emulator, session: Liv
         for f in emu.sessions[0].frames
         if f.direction == "in" and f.payload and "realtimeInput" in f.payload
     ]
-    assert inputs[0] == {"realtimeInput": {"text": "priority"}}
+    assert base64.b64decode(inputs[0]["realtimeInput"]["audio"]["data"]) == b"\1\0" * 160
+    assert inputs[1] == {"realtimeInput": {"text": "priority"}}
 
 
 async def test_odd_sized_audio_is_rejected_at_the_call_site(session: LiveSession) -> None:
