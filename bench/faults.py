@@ -117,11 +117,14 @@ class Driver:
             event = data.get("event")
             now = time.monotonic()
             if event == "media":
+                # A message may carry several 20 ms frames (the gateway sends 40 ms while ahead).
+                frames = max(1, len(base64.b64decode(data["media"]["payload"])) // 160)
                 lane = self.lane
-                lane.frames_received += 1
+                lane.frames_received += frames
                 begin = max(now, lane.play_end)
-                lane.play_starts.append(begin)
-                lane.play_end = begin + FRAME_S
+                for i in range(frames):
+                    lane.play_starts.append(begin + i * FRAME_S)
+                lane.play_end = begin + frames * FRAME_S
                 self.audio.set()
             elif event == "mark":
                 name = data["mark"]["name"]
