@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from gateway.errors import AudioError, ConfigError, LiveProtocolError, ToolError
+from gateway.jsonfast import loads
 
 __all__ = [
     "FunctionCall",
@@ -576,7 +577,7 @@ def parse_server_message(data: str | bytes) -> list[ServerEvent]:
     for anything that is not a JSON object or has a known field of the wrong shape.
     """
     try:
-        msg = json.loads(data)
+        msg = loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise LiveProtocolError(f"server message is not valid UTF-8 JSON: {exc}") from exc
     if not isinstance(msg, dict):

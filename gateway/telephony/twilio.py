@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Final, assert_never
 
 from gateway.errors import TelephonyProtocolError
+from gateway.jsonfast import loads
 from gateway.telephony.events import (
     CallerAudio,
     CallStarted,
@@ -146,7 +147,7 @@ class TwilioCodec:
                 order or for another stream, an unknown event, or an unsupported audio format.
         """
         try:
-            msg = json.loads(text)
+            msg = loads(text)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise _invalid(f"Twilio message is not valid JSON: {exc}") from exc
         if type(msg) is not dict:
