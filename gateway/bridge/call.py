@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.audio.formats import LIVE_INPUT_RATE
 from gateway.audio.transcode import Downlink, Uplink
 from gateway.bridge.guard import CallGuard
 from gateway.bridge.playout import MarkOut, Playout
@@ -141,6 +142,7 @@ class CallBridge:
         playout_lead_s: float = 0.10,
         observer: CallObserver | None = None,
         tools: Callable[[CallBridge], ToolRouter] | None = None,
+        uplink_rate: int = LIVE_INPUT_RATE,
     ) -> None:
         self.info = info
         self.dialplan = dialplan
@@ -149,7 +151,7 @@ class CallBridge:
         self._send = send
         self.log = log
         self._clock = clock
-        self.uplink = Uplink()
+        self.uplink = Uplink(out_rate=uplink_rate)
         self.downlink = Downlink()
         self.playout = Playout(lead_s=playout_lead_s)
         #: Records, metrics and the optional recording; a bare one (no store) when not given.

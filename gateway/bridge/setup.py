@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from gateway.audio.formats import LIVE_INPUT_RATE
 from gateway.dialplan.model import Dialplan
 from gateway.gemini.messages import FunctionDeclaration, SessionConfig, VadConfig
 
@@ -14,6 +15,7 @@ def session_config(
     default_model: str,
     tools: tuple[FunctionDeclaration, ...] = (),
     resumption_handle: str | None = None,
+    input_rate: int = LIVE_INPUT_RATE,
 ) -> SessionConfig:
     """The Live ``setup`` for a call on ``plan``: everything in it is fixed for the session."""
     vad = plan.vad
@@ -35,6 +37,7 @@ def session_config(
         resumption=True,
         resumption_handle=resumption_handle,
         compression=True,
+        input_rate=input_rate,
     )
 
 

@@ -126,6 +126,9 @@ class SessionConfig:
     compression_trigger_tokens: int | None = None
     compression_target_tokens: int | None = None
     temperature: float | None = None
+    #: Sample rate of the caller audio sent (``audio/pcm;rate=N``): 16 kHz is the model's native rate;
+    #: 8 kHz sends telephone audio as it is and lets the service resample it (§4).
+    input_rate: int = 16000
 
     def __post_init__(self) -> None:
         if not self.model or self.model.strip() != self.model:
@@ -142,6 +145,8 @@ class SessionConfig:
             raise ConfigError("session config: compression_target_tokens must be below the trigger")
         if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"session config: temperature must be in [0, 2], not {self.temperature}")
+        if not 8000 <= self.input_rate <= 48000:
+            raise ConfigError(f"session config: input_rate must be in [8000, 48000], not {self.input_rate}")
 
 
 def _model_path(model: str) -> str:

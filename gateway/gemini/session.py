@@ -241,7 +241,7 @@ class LiveSession:
         setup_timeout_s: float = 10.0,
         audio_queue_max: int = 50,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
-        input_rate: int = 16000,
+        input_rate: int | None = None,
         ping_interval_s: float | None = 30.0,
         ping_timeout_s: float | None = 60.0,
         ssl_context: ssl.SSLContext | None = None,
@@ -259,6 +259,8 @@ class LiveSession:
         """
         if audio_queue_max < 1:
             raise ConfigError(f"audio_queue_max must be >= 1, not {audio_queue_max}")
+        if input_rate is None:
+            input_rate = config.input_rate
         if not 8000 <= input_rate <= 48000:
             raise ConfigError(f"input_rate must be in [8000, 48000], not {input_rate}")
         log = logger if logger is not None else _LOG

@@ -20,6 +20,7 @@ from gateway.bridge.resilience import live_session_for_call, transcript_lines
 from gateway.bridge.setup import session_config
 from gateway.dialplan.model import Dialplan
 from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyProtocolError
+from gateway.gemini.messages import SessionConfig
 from gateway.gemini.session import LiveSession
 from gateway.log import CallLogger, bind_call_context, call_logger, reset_call_context
 from gateway.security.access import is_direct_loopback
@@ -112,14 +113,23 @@ async def voice_webhook(request: web.Request) -> web.Response:
     # Preconnect only for a request we could authenticate, or in explicit insecure development mode.
     if settings.preconnect and (verified or not settings.twilio_auth_token):
         endpoint = request.app[LIVE_ENDPOINT]
-        config = session_config(
-            plan, default_model=settings.gemini_model, tools=tool_declarations(request.app, plan)
-        )
+        config = _session_config(request.app, plan)
         request.app[PRECONNECT].start(
             call_sid, plan, lambda: LiveSession.connect(endpoint, config, logger=clog)
         )
     clog.info("voice webhook", extra={"to": to, "from": from_, "verified": verified})
     return web.Response(text=twiml, content_type="text/xml")
+
+
+def _session_config(app: web.Application, plan: Dialplan) -> SessionConfig:
+    """The call's Live setup: the dialplan's, plus the deployment's model default and uplink rate."""
+    settings = app[SETTINGS]
+    return session_config(
+        plan,
+        default_model=settings.gemini_model,
+        tools=tool_declarations(app, plan),
+        input_rate=settings.uplink_rate,
+    )
 
 
 async def _read_events(
@@ -236,7 +246,7 @@ async def _run_call(
     # raises there when Gemini stays unreachable: the bridge then plays the fallback (bridge/guard.py).
     session = live_session_for_call(
         app[LIVE_ENDPOINT],
-        session_config(plan, default_model=settings.gemini_model, tools=tool_declarations(app, plan)),
+        _session_config(app, plan),
         log=clog,
         first=claimed[0] if claimed else None,
         setup_timeout_s=settings.live_setup_timeout_s,
@@ -261,6 +271,7 @@ async def _run_call(
             plan=plan,
         ),
         tools=tool_router(app, plan),
+        uplink_rate=settings.uplink_rate,
     )
     session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)

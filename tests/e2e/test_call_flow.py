@@ -16,7 +16,7 @@ from gateway.caller import CallOptions, place_call
 from gateway.caller.call import admin_transcript
 from gateway.emulator import Emulator
 
-from .conftest import Gateway
+from .conftest import Gateway, GatewayFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +79,22 @@ async def test_greeting_reply_transcript_and_recording(
     assert _in(emulator, "clientContent")
     # The Gemini session ended with the call.
     await asyncio.wait_for(emulator.sessions[0].closed.wait(), 5)
+
+
+async def test_uplink_at_the_phones_own_rate(make_gateway: GatewayFactory, emulator: Emulator) -> None:
+    """GATEWAY_UPLINK_RATE=8000: caller audio reaches Gemini as 8 kHz PCM, unresampled, and is answered."""
+    gateway = await make_gateway(uplink_rate=8000)
+    report = await place_call(
+        CallOptions(to="+15551230000", gateway=gateway.url, play="builtin:hello", hangup_after_s=14.0)
+    )
+    assert report.protocol_errors == []
+    assert report.greeting_ms is not None
+    assert len(report.reply_ms) == 1  # the emulator heard the utterance at 8 kHz and answered it
+    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=8000"}
+    # 20 ms of 8 kHz PCM16 per message (320 bytes, 428 in base64), ~16 kB of audio per second.
+    assert len(audio[len(audio) // 2]["data"]) == 428
+    assert emulator.sessions[0].audio_in_bytes >= 13 * 16000
 
 
 async def test_multi_turn_conversation(gateway: Gateway, emulator: Emulator) -> None:
