@@ -136,10 +136,10 @@ class CallBridge:
         dialplan: Dialplan,
         session: LiveSessionLike,
         encoder: CommandEncoder,
-        send: Callable[[str], Awaitable[None]],
+        send: Callable[[Sequence[str]], Awaitable[None]],
         log: CallLogger,
         clock: Callable[[], float] = time.monotonic,
-        playout_lead_s: float = 0.10,
+        playout_lead_s: float = 0.12,
         observer: CallObserver | None = None,
         tools: Callable[[CallBridge], ToolRouter] | None = None,
         uplink_rate: int = LIVE_INPUT_RATE,
@@ -409,7 +409,7 @@ class CallBridge:
         self._turn_flushed = True
         self._bot_audio = False
         self.turns_ended += 1
-        await self._send(self._encode(ClearPlayback()))
+        await self._send([self._encode(ClearPlayback())])
         self.observer.barge_in(turn.queued - turn.heard if turn is not None else 0)
         fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
         cut = self.transcript.end_bot(heard_fraction=min(fraction, 0.999))
@@ -425,21 +425,24 @@ class CallBridge:
         run: list[bytes] = []
         while True:
             now = clock()
-            # Consecutive frames due together go out as one media message (Twilio plays any size):
-            # with the playout's 2-frame batches this halves outbound messages, JSON and send() calls.
+            # Consecutive frames due together go out as one media message (Twilio plays any size), and
+            # everything due at one wake-up (media, marks) is one send: one write() on the socket.
+            texts: list[str] = []
             for item in playout.due(now):
                 if isinstance(item, MarkOut):
                     if run:
-                        await send(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+                        texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
                         run.clear()
-                    await send(encode(SetMark(item.name)))
+                    texts.append(encode(SetMark(item.name)))
                 else:
                     run.append(item)
                     if recording is not None:
                         recording.bot(item)
             if run:
-                await send(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+                texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
                 run.clear()
+            if texts:
+                await send(texts)
             wake_at = playout.next_wakeup(clock())
             self._wake.clear()
             if wake_at is None:

@@ -6,12 +6,12 @@ throw away seconds of queued speech that the model already considers said, and m
 nothing about what the caller heard. So we keep the provider's buffer short: frames go out only
 while the provider holds less than ``lead_s`` of unplayed audio.
 
-While enough audio is queued, frames leave ``batch`` at a time (default 2, so one 40 ms Twilio
-``media`` message instead of two 20 ms ones): the provider then holds between ``lead_s - (batch-1)
-* frame`` and ``lead_s``. A reply's first frames still leave at once (the buffer is empty), so
-greeting and reply latency don't grow. With the direct Gemini write (gateway/gemini/session.py)
-this took the gateway from 0.54 % to 0.50 % of a core per call at 100 calls and about halved the
-p99 added latency on both legs (paired runs; see README, Performance).
+While enough audio is queued, frames leave ``batch`` at a time (default 4, so one 80 ms Twilio
+``media`` message instead of four 20 ms ones): the provider then holds between ``lead_s - (batch-1)
+* frame`` and ``lead_s`` (60-120 ms with the bridge's 120 ms lead), a cushion well above the event
+loop's worst wake-up delay. A reply's first frames still leave at once (the buffer is empty), so
+greeting and reply latency don't grow; only the number of messages, JSON encodes, wake-ups and
+``write()`` calls falls (README, Performance).
 
 Marks go out every ``mark_every`` frames and at the end of every reply; an echoed mark proves the
 audio before it was played, except after a ``clear`` (Twilio then echoes every pending mark at
@@ -57,7 +57,7 @@ class Playout:
     mark_every: int = 10
     frame_s: float = FRAME_S
     #: frames per wake-up (and per provider message) while at least this many are queued
-    batch: int = 2
+    batch: int = 4
     _queue: deque[Outgoing] = field(default_factory=deque)
     #: monotonic time at which everything sent so far will have finished playing at the provider
     _play_until: float = 0.0

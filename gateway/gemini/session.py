@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import ssl
-import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -48,6 +47,7 @@ from gateway.errors import (
 from gateway.gemini.messages import FunctionResponse, GoAway, ServerEvent, SessionConfig
 from gateway.gemini.protocol import LiveProtocol, LiveState
 from gateway.log import add_secrets
+from gateway.wsframes import text_frame_header
 
 __all__ = ["LiveEndpoint", "LiveSession", "SessionStats"]
 
@@ -90,19 +90,9 @@ class _TextFrames:
             at = 0
         key = self._keys[at : at + 4]
         self._at = at + 4
-        n = len(payload)
-        if n < 126:
-            head = _HEAD_SHORT(0x81, 0x80 | n)
-        elif n < 65536:
-            head = _HEAD_MID(0x81, 0xFE, n)
-        else:
-            head = _HEAD_LONG(0x81, 0xFF, n)
-        return b"".join((head, key, apply_mask(payload, key)))
+        return b"".join((text_frame_header(len(payload), masked=True), key, apply_mask(payload, key)))
 
 
-_HEAD_SHORT = struct.Struct("!BB").pack
-_HEAD_MID = struct.Struct("!BBH").pack
-_HEAD_LONG = struct.Struct("!BBQ").pack
 #: One key pool for every session of the process (one event loop; the keys only need to be unpredictable).
 _FRAMES = _TextFrames()
 

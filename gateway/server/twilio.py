@@ -27,6 +27,7 @@ from gateway.security.access import is_direct_loopback
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import TOKEN_PARAMETER, StreamClaims
 from gateway.server.limits import DurationCap, MessageRate
+from gateway.server.media_out import MediaSender
 from gateway.server.preconnect import await_session
 from gateway.server.state import (
     CALLS,
@@ -261,7 +262,7 @@ async def _run_call(
         dialplan=plan,
         session=session,
         encoder=codec,
-        send=ws.send_str,
+        send=MediaSender(request, ws),
         log=clog,
         observer=app[OBSERVABILITY].observer(
             call_id=start.call_sid,
