@@ -4,22 +4,33 @@
 Three kinds of processes, so the gateway's CPU and memory are measured alone:
 
 * the **gateway** (``gateway serve``, optionally ``--workers N``), read from /proc: CPU seconds
-  (utime+stime of it and its workers) over the steady-state window, and resident memory;
-* the **emulator** (this script, ``--role emulator``): the Gemini Live emulator with a scenario that
-  echoes each thing the caller says, so the bot talks about half the time; it finds the callers'
-  probes in the audio the gateway forwards and notes when each reply's first audio left it;
-* **load generators** (``--role loader``, one per ~200 calls): lean Twilio callers
+  (utime+stime of it and its workers, also reported apart) over the steady-state window, and
+  resident memory;
+* the **Live server** (this script, ``--role emulator``): the lean load-test Live API server
+  (:mod:`gateway.emulator.load`), which plays the echo persona (each thing the caller says comes
+  back, so the bot talks about half the time) at a fraction of the full emulator's CPU; it finds the
+  callers' probes in the audio the gateway forwards and notes when each reply's first audio left it;
+* **load generators** (``--role loader``, one per 1000 calls): lean Twilio callers
   (:mod:`gateway.caller.load`), each call talking in bursts, barging in every 4th reply, echoing marks.
 
+**CPUs.** The gateway (and its workers) run pinned to ``--gateway-cpus`` (default: one CPU per
+worker from CPU 0, always leaving one); the Live server and the load generators run on the other
+CPUs, so they neither steal the gateway's core nor share it. Both peers use uvloop when installed
+(``pip install '.[fast]'``); ``load_loop`` in the JSON says which. ``loadgen_lag_ms_p99`` is how late
+the load generators ran on their 20 ms schedule: above 10 ms they were starved and the run says
+little about the gateway (``--find-max`` retries it).
+
 Latency is timed on one clock (CLOCK_MONOTONIC is system-wide): uplink = a caller probe frame sent →
-the same audio received by the emulator; downlink = a reply's first audio sent by the emulator → its
-first μ-law frame received by the caller. Each leg crosses loopback twice, so the median round trip of
-a bare aiohttp WebSocket between the load generator and the emulator process (``transport_rtt_ms``)
-is subtracted; ``*_raw_ms`` keep the unsubtracted figures. Latency, lateness and CPU are taken over the
-steady state (every call placed and greeted), not the ramp-up.
+the same audio received by the Live server; downlink = a reply's first audio sent by the Live server
+→ its first μ-law frame received by the caller. Each leg crosses loopback twice, so the median round
+trip of a bare WebSocket message between a load generator and the Live server process, on the same
+lean sockets (``transport_rtt_ms``), is subtracted; ``*_raw_ms`` keep the unsubtracted figures.
+Latency, lateness and CPU are taken over the steady state (every call placed and greeted), not the
+ramp-up.
 
     python bench/load.py --calls 100 --seconds 20 --json
     python bench/load.py --find-max --workers 2
+    python bench/load.py --calls 500 --gateway-cpus 0 --json    # the default on a 2-CPU machine
 """
 
 from __future__ import annotations
@@ -27,7 +38,6 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import binascii
 import contextlib
 import json
 import math
@@ -48,14 +58,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway.caller.load import (  # noqa: E402 - after the path fix-up so a fresh clone runs as is
-    SessionProbe,
     analyse,
+    echo_rtt,
     percentile,
     run_calls,
 )
+from gateway.workers import run_loop  # noqa: E402
 
 AUTH_TOKEN = "bench-auth-token-not-a-secret"
-CALLS_PER_LOADER = 200
+#: One load generator process up to this many calls: each process adds its own 500 wake-ups a
+#: second, and one process was measured cheaper than three at 500 calls (26.5 vs 32.0 % of a core).
+CALLS_PER_LOADER = 1000
 PLAN = """
 default = true
 voice = "Puck"
@@ -98,16 +111,52 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _cpu_s(pids: list[int]) -> float:
-    total = 0
+def _cpu_split(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pids``."""
+    user = system = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
         except (OSError, IndexError, ValueError):
             pass
-    return total / _ticks()
+    return user / _ticks(), system / _ticks()
+
+
+def _cpu_s(pids: list[int]) -> float:
+    return sum(_cpu_split(pids))
+
+
+def cpu_plan(spec: str | None, workers: int) -> tuple[set[int] | None, set[int] | None]:
+    """(the gateway's CPUs, the load side's CPUs); None: not pinned.
+
+    ``spec`` is ``--gateway-cpus``: a list like ``0`` or ``0,2-3``, ``all`` for no pinning, or None for
+    the default: as many CPUs as ``workers`` (from the lowest), always leaving at least one to the
+    emulator and the load generators, which get all the others. On one CPU nothing is pinned.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if spec == "all" or len(allowed) < 2:
+        return None, None
+    if spec is None:
+        gateway = set(allowed[: max(1, min(workers, len(allowed) - 1))])
+    else:
+        gateway = set()
+        for part in spec.split(","):
+            first, _, last = part.strip().partition("-")
+            gateway.update(range(int(first), int(last or first) + 1))
+        if not gateway <= set(allowed):
+            raise SystemExit(f"--gateway-cpus {spec}: this process may only use CPUs {allowed}")
+    rest = set(allowed) - gateway
+    return gateway, (rest or None)
+
+
+def _pinned(cpus: set[int] | None) -> Any:
+    """A ``preexec_fn`` that pins the child (and whatever it forks later) before it starts."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def _rss_kib(pids: list[int]) -> int:
@@ -142,98 +191,40 @@ def _free_port() -> int:
 # --------------------------------------------------------------------------- roles
 
 
+def _loop_kind() -> str:
+    """The running event loop: the peers use uvloop when installed (``pip install '.[fast]'``)."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
 def emulator_role() -> int:
-    """The emulator process: serve, then on ``dump`` print what every session saw."""
-    from aiohttp import WSMsgType, web
-
-    from gateway.emulator import Emulator
-    from gateway.emulator.scenario import Scenario
-    from gateway.emulator.session import RecordedFrame
-
-    class LoadEmulator(Emulator):
-        def __init__(self) -> None:
-            # Echo persona: every caller burst comes back after 300 ms of silence + 250 ms "thinking".
-            super().__init__(Scenario(greeting="Hello, how can I help?"), record=False)
-            self.probes: dict[int, SessionProbe] = {}
-
-        def notify(self, frame: RecordedFrame) -> None:
-            payload = frame.payload
-            if payload is None:
-                return
-            probe = self.probes.get(frame.session)
-            if probe is None:
-                probe = self.probes[frame.session] = SessionProbe()
-            if frame.direction == "in":
-                audio = payload.get("realtimeInput", {}).get("audio")
-                if audio is not None:
-                    probe.audio_in(binascii.a2b_base64(audio.get("data", "")), frame.t)
-                return
-            content = payload.get("serverContent")
-            if content is None:
-                return
-            turn = content.get("modelTurn")
-            if turn is not None:
-                for part in turn.get("parts", ()):
-                    data = part.get("inlineData", {}).get("data")
-                    if data:
-                        probe.model_audio(len(data) * 3 // 4, frame.t)
-            if content.get("interrupted"):
-                probe.turn_end(True)
-            elif content.get("turnComplete"):
-                probe.turn_end(False)
-
-    async def echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await ws.send_str(msg.data)
-        return ws
+    """The Live server process: serve, then on ``dump`` print what every session saw."""
+    from gateway.emulator.load import ECHO_PATH, LoadLiveServer
 
     async def main() -> None:
-        emulator = LoadEmulator()
-        await emulator.start("127.0.0.1", 0)
-        app = web.Application()
-        app.router.add_get("/echo", echo)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        echo_port = runner.addresses[0][1]
-        print(json.dumps({"port": emulator.port, "echo_port": echo_port}), flush=True)
+        # Echo persona: every caller burst comes back after 300 ms of silence + 250 ms "thinking".
+        server = LoadLiveServer(greeting="Hello, how can I help?")
+        await server.start("127.0.0.1", 0)
+        echo_url = f"ws://127.0.0.1:{server.port}{ECHO_PATH}"
+        print(json.dumps({"port": server.port, "echo_url": echo_url, "loop": _loop_kind()}), flush=True)
         loop = asyncio.get_running_loop()
         line = await loop.run_in_executor(None, sys.stdin.readline)
+        while line.strip() == "count":  # messages received so far, to rate the window
+            print(json.dumps({"messages_in": server.messages_in}), flush=True)
+            line = await loop.run_in_executor(None, sys.stdin.readline)
         if line.strip() == "dump":
-            sessions = [p.result() for p in emulator.probes.values()]
-            print(json.dumps({"sessions": sessions}), flush=True)
+            print(json.dumps({"sessions": server.results()}), flush=True)
             await loop.run_in_executor(None, sys.stdin.readline)
-        await runner.cleanup()
-        await emulator.stop()
+        await server.stop()
 
-    asyncio.run(main())
+    run_loop(main(), "auto")
     return 0
-
-
-async def _transport_rtt(url: str, count: int = 200) -> float:
-    """Median round trip of a bare aiohttp WebSocket message to the emulator process and back."""
-    import aiohttp
-
-    rtts = []
-    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        for _ in range(count):
-            t = time.monotonic()
-            await ws.send_str('{"event":"media","payload":"' + "A" * 216 + '"}')
-            await ws.receive()
-            rtts.append(time.monotonic() - t)
-            await asyncio.sleep(0.002)
-    return percentile(rtts, 50)
 
 
 def loader_role(args: argparse.Namespace) -> int:
     first, last = (int(x) for x in args.numbers.split(":"))
 
     async def main() -> dict[str, Any]:
-        rtt = await _transport_rtt(args.echo_url)
+        rtt = await echo_rtt(args.echo_url)
         calls, lag = await run_calls(
             args.gateway,
             list(range(first, last)),
@@ -244,13 +235,22 @@ def loader_role(args: argparse.Namespace) -> int:
         )
         return {"calls": calls, "lag": lag, "rtt": rtt}
 
-    result = asyncio.run(main())
+    result = run_loop(main(), "auto")
     with open(args.out, "wb") as f:
         pickle.dump(result, f)
     return 0
 
 
 # --------------------------------------------------------------------------- one run
+
+
+def _emulator_count(emulator: subprocess.Popen[bytes]) -> int:
+    """Messages the Live server has received so far."""
+    assert emulator.stdin is not None
+    assert emulator.stdout is not None
+    emulator.stdin.write(b"count\n")
+    emulator.stdin.flush()
+    return int(json.loads(emulator.stdout.readline())["messages_in"])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -281,9 +281,11 @@ def run_once(
     keep: bool,
     profile: str | None = None,
     extra_env: dict[str, str] | None = None,
+    gateway_cpus: str | None = None,
 ) -> dict[str, Any]:
     """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures."""
     me = str(Path(__file__).resolve())
+    gw_cpus, load_cpus = cpu_plan(gateway_cpus, workers)
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="gateway-load-") as tmp_name:
         tmp = Path(tmp_name)
@@ -292,7 +294,10 @@ def run_once(
         procs: list[subprocess.Popen[bytes]] = []
         try:
             emulator = subprocess.Popen(
-                [py, me, "--role", "emulator"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                [py, me, "--role", "emulator"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                preexec_fn=_pinned(load_cpus),
             )
             procs.append(emulator)
             assert emulator.stdout is not None
@@ -320,7 +325,14 @@ def run_once(
                 command += ["--loop", loop]
             log_path = tmp / "gateway.log"
             with open(log_path, "wb") as log:
-                gateway = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+                gateway = subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tmp,
+                    preexec_fn=_pinned(gw_cpus),  # its workers inherit the mask
+                )
             procs.append(gateway)
             _wait_http(f"http://127.0.0.1:{port}/healthz", gateway)
             time.sleep(1.0)  # let every worker come up and settle
@@ -341,22 +353,24 @@ def run_once(
                 cmd = [py, me, "--role", "loader", "--numbers", f"{first}:{last}", "--gateway"]
                 cmd += [f"http://127.0.0.1:{port}", "--start-at", repr(start_at), "--ramp", repr(ramp)]
                 cmd += ["--until", repr(until), "--out", str(out)]
-                cmd += ["--echo-url", f"http://127.0.0.1:{ports['echo_port']}/echo"]
-                p = subprocess.Popen(cmd)
+                cmd += ["--echo-url", ports["echo_url"]]
+                p = subprocess.Popen(cmd, preexec_fn=_pinned(load_cpus))
                 procs.append(p)
                 loader_procs.append(p)
 
             time.sleep(max(0.0, steady_from - time.monotonic()))
             gw_pids = _tree(gateway.pid)
             peer_pids = [emulator.pid] + [p.pid for p in loader_procs]
-            cpu0, peer0, t0 = _cpu_s(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            split0, peer0, t0 = _cpu_split(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            msgs0 = _emulator_count(emulator)
             if profile:
                 # py-spy samples the gateway from outside (pip install py-spy); folded stacks for flame graphs.
                 spy = [str(Path(py).parent / "py-spy"), "record", "--pid", str(gw_pids[-1]), "--format"]
                 spy += ["raw", "--duration", str(int(seconds - 1)), "--rate", "200", "--output", profile]
                 procs.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(max(0.0, until - 0.5 - time.monotonic()))
-            cpu1, peer1, t1 = _cpu_s(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            split1, peer1, t1 = _cpu_split(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
+            msgs1 = _emulator_count(emulator)
             rss_loaded = _rss_kib(gw_pids)
             for p in loader_procs:
                 p.wait(timeout=120)
@@ -387,7 +401,9 @@ def run_once(
     rtt = percentile([r["rtt"] for r in results], 50)
     a = analyse(calls, sessions, window=(steady_from, until))
     window = t1 - t0
-    cpu_pct = 100 * (cpu1 - cpu0) / window
+    user_pct = 100 * (split1[0] - split0[0]) / window
+    sys_pct = 100 * (split1[1] - split0[1]) / window
+    cpu_pct = user_pct + sys_pct
     up_raw, down_raw = a.uplink_s, a.downlink_s
     up = [v - rtt for v in up_raw]
     down = [v - rtt for v in down_raw]
@@ -399,6 +415,8 @@ def run_once(
         "loop": loop,
         "cpu_per_call_pct": round(cpu_pct / n, 4),
         "gateway_cpu_pct": round(cpu_pct, 1),
+        "gateway_user_pct": round(user_pct, 1),
+        "gateway_sys_pct": round(sys_pct, 1),
         "rss_per_call_kib": round((rss_loaded - rss_idle) / n, 1),
         "rss_idle_kib": rss_idle,
         "rss_loaded_kib": rss_loaded,
@@ -430,6 +448,12 @@ def run_once(
             100 * sum(b - a_ for a_, b in zip(peer0[1:], peer1[1:], strict=True)) / window, 1
         ),
         "emulator_cpu_pct": round(100 * (peer1[0] - peer0[0]) / window, 1),
+        # Below calls × 50 when the gateway coalesced a backlog (several frames per message).
+        "emulator_msgs_in_per_s": round((msgs1 - msgs0) / window),
+        "gateway_cpus": sorted(gw_cpus) if gw_cpus is not None else None,
+        "load_cpus": sorted(load_cpus) if load_cpus is not None else None,
+        "load_loop": ports.get("loop"),
+        "loaders": loaders,
         "machine": machine(),
     }
 
@@ -480,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-ms", type=float, default=20.0, help="p99 added latency allowed (--find-max)")
     parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
     parser.add_argument(
+        "--gateway-cpus",
+        metavar="LIST",
+        help="CPUs the gateway and its workers run on, e.g. 0 or 0-1 (default: one per worker from CPU 0, "
+        "leaving at least one CPU); the emulator and load generators get the others; 'all': no pinning",
+    )
+    parser.add_argument(
         "--loop", choices=("default", "asyncio", "uvloop"), default="default", help="gateway event loop"
     )
     parser.add_argument("--log-level", default="INFO", help="the gateway's GATEWAY_LOG_LEVEL (default INFO)")
@@ -512,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = {"workers": args.workers, "loop": args.loop, "log_level": args.log_level, "keep": args.show_log}
     opts["profile"] = args.profile
     opts["extra_env"] = dict(item.split("=", 1) for item in args.env)
+    opts["gateway_cpus"] = args.gateway_cpus
     if not args.find_max:
         result = run_once(args.calls, args.seconds, **opts)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))

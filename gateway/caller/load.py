@@ -2,17 +2,25 @@
 
 :func:`gateway.caller.call.place_call` is the full-featured caller (recording, transcripts, reports);
 this is its lean counterpart for ``bench/load.py``. It speaks Twilio's protocol field for field:
-signed voice-webhook POST → TwiML ``<Connect><Stream>`` with its ``<Parameter>`` values → WebSocket →
-``connected`` and ``start`` (custom parameters echoed) → one ``media`` message every 20 ms → each
-``mark`` echoed once the audio queued before it has played (at once after a ``clear``, as Twilio
-does) → ``stop``. All calls of a process share one drift-free 20 ms schedule: every call sits on one
-of ten 2 ms phase slots, so a process wakes 500 times a second, not 50 times per call.
+signed voice-webhook POST → TwiML ``<Connect><Stream>`` with its ``<Parameter>`` values → signed
+WebSocket upgrade → ``connected`` and ``start`` (custom parameters echoed) → one ``media`` message
+every 20 ms → each ``mark`` echoed once the audio queued before it has played (at once after a
+``clear``, as Twilio does) → ``stop`` → close 1000.
+
+It is cheap because the load side (these callers and the lean Live server) must drive 500+ calls on
+the one core the gateway does not use. The media socket is a bare ``asyncio.BufferedProtocol``
+(:mod:`gateway.caller.leanws`): a frame is one ``transport.write`` of a message built from
+pre-encoded parts (the payload is one of a few cached base64 strings), with no coroutine, future or
+task per frame; of the gateway's messages only what the analysis needs is read: a ``media``
+message's payload length (its frame count), a mark's name, a clear. All calls of a process share one
+drift-free 20 ms schedule driven by ``loop.call_at``: every call sits on one of ten 2 ms phase
+slots, so a process wakes 500 times a second, not 50 times per call.
 
 Measuring needs the same frame timed at both ends. Caller audio therefore carries *probes*: runs of
 four 20 ms frames, each a constant level below any speech threshold, whose levels spell the call's
-number and a sequence number. :class:`SessionProbe` (fed by the emulator side with the PCM16 the
+number and a sequence number. :class:`SessionProbe` (fed by the Live server with the PCM16 the
 gateway forwards) finds them again, and because ``CLOCK_MONOTONIC`` is one clock for every process
-on a Linux machine, send and receive times compare directly. The emulator side also records when
+on a Linux machine, send and receive times compare directly. The server side also records when
 each model turn's first audio left it; :func:`analyse` joins both sides.
 """
 
@@ -23,16 +31,20 @@ import asyncio
 import base64
 import json
 import math
+import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.caller import wire
+from gateway.caller import leanws, wire
 from gateway.caller.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from gateway.caller.call import _parse_twiml, _ws_url
+from gateway.errors import TelephonyProtocolError
 
 __all__ = [
     "PROBE_LEVELS",
@@ -40,7 +52,9 @@ __all__ = [
     "LoadCall",
     "SessionProbe",
     "analyse",
+    "echo_rtt",
     "percentile",
+    "probe_digit",
     "run_calls",
 ]
 
@@ -51,8 +65,7 @@ SLOTS = 10
 SLOT_S = FRAME_S / SLOTS
 PROBE_FRAMES = 4
 MAX_CALL_NUMBER = 16**3 - 1
-#: PCM16 frame size the gateway forwards per 20 ms caller frame (16 kHz).
-FORWARDED_FRAME_BYTES = 640
+ACCOUNT_SID = "AC" + "0" * 32
 
 
 def _ulaw_frame(samples: list[int]) -> bytes:
@@ -68,17 +81,26 @@ def _probe_levels() -> tuple[int, ...]:
     return tuple(levels)
 
 
+def _b64(frame: bytes) -> bytes:
+    return base64.b64encode(frame)
+
+
 #: PCM levels of probe digits 0..15; all below 400, far under a speech detector's threshold.
 PROBE_LEVELS = _probe_levels()
-_PROBE_PAYLOADS = tuple(
-    base64.b64encode(_ulaw_frame([level] * FRAME_BYTES)).decode("ascii") for level in PROBE_LEVELS
-)
-_SILENCE_PAYLOAD = base64.b64encode(_ulaw_frame([0] * FRAME_BYTES)).decode("ascii")
+_PROBE_PAYLOADS = tuple(_b64(_ulaw_frame([level] * FRAME_BYTES)) for level in PROBE_LEVELS)
+_SILENCE_PAYLOAD = _b64(_ulaw_frame([0] * FRAME_BYTES))
 #: Speech stand-in: a 400 Hz tone at about -21 dBFS RMS (whole periods per frame, so one payload).
-_SPEECH_PAYLOAD = base64.b64encode(
+_SPEECH_PAYLOAD = _b64(
     _ulaw_frame([round(4000 * math.sin(2 * math.pi * 400 * i / 8000)) for i in range(FRAME_BYTES)])
-).decode("ascii")
-_MEDIA_OUT = '{"event":"media"'
+)
+#: A media message up to its payload; sequence number, chunk and timestamp are filled in per frame.
+_MEDIA_HEAD = (
+    b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
+    b'"payload":"'
+)
+_MEDIA_OUT = b'{"event":"media"'
+_PAYLOAD_KEY = b'"payload":"'
+_MEDIA_OUT_TAIL = b'"}}'
 
 # Frame kinds in a call's plan.
 _SILENCE, _SPEECH, _PROBE = 0, 1, 2
@@ -86,8 +108,8 @@ _SILENCE, _SPEECH, _PROBE = 0, 1, 2
 
 @dataclass(frozen=True, slots=True)
 class CallPattern:
-    """What a load caller says: speech bursts the emulator echoes back, so the bot talks about half
-    the time, and every ``barge_every``-th cycle the caller talks over the bot's reply (a barge-in)."""
+    """What a load caller says: speech bursts the Live server echoes back, so the bot talks about
+    half the time, and every ``barge_every``-th cycle the caller talks over the bot's reply (a barge-in)."""
 
     lead_silence_s: float = 3.0
     speak_s: float = 1.0
@@ -117,6 +139,195 @@ class CallPattern:
         return bytes(lead), bytes(cycle)
 
 
+# --------------------------------------------------------------------------- the WebSocket
+
+
+_RECV_BUFFER = bytearray(1 << 18)  # one per process: every read is parsed before the next one
+_RECV_VIEW = memoryview(_RECV_BUFFER)
+
+
+class _ClientSocket(asyncio.BufferedProtocol):
+    """The client end of one WebSocket: the upgrade, then each text message to ``on_text``.
+
+    :attr:`opened` resolves once the server accepted the upgrade (or fails with the reason),
+    :attr:`closed` when the connection is gone; :attr:`close_code` is the code the server sent and
+    :attr:`error` what was wrong with what it sent, if anything.
+    """
+
+    def __init__(self, request: bytes, key: str, on_text: Callable[[bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.close_code: int | None = None
+        self.error = ""
+        self.closing = False
+        self.transport: asyncio.Transport | None = None
+        self._request = request
+        self._accept = leanws.accept_key(key).encode("ascii")
+        self._head = b""
+        self._reader: leanws.FrameReader | None = None
+        self._on_text = on_text
+
+    # -- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+        self.transport.write(self._request)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECV_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._reader is not None:
+                self._reader.feed(_RECV_VIEW[:nbytes])
+            else:
+                self._handshake(bytes(_RECV_VIEW[:nbytes]))
+        except leanws.ProtocolViolation as exc:
+            self.error = self.error or f"WebSocket protocol violation: {exc.reason}"
+            self.close(exc.code, exc.reason)
+        except (ValueError, KeyError, TypeError) as exc:  # a message the analysis cannot read
+            self.error = self.error or f"unreadable message from the server: {exc!r:.200}"
+            self.close(1007, "unreadable message")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost during the upgrade: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- the upgrade and frames
+
+    def _handshake(self, data: bytes) -> None:
+        assert self.transport is not None
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head, rest = self._head[:end], self._head[end + 4 :]
+        self._head = b""
+        lines = head.split(b"\r\n")
+        status = lines[0].split(b" ", 2)
+        accept = next(
+            (
+                v.strip()
+                for k, _, v in (line.partition(b":") for line in lines[1:])
+                if k.strip().lower() == b"sec-websocket-accept"
+            ),
+            b"",
+        )
+        if self.opened.done():  # the caller gave up waiting (its timeout cancelled the future)
+            self.closing = True
+            self.transport.abort()
+            return
+        if len(status) < 2 or status[1] != b"101" or accept != self._accept:
+            reason = b" ".join(status[1:]).decode("latin-1")
+            self.opened.set_exception(ConnectionError(f"WebSocket upgrade refused: HTTP {reason}"))
+            self.closing = True
+            self.transport.close()
+            return
+        self._reader = leanws.FrameReader(self._message, masked=False)
+        self.opened.set_result(None)
+        if rest:
+            self._reader.feed(rest)
+
+    def _message(self, opcode: int, payload: bytes) -> None:
+        if opcode == leanws.TEXT:
+            self._on_text(payload)
+        elif opcode == leanws.PING:
+            self._send(leanws.PONG, payload)
+        elif opcode == leanws.CLOSE:
+            self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            if not self.closing:
+                self._send(leanws.CLOSE, payload[:2])  # echo the code
+            self.closing = True
+            assert self.transport is not None
+            self.transport.close()
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(leanws.masked_frame(opcode, payload))
+
+    # -- for the caller
+
+    def send_text(self, data: bytes) -> bool:
+        """Write one text message; False when the socket is closing or gone."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        transport.write(leanws.masked_frame(leanws.TEXT, data))
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame; the server answers and drops the connection (see :meth:`wait_closed`)."""
+        if not self.closing:
+            self._send(leanws.CLOSE, leanws.close_payload(code, reason))
+            self.closing = True
+
+    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
+        """Wait for the connection to end; abort it after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+async def _ws_open(url: str, headers: dict[str, str], on_text: Callable[[bytes], None]) -> _ClientSocket:
+    """Open ``ws://host[:port]/path`` with extra handshake ``headers`` (the Twilio signature)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname is None:
+        raise ConnectionError(f"the lean caller speaks ws:// only, not {url!r}")
+    key = base64.b64encode(secrets.token_bytes(16)).decode("ascii")
+    lines = [
+        f"GET {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    loop = asyncio.get_running_loop()
+    transport, sock = await loop.create_connection(
+        lambda: _ClientSocket(request, key, on_text), parts.hostname, parts.port or 80
+    )
+    try:
+        await sock.opened
+    except BaseException:  # refused, or the caller's timeout cancelled us: drop the connection
+        transport.abort()
+        raise
+    return sock
+
+
+async def echo_rtt(url: str, count: int = 200) -> float:
+    """Median round trip of a bare WebSocket text message (a media-sized one) to ``url`` and back."""
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    sock = await _ws_open(url, {}, received.put_nowait)
+    message = b'{"event":"media","payload":"' + b"A" * 216 + b'"}'
+    rtts = []
+    try:
+        for _ in range(count):
+            t = time.monotonic()
+            sock.send_text(message)
+            await received.get()
+            rtts.append(time.monotonic() - t)
+            await asyncio.sleep(0.002)
+    finally:
+        sock.close()
+        await sock.wait_closed(2.0)
+    return percentile(rtts, 50)
+
+
+# --------------------------------------------------------------------------- one call
+
+
 @dataclass(slots=True)
 class LoadCall:
     """One simulated call: its plan, its socket and what it saw (times are ``time.monotonic()``)."""
@@ -127,7 +338,7 @@ class LoadCall:
     cycle: bytes
     call_sid: str = field(default_factory=lambda: wire.new_sid("CA"))
     stream_sid: str = field(default_factory=lambda: wire.new_sid("MZ"))
-    ws: aiohttp.ClientWebSocketResponse | None = None
+    sock: _ClientSocket | None = None
     frame: int = 0
     seq: int = 0
     probe_seq: int = 0
@@ -144,12 +355,17 @@ class LoadCall:
     arrivals: array.array[float] = field(default_factory=lambda: array.array("d"))
     clears: array.array[float] = field(default_factory=lambda: array.array("d"))
     marks: deque[tuple[float, str]] = field(default_factory=deque)
+    #: The end of every media message of this call: the payload's closing quote and the stream SID.
+    _tail: bytes = field(init=False, default=b"")
+
+    def __post_init__(self) -> None:
+        self._tail = b'"},"streamSid":"' + self.stream_sid.encode("ascii") + b'"}'
 
     def _kind(self, k: int) -> int:
         lead = self.lead
         return lead[k] if k < len(lead) else self.cycle[(k - len(lead)) % len(self.cycle)]
 
-    def _payload(self, now: float) -> str:
+    def _payload(self, now: float) -> bytes:
         if self.probe_left:
             self.probe_left -= 1
             n, s = self.number, self.probe_seq - 1
@@ -165,64 +381,61 @@ class LoadCall:
             return _PROBE_PAYLOADS[self.number >> 8 & 15]
         return _SILENCE_PAYLOAD
 
-    async def tick(self, now: float) -> None:
-        """Send this call's next 20 ms frame, then any mark whose audio has played by now."""
-        ws = self.ws
-        if ws is None or ws.closed:
-            return
+    def media_message(self, now: float) -> bytes:
+        """The next 20 ms ``media`` message (advances the frame and sequence counters)."""
         self.seq += 1
+        frame = self.frame
         payload = self._payload(now)
-        chunk = self.frame + 1
-        text = (
-            f'{{"event":"media","sequenceNumber":"{self.seq}","media":{{"track":"inbound",'
-            f'"chunk":"{chunk}","timestamp":"{self.frame * 20}","payload":"{payload}"}},'
-            f'"streamSid":"{self.stream_sid}"}}'
-        )
-        self.frame = chunk
-        await ws.send_str(text)
+        self.frame = frame + 1
+        return _MEDIA_HEAD % (self.seq, frame + 1, frame * 20) + payload + self._tail
+
+    def tick(self, now: float) -> bool:
+        """Send this call's next 20 ms frame, then any mark whose audio has played by now.
+
+        False when the socket can no longer send (the call leaves the schedule)."""
+        sock = self.sock
+        if sock is None or not sock.send_text(self.media_message(now)):
+            return False
         self.sent.append(now)
         marks = self.marks
         while marks and marks[0][0] <= now:
-            await self._echo(marks.popleft()[1])
+            self._echo(marks.popleft()[1])
+        return True
 
-    async def _echo(self, name: str) -> None:
-        assert self.ws is not None
+    def _echo(self, name: str) -> None:
+        assert self.sock is not None
         self.seq += 1
         self.marks_echoed += 1
-        await self.ws.send_str(wire.mark(self.seq, stream_sid=self.stream_sid, name=name))
+        self.sock.send_text(wire.mark(self.seq, stream_sid=self.stream_sid, name=name).encode())
 
-    async def receive(self) -> None:
-        """Read the gateway's messages until the socket closes: audio, marks, clears."""
-        ws = self.ws
-        assert ws is not None
-        arrivals, clock = self.arrivals, time.monotonic
-        async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            data: str = msg.data
-            now = clock()
-            if data.startswith(_MEDIA_OUT):
-                # One message may carry several 20 ms frames (the gateway batches 40 ms): the payload
-                # is the last field, so its base64 length is the tail after the last ':"'.
-                frames = max(1, ((len(data) - data.rfind(':"') - 5) * 3 // 4) // FRAME_BYTES)
-                for _ in range(frames):
-                    arrivals.append(now)
-                self.play_end = max(self.play_end, now) + FRAME_S * frames
-                continue
-            obj = json.loads(data)
-            event = obj.get("event")
-            if event == "mark":
-                self.marks.append((self.play_end, obj["mark"]["name"]))
-            elif event == "clear":
-                self.clears.append(now)
-                self.play_end = now
-                while self.marks:
-                    await self._echo(self.marks.popleft()[1])
-            elif event == "media":
-                frames = max(1, len(base64.b64decode(obj["media"]["payload"])) // FRAME_BYTES)
-                for _ in range(frames):
-                    arrivals.append(now)
-                self.play_end = max(self.play_end, now) + FRAME_S * frames
+    def on_text(self, data: bytes) -> None:
+        """One message from the gateway: audio (counted, not decoded), a mark, a clear."""
+        now = time.monotonic()
+        if data.startswith(_MEDIA_OUT) and data.endswith(_MEDIA_OUT_TAIL):
+            # The payload is the gateway's last field; one message may carry several 20 ms frames
+            # (the gateway batches 40 ms), so its base64 length gives the frame count.
+            at = data.rfind(_PAYLOAD_KEY)
+            if at > 0:
+                self._audio(now, (len(data) - at - len(_PAYLOAD_KEY) - len(_MEDIA_OUT_TAIL)) * 3 // 4)
+                return
+        obj = json.loads(data)
+        event = obj.get("event")
+        if event == "mark":
+            self.marks.append((self.play_end, obj["mark"]["name"]))
+        elif event == "clear":
+            self.clears.append(now)
+            self.play_end = now
+            while self.marks:
+                self._echo(self.marks.popleft()[1])
+        elif event == "media":
+            self._audio(now, len(base64.b64decode(obj["media"]["payload"])))
+
+    def _audio(self, now: float, nbytes: int) -> None:
+        frames = max(1, nbytes // FRAME_BYTES)
+        arrivals = self.arrivals
+        for _ in range(frames):
+            arrivals.append(now)
+        self.play_end = max(self.play_end, now) + FRAME_S * frames
 
     def result(self) -> dict[str, Any]:
         """What the analysis needs (arrays stay compact ``array('d')``)."""
@@ -245,11 +458,17 @@ class LoadCall:
 
 class _Ticker:
     """The process's one 20 ms schedule: slot ``k % SLOTS`` is due at ``base + k * SLOT_S``, always
-    computed from ``k`` so lateness never accumulates; lateness is recorded, not hidden."""
+    computed from ``k`` so lateness never accumulates; lateness is recorded, not hidden.
+
+    A ``loop.call_at`` callback, not a task: uvloop's timers have 1 ms resolution, so a slot may fire
+    up to 1 ms early; it is then served at once (its frames carry their real send time)."""
 
     def __init__(self) -> None:
         self.slots: list[list[LoadCall]] = [[] for _ in range(SLOTS)]
         self.lag: array.array[float] = array.array("d")
+        self._k = 0
+        self._base = 0.0
+        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
 
     def add(self, call: LoadCall) -> None:
         self.slots[call.number % SLOTS].append(call)
@@ -259,24 +478,32 @@ class _Ticker:
         if call in slot:
             slot.remove(call)
 
-    async def run(self) -> None:
-        clock = time.monotonic
-        base = clock()
-        k = 0
-        while True:
-            due = base + k * SLOT_S
-            delay = due - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = clock()
-            self.lag.append(now - due)
-            for call in list(self.slots[k % SLOTS]):
-                try:
-                    await call.tick(now)
-                except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-                    call.error = call.error or f"send failed: {exc}"
-                    self.remove(call)
-            k += 1
+    def start(self) -> None:
+        self._base = time.monotonic()
+        self._arm()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self) -> None:
+        delay = self._base + self._k * SLOT_S - time.monotonic()
+        self._handle = asyncio.get_running_loop().call_later(max(0.0, delay), self._fire)
+
+    def _fire(self) -> None:
+        now = time.monotonic()
+        due = self._base + self._k * SLOT_S
+        if now < due - 0.001:  # far too early: wait again
+            self._arm()
+            return
+        self.lag.append(max(0.0, now - due))
+        slot = self.slots[self._k % SLOTS]
+        gone = [call for call in slot if not call.tick(now)]
+        for call in gone:  # its socket closed under it: the call's own task says why
+            slot.remove(call)
+        self._k += 1
+        self._arm()
 
 
 async def _one_call(
@@ -291,11 +518,11 @@ async def _one_call(
     await asyncio.sleep(max(0.0, call.start_at - time.monotonic()))
     webhook_url = gateway.rstrip("/") + "/twilio/voice"
     form = wire.voice_webhook_form(
-        call_sid=call.call_sid, account_sid="AC" + "0" * 32, from_="+15550000000", to="+15551230000"
+        call_sid=call.call_sid, account_sid=ACCOUNT_SID, from_="+15550000000", to="+15551230000"
     )
     headers = {"X-Twilio-Signature": wire.sign(auth_token, webhook_url, form)} if auth_token else {}
     call.t_webhook = time.monotonic()
-    receiver: asyncio.Task[None] | None = None
+    sock: _ClientSocket | None = None
     try:
         async with http.post(webhook_url, data=form, headers=headers) as resp:
             body = await resp.text()
@@ -307,45 +534,46 @@ async def _one_call(
             call.error = "no <Stream> in the TwiML"
             return
         ws_url, _ = _ws_url(stream.url)
-        ws_headers = {"X-Twilio-Signature": wire.sign(auth_token, ws_url, {})} if auth_token else {}
-        call.ws = ws = await http.ws_connect(ws_url, headers=ws_headers, max_msg_size=1 << 20)
-        await ws.send_str(wire.connected())
+        ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
+        if auth_token:
+            ws_headers["X-Twilio-Signature"] = wire.sign(auth_token, ws_url, {})
+        async with asyncio.timeout(30):
+            call.sock = sock = await _ws_open(ws_url, ws_headers, call.on_text)
+        sock.send_text(wire.connected().encode())
         call.seq = 1
-        await ws.send_str(
-            wire.start(
-                call.seq,
-                stream_sid=call.stream_sid,
-                call_sid=call.call_sid,
-                account_sid="AC" + "0" * 32,
-                parameters=stream.parameters,
-            )
+        start = wire.start(
+            call.seq,
+            stream_sid=call.stream_sid,
+            call_sid=call.call_sid,
+            account_sid=ACCOUNT_SID,
+            parameters=stream.parameters,
         )
+        sock.send_text(start.encode())
         call.t_media = time.monotonic()
-        receiver = asyncio.create_task(call.receive(), name=f"load-rx:{call.number}")
         ticker.add(call)
-        done, _ = await asyncio.wait({receiver}, timeout=max(0.0, until - time.monotonic()))
+        done, _ = await asyncio.wait({sock.closed}, timeout=max(0.0, until - time.monotonic()))
         ticker.remove(call)
         call.t_stop = time.monotonic()
-        if not done and not ws.closed:
+        if not done and not sock.closing:
             call.seq += 1
-            await ws.send_str(
-                wire.stop(
-                    call.seq, stream_sid=call.stream_sid, call_sid=call.call_sid, account_sid="AC" + "0" * 32
-                )
+            stop = wire.stop(
+                call.seq, stream_sid=call.stream_sid, call_sid=call.call_sid, account_sid=ACCOUNT_SID
             )
-            await ws.close()
-        elif done:
-            call.error = call.error or f"gateway closed the stream early (code {ws.close_code})"
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            sock.send_text(stop.encode())
+            sock.close(1000)
+            await sock.wait_closed(10.0)
+        elif sock.error:
+            call.error = call.error or sock.error
+        else:
+            call.error = call.error or f"gateway closed the stream early (code {sock.close_code})"
+    except (aiohttp.ClientError, OSError, TimeoutError, TelephonyProtocolError) as exc:
         call.error = call.error or f"{type(exc).__name__}: {exc}"
     finally:
         ticker.remove(call)
         if not call.t_stop:
             call.t_stop = time.monotonic()
-        if receiver is not None:
-            if not receiver.done():
-                receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
+        if sock is not None and not sock.closed.done() and sock.transport is not None:
+            sock.transport.abort()
 
 
 async def run_calls(
@@ -371,7 +599,7 @@ async def run_calls(
     ticker = _Ticker()
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=None)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
-        ticking = asyncio.create_task(ticker.run(), name="load-ticker")
+        ticker.start()
         try:
             await asyncio.gather(
                 *(
@@ -380,8 +608,7 @@ async def run_calls(
                 )
             )
         finally:
-            ticking.cancel()
-            await asyncio.gather(ticking, return_exceptions=True)
+            ticker.stop()
     return [c.result() for c in calls], ticker.lag
 
 
@@ -406,24 +633,28 @@ class SessionProbe:
         self._first_t = 0.0
         self._frames_at = 0
 
-    def audio_in(self, pcm: bytes, t: float) -> None:
-        """Caller audio forwarded by the gateway (PCM16 at 16 kHz, whole 20 ms frames)."""
+    def audio_in(self, pcm: bytes, t: float, rate: int = 16000) -> None:
+        """Caller audio forwarded by the gateway (PCM16 at 16 or 8 kHz, whole 20 ms frames)."""
         samples = memoryview(pcm).cast("h") if len(pcm) % 2 == 0 else memoryview(pcm[:-1]).cast("h")
-        per_frame = FORWARDED_FRAME_BYTES // 2
+        per_frame = rate // 50
         for start in range(0, len(samples) - per_frame + 1, per_frame):
-            digit = _probe_digit(samples, start)
-            if digit >= 0:
-                if not self._digits:
-                    self._first_t, self._frames_at = t, self.frames_in
-                self._digits.append(digit)
-                if len(self._digits) == PROBE_FRAMES:
-                    a, b, c, s = self._digits
-                    self.number = a << 8 | b << 4 | c
-                    self.probes.append((s, self._first_t, self._frames_at))
-                    self._digits = []
-            elif self._digits:
-                self._digits = []  # a broken run (lost frames) is no probe
-            self.frames_in += 1
+            self.frame_in(probe_digit(samples, start, rate), t)
+
+    def frame_in(self, digit: int, t: float) -> None:
+        """One forwarded 20 ms frame, received at ``t``: the probe digit it carries, or -1 (see
+        :func:`probe_digit`). For a server that tells probe frames apart more cheaply itself."""
+        if digit >= 0:
+            if not self._digits:
+                self._first_t, self._frames_at = t, self.frames_in
+            self._digits.append(digit)
+            if len(self._digits) == PROBE_FRAMES:
+                a, b, c, s = self._digits
+                self.number = a << 8 | b << 4 | c
+                self.probes.append((s, self._first_t, self._frames_at))
+                self._digits = []
+        elif self._digits:
+            self._digits = []  # a broken run (lost frames) is no probe
+        self.frames_in += 1
 
     def model_audio(self, nbytes: int, t: float) -> None:
         if not self.turn_open:
@@ -445,20 +676,31 @@ class SessionProbe:
         }
 
 
-_PROBE_POINTS = (100, 145, 190, 235, 280)
+#: Samples of a forwarded frame that must sit at the probe level, per rate: inside the frame, past the
+#: resampler's edge ringing at 16 kHz (at 8 kHz the gateway forwards the decoded μ-law as it is).
+_PROBE_POINTS = {16000: (190, (100, 145, 190, 235, 280)), 8000: (95, (50, 72, 95, 117, 140))}
+#: Forwarded sample level → the probe digit whose level is nearest, for levels within 6 of one.
+_LEVEL_DIGIT = {
+    level: digit
+    for level in range(60, 421)
+    for digit in [min(range(16), key=lambda d: abs(PROBE_LEVELS[d] - level))]
+    if abs(PROBE_LEVELS[digit] - level) <= 6
+}
 
 
-def _probe_digit(samples: memoryview, start: int) -> int:
-    """The probe digit a forwarded frame carries, or -1. A probe frame is flat (past the resampler's
-    edge ringing) at one of :data:`PROBE_LEVELS`; speech and silence never are."""
-    level = samples[start + 190]
-    if not 60 <= level <= 420:
+def probe_digit(samples: memoryview, start: int = 0, rate: int = 16000) -> int:
+    """The probe digit the forwarded 20 ms frame at ``samples[start:]`` (PCM16 at ``rate``: 16 or
+    8 kHz) carries, or -1. A probe frame is flat (past the resampler's edge ringing) at one of
+    :data:`PROBE_LEVELS`; speech and silence never are."""
+    middle, points = _PROBE_POINTS[rate]
+    level = samples[start + middle]
+    digit = _LEVEL_DIGIT.get(level, -1)  # speech and silence fail here, at once
+    if digit < 0:
         return -1
-    for point in _PROBE_POINTS:
+    for point in points:
         if abs(samples[start + point] - level) > 2:
             return -1
-    best = min(range(16), key=lambda d: abs(PROBE_LEVELS[d] - level))
-    return best if abs(PROBE_LEVELS[best] - level) <= 6 else -1
+    return digit
 
 
 # --------------------------------------------------------------------------- analysis

@@ -30,7 +30,7 @@ async def server() -> AsyncIterator[tuple[TestServer, list[Exception]]]:
         await ws.close()
         try:
             await send(["after close"])
-        except Exception as exc:  # noqa: BLE001 - recorded for the test to inspect
+        except Exception as exc:  # recorded for the test to inspect
             errors.append(exc)
         return ws
 
