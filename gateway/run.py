@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -104,6 +105,11 @@ async def serve(
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
         await site.start()
+        # Everything loaded so far (modules, classes, the app) lives as long as the process: move it out
+        # of the cyclic GC's sight, so a full collection scans only the calls' objects. At 250 calls a
+        # full collection paused the event loop for ~58 ms with it, ~25 ms without (README, Performance).
+        gc.collect()
+        gc.freeze()
         if banner:
             _banner(settings, dialplans)
         stop = asyncio.Event()

@@ -158,6 +158,9 @@ class CallBridge:
         self.observer = observer or CallObserver(call_id=info.call_sid, dialplan=dialplan.name, clock=clock)
         self.transcript = Transcript(on_turn=self._turn_finished)
         self._wake = asyncio.Event()
+        #: The playout task waits on ``_wake`` with nothing queued (see :meth:`_on_server_event`).
+        self._parked = False
+        self._sending = asyncio.Lock()
         self._turn_flushed = False
         self._bot_audio = False
         self._uplink_task: asyncio.Task[None] | None = None
@@ -342,6 +345,10 @@ class CallBridge:
             frames = self.downlink.process(event.pcm)
             if frames:
                 self.playout.enqueue(frames)
+                if self._parked:
+                    # A reply's first audio: send it from here rather than wake the playout task, a
+                    # task switch (one more turn of a busy event loop) later. It paces from then on.
+                    await self._pump()
                 self._wake.set()
         elif isinstance(event, OutputTranscription):
             self.transcript.bot_text(event.text)
@@ -409,7 +416,8 @@ class CallBridge:
         self._turn_flushed = True
         self._bot_audio = False
         self.turns_ended += 1
-        await self._send([self._encode(ClearPlayback())])
+        async with self._sending:  # after any send in progress, never in the middle of one
+            await self._send([self._encode(ClearPlayback())])
         self.observer.barge_in(turn.queued - turn.heard if turn is not None else 0)
         fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
         cut = self.transcript.end_bot(heard_fraction=min(fraction, 0.999))
@@ -420,33 +428,17 @@ class CallBridge:
 
     # --- playout: paced frames and marks to the caller ---------------------------------------------
     async def _playout(self) -> None:
-        playout, encode, send, clock = self.playout, self._encode, self._send, self._clock
-        recording = self.observer.recording
-        run: list[bytes] = []
+        playout, clock = self.playout, self._clock
         while True:
-            now = clock()
-            # Consecutive frames due together go out as one media message (Twilio plays any size), and
-            # everything due at one wake-up (media, marks) is one send: one write() on the socket.
-            texts: list[str] = []
-            for item in playout.due(now):
-                if isinstance(item, MarkOut):
-                    if run:
-                        texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
-                        run.clear()
-                    texts.append(encode(SetMark(item.name)))
-                else:
-                    run.append(item)
-                    if recording is not None:
-                        recording.bot(item)
-            if run:
-                texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
-                run.clear()
-            if texts:
-                await send(texts)
+            await self._pump()
             wake_at = playout.next_wakeup(clock())
             self._wake.clear()
             if wake_at is None:
-                await self._wake.wait()
+                self._parked = True
+                try:
+                    await self._wake.wait()
+                finally:
+                    self._parked = False
                 continue
             # Frames are queued, so pacing alone decides the next send (at most one frame away): a plain
             # sleep, not a timeout around the wake event, which cost ~3 µs more per frame (a Timeout, an
@@ -454,6 +446,28 @@ class CallBridge:
             delay = wake_at - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    async def _pump(self) -> None:
+        """Send what is due now: consecutive frames as one media message (Twilio plays any size), and
+        everything due at once (media, marks) in one send, i.e. one write() on the socket."""
+        async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
+            encode, recording = self._encode, self.observer.recording
+            texts: list[str] = []
+            run: list[bytes] = []
+            for item in self.playout.due(self._clock()):
+                if isinstance(item, MarkOut):
+                    if run:
+                        texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+                        run = []
+                    texts.append(encode(SetMark(item.name)))
+                else:
+                    run.append(item)
+                    if recording is not None:
+                        recording.bot(item)
+            if run:
+                texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+            if texts:
+                await self._send(texts)
 
     def snapshot(self) -> dict[str, Any]:
         """Live view of the call for the admin API."""
