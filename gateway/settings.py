@@ -48,9 +48,6 @@ class Settings:
     #: Rate of the caller audio sent to Gemini: 16000 (resampled here, the model's native rate) or 8000
     #: (the phone's own rate, resampled by the service; ~25 % less gateway CPU per call, README Performance).
     uplink_rate: int = 16000
-    #: Caller audio per Gemini message, in ms: 20 (each phone frame at once, the lowest latency) or 40,
-    #: 60, 80, 100 (fewer messages and writes, more CPU headroom; holds early frames back up to N-20 ms).
-    uplink_batch_ms: int = 20
     #: Bearer token for /admin; without one, /admin answers loopback clients only.
     admin_token: str = field(default="", repr=False)
     # --- security and limits (see gateway/server/limits.py and the README's Security section) ---
@@ -116,7 +113,6 @@ class Settings:
             live_setup_timeout_s=_seconds(env, "GATEWAY_LIVE_SETUP_TIMEOUT_S", 5.0),
             live_give_up_s=_seconds(env, "GATEWAY_LIVE_GIVE_UP_S", 8.0),
             uplink_rate=_uplink_rate(env.get("GATEWAY_UPLINK_RATE", "")),
-            uplink_batch_ms=_uplink_batch_ms(env.get("GATEWAY_UPLINK_BATCH_MS", "")),
             admin_token=env.get("GATEWAY_ADMIN_TOKEN", ""),
             redis_url=env.get("GATEWAY_REDIS_URL", ""),
             allow_unsigned_webhooks=env.get("GATEWAY_ALLOW_UNSIGNED", "0") in ("1", "true", "yes"),
@@ -171,14 +167,6 @@ def _uplink_rate(raw: str) -> int:
         return 16000
     if raw.strip() not in ("8000", "16000"):
         raise ConfigError(f"GATEWAY_UPLINK_RATE must be 8000 or 16000, got {raw!r}")
-    return int(raw)
-
-
-def _uplink_batch_ms(raw: str) -> int:
-    if not raw.strip():
-        return 20
-    if raw.strip() not in ("20", "40", "60", "80", "100"):
-        raise ConfigError(f"GATEWAY_UPLINK_BATCH_MS must be 20, 40, 60, 80 or 100, got {raw!r}")
     return int(raw)
 
 

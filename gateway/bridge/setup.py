@@ -16,7 +16,6 @@ def session_config(
     tools: tuple[FunctionDeclaration, ...] = (),
     resumption_handle: str | None = None,
     input_rate: int = LIVE_INPUT_RATE,
-    input_batch_ms: int = 20,
 ) -> SessionConfig:
     """The Live ``setup`` for a call on ``plan``: everything in it is fixed for the session."""
     vad = plan.vad
@@ -39,7 +38,6 @@ def session_config(
         resumption_handle=resumption_handle,
         compression=True,
         input_rate=input_rate,
-        input_batch_ms=input_batch_ms,
     )
 
 

@@ -129,10 +129,6 @@ class SessionConfig:
     #: Sample rate of the caller audio sent (``audio/pcm;rate=N``): 16 kHz is the model's native rate;
     #: 8 kHz sends telephone audio as it is and lets the service resample it (§4).
     input_rate: int = 16000
-    #: Caller audio per ``realtimeInput`` message: 20 ms sends each phone frame at once; 40-100 ms
-    #: (the Live API's guidance allows up to 100) halves or better the messages and ``write()`` calls,
-    #: at the price of holding the first frames of each message back (README, Performance).
-    input_batch_ms: int = 20
 
     def __post_init__(self) -> None:
         if not self.model or self.model.strip() != self.model:
@@ -151,10 +147,6 @@ class SessionConfig:
             raise ConfigError(f"session config: temperature must be in [0, 2], not {self.temperature}")
         if not 8000 <= self.input_rate <= 48000:
             raise ConfigError(f"session config: input_rate must be in [8000, 48000], not {self.input_rate}")
-        if self.input_batch_ms not in (20, 40, 60, 80, 100):
-            raise ConfigError(
-                f"session config: input_batch_ms must be 20, 40, 60, 80 or 100, not {self.input_batch_ms}"
-            )
 
 
 def _model_path(model: str) -> str:

@@ -187,7 +187,6 @@ class LiveSession:
         *,
         audio_queue_max: int,
         input_rate: int,
-        batch_ms: int = 20,
         logger: logging.Logger | logging.LoggerAdapter[Any],
         stats: SessionStats,
     ) -> None:
@@ -197,10 +196,6 @@ class LiveSession:
         self._log = logger
         self.stats = stats
         self._rate = input_rate
-        # Caller audio held until a message's worth has arrived (input_batch_ms); nothing below 40 ms.
-        self._batch_bytes = input_rate * 2 * batch_ms // 1000 if batch_ms > 20 else 0
-        self._held: list[bytes] = []
-        self._held_bytes = 0
         # Up to 100 ms of backlog is merged into one message (the Live API's recommended maximum).
         self._coalesce_bytes = input_rate * 2 // 10
         self._audio: deque[bytes] = deque(maxlen=audio_queue_max)
@@ -326,13 +321,7 @@ class LiveSession:
             raise
         stats.setup_ms = (time.monotonic() - started) * 1000.0
         session = cls(
-            ws,
-            proto,
-            audio_queue_max=audio_queue_max,
-            input_rate=input_rate,
-            batch_ms=config.input_batch_ms,
-            logger=log,
-            stats=stats,
+            ws, proto, audio_queue_max=audio_queue_max, input_rate=input_rate, logger=log, stats=stats
         )
         for event in first:
             session._events.put_nowait(event)
@@ -367,15 +356,6 @@ class LiveSession:
             return
         if len(pcm16k) & 1:
             raise AudioError(f"PCM16 audio must have an even byte count, got {len(pcm16k)}")
-        if self._batch_bytes:
-            held = self._held
-            held.append(pcm16k)
-            self._held_bytes += len(pcm16k)
-            if self._held_bytes < self._batch_bytes:
-                return
-            pcm16k = b"".join(held)
-            held.clear()
-            self._held_bytes = 0
         audio = self._audio
         if len(audio) == self._audio_max:
             self.stats.audio_dropped += 1
@@ -434,10 +414,6 @@ class LiveSession:
         """
         chunks = list(self._audio)
         self._audio.clear()
-        if self._held:
-            chunks.append(b"".join(self._held))
-            self._held.clear()
-            self._held_bytes = 0
         return chunks
 
     def _send_control(self, text: str) -> None:

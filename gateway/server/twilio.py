@@ -130,7 +130,6 @@ def _session_config(app: web.Application, plan: Dialplan) -> SessionConfig:
         default_model=settings.gemini_model,
         tools=tool_declarations(app, plan),
         input_rate=settings.uplink_rate,
-        input_batch_ms=settings.uplink_batch_ms,
     )
 
 

@@ -16,7 +16,6 @@ import pytest
 from gateway.emulator import Emulator, Rule, Scenario
 from gateway.errors import (
     AudioError,
-    ConfigError,
     LiveConnectError,
     LiveSessionClosed,
     LiveSessionError,
@@ -587,24 +586,3 @@ async def test_api_key_never_appears_in_logs_or_errors(
     assert KEY not in caplog.text
     assert KEY not in str(info.value)
     assert KEY not in repr(info.value.__cause__)
-
-
-async def test_batched_uplink_sends_whole_batches_in_order_and_hands_over_the_rest(emu: Emulator) -> None:
-    """input_batch_ms=40: two 20 ms chunks per message, in order; a half batch is never sent but is
-    returned by take_unsent_audio, so a connection hand-over loses nothing."""
-    s = await LiveSession.connect(_endpoint(emu), _cfg(input_batch_ms=40))
-    chunks = [bytes([k]) * 640 for k in range(1, 6)]  # five 20 ms chunks at 16 kHz
-    for chunk in chunks:
-        s.send_audio(chunk)
-        await asyncio.sleep(0.02)
-    await emu.wait_for(lambda f: len(_audio_frames_in(emu)) >= 2)
-    await asyncio.sleep(0.1)
-    sent = [base64.b64decode(a["data"]) for a in _audio_frames_in(emu)]
-    assert sent == [chunks[0] + chunks[1], chunks[2] + chunks[3]]
-    assert s.take_unsent_audio() == [chunks[4]]
-    await s.close()
-
-
-def test_batch_sizes_outside_the_live_apis_guidance_are_refused() -> None:
-    with pytest.raises(ConfigError, match="input_batch_ms"):
-        _cfg(input_batch_ms=30)
