@@ -26,7 +26,7 @@ PATTERN = CallPattern(lead_silence_s=1.0, speak_s=0.6, silence_s=1.6, barge_ever
 
 
 def _watch(emulator: Emulator) -> dict[int, SessionProbe]:
-    """Hook the emulator's frame notifications the way bench/load.py does."""
+    """Feed the full emulator's frames to SessionProbe, as gateway/emulator/load.py does for bench/load.py."""
     probes: dict[int, SessionProbe] = {}
     original = emulator.notify
 
