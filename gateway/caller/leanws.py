@@ -21,10 +21,7 @@ import hashlib
 import random
 from collections.abc import Callable
 
-try:  # the C helper websockets ships; its pure-Python fallback otherwise
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - only where websockets has no compiled speedups
-    from websockets.utils import apply_mask
+from gateway.wsframes import apply_mask, frame_header
 
 __all__ = [
     "BINARY",
@@ -60,17 +57,9 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
-def _header(opcode: int, n: int, mask_bit: int) -> bytes:
-    if n < 126:
-        return bytes((0x80 | opcode, mask_bit | n))
-    if n < 65536:
-        return bytes((0x80 | opcode, mask_bit | 126)) + n.to_bytes(2, "big")
-    return bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
-
-
 def frame(opcode: int, payload: bytes) -> bytes:
     """One unfragmented, unmasked frame (server → client). Cache it when the payload repeats."""
-    return _header(opcode, len(payload), 0) + payload
+    return frame_header(opcode, len(payload), masked=False) + payload
 
 
 def masked_frame(opcode: int, payload: bytes) -> bytes:
@@ -79,7 +68,7 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     n = len(payload)
     if opcode == TEXT and 126 <= n < 65536:  # every media message: no _header() call
         return _TEXT16 + n.to_bytes(2, "big") + key + apply_mask(payload, key)
-    return _header(opcode, n, 0x80) + key + apply_mask(payload, key)
+    return frame_header(opcode, n, masked=True) + key + apply_mask(payload, key)
 
 
 _TEXT16 = bytes((0x80 | TEXT, 0x80 | 126))

@@ -34,7 +34,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State as WsState
-from websockets.utils import apply_mask
 
 from gateway.errors import (
     AudioError,
@@ -47,7 +46,7 @@ from gateway.errors import (
 from gateway.gemini.messages import FunctionResponse, GoAway, ServerEvent, SessionConfig
 from gateway.gemini.protocol import LiveProtocol, LiveState
 from gateway.log import add_secrets
-from gateway.wsframes import text_frame_header
+from gateway.wsframes import apply_mask, text_frame_header
 
 __all__ = ["LiveEndpoint", "LiveSession", "SessionStats"]
 
