@@ -330,6 +330,9 @@ class CallBridge:
             async for event in self.session.events():
                 await self._on_server_event(event)
             self._end("gemini", "session closed")
+        except ConnectionError:
+            # The caller's socket went away under a send (a reply's first audio, a clear).
+            self._end("caller", "socket closed")
         except LiveSessionError as exc:
             self.log.warning("live session failed", extra={"error": str(exc)})
             # Never dead air: the caller hears the dialplan's fallback, then its action runs.
