@@ -28,7 +28,8 @@ What makes it cheap: a bare ``asyncio.BufferedProtocol`` per connection
 (:mod:`gateway.caller.leanws`, no task or future per message); the audio messages the gateway
 writes (``gateway.gemini.messages.encode_realtime_audio``) are recognised by their fixed head and
 tail, and of the base64 between only a 3 ms window per 20 ms frame is decoded (a probe candidate
-is then decoded whole); anything else takes the emulator's own full parser. Speech is a
+is then decoded whole; at 8 kHz, ``GATEWAY_UPLINK_RATE=8000``, the half-size message is decoded
+whole); anything else takes the emulator's own full parser. Speech is a
 peak-to-peak level over that window rather than an RMS; every reply chunk is one cached frame, the
 same bytes object written for every call; replies are timed with ``loop.call_at``, not a task.
 
