@@ -9,33 +9,17 @@ import itertools
 import json
 import sys
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.errors import AuthError
 
 from .fake_twilio_gateway import FakeGateway, tone
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[FakeGateway], Awaitable[str]]]:
-    servers: list[TestServer] = []
-
-    async def start(fake: FakeGateway) -> str:
-        server = TestServer(fake.app(), host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.port}"
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def call(

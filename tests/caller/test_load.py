@@ -8,12 +8,10 @@ import base64
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from gateway.audio.transcode import Uplink
 from gateway.caller.load import (
@@ -98,28 +96,13 @@ def test_percentile_nearest_rank() -> None:
 # --------------------------------------------------------------------------- over loopback
 
 
-@pytest.fixture
-async def fake_url() -> AsyncIterator[Callable[[FakeGateway], Awaitable[str]]]:
-    servers: list[TestServer] = []
-
-    async def start(fake: FakeGateway) -> str:
-        server = TestServer(fake.app(), host="127.0.0.1", port=0)
-        await server.start_server()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.port}"
-
-    yield start
-    for server in servers:
-        await server.close()
-
-
 def _gateway_media(stream_sid: str, frames: int) -> str:
     """A media message exactly as the gateway writes it (gateway/telephony/twilio.py): payload last."""
     payload = base64.b64encode(tone(20 * frames)).decode()
     return '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"' + payload + '"}}'
 
 
-async def test_lean_calls_speak_twilio_and_play_out_marks(fake_url: Any) -> None:
+async def test_lean_calls_speak_twilio_and_play_out_marks(serve: Any) -> None:
     """Signed webhook and upgrade, connected/start, a media frame every 20 ms with Twilio's exact shape,
     a mark echoed once the audio before it has played, one at once after a clear, then stop."""
     marks_sent: dict[str, float] = {}
@@ -134,7 +117,7 @@ async def test_lean_calls_speak_twilio_and_play_out_marks(fake_url: Any) -> None
         await fake.send_clear(ws)
 
     fake = FakeGateway(auth_token="secret-token", script=script)
-    url = await fake_url(fake)
+    url = await serve(fake)
     start = time.monotonic() + 0.05
     calls, lag = await run_calls(
         url, [7], start_at=start, ramp_s=0.0, until=start + 1.0, auth_token="secret-token"
@@ -162,7 +145,7 @@ async def test_lean_calls_speak_twilio_and_play_out_marks(fake_url: Any) -> None
     assert len(lag) > 100
 
 
-async def test_a_gateway_hanging_up_first_is_a_failed_call(fake_url: Any) -> None:
+async def test_a_gateway_hanging_up_first_is_a_failed_call(serve: Any) -> None:
     """The stream closed by the gateway before the call's end is reported with its close code."""
 
     async def script(fake: FakeGateway, ws: web.WebSocketResponse) -> None:
@@ -170,16 +153,16 @@ async def test_a_gateway_hanging_up_first_is_a_failed_call(fake_url: Any) -> Non
         await ws.close(code=1011)
 
     fake = FakeGateway(script=script)
-    url = await fake_url(fake)
+    url = await serve(fake)
     start = time.monotonic()
     calls, _ = await run_calls(url, [1], start_at=start, ramp_s=0.0, until=start + 2.0)
     assert calls[0]["error"] == "gateway closed the stream early (code 1011)"
 
 
-async def test_a_refused_upgrade_is_a_failed_call(fake_url: Any) -> None:
+async def test_a_refused_upgrade_is_a_failed_call(serve: Any) -> None:
     """A media URL the server does not upgrade fails the call with the HTTP status, nothing sent."""
     fake = FakeGateway()
-    url = await fake_url(fake)
+    url = await serve(fake)
     fake.twiml = (
         '<?xml version="1.0" encoding="UTF-8"?><Response><Connect>'
         f'<Stream url="{url.replace("http", "ws")}/nowhere"/></Connect></Response>'
