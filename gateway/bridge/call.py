@@ -286,22 +286,27 @@ class CallBridge:
         )
 
     # --- uplink: caller → Gemini ------------------------------------------------------------------
+    def caller_audio(self, event: CallerAudio) -> None:
+        """One frame of caller audio to Gemini. Synchronous, so the media socket can call it as soon
+        as the frame is parsed (gateway/server/media_in.py) as well as from the uplink task."""
+        self.result.frames_in += 1
+        pcm = self.uplink.process(event.payload)
+        self.session.send_audio(pcm)
+        # For the reply-latency histogram: when the caller last made a sound.
+        if peak(pcm, 2) > VOICE_PEAK:
+            # Also feeds the silence timeout, so it works with input transcription off.
+            self.observer.last_voice_at = now = self._clock()
+            self.guard.caller_active_at(now)
+        recording = self.observer.recording
+        if recording is not None:
+            recording.caller(event.payload)
+
     async def _uplink(self, inbound: AsyncIterator[TelephonyEvent]) -> None:
-        session, uplink, result = self.session, self.uplink, self.result
-        observer, recording, clock = self.observer, self.observer.recording, self._clock
+        session, caller_audio = self.session, self.caller_audio
         try:
             async for event in inbound:
                 if isinstance(event, CallerAudio):
-                    result.frames_in += 1
-                    pcm = uplink.process(event.payload)
-                    session.send_audio(pcm)
-                    # For the reply-latency histogram: when the caller last made a sound.
-                    if peak(pcm, 2) > VOICE_PEAK:
-                        # Also feeds the silence timeout, so it works with input transcription off.
-                        observer.last_voice_at = now = clock()
-                        self.guard.caller_active_at(now)
-                    if recording is not None:
-                        recording.caller(event.payload)
+                    caller_audio(event)
                 elif isinstance(event, MarkReached):
                     turn = self.playout.mark_echoed(event.name)
                     if turn is not None and turn.finished and turn.heard >= turn.queued:

@@ -27,6 +27,7 @@ from gateway.security.access import is_direct_loopback
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import TOKEN_PARAMETER, StreamClaims
 from gateway.server.limits import DurationCap, MessageRate
+from gateway.server.media_in import DirectHandler, MediaSocket, direct_failure
 from gateway.server.media_out import MediaSender
 from gateway.server.preconnect import await_session
 from gateway.server.state import (
@@ -136,7 +137,8 @@ def _session_config(app: web.Application, plan: Dialplan) -> SessionConfig:
 async def _read_events(
     ws: web.WebSocketResponse, codec: TwilioCodec, rate: MessageRate
 ) -> AsyncIterator[TelephonyEvent]:
-    """The socket's only reader: Twilio JSON text frames → events. Anything else is a protocol error."""
+    """The socket's reader: Twilio JSON text frames → events, except the caller audio that
+    :func:`_direct_uplink` takes once the call runs. Anything but text is a protocol error."""
     tick = rate.tick
     async for msg in ws:
         tick()  # flood check: one increment and compare per message
@@ -145,7 +147,25 @@ async def _read_events(
         elif msg.type is WSMsgType.BINARY:
             raise TelephonyProtocolError("binary frame on a Twilio media stream", close_code=1003)
         elif msg.type is WSMsgType.ERROR:
+            if (failure := direct_failure(msg)) is not None:
+                raise failure  # from the direct uplink (see _direct_uplink), in its place in the stream
             raise TelephonyProtocolError(f"media socket error: {ws.exception()}", close_code=1009)
+
+
+def _direct_uplink(codec: TwilioCodec, bridge: CallBridge, rate: MessageRate) -> DirectHandler:
+    """Caller audio straight from the socket's parser into the bridge (gateway/server/media_in.py);
+    every other message goes on to :func:`_read_events`. Errors raised here end the call there."""
+    receive_media, caller_audio, tick = codec.receive_media, bridge.caller_audio, rate.tick
+
+    def handle(text: str) -> bool:
+        event = receive_media(text)
+        if event is None:
+            return False
+        tick()  # flood check, as _read_events does for the messages it reads
+        caller_audio(event)
+        return True
+
+    return handle
 
 
 async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
@@ -191,13 +211,12 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         raise web.HTTPServiceUnavailable(text="busy")
     clog = log.bind(peer=request.remote)
     try:
-        ws = web.WebSocketResponse(
-            max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False
-        )
+        ws = MediaSocket(max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False)
         await ws.prepare(request)
         app[MEDIA_SOCKETS].add(ws)
         codec = TwilioCodec()
-        events = _read_events(ws, codec, MessageRate(limits.config.max_messages_per_s))
+        rate = MessageRate(limits.config.max_messages_per_s)
+        events = _read_events(ws, codec, rate)
         try:
             start = await _await_start(events)
             clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
@@ -223,15 +242,16 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         await ws.close(code=1013, message=b"try again later")
         return ws
     try:
-        return await _run_call(request, ws, codec, events, start, claims, claimed, plan, clog)
+        return await _run_call(request, ws, codec, rate, events, start, claims, claimed, plan, clog)
     finally:
         slot.release()
 
 
 async def _run_call(
     request: web.Request,
-    ws: web.WebSocketResponse,
+    ws: MediaSocket,
     codec: TwilioCodec,
+    rate: MessageRate,
     events: AsyncIterator[TelephonyEvent],
     start: CallStarted,
     claims: StreamClaims,
@@ -284,6 +304,7 @@ async def _run_call(
             bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
 
     cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
+    ws.handle_directly(_direct_uplink(codec, bridge, rate))
     try:
         async with cap:
             result = await bridge.run(events)
@@ -302,6 +323,7 @@ async def _run_call(
         close_code, close_reason = 1011, _close_reason(str(exc))
         result = bridge.result
     finally:
+        ws.handle_directly(None)
         app[CALLS].finished(bridge, bridge.result)
         reset_call_context(log_context)
     if not ws.closed:

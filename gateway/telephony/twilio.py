@@ -98,6 +98,16 @@ def _counter(value: object, name: str) -> int | None:
     raise _invalid(f"media.{name} must be a non-negative integer or decimal string, got {value!r}")
 
 
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        msg = loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise _invalid(f"Twilio message is not valid JSON: {exc}") from exc
+    if type(msg) is not dict:
+        raise _invalid(f"Twilio message must be a JSON object, got {type(msg).__name__}")
+    return msg
+
+
 class TwilioCodec:
     """Sans-I/O codec for one Twilio media WebSocket.
 
@@ -146,45 +156,52 @@ class TwilioCodec:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of
                 order or for another stream, an unknown event, or an unsupported audio format.
         """
-        try:
-            msg = loads(text)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            raise _invalid(f"Twilio message is not valid JSON: {exc}") from exc
-        if type(msg) is not dict:
-            raise _invalid(f"Twilio message must be a JSON object, got {type(msg).__name__}")
+        msg = _parse(text)
         event = msg.get("event")
         # The media branch comes first and stays short: it is 50 messages/s per call.
         if event == "media":
-            if self.state is not TwilioState.STREAMING:
-                raise _violation(f"media received in state {self.state.value}")
-            sid = msg.get("streamSid")
-            if sid is not None and sid != self.stream_sid:
-                raise _violation("media for another stream")
-            media = msg.get("media")
-            if type(media) is not dict:
-                raise _invalid("media.media must be an object")
-            payload = media.get("payload")
-            if type(payload) is not str:
-                raise _invalid("media.payload must be a base64 string")
-            track = media.get("track")
-            if track is not None and track != "inbound":
-                raise _violation(f"unexpected media track {track!r} on a bidirectional stream")
-            try:
-                audio = binascii.a2b_base64(payload, strict_mode=True)
-            except (binascii.Error, ValueError) as exc:
-                raise _invalid(f"media.payload is not valid base64: {exc}") from exc
-            event_out = CallerAudio(
-                audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
-            )
-            self.messages_in += 1
-            self.media_in += 1
-            self.bytes_in += len(audio)
-            return event_out
+            return self._media(msg)
         if not isinstance(event, str):
             raise _invalid("Twilio message has no string 'event' field")
         result = self._receive_control(event, msg)
         self.messages_in += 1
         return result
+
+    def receive_media(self, text: str) -> CallerAudio | None:
+        """The caller-audio fast path: a ``media`` message's event, or None for any other message.
+
+        None leaves the codec untouched, so the same text can still go through :meth:`receive_text`.
+        Raises as :meth:`receive_text` does, for JSON that is not an object and for bad media.
+        """
+        msg = _parse(text)
+        return self._media(msg) if msg.get("event") == "media" else None
+
+    def _media(self, msg: dict[str, Any]) -> CallerAudio:
+        if self.state is not TwilioState.STREAMING:
+            raise _violation(f"media received in state {self.state.value}")
+        sid = msg.get("streamSid")
+        if sid is not None and sid != self.stream_sid:
+            raise _violation("media for another stream")
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise _invalid("media.media must be an object")
+        payload = media.get("payload")
+        if type(payload) is not str:
+            raise _invalid("media.payload must be a base64 string")
+        track = media.get("track")
+        if track is not None and track != "inbound":
+            raise _violation(f"unexpected media track {track!r} on a bidirectional stream")
+        try:
+            audio = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+        event = CallerAudio(
+            audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
+        )
+        self.messages_in += 1
+        self.media_in += 1
+        self.bytes_in += len(audio)
+        return event
 
     def _receive_control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         state = self.state
