@@ -377,8 +377,10 @@ def run_once(
             split0, peer0, t0 = _cpu_split(gw_pids), [_cpu_s([p]) for p in peer_pids], time.monotonic()
             msgs0 = _emulator_count(emulator)
             if profile:
-                # py-spy samples the gateway from outside (pip install py-spy); folded stacks for flame graphs.
-                spy = [str(Path(py).parent / "py-spy"), "record", "--pid", str(gw_pids[-1]), "--format"]
+                # py-spy samples the gateway from outside (pip install py-spy); folded stacks for flame
+                # graphs. On the peers' CPUs and without pausing the gateway, so it costs the gateway nothing.
+                spy = ["taskset", "-c", ",".join(map(str, load_cpus)), str(Path(py).parent / "py-spy")]
+                spy += ["record", "--nonblocking", "--pid", str(gw_pids[-1]), "--format"]
                 spy += ["raw", "--duration", str(int(seconds - 1)), "--rate", "200", "--output", profile]
                 procs.append(subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(max(0.0, until - 0.5 - time.monotonic()))
