@@ -227,14 +227,16 @@ async def run_probe(
 
 
 async def stream_token(
-    http: aiohttp.ClientSession, base_url: str, *, to: str, auth_token: str = ""
+    http: aiohttp.ClientSession, base_url: str, *, to: str, auth_token: str = "", call_sid: str = ""
 ) -> tuple[str, str]:
     """Answer-side half of a real call: POST the (signed) webhook and return (call SID, stream token).
+
+    ``call_sid``: the webhook of that call again (a Twilio retry, or a replay); default a new call.
 
     Raises:
         AuthError: the webhook answered without a stream token (refused, or over capacity).
     """
-    call_sid = _sid("CA")
+    call_sid = call_sid or _sid("CA")
     form = {"CallSid": call_sid, "AccountSid": _sid("AC"), "From": "+15550001111", "To": to}
     url = base_url + VOICE_PATH
     headers = {"X-Twilio-Signature": twilio_signature(auth_token, url, form)} if auth_token else {}

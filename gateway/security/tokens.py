@@ -8,7 +8,11 @@ arrives in the media stream's ``start.customParameters``. A token is
 * **short-lived**: it expires ``ttl_s`` after issue (Twilio connects within a second or two);
 * **single-use**: its nonce is claimed in a :class:`ReplayGuard`, so a replay is refused. The guard
   is a one-method interface so that several processes can share one
-  (:class:`gateway.security.replay.RedisReplayGuard`, Redis ``SET NX PX``).
+  (:class:`gateway.security.replay.RedisReplayGuard`, Redis ``SET NX PX``);
+* **one stream per call**: the call SID is claimed in the same guard for a day. Twilio's webhook
+  signature has no timestamp, so a captured signed webhook can be replayed for ever, each time for
+  a fresh token; this claim makes such a token worthless once the real call's stream has run (our
+  TwiML has nothing after ``<Connect>``, so a call never streams twice).
 
 The token logic is sans-I/O (the caller supplies the clock); only the replay claim is awaited,
 because a shared guard is a network round trip.
@@ -19,10 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import hmac
 import json
 import secrets
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,8 +49,14 @@ class StreamClaims:
     nonce: str
 
 
+#: How long a call SID stays claimed after its stream started: past Twilio's longest call (24 h).
+CALL_CLAIM_S = 86_400.0
+_CALL_KEY = "call:"
+_WEBHOOK_KEY = "webhook:"
+
+
 class ReplayGuard(Protocol):
-    """Remembers which token nonces have been used, at least until their tokens expire."""
+    """Remembers which keys (token nonces, call SIDs) have been used, at least until they expire."""
 
     async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
         """Record ``nonce`` as used; False when it was already used.
@@ -58,10 +68,12 @@ class ReplayGuard(Protocol):
 
 
 class InMemoryReplayGuard:
-    """Single-process replay guard; forgets nonces once their token has expired anyway."""
+    """Single-process replay guard; forgets each key once it has expired."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self._seen: OrderedDict[str, float] = OrderedDict()
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._seen: dict[str, float] = {}
+        # Expiries in a heap: nonces live seconds and call SIDs a day, so insertion order is no guide.
+        self._expiry: list[tuple[float, str]] = []
         self._max = max_entries
 
     async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
@@ -69,14 +81,14 @@ class InMemoryReplayGuard:
 
     def claim_now(self, nonce: str, expires_at: float, now: float) -> bool:
         """:meth:`claim` without the await (it never waits on anything)."""
-        while self._seen:
-            oldest, exp = next(iter(self._seen.items()))
-            if exp > now and len(self._seen) < self._max:
-                break
-            del self._seen[oldest]
-        if nonce in self._seen:
+        seen, expiry = self._seen, self._expiry
+        while expiry and (expiry[0][0] <= now or len(seen) >= self._max):
+            _, old = heapq.heappop(expiry)
+            del seen[old]
+        if nonce in seen:
             return False
-        self._seen[nonce] = expires_at
+        seen[nonce] = expires_at
+        heapq.heappush(expiry, (expires_at, nonce))
         return True
 
 
@@ -91,11 +103,19 @@ def _unb64(text: str) -> bytes:
 class StreamTokens:
     """Issues and verifies stream tokens with one secret."""
 
-    def __init__(self, secret: bytes, *, ttl_s: float = 30.0, guard: ReplayGuard | None = None) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        ttl_s: float = 30.0,
+        guard: ReplayGuard | None = None,
+        call_claim_s: float = CALL_CLAIM_S,
+    ) -> None:
         if len(secret) < 16:
             raise ConfigError("GATEWAY_SECRET must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
         self._secret = secret
         self.ttl_s = ttl_s
+        self.call_claim_s = call_claim_s
         self._guard: ReplayGuard = guard if guard is not None else InMemoryReplayGuard()
 
     @property
@@ -117,14 +137,24 @@ class StreamTokens:
         return body + "." + self._mac(body)
 
     async def verify(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
-        """Check signature, binding, expiry and single use. Raises :class:`AuthError` saying which failed.
-
-        The reason never repeats the token itself.
+        """Check signature, binding, expiry, single use and one stream per call. Raises
+        :class:`AuthError` saying which failed; the reason never repeats the token itself.
         """
         claims = self.check(token, call_sid=call_sid, now=now)
         if not await self._guard.claim(claims.nonce, claims.expires_at, now):
             raise AuthError("stream token was already used")
+        if not await self._guard.claim(_CALL_KEY + call_sid, now + self.call_claim_s, now):
+            raise AuthError("this call already had a media stream")
         return claims
+
+    async def first_webhook(self, call_sid: str, now: float) -> bool:
+        """True the first time (in a day) a webhook for ``call_sid`` is seen, False for a repeat or when
+        the guard cannot tell. Only a first webhook may open a Gemini session ahead of its stream: a
+        replayed one must not spend anything (a Twilio retry just goes without the head start)."""
+        try:
+            return await self._guard.claim(_WEBHOOK_KEY + call_sid, now + self.call_claim_s, now)
+        except AuthError:
+            return False
 
     def check(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
         """Everything :meth:`verify` checks except single use; does not consume the token."""

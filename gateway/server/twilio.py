@@ -109,11 +109,17 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if not admission.reserve(call_sid, plan.name):
         clog.warning("call refused: over capacity", extra={"reason": admission.refusal(plan.name)})
         return web.Response(text=say_hangup_twiml(plan.fallback.message), content_type="text/xml")
-    token = request.app[STREAM_TOKENS].issue(call_sid=call_sid, to=to, from_=from_, now=time.time())
+    tokens, now = request.app[STREAM_TOKENS], time.time()
+    token = tokens.issue(call_sid=call_sid, to=to, from_=from_, now=now)
     stream_url = _ws_url(_public_base(request) + MEDIA_PATH)
     twiml = connect_stream_twiml(stream_url, {TOKEN_PARAMETER: token, "from": from_, "to": to})
-    # Preconnect only for a request we could authenticate, or in explicit insecure development mode.
-    if settings.preconnect and (verified or not settings.twilio_auth_token):
+    # Preconnect only for a request we could authenticate (or in explicit insecure development mode),
+    # and only the first time this call is seen: a replayed signed webhook must open nothing.
+    if (
+        settings.preconnect
+        and (verified or not settings.twilio_auth_token)
+        and await tokens.first_webhook(call_sid, now)
+    ):
         endpoint = request.app[LIVE_ENDPOINT]
         config = _session_config(request.app, plan)
         request.app[PRECONNECT].start(

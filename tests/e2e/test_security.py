@@ -238,6 +238,30 @@ async def test_replayed_stream_token_is_refused(gateway: Gateway, emulator: Emul
     await asyncio.gather(first, return_exceptions=True)
 
 
+async def test_a_replayed_webhooks_fresh_token_opens_no_second_stream(
+    make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """Twilio's signature has no timestamp, so a captured signed webhook can be replayed for a fresh,
+    valid token; the call SID is claimed by its first stream, so that token opens nothing."""
+    gw = await make_gateway(twilio_auth_token=AUTH_TOKEN)
+    async with aiohttp.ClientSession() as http:
+        call_sid, token = await probe.stream_token(http, gw.url, to=TO, auth_token=AUTH_TOKEN)
+        first = asyncio.create_task(_hold_stream(gw, call_sid, token))
+        await emulator.wait_for(_setup_complete)
+        _, replayed = await probe.stream_token(http, gw.url, to=TO, auth_token=AUTH_TOKEN, call_sid=call_sid)
+        assert replayed != token
+        during = await _probe(gw, _start_probe(call_sid, replayed))
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        _, later = await probe.stream_token(http, gw.url, to=TO, auth_token=AUTH_TOKEN, call_sid=call_sid)
+        after = await _probe(gw, _start_probe(call_sid, later))
+    for result in (during, after):
+        assert result.close_code == 1008
+        assert "already had a media stream" in result.close_reason
+        _assert_nothing_revealed(result)
+    assert len(emulator.sessions) == 1
+
+
 async def _token(gw: Gateway, to: str = TO) -> tuple[str, str]:
     async with aiohttp.ClientSession() as http:
         return await probe.stream_token(http, gw.url, to=to)

@@ -37,6 +37,36 @@ async def test_replay_is_rejected() -> None:
         await tokens.verify(token, call_sid=SID, now=1.5)
 
 
+async def test_a_call_streams_once_whatever_token_it_shows() -> None:
+    """A second, valid token for a call whose stream already started (a replayed webhook) is refused,
+    for the call-claim period; other calls are unaffected."""
+    tokens = StreamTokens(SECRET, call_claim_s=3600.0)
+    await tokens.verify(tokens.issue(call_sid=SID, to="+1", from_="+2", now=0.0), call_sid=SID, now=1.0)
+    again = tokens.issue(call_sid=SID, to="+1", from_="+2", now=1000.0)
+    with pytest.raises(AuthError, match="already had a media stream"):
+        await tokens.verify(again, call_sid=SID, now=1001.0)
+    other = "CA" + "2" * 32
+    await tokens.verify(tokens.issue(call_sid=other, to="+1", from_="+2", now=1.0), call_sid=other, now=2.0)
+    later = tokens.issue(call_sid=SID, to="+1", from_="+2", now=3700.0)
+    await tokens.verify(later, call_sid=SID, now=3701.0)
+
+
+async def test_only_a_calls_first_webhook_counts_as_first() -> None:
+    tokens = StreamTokens(SECRET, call_claim_s=3600.0)
+    assert await tokens.first_webhook(SID, now=0.0)
+    assert not await tokens.first_webhook(SID, now=10.0)
+    assert await tokens.first_webhook("CA" + "2" * 32, now=10.0)
+    assert await tokens.first_webhook(SID, now=3700.0)
+
+
+async def test_a_guard_that_cannot_answer_means_no_first_webhook() -> None:
+    class Down:
+        async def claim(self, nonce: str, expires_at: float, now: float) -> bool:
+            raise AuthError("replay guard unavailable")
+
+    assert not await StreamTokens(SECRET, guard=Down()).first_webhook(SID, now=0.0)
+
+
 async def test_check_does_not_consume_the_token() -> None:
     """check() validates without claiming, so verify() still succeeds once afterwards."""
     tokens = _tokens()
@@ -124,6 +154,25 @@ async def test_in_memory_guard_forgets_expired_nonces() -> None:
     assert not await guard.claim("a", expires_at=10.0, now=5.0)
     assert await guard.claim("b", expires_at=30.0, now=20.0)
     assert len(guard._seen) == 1
+
+
+async def test_in_memory_guard_forgets_short_keys_behind_long_ones() -> None:
+    """A day-long call claim does not keep the seconds-long nonces claimed after it alive."""
+    guard = InMemoryReplayGuard()
+    assert await guard.claim("call:CA1", expires_at=86_400.0, now=0.0)
+    for i in range(100):
+        assert await guard.claim(f"nonce{i}", expires_at=i + 30.0, now=float(i))
+    assert await guard.claim("last", expires_at=1030.0, now=1000.0)
+    assert set(guard._seen) == {"call:CA1", "last"}
+    assert not await guard.claim("call:CA1", expires_at=90_000.0, now=1000.0)
+
+
+async def test_in_memory_guard_stays_bounded() -> None:
+    guard = InMemoryReplayGuard(max_entries=10)
+    for i in range(50):
+        assert await guard.claim(f"n{i}", expires_at=1000.0 + i, now=0.0)
+    assert len(guard._seen) == 10
+    assert set(guard._seen) == {f"n{i}" for i in range(40, 50)}
 
 
 @settings(max_examples=300, deadline=None)

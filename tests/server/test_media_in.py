@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -60,10 +61,11 @@ async def served() -> AsyncIterator[tuple[Server, TestServer]]:
     await srv.close()
 
 
-async def _until(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not predicate():
-            await asyncio.sleep(0.01)
+async def _until(predicate: Callable[[], bool], within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
 
 
 async def test_the_direct_path_is_live_with_the_installed_aiohttp(served: tuple[Server, TestServer]) -> None:
@@ -123,7 +125,8 @@ async def test_a_handler_error_reaches_the_reader_in_order_and_ends_direct_handl
     assert server.direct == ["direct 1"]
     (kind, failure), *rest = server.read
     assert kind is WSMsgType.ERROR
-    assert isinstance(failure, ValueError) and str(failure) == "boom"
+    assert isinstance(failure, ValueError)
+    assert str(failure) == "boom"
     assert rest == [(WSMsgType.TEXT, "direct 2"), (WSMsgType.TEXT, "stop")]
 
 
