@@ -2,12 +2,8 @@
 
 Design rules:
 
-* **No reader task**: :meth:`LiveSession.events` reads the socket itself and turns every received
-  frame (binary *and* text: Google sends binary frames of UTF-8 JSON) into events, so a model audio
-  chunk reaches the call's downlink one task switch after it arrives, not two. Under load each switch
-  is a turn of a busy event loop: with a reader task and a queue between them, the hand-over alone
-  had a p99 of 25 ms at 150 calls (README, Performance). While nobody iterates, websockets buffers
-  (and flow-controls) what arrives and still answers pings and closes.
+* **One reader task** turns every received frame (binary *and* text: Google sends binary frames of
+  UTF-8 JSON) into events on a queue that :meth:`LiveSession.events` drains.
 * **One writer task** owns ``ws.send``. Control messages (text, tool responses, client content) wait in
   their own queue, are sent first and are never dropped. Caller audio waits in a bounded queue: when the
   network stalls, the oldest audio is dropped (stale speech is worthless on a phone line) and counted,
@@ -170,6 +166,13 @@ class SessionStats:
     setup_ms: float = 0.0  # from opening the socket to setupComplete
 
 
+class _End:
+    """Queue sentinel: the reader stopped."""
+
+
+_END: Final = _End()
+
+
 class LiveSession:
     """A connected Live session (past ``setupComplete``). Create it with :meth:`connect`.
 
@@ -198,9 +201,9 @@ class LiveSession:
         self._audio_max = audio_queue_max
         self._control: deque[str] = deque()
         self._wake = asyncio.Event()
-        # Events parsed but not yet handed out (a message can carry several; setup can leave some).
-        self._pending: deque[ServerEvent] = deque()
-        self._ended = False  # the socket closed (or failed) and every event was parsed
+        # Unbounded on purpose: server events must never be lost, the server's output is finite, and
+        # the consumer (the call's downlink task) does no blocking work per event.
+        self._events: asyncio.Queue[ServerEvent | _End] = asyncio.Queue()
         self._error: LiveSessionError | None = None
         self._dropping = False
         self._burst_dropped = 0
@@ -213,6 +216,7 @@ class LiveSession:
         self._done = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        self._reader = asyncio.create_task(self._read_loop(), name="live-reader")
         self._writer = asyncio.create_task(self._write_loop(), name="live-writer")
 
     # ------------------------------------------------------------------ opening
@@ -318,7 +322,8 @@ class LiveSession:
         session = cls(
             ws, proto, audio_queue_max=audio_queue_max, input_rate=input_rate, logger=log, stats=stats
         )
-        session._pending.extend(first)
+        for event in first:
+            session._events.put_nowait(event)
         log.info(
             "live session ready",
             extra={"setup_ms": round(stats.setup_ms, 1), "resumed": config.resumption_handle is not None},
@@ -329,8 +334,8 @@ class LiveSession:
 
     @property
     def closed(self) -> bool:
-        """True once :meth:`close` was called or the socket closed (read or not)."""
-        return self._closed or self._ws.protocol.state is WsState.CLOSED
+        """True once :meth:`close` was called or the server closed the socket."""
+        return self._closed
 
     @property
     def resumption_handle(self) -> str | None:
@@ -446,8 +451,8 @@ class LiveSession:
         Ends normally after a clean close (1000, or our own :meth:`close`). Raises
         :class:`LiveSessionClosed` (with ``code``, ``reason``, ``retryable``) after any other close,
         including 1006 for a dropped connection and 1002 for a message we could not parse. The
-        iterator can be dropped and re-created (no generator to finalise) and cancelled mid-read
-        (websockets' ``recv`` loses nothing); two tasks reading at once get :class:`LiveSessionError`.
+        iterator can be dropped and re-created (no generator to finalise); two tasks reading at once
+        get :class:`LiveSessionError`.
         """
         return _EventStream(self)
 
@@ -462,15 +467,18 @@ class LiveSession:
         self._closed = True
         try:
             self._writer.cancel()
-            # websockets completes the closing handshake (or gives up after close_timeout) by itself;
-            # a consumer waiting in events() then sees the close and ends.
             with contextlib.suppress(Exception):
                 await self._ws.close(1000)
-            await asyncio.gather(self._writer, return_exceptions=True)
+            # The reader sees the close and ends; do not wait for a stuck peer beyond close_timeout.
+            if not self._reader.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._reader), timeout=1.0)
+            self._reader.cancel()
+            await asyncio.gather(self._reader, self._writer, return_exceptions=True)
             if self._proto.state is not LiveState.CLOSED:
                 self._proto.closed(1000, "")
                 self.close_code = 1000
-            self._ended = True
+            self._events.put_nowait(_END)
             self._log_end()
         finally:
             self._done.set()
@@ -494,63 +502,42 @@ class LiveSession:
 
     # ------------------------------------------------------------------ tasks
 
-    async def _next_event(self) -> ServerEvent:
-        """The next server event, reading the socket as needed (see :meth:`events`)."""
-        pending = self._pending
-        while not pending:
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            await self._receive()
-        return pending.popleft()
-
-    async def _receive(self) -> None:
-        """Read one message into ``_pending``, or record why the session ended."""
-        ws, proto, stats = self._ws, self._proto, self.stats
+    async def _read_loop(self) -> None:
+        ws, proto, stats, put = self._ws, self._proto, self.stats, self._events.put_nowait
         try:
-            data = await ws.recv()
+            while True:
+                data = await ws.recv()
+                stats.messages_received += 1
+                stats.bytes_received += len(data)
+                for event in proto.receive(data):
+                    if type(event) is GoAway:
+                        self._log.info("live goAway", extra={"time_left_s": event.time_left_s})
+                    put(event)
         except ConnectionClosed as exc:
-            if not self._closing:
-                code, reason = _close_info(exc)
-                self.close_code, self.close_reason = (1006 if code is None else code), reason
-                error = proto.closed(code, reason)
-                if code != 1000:
-                    self._error = error
-            self._end()
-            return
-        except Exception as exc:  # a read that fails silently would hang the call; report it
-            proto.closed(None, "")
-            self._error = LiveSessionClosed(None, f"reader failed: {type(exc).__name__}", retryable=True)
-            self._error.__cause__ = exc
-            self._log.exception("live reader failed")
-            self._end()
-            return
-        stats.messages_received += 1
-        stats.bytes_received += len(data)
-        try:
-            events = proto.receive(data)
+            if self._closing:
+                return
+            code, reason = _close_info(exc)
+            self.close_code, self.close_reason = (1006 if code is None else code), reason
+            error = proto.closed(code, reason)
+            if code != 1000:
+                self._error = error
         except LiveProtocolError as exc:
             proto.closed(1002, "")
             self.close_code, self.close_reason = 1002, "protocol error"
             self._error = LiveSessionClosed(1002, f"protocol error: {exc}", retryable=True)
             self._error.__cause__ = exc
             self._log.warning("live protocol error; closing", extra={"error": str(exc)})
-            self._end()
             with contextlib.suppress(Exception):
                 await ws.close(1002, "protocol error")
-            return
-        for event in events:
-            if type(event) is GoAway:
-                self._log.info("live goAway", extra={"time_left_s": event.time_left_s})
-            self._pending.append(event)
-
-    def _end(self) -> None:
-        """The socket is done: no more events after those pending, no more writes."""
-        self._ended = True
+        except Exception as exc:  # a reader that dies silently would hang the call; report it
+            proto.closed(None, "")
+            self._error = LiveSessionClosed(None, f"reader failed: {type(exc).__name__}", retryable=True)
+            self._error.__cause__ = exc
+            self._log.exception("live reader failed")
         if not self._closing:
             self._closed = True
             self._writer.cancel()
+            put(_END)
             self._log_end()
 
     async def _write_loop(self) -> None:
@@ -613,9 +600,15 @@ class _EventStream:
             raise LiveSessionError("LiveSession.events() is already being read by another task")
         session._consuming = True
         try:
-            return await session._next_event()
+            event = await session._events.get()
         finally:
             session._consuming = False
+        if isinstance(event, _End):
+            session._events.put_nowait(event)  # every later read ends at once too
+            if session._error is not None:
+                raise session._error
+            raise StopAsyncIteration
+        return event
 
 
 def _close_info(exc: ConnectionClosed) -> tuple[int | None, str]:
