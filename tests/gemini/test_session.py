@@ -461,6 +461,35 @@ async def test_clean_server_close_ends_events_normally(emu: Emulator, session: L
     assert [e async for e in session.events()] == []  # a later reader ends at once too
 
 
+async def test_a_close_nobody_reads_yet_still_shows_and_is_reported_later(
+    emu: Emulator, session: LiveSession
+) -> None:
+    """A server close while nobody iterates marks the session closed at once (the uplink then holds
+    its audio), and the next read reports it."""
+    emu.inject_close(1011, "Internal error")
+    deadline = time.monotonic() + 5
+    while not session.closed:
+        assert time.monotonic() < deadline, "the close never showed"
+        await asyncio.sleep(0.01)
+    session.send_audio(b"\0\0")  # discarded, not raised
+    with pytest.raises(LiveSessionClosed) as info:
+        await Reader(session).drain()
+    assert info.value.code == 1011
+    assert info.value.retryable
+
+
+async def test_a_read_cancelled_while_waiting_loses_no_event(session: LiveSession) -> None:
+    """Cancelling a consumer waiting in events() drops nothing: the next read gets every event."""
+    waiting = asyncio.create_task(anext(session.events().__aiter__()))
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    session.send_client_content([("user", "Say hello.")])
+    events = await Reader(session).until(lambda e: isinstance(e, TurnComplete))
+    assert any(isinstance(e, ModelAudio) for e in events)
+
+
 async def test_close_is_clean_idempotent_and_ends_the_reader(emu: Emulator, session: LiveSession) -> None:
     """close() sends 1000, stops the tasks, ends a waiting consumer, and can be called again."""
     consumer = asyncio.create_task(Reader(session).drain())
