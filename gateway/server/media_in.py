@@ -78,7 +78,7 @@ class MediaSocket(web.WebSocketResponse):
         if _DirectQueue is None:  # pragma: no cover - see module doc
             super()._post_start(request, protocol, writer)
             return
-        # aiohttp 3.13-3.14's _post_start, with the direct queue in place of WebSocketDataQueue.
+        # aiohttp 3.14's _post_start, with the direct queue in place of WebSocketDataQueue.
         try:
             queue = _DirectQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=self._loop)
             parser = WebSocketReader(
