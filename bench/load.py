@@ -665,11 +665,8 @@ def main(argv: list[str] | None = None) -> int:
         "max_calls_per_worker": round(best["calls"] / args.workers, 1) if best else 0,
         "limit_ms": args.limit_ms,
         "at_max": best,
-        "first_failure": min(
-            (r for r in runs if r is not best and r["calls"] > (best or {}).get("calls", 0)),
-            key=lambda r: r["calls"],
-            default=None,
-        ),
+        # The smallest step that broke: where the bisection ended.
+        "first_failure": next((r for r in runs if r["calls"] == broke_at), None),
         "machine": machine(),
     }
     print(json.dumps(summary) if args.json else json.dumps(summary, indent=2))
