@@ -19,8 +19,14 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP_RUN)
 
+# The gateway never falls back to the emulator by itself: without Gemini credentials in the environment,
+# `make run` asks for it (--emulator) and says so.
+CREDENTIALS := $(strip $(GEMINI_API_KEY)$(GOOGLE_API_KEY)$(filter 1 true True TRUE yes on,$(GOOGLE_GENAI_USE_VERTEXAI)))
+SERVE_FLAGS := $(if $(CREDENTIALS),,--emulator)
+
 run: $(STAMP_RUN)
-	$(BIN)/gateway serve
+	@$(if $(CREDENTIALS),,echo "make run: no GEMINI_API_KEY set, so the gateway starts on the embedded Gemini Live emulator (gateway serve --emulator)")
+	$(BIN)/gateway serve $(SERVE_FLAGS)
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check gateway tests bench

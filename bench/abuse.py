@@ -3,7 +3,8 @@
     .venv/bin/python bench/abuse.py [--bad 2000] [--healthy 4] [--abusive 12] [--concurrency 64] [--json]
 
 Runs the gateway as a real subprocess (``gateway serve``) against a Gemini Live emulator in this
-process, all on loopback, then at once:
+process, all on loopback, the gateway reaching it over ``wss://`` as it reaches Google (a throw-away
+CA, trusted through ``SSL_CERT_FILE`` in the gateway's environment), then at once:
 
 * ``--healthy`` signed simulated Twilio calls (greeting, an utterance, the reply, hang-up);
 * ``--bad`` unauthenticated hostile connections: malformed JSON, wrong types, huge payloads, invalid
@@ -39,6 +40,7 @@ import aiohttp
 from gateway.caller import CallOptions, place_call
 from gateway.caller.call import CallReport
 from gateway.emulator import Emulator
+from gateway.emulator.pki import make_pki
 from gateway.security import probe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +83,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = tempfile.NamedTemporaryFile(prefix="abuse-gateway-", suffix=".log", delete=False)  # noqa: SIM115
-    async with Emulator() as emulator:
+    pki_dir = tempfile.TemporaryDirectory(prefix="abuse-pki-")
+    pki = make_pki(Path(pki_dir.name))
+    async with Emulator(ssl_context=pki.server_context()) as emulator:
         env = {
             **os.environ,
+            "SSL_CERT_FILE": str(pki.ca_file),
             "GEMINI_API_KEY": "bench-key-not-secret",
             "GEMINI_BASE_URL": emulator.base_url,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -118,6 +123,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     proc.kill()
                     await proc.wait()
             log_file.close()
+            pki_dir.cleanup()
 
 
 async def _burst(

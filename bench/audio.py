@@ -11,8 +11,8 @@ chunks to each resampler and measures:
   3 kHz); uplink: the 5 kHz image of a 3 kHz tone relative to the tone;
 * us_per_chunk — median CPU time per 20 ms chunk (time.perf_counter_ns around each call).
 
-Plus G.711 µs per 160-byte frame for audioop and numpy lookup tables, and whole-direction costs of
-Uplink/Downlink. Usage: ``python bench/audio.py [--json] [--all]``
+Plus G.711 µs per 160-byte frame for audioop and numpy lookup tables, whole-direction costs of
+Uplink/Downlink, and the local VAD (gateway/audio/vad.py, manual turn-taking) per 16 kHz frame. Usage: ``python bench/audio.py [--json] [--all]``
 (``--all`` adds soxr QQ/LQ/MQ streams and one-shot soxr over a sliding window with look-ahead). This machine is shared: figures are medians.
 """
 
@@ -34,6 +34,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audio import Downlink, StreamResampler, Uplink, pcm16_to_ulaw
+from gateway.audio.vad import LocalVad
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -253,11 +254,27 @@ def measure_transcode() -> dict[str, float]:
     }
 
 
+def measure_vad() -> dict[str, float]:
+    """LocalVad.feed per 20 ms frame at 16 kHz: line noise (waiting for an onset) and during speech."""
+    rng = np.random.default_rng(3)
+    noise = (rng.standard_normal(320) * 40).astype("<i2").tobytes()
+    speech = _signal(16000, 0.02).tobytes()
+    quiet, talking = LocalVad(), LocalVad(max_activity_ms=10**9)
+    for _ in range(5):
+        talking.feed(speech)
+    assert talking.active
+    return {
+        "quiet_us_per_frame": _us(lambda: quiet.feed(noise), 50000),
+        "speech_us_per_frame": _us(lambda: talking.feed(speech), 50000),
+    }
+
+
 def run(everything: bool = False) -> dict[str, Any]:
     contenders = {**CONTENDERS, **MORE_CONTENDERS} if everything else CONTENDERS
     out: dict[str, Any] = {name: measure_direction(*rates, contenders) for name, rates in DIRECTIONS.items()}
     out["g711_160_bytes"] = measure_g711()
     out["transcode"] = measure_transcode()
+    out["local_vad"] = measure_vad()
     return out
 
 
@@ -276,6 +293,10 @@ def _table(results: dict[str, Any]) -> str:
     t = results["transcode"]
     lines.append(
         f"\nWhole direction, µs per 20 ms frame: Uplink {t['uplink_us_per_frame']}, Downlink {t['downlink_us_per_frame']}"
+    )
+    v = results["local_vad"]
+    lines.append(
+        f"Local VAD, µs per 20 ms 16 kHz frame: quiet {v['quiet_us_per_frame']}, speech {v['speech_us_per_frame']}"
     )
     return "\n".join(lines)
 

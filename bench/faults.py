@@ -1,7 +1,8 @@
 """Fault-injection benchmark: many goAways and dropped connections in a row, over loopback.
 
 Each lane is one phone call: a minimal Twilio-side driver → its own gateway → its own emulator, all
-in this process on 127.0.0.1. A lane repeats an episode: the caller presses a key, the bot starts a
+in this process on 127.0.0.1, the gateway reaching the emulator over ``wss://`` as it reaches Google
+(a throw-away CA, trusted through ``SSL_CERT_FILE``). A lane repeats an episode: the caller presses a key, the bot starts a
 ~2 s reply, and while it is talking a fault is injected at the emulator — a ``goAway`` (the gateway
 must switch at the end of the reply), an abrupt TCP drop (1006) or a 1011 close (the gateway must
 reconnect, resuming with its handle, and have the reply finished). Then it waits until the line is
@@ -27,7 +28,9 @@ import base64
 import itertools
 import json
 import math
+import os
 import random
+import ssl
 import sys
 import tempfile
 import time
@@ -43,6 +46,7 @@ from gateway.audio.transcode import Downlink
 from gateway.caller import wire
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator, Rule, Scenario
+from gateway.emulator.pki import make_pki
 from gateway.server.app import create_app
 from gateway.server.state import CALLS
 from gateway.settings import DEFAULT_MODEL, Settings
@@ -169,13 +173,13 @@ async def _until(predicate: Any, timeout: float) -> bool:  # noqa: ASYNC109 - a 
     return True
 
 
-async def run_lane(lane: Lane, plan_dir: Path, rng: random.Random, speed: float) -> None:
+async def run_lane(lane: Lane, plan_dir: Path, rng: random.Random, speed: float, tls: ssl.SSLContext) -> None:
     scenario = Scenario(
         speed=speed,
         greeting="Hello! How can I help?",
         rules=[Rule(text_contains="interrupted", say="Sorry. " + REPLY), Rule(dtmf="5", say=REPLY)],
     )
-    async with Emulator(scenario) as emu:
+    async with Emulator(scenario, ssl_context=tls) as emu:
         settings = Settings(
             host="127.0.0.1",
             gemini_url=emu.base_url,
@@ -318,6 +322,11 @@ async def main() -> int:
     rng = random.Random(args.seed)
     plan_dir = Path(tempfile.mkdtemp(prefix="faults-plans-"))
     (plan_dir / "default.toml").write_text(PLAN)
+    # The gateways (created below, in this process) trust the emulators' CA as a deployment trusts a
+    # private CA: SSL_CERT_FILE, read when each app builds its Live endpoint's TLS context.
+    pki = make_pki(Path(tempfile.mkdtemp(prefix="faults-pki-")))
+    os.environ["SSL_CERT_FILE"] = str(pki.ca_file)
+    tls = pki.server_context()
     lanes = []
     for i in range(args.lanes):
         kinds = [
@@ -327,7 +336,7 @@ async def main() -> int:
         lanes.append(Lane(i, kinds))
     started = time.monotonic()
     await asyncio.gather(
-        *(run_lane(lane, plan_dir, random.Random(rng.random()), args.speed) for lane in lanes)
+        *(run_lane(lane, plan_dir, random.Random(rng.random()), args.speed, tls) for lane in lanes)
     )
     elapsed = time.monotonic() - started
     episodes = [e for lane in lanes for e in lane.episodes]

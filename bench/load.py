@@ -20,6 +20,13 @@ CPUs, so they neither steal the gateway's core nor share it. Both peers use uvlo
 the load generators ran on their 20 ms schedule: above 10 ms they were starved and the run says
 little about the gateway (``--find-max`` retries it).
 
+**TLS.** As production reaches Google, the gateway reaches the Live server over ``wss://`` and
+verifies its certificate: the run makes a throw-away CA (:mod:`gateway.emulator.pki`) in its temp
+dir, the Live server presents a certificate it signed, and the gateway trusts it only through
+``SSL_CERT_FILE`` in its environment (OpenSSL's own variable, as a private CA is trusted; nothing
+turns verification off). ``--plain-ws`` runs the old ``ws://`` path instead, to compare against;
+``--compare-tls`` does that itself, alternating ws/wss runs in one session and quoting ratios.
+
 Latency is timed on one clock (CLOCK_MONOTONIC is system-wide): uplink = a caller probe frame sent →
 the same audio received by the Live server; downlink = a reply's first audio sent by the Live server
 → its first μ-law frame received by the caller. Each leg crosses loopback twice, so the median round
@@ -31,6 +38,7 @@ ramp-up.
     python bench/load.py --calls 100 --seconds 20 --json
     python bench/load.py --find-max --workers 2
     python bench/load.py --calls 500 --gateway-cpus 0 --json    # the default on a 2-CPU machine
+    python bench/load.py --compare-tls --calls 100 --seconds 15 --repeat 3
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import os
 import pickle
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -246,18 +255,25 @@ def _quiet_gc() -> None:
     gc.disable()
 
 
-def emulator_role() -> int:
-    """The Live server process: serve, then on ``dump`` print what every session saw."""
-    from gateway.emulator.load import ECHO_PATH, LoadLiveServer
+def emulator_role(pki_dir: str | None) -> int:
+    """The Live server process: serve (TLS with the PKI in ``pki_dir``), then on ``dump`` print what
+    every session saw."""
+    from gateway.emulator.load import LoadLiveServer
+    from gateway.emulator.pki import TestPKI
 
     _quiet_gc()
+    tls = None
+    if pki_dir is not None:
+        d = Path(pki_dir)
+        tls = TestPKI(d / "ca.pem", d / "cert.pem", d / "key.pem").server_context()
 
     async def main() -> None:
         # Echo persona: every caller burst comes back after 300 ms of silence + 250 ms "thinking".
-        server = LoadLiveServer(greeting="Hello, how can I help?")
+        server = LoadLiveServer(greeting="Hello, how can I help?", ssl_context=tls)
         await server.start("127.0.0.1", 0)
-        echo_url = f"ws://127.0.0.1:{server.port}{ECHO_PATH}"
-        print(json.dumps({"port": server.port, "echo_url": echo_url, "loop": _loop_kind()}), flush=True)
+        # The echo (the subtracted round trip) is plain ws:// even under TLS: see gateway.emulator.load.
+        ready = {"base_url": server.base_url, "echo_url": server.echo_url, "loop": _loop_kind()}
+        print(json.dumps(ready), flush=True)
         loop = asyncio.get_running_loop()
         line = await loop.run_in_executor(None, sys.stdin.readline)
         while line.strip() == "count":  # messages received so far, to rate the window
@@ -335,8 +351,12 @@ def run_once(
     profile: str | None = None,
     extra_env: dict[str, str] | None = None,
     gateway_cpus: str | None = None,
+    tls: bool = True,
 ) -> dict[str, Any]:
-    """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures."""
+    """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures.
+
+    ``tls``: the gateway reaches the Live server over ``wss://``, trusting a throw-away CA through
+    ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``."""
     me = str(Path(__file__).resolve())
     gw_cpus, load_cpus = cpu_plan(gateway_cpus, workers)
     py = sys.executable
@@ -345,9 +365,17 @@ def run_once(
         (tmp / "dialplans").mkdir()
         (tmp / "dialplans" / "default.toml").write_text(PLAN)
         procs: list[subprocess.Popen[bytes]] = []
+        tls_env: dict[str, str] = {}
+        emulator_cmd = [py, me, "--role", "emulator"]
+        if tls:
+            from gateway.emulator.pki import make_pki
+
+            pki = make_pki(tmp / "pki")
+            tls_env = {"SSL_CERT_FILE": str(pki.ca_file)}
+            emulator_cmd += ["--pki-dir", str(tmp / "pki")]
         try:
             emulator = subprocess.Popen(
-                [py, me, "--role", "emulator"],
+                emulator_cmd,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 preexec_fn=_pinned(load_cpus),
@@ -360,7 +388,7 @@ def run_once(
             env = {
                 **os.environ,
                 "GEMINI_API_KEY": "bench-key-not-a-secret",
-                "GEMINI_BASE_URL": f"ws://127.0.0.1:{ports['port']}",
+                "GEMINI_BASE_URL": ports["base_url"],
                 "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
                 "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
                 "GATEWAY_MAX_CALLS": "0",
@@ -368,6 +396,7 @@ def run_once(
                 "GATEWAY_MAX_STREAM_RATE": "1000",
                 "GATEWAY_DATA_DIR": str(tmp / "data"),
                 "GATEWAY_LOG_LEVEL": log_level,
+                **tls_env,
                 **(extra_env or {}),
             }
             command = [py, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -468,6 +497,7 @@ def run_once(
         "seconds": seconds,
         "workers": workers,
         "loop": loop,
+        "live_url": ports["base_url"].split(":", 1)[0] + "://",
         "cpu_per_call_pct": round(cpu_pct / n, 4),
         "gateway_cpu_pct": round(cpu_pct, 1),
         "gateway_user_pct": round(user_pct, 1),
@@ -566,6 +596,89 @@ def _short(r: dict[str, Any]) -> str:
     return " ".join(f"{k}={r[k]}" for k in keys)
 
 
+#: What --compare-tls sets side by side: (key, unit, how a pair compares: "ratio" wss/ws or "diff" wss-ws).
+COMPARED = (
+    ("cpu_per_call_pct", "% core", "ratio"),
+    ("gateway_cpu_pct", "% core", "ratio"),
+    ("gateway_sys_pct", "% core", "ratio"),
+    ("rss_per_call_kib", "KiB", "ratio"),
+    ("uplink_ms_p50", "ms", "diff"),
+    ("uplink_ms_p99", "ms", "diff"),
+    ("downlink_ms_p50", "ms", "diff"),
+    ("downlink_ms_p99", "ms", "diff"),
+    ("greeting_ms_p50", "ms", "diff"),
+    ("emulator_cpu_pct", "% core", "ratio"),
+)
+
+
+def compare_tls(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """``--repeat`` pairs of runs at ``--calls``, one over ws:// and one over wss://, back to back in
+    alternating order (ws, wss, then wss, ws, ...), so the machine's drift lands on both sides alike.
+    Each pair gives a ratio (CPU, memory) or a difference (latency); the medians of those are the
+    figures to quote, more than the medians of either side's raw values."""
+    pairs: list[dict[str, dict[str, Any]]] = []
+    for i in range(args.repeat):
+        pair: dict[str, dict[str, Any]] = {}
+        for tls in (False, True) if i % 2 == 0 else (True, False):
+            result = run_once(args.calls, args.seconds, **{**opts, "tls": tls})
+            pair["wss" if tls else "ws"] = result
+            print(f"pair {i + 1} {'wss' if tls else 'ws '} " + _short(result), file=sys.stderr, flush=True)
+        pairs.append(pair)
+    table: dict[str, dict[str, Any]] = {}
+    for key, unit, how in COMPARED:
+        ws = [p["ws"][key] for p in pairs if p["ws"][key] is not None]
+        wss = [p["wss"][key] for p in pairs if p["wss"][key] is not None]
+        both = [(p["ws"][key], p["wss"][key]) for p in pairs]
+        both = [(a, b) for a, b in both if a is not None and b is not None and (how == "diff" or a > 0)]
+        per_pair = [b / a if how == "ratio" else b - a for a, b in both]
+        table[key] = {
+            "unit": unit,
+            "ws_median": round(statistics.median(ws), 4) if ws else None,
+            "wss_median": round(statistics.median(wss), 4) if wss else None,
+            how: round(statistics.median(per_pair), 3) if per_pair else None,
+            f"{how}_per_pair": [round(v, 3) for v in per_pair],
+        }
+    return {
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "pairs": len(pairs),
+        "compared": table,
+        "calls_failed": {m: sum(p[m]["calls_failed"] for p in pairs) for m in ("ws", "wss")},
+        "frames_lost": {m: sum(p[m]["frames_lost"] for p in pairs) for m in ("ws", "wss")},
+        "loadgen_lag_ms_p99_max": max(p[m]["loadgen_lag_ms_p99"] or 0.0 for p in pairs for m in p),
+        "calibration_us_per_frame": [p[m]["calibration_us_per_frame"] for p in pairs for m in ("ws", "wss")],
+        "machine": machine(),
+        "runs": pairs,
+    }
+
+
+def _print_comparison(summary: dict[str, Any]) -> None:
+    print(
+        f"ws:// vs wss:// (verified, test CA), {summary['calls']} calls, {summary['seconds']:g} s steady state, "
+        f"{summary['pairs']} alternating pairs; per-pair ratio wss/ws or difference wss-ws, median"
+    )
+    print(f"  {'':20} {'unit':>7} {'ws':>10} {'wss':>10} {'wss vs ws':>10}   per pair")
+    for key, row in summary["compared"].items():
+        ratio = row.get("ratio")
+        versus = f"{ratio:.3f}x" if ratio is not None else ""
+        if "diff" in row and row["diff"] is not None:
+            versus = f"{row['diff']:+.2f}"
+        per_pair = row.get("ratio_per_pair", row.get("diff_per_pair", []))
+
+        def cell(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4g}"
+
+        print(
+            f"  {key:20} {row['unit']:>7} {cell(row['ws_median']):>10} {cell(row['wss_median']):>10} "
+            f"{versus:>10}   {per_pair}"
+        )
+    print(
+        f"  calls failed {summary['calls_failed']}, frames lost {summary['frames_lost']}, "
+        f"load generator lag p99 max {summary['loadgen_lag_ms_p99_max']} ms, "
+        f"calibration µs/frame {summary['calibration_us_per_frame']}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -603,8 +716,21 @@ def main(argv: list[str] | None = None) -> int:
         help="extra gateway environment (repeatable)",
     )
     parser.add_argument(
+        "--plain-ws",
+        action="store_true",
+        help="reach the Live server over plain ws:// instead of wss:// (production is wss:// to Google): "
+        "only to compare what TLS costs; --compare-tls does that in one session",
+    )
+    parser.add_argument(
+        "--compare-tls",
+        action="store_true",
+        help="--repeat alternating pairs of runs at --calls, ws:// and wss://: a table of medians and "
+        "per-pair ratios (--json: the figures and every run)",
+    )
+    parser.add_argument(
         "--role", choices=("bench", "emulator", "loader"), default="bench", help=argparse.SUPPRESS
     )
+    parser.add_argument("--pki-dir", help=argparse.SUPPRESS)
     parser.add_argument("--numbers", help=argparse.SUPPRESS)
     parser.add_argument("--gateway", help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
@@ -616,13 +742,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     if args.role == "emulator":
-        return emulator_role()
+        return emulator_role(args.pki_dir)
     if args.role == "loader":
         return loader_role(args)
     opts = {"workers": args.workers, "loop": args.loop, "log_level": args.log_level, "keep": args.show_log}
     opts["profile"] = args.profile
     opts["extra_env"] = dict(item.split("=", 1) for item in args.env)
     opts["gateway_cpus"] = args.gateway_cpus
+    if args.compare_tls:
+        if args.find_max or args.plain_ws:
+            parser.error("--compare-tls runs both ws:// and wss:// at --calls; drop --find-max/--plain-ws")
+        summary = compare_tls(args, opts)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _print_comparison(summary)
+        return 0
+    opts["tls"] = not args.plain_ws
     if not args.find_max:
         result = run_once(args.calls, args.seconds, **opts)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))

@@ -26,6 +26,7 @@ class SubCommand(Protocol):
 #: name → (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gateway.run", "run the gateway (webhooks + media WebSockets)"),
+    "doctor": ("gateway.doctor", "check that the configured Gemini Live endpoint, key and model work"),
     "emulator": ("gateway.emulator.cli", "run the local Gemini Live emulator"),
     "call": ("gateway.caller.cli", "place a simulated Twilio phone call to a gateway"),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),

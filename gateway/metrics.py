@@ -79,6 +79,12 @@ class GatewayMetrics:
             ["outcome", "dialplan"],
             registry=r,
         )
+        self.call_failures = Counter(
+            "gateway_call_failures",
+            "Unexpected errors that ended a call through the fallback, by the call task that raised them",
+            ["task"],
+            registry=r,
+        )
         self.rejected_streams = Counter(
             "gateway_media_streams_rejected",
             "Media streams refused before a call started (bad token, protocol error, no start)",

@@ -1,4 +1,9 @@
-"""`gateway serve`: run the gateway, with the local Gemini Live emulator when there is no API key.
+"""`gateway serve`: run the gateway against Gemini Live, or on the local emulator when asked to.
+
+The emulator is never a silent default: without credentials ``serve`` refuses to start unless given
+``--emulator`` (what `make run` passes when no key is set), so a deployment that forgot its key does
+not answer real callers with the echo persona. With credentials, the start-up check of
+:mod:`gateway.doctor` runs first (``--no-check`` skips it).
 
 This module sits above the product and the stand-ins: it is the one place allowed to start both.
 """
@@ -45,7 +50,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--dialplans", type=Path, help="dialplan folder (GATEWAY_DIALPLANS, default dialplans)"
     )
     parser.add_argument(
+        "--emulator",
+        action="store_true",
+        help="answer calls with the embedded Gemini Live emulator (no key needed; never for real callers)",
+    )
+    parser.add_argument(
         "--emulator-port", type=int, default=0, help="port of the embedded emulator (default: any)"
+    )
+    parser.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the start-up check that Gemini accepts the key and model (see `gateway doctor`)",
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port via SO_REUSEPORT (default 1)"
@@ -55,9 +70,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+NO_CREDENTIALS = (
+    "no Gemini credentials: set GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT "
+    "and GOOGLE_CLOUD_LOCATION), or start with --emulator to try the gateway on the local emulator"
+)
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
+    try:
+        if not settings.embedded_emulator and not args.no_check:
+            run_loop(_startup_check(settings), "asyncio")
+        if args.workers != 1:
+            return serve_workers(settings, args.workers, loop=args.loop, emulator_port=args.emulator_port)
+        run_loop(serve(settings, emulator_port=args.emulator_port), args.loop)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
-    overrides: dict[str, object] = {}
+    overrides: dict[str, object] = {"embedded_emulator": bool(args.emulator)}
     if args.host:
         overrides["host"] = args.host
     if args.port:
@@ -67,15 +107,31 @@ def run(args: argparse.Namespace) -> int:
     if not settings.gemini_model:
         overrides["gemini_model"] = DEFAULT_MODEL
     settings = settings.with_(**overrides)
-    gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
+    if not settings.embedded_emulator and not settings.gemini_api_key and not settings.vertex:
+        raise ConfigError(NO_CREDENTIALS)
+    return settings
+
+
+async def _startup_check(settings: Settings) -> None:
+    """Refuse to start on a configuration Gemini rejects; only warn when the network is the problem."""
+    from gateway.doctor import diagnose, dialplan_models
+    from gateway.server.app import live_endpoint
+
+    endpoint = live_endpoint(settings)
     try:
-        if args.workers != 1:
-            return serve_workers(settings, args.workers, loop=args.loop, emulator_port=args.emulator_port)
-        run_loop(serve(settings, emulator_port=args.emulator_port), args.loop)
-    except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        report = await diagnose(settings, endpoint, dialplan_models(settings))
+    finally:
+        await endpoint.aclose()
+    if report.ok:
+        logger.info("start-up check passed", extra={"endpoint": report.where})
+        return
+    failure = report.config_failure
+    if failure is not None:
+        raise ConfigError(
+            f"start-up check failed ({failure.check}): {failure.detail}\n{report.text()}\n"
+            "(gateway doctor repeats these checks; --no-check starts anyway)"
+        )
+    logger.warning("start-up check could not reach Gemini; starting anyway", extra={"report": report.text()})
 
 
 async def serve(
@@ -139,8 +195,9 @@ def _banner(settings: Settings, dialplans: DialplanStore) -> None:
     ]
     if settings.embedded_emulator:
         lines += [
-            f"  No GEMINI_API_KEY: using the embedded Gemini Live emulator at {settings.gemini_url}",
-            "  (it greets, then plays each thing you say back to you).",
+            f"  --emulator: calls are answered by the embedded Gemini Live emulator at {settings.gemini_url}",
+            "  (it greets, then plays each thing you say back to you). Not Gemini: set GEMINI_API_KEY and",
+            "  start without --emulator to talk to the real model.",
         ]
     else:
         lines += [f"  Gemini Live: {settings.gemini_url} (default model {settings.gemini_model})"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.dialplan.model import model_problem
 from gateway.errors import ConfigError
 
 DEFAULT_GEMINI_URL = "wss://generativelanguage.googleapis.com"
@@ -31,13 +32,21 @@ class Settings:
     gemini_url: str = DEFAULT_GEMINI_URL
     gemini_api_key: str = field(default="", repr=False)
     gemini_model: str = ""
+    #: Gemini on Vertex AI (``GOOGLE_GENAI_USE_VERTEXAI``, as google-genai reads it): Application Default
+    #: Credentials, project-scoped model names, ``gemini_url`` the location's host unless overridden.
+    vertex: bool = False
+    #: ``GOOGLE_CLOUD_PROJECT`` and ``GOOGLE_CLOUD_LOCATION``: where Vertex AI sessions run.
+    vertex_project: str = ""
+    vertex_location: str = ""
     twilio_account_sid: str = ""
     twilio_auth_token: str = field(default="", repr=False)
     #: HMAC key for per-call stream tokens; generated per process when empty (single process only).
     gateway_secret: str = field(default="", repr=False)
     log_format: str = "text"
     log_level: str = "INFO"
-    #: Start the local Gemini Live emulator in-process (what `make run` does without a key).
+    #: Start the local Gemini Live emulator in-process. Only ever on request (``gateway serve --emulator``,
+    #: which `make run` passes when no credentials are set): a deployment that forgot its key must not
+    #: answer real callers with the echo emulator.
     embedded_emulator: bool = False
     #: Open the Gemini session at the (verified) voice webhook, before the media socket arrives.
     preconnect: bool = True
@@ -89,40 +98,47 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``GATEWAY_*``, ``GEMINI_*`` and ``TWILIO_*`` variables."""
         env = os.environ if env is None else env
-        try:
-            port = int(env.get("GATEWAY_PORT", "8080"))
-        except ValueError as exc:
-            raise ConfigError(f"GATEWAY_PORT must be an integer, got {env['GATEWAY_PORT']!r}") from exc
-        api_key = env.get("GEMINI_API_KEY", "")
+        port = _number(env, "GATEWAY_PORT", 8080)
+        if not 0 < port < 65536:
+            raise ConfigError(f"GATEWAY_PORT must be a port number from 1 to 65535, got {port}")
+        api_key = _api_key(env)
+        vertex, vertex_project, vertex_location = _vertex(env)
+        gemini_url = _live_url(env)
+        if vertex and not gemini_url:
+            from gateway.gemini.session import vertex_base_url  # only in Vertex mode
+
+            gemini_url = vertex_base_url(vertex_location)
         return cls(
             host=env.get("GATEWAY_HOST", "0.0.0.0"),
             port=port,
-            public_url=env.get("GATEWAY_PUBLIC_URL", "").rstrip("/"),
+            public_url=_http_url(env, "GATEWAY_PUBLIC_URL"),
             dialplan_dir=Path(env.get("GATEWAY_DIALPLANS", "dialplans")),
             data_dir=Path(env.get("GATEWAY_DATA_DIR", "data")),
-            gemini_url=env.get("GEMINI_BASE_URL", DEFAULT_GEMINI_URL).rstrip("/"),
+            gemini_url=gemini_url or DEFAULT_GEMINI_URL,
             gemini_api_key=api_key,
-            gemini_model=env.get("GEMINI_MODEL", ""),
+            gemini_model=_model(env),
+            vertex=vertex,
+            vertex_project=vertex_project,
+            vertex_location=vertex_location,
             twilio_account_sid=env.get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=env.get("TWILIO_AUTH_TOKEN", ""),
             gateway_secret=env.get("GATEWAY_SECRET", ""),
-            log_format=env.get("GATEWAY_LOG_FORMAT", "text"),
-            log_level=env.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-            embedded_emulator=not api_key,
-            preconnect=env.get("GATEWAY_PRECONNECT", "1") not in ("0", "false", "no"),
+            log_format=_choice(env, "GATEWAY_LOG_FORMAT", ("text", "json"), "text"),
+            log_level=_choice(env, "GATEWAY_LOG_LEVEL", _LOG_LEVELS, "INFO", upper=True),
+            preconnect=_flag(env, "GATEWAY_PRECONNECT", True),
             live_setup_timeout_s=_seconds(env, "GATEWAY_LIVE_SETUP_TIMEOUT_S", 5.0),
             live_give_up_s=_seconds(env, "GATEWAY_LIVE_GIVE_UP_S", 8.0),
             uplink_rate=_uplink_rate(env.get("GATEWAY_UPLINK_RATE", "")),
             admin_token=env.get("GATEWAY_ADMIN_TOKEN", ""),
             redis_url=env.get("GATEWAY_REDIS_URL", ""),
-            allow_unsigned_webhooks=env.get("GATEWAY_ALLOW_UNSIGNED", "0") in ("1", "true", "yes"),
+            allow_unsigned_webhooks=_flag(env, "GATEWAY_ALLOW_UNSIGNED", False),
             max_calls=_number(env, "GATEWAY_MAX_CALLS", 200),
             max_calls_per_dialplan=_per_plan(env.get("GATEWAY_MAX_CALLS_PER_DIALPLAN", "")),
             max_stream_messages_per_s=_number(env, "GATEWAY_MAX_STREAM_RATE", 100),
             max_call_s=float(_number(env, "GATEWAY_MAX_CALL_S", 7200)),
             max_pending_streams=_number(env, "GATEWAY_MAX_PENDING_STREAMS", 100),
             database_url=env.get("GATEWAY_DATABASE_URL", ""),
-            records=env.get("GATEWAY_RECORDS", "1") not in ("0", "false", "no"),
+            records=_flag(env, "GATEWAY_RECORDS", True),
             tool_modules=tuple(
                 m.strip()
                 for m in env.get("GATEWAY_TOOL_MODULES", "gateway.handlers.support").split(",")
@@ -148,6 +164,97 @@ class Settings:
         return tuple(s for s in values if s)
 
 
+def _vertex(env: Mapping[str, str]) -> tuple[bool, str, str]:
+    """(on, project, location) from google-genai's variables; ``GOOGLE_GENAI_USE_ENTERPRISE`` (its new
+    name) wins over ``GOOGLE_GENAI_USE_VERTEXAI`` when set, as in the SDK."""
+    name = "GOOGLE_GENAI_USE_ENTERPRISE" if env.get("GOOGLE_GENAI_USE_ENTERPRISE", "").strip() else ""
+    name = name or "GOOGLE_GENAI_USE_VERTEXAI"
+    if not _flag(env, name, False):
+        return False, "", ""
+    project = env.get("GOOGLE_CLOUD_PROJECT", "").strip()
+    if not project:
+        raise ConfigError(f"{name} is on but GOOGLE_CLOUD_PROJECT is not set: name the Vertex AI project")
+    location = env.get("GOOGLE_CLOUD_LOCATION", "").strip()
+    if not location:
+        raise ConfigError(
+            f"{name} is on but GOOGLE_CLOUD_LOCATION is not set: name a region serving the Live models, "
+            "e.g. us-central1"
+        )
+    return True, project, location
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off variable: 1/0, true/false, yes/no, on/off, in any case; anything else is an error."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}={env[name]!r} is not on or off: use 1/0, true/false, yes/no or on/off")
+
+
+def _choice(
+    env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False
+) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if upper else raw.lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _api_key(env: Mapping[str, str]) -> str:
+    """The Gemini API key, as google-genai finds it: ``GOOGLE_API_KEY`` wins over ``GEMINI_API_KEY``."""
+    google, gemini = env.get("GOOGLE_API_KEY", "").strip(), env.get("GEMINI_API_KEY", "").strip()
+    return google or gemini
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip().rstrip("/")
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http(s):// URL like https://voice.example.com")
+    return raw
+
+
+def _live_url(env: Mapping[str, str]) -> str:
+    """``GEMINI_BASE_URL``: a host to reach the Live API on (wss:// in production; ws:// for a local stand-in)."""
+    raw = env.get("GEMINI_BASE_URL", "").strip().rstrip("/")
+    if not raw:
+        return ""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("wss", "ws", "https", "http") or not parts.netloc or parts.query:
+        raise ConfigError(
+            f"GEMINI_BASE_URL={raw!r} is not a base URL like wss://generativelanguage.googleapis.com"
+        )
+    return raw
+
+
+def _model(env: Mapping[str, str]) -> str:
+    """``GEMINI_MODEL``, checked at start by the same rule as a dialplan's ``model``."""
+    raw = env.get("GEMINI_MODEL", "").strip()
+    if raw and (problem := model_problem(raw)) is not None:
+        raise ConfigError(f"GEMINI_MODEL: {problem}")
+    return raw
+
+
 def _number(env: Mapping[str, str], name: str, default: int) -> int:
     """A non-negative integer variable."""
     raw = env.get(name, "")
@@ -156,9 +263,9 @@ def _number(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
+        raise ConfigError(f"{name}={raw!r} must not be negative")
     return value
 
 
@@ -166,7 +273,7 @@ def _uplink_rate(raw: str) -> int:
     if not raw.strip():
         return 16000
     if raw.strip() not in ("8000", "16000"):
-        raise ConfigError(f"GATEWAY_UPLINK_RATE must be 8000 or 16000, got {raw!r}")
+        raise ConfigError(f"GATEWAY_UPLINK_RATE={raw!r} is not one of 8000, 16000")
     return int(raw)
 
 
@@ -178,9 +285,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
     if not 0 < value <= 600:
-        raise ConfigError(f"{name} must be in (0, 600], got {value}")
+        raise ConfigError(f"{name}={raw!r} must be more than 0 and at most 600 seconds")
     return value
 
 

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.audio.formats import LIVE_INPUT_RATE
 from gateway.audio.transcode import Downlink, Uplink
+from gateway.audio.vad import LocalVad, VadEdge
 from gateway.bridge.guard import CallGuard
 from gateway.bridge.playout import MarkOut, Playout
 from gateway.bridge.resilience import ResilientSession
+from gateway.bridge.setup import manual_vad
 from gateway.bridge.transcript import Transcript, Turn
 from gateway.dialplan.model import Dialplan
 from gateway.errors import LiveSessionError, TelephonyProtocolError
@@ -35,7 +37,9 @@ from gateway.gemini.messages import (
     FunctionResponse,
     GenerationComplete,
     GoAway,
+    Grounding,
     InputTranscription,
+    InteractionStatus,
     Interrupted,
     ModelAudio,
     OutputTranscription,
@@ -44,7 +48,9 @@ from gateway.gemini.messages import (
     ToolCall,
     ToolCallCancellation,
     TurnComplete,
+    TurnCompleteReason,
     UsageMetadata,
+    WaitingForInput,
 )
 from gateway.log import CallLogger
 from gateway.metrics import CallDepths
@@ -80,6 +86,10 @@ class LiveSessionLike(Protocol):
     def send_client_content(self, turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> None: ...
 
     def send_tool_response(self, responses: Sequence[FunctionResponse]) -> None: ...
+
+    def send_activity_start(self) -> None: ...
+
+    def send_activity_end(self) -> None: ...
 
     def events(self) -> AsyncIterator[ServerEvent]: ...
 
@@ -126,6 +136,14 @@ class CallResult:
     transfer_to: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CallFailure:
+    """The first unexpected error of a call: which task raised it, and what."""
+
+    task: str
+    error: BaseException
+
+
 class CallBridge:
     """Runs one call. Construct with a connected Live session; :meth:`run` returns when the call ends."""
 
@@ -154,6 +172,12 @@ class CallBridge:
         self.uplink = Uplink(out_rate=uplink_rate)
         self.downlink = Downlink()
         self.playout = Playout(lead_s=playout_lead_s)
+        #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
+        self._vad = manual_vad(dialplan, uplink_rate)
+        # Audio outside an activity only counts with turn_coverage = "all_input" (§2.2): else not sent.
+        self._audio_between_turns = dialplan.vad.turn_coverage == "all_input"
+        #: Extended thinking: the model is still working on the request (``interactionStatus``).
+        self._in_progress = False
         #: Records, metrics and the optional recording; a bare one (no store) when not given.
         self.observer = observer or CallObserver(call_id=info.call_sid, dialplan=dialplan.name, clock=clock)
         self.transcript = Transcript(on_turn=self._turn_finished)
@@ -164,6 +188,9 @@ class CallBridge:
         self._turn_flushed = False
         self._bot_audio = False
         self._uplink_task: asyncio.Task[None] | None = None
+        #: The first unexpected error of the call's tasks (see :meth:`_owned`).
+        self._failure: CallFailure | None = None
+        self._protocol_error: TelephonyProtocolError | None = None
         #: Model turns ended (complete or interrupted): call control waits for the goodbye's turn.
         self.turns_ended = 0
         self.result = CallResult(
@@ -185,22 +212,34 @@ class CallBridge:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:
-        """Bridge until either side ends the call; ``inbound`` protocol errors propagate after teardown."""
-        if self.dialplan.greeting:
-            self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
-        uplink = asyncio.create_task(self._uplink(inbound), name=f"uplink:{self.info.call_sid}")
-        self._uplink_task = uplink
-        downlink = asyncio.create_task(self._downlink(), name=f"downlink:{self.info.call_sid}")
-        playout = asyncio.create_task(self._playout(), name=f"playout:{self.info.call_sid}")
-        limits = asyncio.create_task(self.guard.watch(), name=f"limits:{self.info.call_sid}")
+        """Bridge until either side ends the call; ``inbound`` protocol errors propagate after teardown.
+
+        The call owns its tasks: each runs under :meth:`_owned`, so no task's error can be dropped.
+        An unexpected one is logged once (traceback and call ids), ends the call as ``gateway`` with
+        the reason, and the caller hears the fallback line then the dialplan's fallback action, as
+        for a Gemini outage (:meth:`_recover`).
+        """
+        tasks: dict[str, asyncio.Task[None]] = {}
         try:
-            await asyncio.wait({uplink, downlink, limits}, return_when=asyncio.FIRST_COMPLETED)
+            if self.dialplan.greeting:
+                self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
+            tasks["uplink"] = self._uplink_task = self._spawn("uplink", self._uplink(inbound))
+            tasks["downlink"] = self._spawn("downlink", self._downlink())
+            tasks["playout"] = self._spawn("playout", self._playout())
+            tasks["limits"] = self._spawn("limits", self.guard.watch())
+            # The playout task only ever ends by failing; the other three end the call when they return.
+            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            if self._failure is not None:
+                await self._recover(tasks)
+        except Exception as exc:  # e.g. the greeting could not be sent
+            self._task_failed("start", exc)
+            await self._recover(tasks)
         finally:
             # Teardown must finish even if this task is cancelled (aiohttp may cancel a handler
             # whose client vanished): the Gemini session is closed in a shielded task.
-            for task in (uplink, downlink, playout, limits):
+            for task in tasks.values():
                 task.cancel()
-            teardown = asyncio.ensure_future(self._teardown(uplink, downlink, playout, limits))
+            teardown = asyncio.ensure_future(self._teardown(*tasks.values()))
             _teardowns.add(teardown)
             teardown.add_done_callback(_teardowns.discard)
             try:
@@ -208,15 +247,63 @@ class CallBridge:
             finally:
                 self._finish()
         # Surface a malformed-input error to the media handler so it closes with the right code.
-        if not uplink.cancelled() and (exc := uplink.exception()) is not None:
-            raise exc
+        if self._protocol_error is not None:
+            raise self._protocol_error
         return self.result
 
+    def _spawn(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
+        return asyncio.create_task(self._owned(name, work), name=f"{name}:{self.info.call_sid}")
+
+    async def _owned(self, name: str, work: Awaitable[None]) -> None:
+        """Run one of the call's tasks; its unexpected error is reported, never lost."""
+        try:
+            await work
+        except TelephonyProtocolError as exc:
+            self._protocol_error = exc  # the caller's side broke its protocol: not our failure
+        except Exception as exc:
+            self._task_failed(name, exc)
+
+    def _task_failed(self, task: str, exc: BaseException) -> None:
+        """Log an unexpected error once with its traceback, and make it the call's end reason."""
+        if self._failure is not None:
+            self.log.error(
+                "call task failed during recovery", exc_info=exc, extra={"task": task, "error": repr(exc)}
+            )
+            return
+        self._failure = CallFailure(task, exc)
+        reason = f"internal error in {task}: {type(exc).__name__}: {exc}"
+        self.log.error("call task failed", exc_info=exc, extra={"task": task, "error": repr(exc)})
+        self._end("gateway", reason[:300])
+        self.observer.failure(task, exc)
+
+    async def _recover(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        """After an unexpected error: the caller hears the fallback line, then its action runs.
+
+        Gemini's output and the timers stop; the uplink keeps reading (a hang-up still ends the call)
+        and playout keeps sending, restarted once if it was the task that failed.
+        """
+        for name in ("downlink", "limits"):
+            if name in tasks:
+                tasks[name].cancel()
+        playout = tasks.get("playout")
+        if playout is None or playout.done():
+            self.playout.clear(self._clock())
+            tasks["playout"] = self._spawn("playout", self._playout())
+        failure = self._failure
+        error = failure.error if failure is not None else RuntimeError("unknown failure")
+        tasks["fallback"] = fallback = self._spawn("fallback", self.guard.fall_back(error))
+        waiting = {fallback, tasks["playout"]}
+        if "uplink" in tasks and not tasks["uplink"].done():
+            waiting.add(tasks["uplink"])
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+
     async def _teardown(self, *tasks: asyncio.Task[None]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.tools is not None:
-            await self.tools.close()  # running handlers are cancelled; nothing more is sent
-        await self.session.close()
+        await asyncio.gather(*tasks, return_exceptions=True)  # _owned has reported every error already
+        try:
+            if self.tools is not None:
+                await self.tools.close()  # running handlers are cancelled; nothing more is sent
+        finally:
+            await self.session.close()
 
     def _finish(self) -> None:
         r = self.result
@@ -291,7 +378,11 @@ class CallBridge:
         as the frame is parsed (gateway/server/media_in.py) as well as from the uplink task."""
         self.result.frames_in += 1
         pcm = self.uplink.process(event.payload)
-        self.session.send_audio(pcm)
+        vad = self._vad
+        if vad is None:
+            self.session.send_audio(pcm)
+        else:
+            self._manual_turns(vad, pcm)
         # For the reply-latency histogram: when the caller last made a sound.
         if peak(pcm, 2) > VOICE_PEAK:
             # Also feeds the silence timeout, so it works with input transcription off.
@@ -300,6 +391,31 @@ class CallBridge:
         recording = self.observer.recording
         if recording is not None:
             recording.caller(event.payload)
+
+    def _manual_turns(self, vad: LocalVad, pcm: bytes) -> None:
+        """Manual activity detection: ``activityStart``, the pre-roll and the speech, ``activityEnd``.
+
+        The server discards audio outside an activity (gemini-live.md §2.4) unless the plan's turns
+        cover all input, so between turns nothing is sent: a silent line costs no bandwidth. The pre-roll
+        (the onset and the audio just before it) follows ``activityStart`` so no syllable is clipped.
+        """
+        session = self.session
+        edge = vad.feed(pcm)
+        try:
+            if edge is VadEdge.NONE:
+                if vad.active or self._audio_between_turns:
+                    session.send_audio(pcm)
+            elif edge is VadEdge.START:
+                session.send_activity_start()
+                preroll = vad.take_preroll()
+                for chunk in preroll if not self._audio_between_turns else preroll[-1:]:
+                    session.send_audio(chunk)
+            else:
+                session.send_activity_end()
+                if self._audio_between_turns:
+                    session.send_audio(pcm)
+        except LiveSessionError:
+            pass  # the session just ended; the downlink task is ending the call
 
     async def _uplink(self, inbound: AsyncIterator[TelephonyEvent]) -> None:
         session, caller_audio = self.session, self.caller_audio
@@ -364,17 +480,35 @@ class CallBridge:
             self.transcript.caller_text(event.text)
             self.guard.caller_active()
         elif isinstance(event, Interrupted):
+            self._in_progress = False
             self.guard.caller_active()
             await self._barge_in()
         elif isinstance(event, GenerationComplete):
             self._flush_turn()
         elif isinstance(event, TurnComplete):
             self._flush_turn()
-            self.turns_ended += 1
-            self.guard.turn_complete()
+            if self._in_progress:
+                # Extended thinking, interactionStatus IN_PROGRESS: one spoken segment (a filler, a first
+                # answer) of an interaction that goes on without new input. Not the end of the bot's
+                # turn for call control (a goodbye waits for the real end) or for a spoken limit line;
+                # the silence clock restarts, as the caller is waiting for the bot, not silent.
+                self.guard.timers.bot_active(self._clock())
+            else:
+                self.turns_ended += 1
+                self.guard.turn_complete()
             turn = self.transcript.end_bot()
             if turn is not None:
                 self.log.info("bot said", extra={"text": turn.text})
+        elif isinstance(event, InteractionStatus):
+            self._in_progress = event.in_progress  # rides on the TurnComplete that follows
+        elif isinstance(event, WaitingForInput):
+            self._in_progress = False
+        elif isinstance(event, TurnCompleteReason):
+            if event.reason != "NEED_MORE_INPUT":  # anything else means the model's turn went wrong
+                self.log.warning("gemini turn ended abnormally", extra={"reason": event.reason})
+                self.observer.event("turn_end_reason", {"reason": event.reason})
+        elif isinstance(event, Grounding):
+            self.observer.grounding(event.queries, event.sources)
         elif isinstance(event, ToolCall):
             if self.tools is not None:
                 self.tools.handle(event)  # answers follow as handlers finish (gateway/tools/router.py)

@@ -24,6 +24,7 @@ import aiohttp
 from gateway.dialplan.model import Dialplan
 from gateway.errors import ToolError
 from gateway.gemini.messages import FunctionResponse
+from gateway.gemini.models import capabilities
 from gateway.tools.context import CallContext
 from gateway.tools.dtmf import dtmf_frames
 from gateway.tools.registry import ToolRegistry
@@ -181,6 +182,7 @@ def call_tools(
     router runs is exactly what the model was told.
     """
     tools = registry.session_tools(plan, model)
+    streams = capabilities(model).scheduling  # willContinue is read where scheduling is
 
     def make(bridge: CallBridge) -> ToolRouter:
         control = BridgeControl(bridge, rest=rest)
@@ -200,6 +202,13 @@ def call_tools(
             # Looked up per answer: the bridge's session may be replaced (reconnects).
             bridge.session.send_tool_response(responses)
 
-        return ToolRouter(registry=registry, tools=tools, context=context, send=send, on_close=control.close)
+        return ToolRouter(
+            registry=registry,
+            tools=tools,
+            context=context,
+            send=send,
+            on_close=control.close,
+            streams=streams,
+        )
 
     return make

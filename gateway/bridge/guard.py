@@ -144,8 +144,9 @@ class CallGuard:
         bridge._end("gateway", why)
 
     # --- fallback -----------------------------------------------------------------------------------
-    async def fall_back(self, error: LiveSessionError) -> None:
-        """Gemini is unreachable: play the fallback line, wait until heard, run the fallback action."""
+    async def fall_back(self, error: BaseException) -> None:
+        """Gemini is unreachable, or the call failed inside the gateway: play the fallback line, wait
+        until it is heard, run the fallback action. ``error`` is what went wrong (for the log)."""
         bridge = self.bridge
         if self._acting:
             return
@@ -166,7 +167,9 @@ class CallGuard:
         elapsed_ms = (clock() - self._t0) * 1000.0
         bridge.result.fallback_ms = round(elapsed_ms, 1)
         bridge.log.warning(
-            "gemini unavailable: playing fallback",
+            "gemini unavailable: playing fallback"
+            if isinstance(error, LiveSessionError)
+            else "call failed: playing fallback",
             extra={
                 "error": str(error),
                 "source": source,

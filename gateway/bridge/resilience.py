@@ -13,7 +13,7 @@ Rules (docs/gemini-live.md §3.5, §3.6, §5.3):
   lost). Unknown handle (1008 "session not found") or none at all: start fresh, seeded with the call's
   transcript so far as one ``clientContent`` user turn (seeding ``model`` turns needs ``historyConfig``
   on some models and is rejected on others, a user note works everywhere). A clean 1000 close from
-  the server ends the conversation, and the call with it.
+  the server is a loss like any other (resume, else fallback): never dead air.
 * **goAway → switch at a safe point**: model idle, no unanswered tool call, and a handle issued since
   the last thing said. The replacement is opened *then* (a connection opened earlier would resume from
   a handle that is stale by the time we switch), make-before-break, and the old one closed after. If no
@@ -100,6 +100,10 @@ class LiveConnection(Protocol):
     def send_client_content(self, turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> None: ...
 
     def send_tool_response(self, responses: Sequence[FunctionResponse]) -> None: ...
+
+    def send_activity_start(self) -> None: ...
+
+    def send_activity_end(self) -> None: ...
 
     def take_unsent_audio(self) -> list[bytes]: ...
 
@@ -259,6 +263,9 @@ class ResilientSession:
         self._reply: list[str] = []
         self._since_handle: list[tuple[str, str]] = []
         self._deadline: float | None = None
+        # Manual activity detection: the caller is mid-utterance; an utterance touched an outage.
+        self._activity = False
+        self._activity_held = False
 
     # ------------------------------------------------------------------ state
 
@@ -335,7 +342,8 @@ class ResilientSession:
         current = [r for r in responses if r.id not in self._orphan_tools]
         orphans = [r for r in responses if r.id in self._orphan_tools]
         for r in current:
-            self._pending_tools.pop(r.id, None)
+            if not r.will_continue:  # a streaming tool's call stays open until its last answer
+                self._pending_tools.pop(r.id, None)
         if current:
             self._fresh = False
             self._control(lambda s: s.send_tool_response(current))
@@ -348,6 +356,30 @@ class ResilientSession:
                 "Tell the caller the outcome.]"
             )
             self._control(lambda s: s.send_client_content([("user", note)], True))
+
+    def send_activity_start(self) -> None:
+        """Manual activity detection: the caller started speaking (its audio follows)."""
+        self._activity = True
+        self._fresh = False
+        self._activity_marker(lambda s: s.send_activity_start())
+
+    def send_activity_end(self) -> None:
+        """Manual activity detection: the caller's turn is over."""
+        self._activity = False
+        self._activity_marker(lambda s: s.send_activity_end())
+
+    def _activity_marker(self, op: Callable[[LiveConnection], None]) -> None:
+        live = self._live
+        if live is not None and not live.closed:
+            try:
+                op(live)
+                return
+            except LiveSessionError:
+                pass  # it closed a moment ago; the events loop is about to replace it
+        # Not held with the other controls: a marker must keep its place among the held audio, so
+        # _attach frames that audio with activityStart/activityEnd from the state instead.
+        if not self._closing:
+            self._activity_held = True
 
     # ------------------------------------------------------------------ receiving
 
@@ -381,8 +413,8 @@ class ResilientSession:
                     yield TurnComplete()
                 continue
             except StopAsyncIteration:
-                # A clean close (1000) is the server ending the conversation (gemini/protocol.py's
-                # convention), not a failure: the call ends with it.
+                # Only our own close() ends a connection's events without an error (a server close,
+                # 1000 included, raises LiveSessionClosed): the call is ending.
                 return
             except LiveSessionClosed as exc:
                 if self.closed:
@@ -460,7 +492,7 @@ class ResilientSession:
         Without any handle yet there is no safe point: the server sends one right after a turn, and
         switching just before it would start a fresh session needlessly. The deadline forces it.
         """
-        return self._fresh and not self._turn_open and not self._pending_tools
+        return self._fresh and not self._turn_open and not self._pending_tools and not self._activity
 
     # ------------------------------------------------------------------ connecting
 
@@ -623,9 +655,16 @@ class ResilientSession:
             control, self._held_control = self._held_control, []
             for op in control:
                 op(session)
+            # Manual activity detection: the new connection knows nothing of an utterance in progress
+            # or one spoken during the outage, and would discard audio outside an activity window.
+            framed, self._activity_held = self._activity or self._activity_held, False
+            if framed:
+                session.send_activity_start()
             held = self._held
             while held:
                 session.send_audio(held.popleft())
+            if framed and not self._activity:
+                session.send_activity_end()
         except LiveSessionError:
             pass  # closed already: the events loop sees it next and hands over again
 

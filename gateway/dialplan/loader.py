@@ -26,17 +26,22 @@ from gateway.dialplan.model import (
     VOICES,
     Action,
     ActionKind,
+    ActivityHandling,
     Dialplan,
     DialplanBook,
     Fallback,
     Limits,
     Recording,
     Sensitivity,
+    Thinking,
+    ThinkingLevel,
     Transcription,
+    TurnCoverage,
     Vad,
     book_problems,
 )
 from gateway.errors import DialplanError, DialplanErrors
+from gateway.gemini.models import capabilities
 
 __all__ = ["DialplanBook", "dialplan_files", "load_dialplan", "load_dialplans"]
 
@@ -54,10 +59,17 @@ _TOML_WHERE = re.compile(r"\(at [^)]*\)")
 _TOP_KEYS = (
     "name", "numbers", "callers", "default", "model", "voice", "language", "system_instruction",
     "system_instruction_file", "greeting", "tools", "vad", "transcription", "limits", "transfer",
-    "fallback", "metadata", "recording",
+    "fallback", "metadata", "recording", "thinking", "google_search",
 )  # fmt: skip
-_VAD_KEYS = ("disabled", "start_sensitivity", "end_sensitivity", "silence_duration_ms", "prefix_padding_ms")
-_TRANSCRIPTION_KEYS = ("input", "output")
+_VAD_KEYS = (
+    "disabled", "start_sensitivity", "end_sensitivity", "silence_duration_ms", "prefix_padding_ms",
+    "activity_handling", "turn_coverage",
+)  # fmt: skip
+_TRANSCRIPTION_KEYS = ("input", "output", "languages")
+_THINKING_KEYS = ("level", "budget")
+_ACTIVITY_HANDLINGS: tuple[ActivityHandling, ...] = ("interrupt", "no_interruption")
+_TURN_COVERAGES: tuple[TurnCoverage, ...] = ("only_activity", "all_input", "audio_activity_and_all_video")
+_THINKING_LEVELS: tuple[ThinkingLevel, ...] = ("minimal", "low", "medium", "high")
 _MAX_DURATION_KEYS = (
     "max_duration_warning",
     "max_duration_action",
@@ -184,16 +196,16 @@ class _Check:
         return choices[choices.index(value)]
 
     def strings(
-        self, data: Mapping[str, Any], key: str, each: Callable[[str, str], str | None]
+        self, data: Mapping[str, Any], key: str, each: Callable[[str, str], str | None], prefix: str = ""
     ) -> tuple[str, ...]:
         """An array of strings, each checked by ``each(field, value)``; duplicates are errors."""
         value = data.get(key, [])
         if not isinstance(value, list):
-            self.error(key, f"must be an array of strings, not {_kind(value)}")
+            self.error(prefix + key, f"must be an array of strings, not {_kind(value)}")
             return ()
         out: list[str] = []
         for i, item in enumerate(value):
-            field = f"{key}[{i}]"
+            field = f"{prefix}{key}[{i}]"
             if not isinstance(item, str):
                 self.error(field, f"must be a string, not {_kind(item)}")
                 continue
@@ -221,16 +233,16 @@ def _number_or_pattern(check: _Check) -> Callable[[str, str], str | None]:
     return each
 
 
-def _language(check: _Check, value: str) -> str | None:
+def _language(check: _Check, value: str, field: str = "language") -> str | None:
     match = _LANGUAGE.fullmatch(value)
     if match is None:
-        check.error("language", f"{value!r} is not a BCP-47 code like 'en-US', 'es-US' or 'fr'")
+        check.error(field, f"{value!r} is not a BCP-47 code like 'en-US', 'es-US' or 'fr'")
         return None
     primary, script, region = match.groups()
     primary = primary.lower()
     if primary not in LANGUAGES:
         check.error(
-            "language",
+            field,
             f"{primary!r} is not a Live API language (gemini-live.md §7.3)" + _suggest(primary, LANGUAGES),
         )
         return None
@@ -409,7 +421,16 @@ def _validate(
     transcription = Transcription(
         input=check.boolean(table, "input", "transcription.", True),
         output=check.boolean(table, "output", "transcription.", True),
+        languages=check.strings(
+            table, "languages", lambda field, value: _language(check, value, field), "transcription."
+        ),
     )
+    if transcription.languages and not (transcription.input or transcription.output):
+        check.error("transcription.languages", "has no effect with both transcriptions off")
+    thinking = _thinking(check, check.table(data, "thinking"), model)
+    google_search = check.boolean(data, "google_search", "", False)
+    if google_search and model is not None and not capabilities(model).google_search:
+        check.error("google_search", f"{model!r} has no Google Search grounding")
     limits = _limits(check, check.table(data, "limits"), targets)
     table = check.table(data, "fallback")
     check.keys(table, _FALLBACK_KEYS, "fallback.")
@@ -442,6 +463,8 @@ def _validate(
         tools=tools,
         vad=vad,
         transcription=transcription,
+        thinking=thinking,
+        google_search=google_search,
         limits=limits,
         transfer_targets=MappingProxyType(targets),
         fallback=fallback,
@@ -455,19 +478,42 @@ def _validate(
 def _vad(check: _Check, table: dict[str, Any]) -> Vad:
     p = "vad."
     check.keys(table, _VAD_KEYS, p)
-    vad = Vad(
+    # With vad.disabled the same settings drive the gateway's own detector (gateway/audio/vad.py).
+    return Vad(
         disabled=check.boolean(table, "disabled", p, False),
         start_sensitivity=check.choice(table, "start_sensitivity", p, _SENSITIVITIES),
         end_sensitivity=check.choice(table, "end_sensitivity", p, _SENSITIVITIES),
         silence_duration_ms=check.integer(table, "silence_duration_ms", p, 0, 10_000),
         prefix_padding_ms=check.integer(table, "prefix_padding_ms", p, 0, 10_000),
+        activity_handling=check.choice(table, "activity_handling", p, _ACTIVITY_HANDLINGS),
+        turn_coverage=check.choice(table, "turn_coverage", p, _TURN_COVERAGES),
     )
-    if vad.disabled:
-        # With server VAD off nothing reads these; they are almost certainly a mistake.
-        for key in _VAD_KEYS[1:]:
-            if key in table:
-                check.error(p + key, "has no effect when vad.disabled = true")
-    return vad
+
+
+def _thinking(check: _Check, table: dict[str, Any], model: str | None) -> Thinking:
+    """``[thinking]``; checked against the plan's model when it names one (else at call time, where a
+    setting the model cannot take is left out of the setup)."""
+    p = "thinking."
+    check.keys(table, _THINKING_KEYS, p)
+    thinking = Thinking(
+        level=check.choice(table, "level", p, _THINKING_LEVELS),
+        budget=check.integer(table, "budget", p, -1, 32_768),
+    )
+    if "level" in table and "budget" in table:
+        check.error(p + "budget", "give thinking.level or thinking.budget, not both")
+    if model is None or not table:
+        return thinking
+    caps = capabilities(model)
+    if caps.thinking == "none":
+        check.error("thinking", f"{model!r} takes no thinking settings; remove [thinking]")
+    elif caps.thinking == "budget" and "level" in table:
+        check.error(p + "level", f"{model!r} takes a thinking.budget (tokens), not a level")
+    elif caps.thinking == "level" and "budget" in table:
+        check.error(p + "budget", f"{model!r} takes a thinking.level, not a budget")
+    elif thinking.level is not None and thinking.level.upper() not in caps.thinking_levels:
+        allowed = " or ".join(repr(level.lower()) for level in caps.thinking_levels)
+        check.error(p + "level", f"{model!r} takes {allowed}, not {thinking.level!r}")
+    return thinking
 
 
 def _limits(check: _Check, table: dict[str, Any], targets: Mapping[str, str]) -> Limits:

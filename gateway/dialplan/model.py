@@ -13,6 +13,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,21 @@ LANGUAGES: frozenset[str] = frozenset((
 #: Model ids Google has shut down (gemini-live.md §7.1); naming one would fail every call.
 RETIRED_MODELS: frozenset[str] = frozenset({"gemini-2.0-flash-live-001", "gemini-live-2.5-flash-preview"})
 
+_MODEL_ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,127}")
+_VERTEX_MODEL = re.compile(r"projects/[^/\s]+/locations/[^/\s]+/publishers/google/models/(?P<id>[^/\s]+)")
+
+
+def model_problem(model: str) -> str | None:
+    """Why ``model`` cannot name a Live model (None: it can). One rule for dialplans and GEMINI_MODEL:
+    a Gemini id like ``gemini-3.8-live`` (``models/`` allowed), or a Vertex AI resource path; not retired."""
+    vertex = _VERTEX_MODEL.fullmatch(model)
+    bare = vertex["id"] if vertex else model.removeprefix("models/")
+    if not _MODEL_ID.fullmatch(bare):
+        return f"{model!r} is not a Gemini model id like 'gemini-3.8-live'"
+    if bare in RETIRED_MODELS:
+        return f"{model!r} has been shut down by Google; use e.g. 'gemini-3.8-live'"
+    return None
+
 #: Tools the gateway itself implements.
 BUILTIN_TOOLS: frozenset[str] = frozenset({"end_call", "transfer_call", "send_dtmf"})
 
@@ -53,6 +69,9 @@ KNOWN_TOOLS: frozenset[str] = BUILTIN_TOOLS | {"lookup_order"}
 
 Sensitivity = Literal["high", "low"]
 ActionKind = Literal["hangup", "transfer"]
+ActivityHandling = Literal["interrupt", "no_interruption"]
+TurnCoverage = Literal["only_activity", "all_input", "audio_activity_and_all_video"]
+ThinkingLevel = Literal["minimal", "low", "medium", "high"]
 
 
 def _empty() -> Mapping[str, Any]:
@@ -61,21 +80,46 @@ def _empty() -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Vad:
-    """Server-side voice activity detection; ``None`` leaves the gateway's default in force."""
+    """Voice activity detection and turn control; ``None`` leaves the gateway's default in force.
+
+    With ``disabled`` Gemini's own detection is off and the gateway detects speech itself
+    (gateway/audio/vad.py): the same sensitivities, ``silence_duration_ms`` (end of an utterance) and
+    ``prefix_padding_ms`` (audio kept from before the onset) then configure that detector.
+    ``activity_handling = "no_interruption"`` makes the bot's speech impossible to barge in on (a
+    disclosure the caller must hear out); ``turn_coverage`` says what input a user turn includes.
+    """
 
     disabled: bool = False
     start_sensitivity: Sensitivity | None = None
     end_sensitivity: Sensitivity | None = None
     silence_duration_ms: int | None = None
     prefix_padding_ms: int | None = None
+    activity_handling: ActivityHandling | None = None
+    turn_coverage: TurnCoverage | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Transcription:
-    """Whether Gemini transcribes the caller (input) and itself (output)."""
+    """Whether Gemini transcribes the caller (input) and itself (output), and in which languages.
+
+    ``languages`` (BCP-47) are hints for both transcriptions; empty means the plan's ``language``.
+    """
 
     input: bool = True
     output: bool = True
+    languages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """How much the model reasons before it speaks; which knob applies depends on the model.
+
+    ``level`` for 3.1 and 3.8 extended thinking (which requires one: ``low`` when unset); ``budget``
+    (tokens, 0 off, -1 dynamic) for 2.5 native audio; 3.8 Live takes neither.
+    """
+
+    level: ThinkingLevel | None = None
+    budget: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +206,9 @@ class Dialplan:
     tools: tuple[str, ...] = ()
     vad: Vad = field(default_factory=Vad)
     transcription: Transcription = field(default_factory=Transcription)
+    thinking: Thinking = field(default_factory=Thinking)
+    #: Let the model search the web (Google Search grounding); sources land in the call record.
+    google_search: bool = False
     limits: Limits = field(default_factory=Limits)
     #: Target name → E.164 number.
     transfer_targets: Mapping[str, str] = field(default_factory=_empty, hash=False)

@@ -33,6 +33,13 @@ whole); anything else takes the emulator's own full parser. Speech is a
 peak-to-peak level over that window rather than an RMS; every reply chunk is one cached frame, the
 same bytes object written for every call; replies are timed with ``loop.call_at``, not a task.
 
+**TLS.** Given an ``ssl_context`` it serves ``wss://`` as Google does (the gateway verifies it
+against a test CA, :mod:`gateway.emulator.pki`): asyncio's and uvloop's SSL transports both feed a
+``BufferedProtocol`` (the decrypted bytes land in :meth:`get_buffer`'s view), so nothing here
+changes but the listener. It then also listens on a plain port (:attr:`LoadLiveServer.plain_port`)
+serving the same, where the load bench times its bare loopback round trip (:attr:`echo_url`): the
+callers' leg to the gateway is plain, so a plain echo is the round trip to subtract.
+
 For the load analysis each session keeps a :class:`~gateway.caller.load.SessionProbe`: it finds the
 callers' probe frames in the audio the gateway forwards (the uplink's receive time) and notes when
 each reply's first audio left this server (the downlink's start), as the bench's hook on the full
@@ -46,6 +53,7 @@ import binascii
 import logging
 import math
 import secrets
+import ssl
 import struct
 import time
 from functools import lru_cache
@@ -169,12 +177,14 @@ class LoadLiveServer:
     """Serve the Live API on ``host:port`` for load tests; see the module docstring.
 
     ``api_key=None`` accepts any key. :attr:`probes` maps each session's index to what it saw.
+    ``ssl_context`` (a server context): serve ``wss://``, and plain ``ws://`` on :attr:`plain_port`.
     """
 
     def __init__(
         self,
         *,
         api_key: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         greeting: str = "Hello, how can I help?",
         first_audio_delay_s: float = 0.25,
         chunk_ms: int = 80,
@@ -187,6 +197,7 @@ class LoadLiveServer:
         max_echo_s: float = 15.0,
     ) -> None:
         self.api_key = api_key
+        self.ssl_context = ssl_context
         self.greeting = greeting
         #: The greeting's length in the full emulator's voice, in whole 20 ms frames.
         self.greeting_samples = _whole_frames(len(voice.speak(greeting)) // 2)
@@ -206,24 +217,33 @@ class LoadLiveServer:
         self.messages_in = 0
         self._handles: dict[str, None] = {}
         self._open: set[_LiveConnection] = set()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._host = "127.0.0.1"
         self._port = 0
+        self._plain_port = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0: an ephemeral port, see :attr:`port`)."""
+        """Listen on ``host:port`` (0: an ephemeral port, see :attr:`port`); with TLS, also plain on an
+        ephemeral :attr:`plain_port`."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _LiveConnection(self), host, port)
-        self._host, self._port = host, int(self._server.sockets[0].getsockname()[1])
+        server = await loop.create_server(lambda: _LiveConnection(self), host, port, ssl=self.ssl_context)
+        self._servers.append(server)
+        self._host, self._port = host, int(server.sockets[0].getsockname()[1])
+        self._plain_port = self._port
+        if self.ssl_context is not None:
+            plain = await loop.create_server(lambda: _LiveConnection(self), host, 0)
+            self._servers.append(plain)
+            self._plain_port = int(plain.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Close every session (1001) and stop listening."""
         for conn in list(self._open):
             conn.close(1001, "The server is shutting down.")
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
 
     async def __aenter__(self) -> LoadLiveServer:
         await self.start()
@@ -237,9 +257,20 @@ class LoadLiveServer:
         return self._port
 
     @property
+    def plain_port(self) -> int:
+        """The plain ``ws://`` port: :attr:`port` itself unless serving TLS."""
+        return self._plain_port
+
+    @property
     def base_url(self) -> str:
-        """The Live API base URL (``ws://host:port``), as for the full emulator."""
-        return f"ws://{self._host}:{self._port}"
+        """The Live API base URL (``wss://host:port`` with TLS, else ``ws://``), as for the full emulator."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    @property
+    def echo_url(self) -> str:
+        """The bare echo WebSocket, always plain ``ws://`` (see the module docstring)."""
+        return f"ws://{self._host}:{self._plain_port}{ECHO_PATH}"
 
     def results(self) -> list[dict[str, Any]]:
         """Every session's :meth:`SessionProbe.result`, for :func:`gateway.caller.load.analyse`."""

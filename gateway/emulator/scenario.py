@@ -19,6 +19,14 @@ from gateway.errors import ConfigError
 
 _DTMF_RUN = re.compile(r"[0-9*#A-Da-d]+")
 
+#: ``turnCompleteReason`` values a rule may script (google-genai 3.3 ``types.TurnCompleteReason``, abridged).
+TURN_COMPLETE_REASONS = frozenset(
+    {
+        "MALFORMED_FUNCTION_CALL", "RESPONSE_REJECTED", "NEED_MORE_INPUT", "PROHIBITED_INPUT_CONTENT",
+        "GENERATED_CONTENT_SAFETY", "GENERATED_AUDIO_SAFETY", "BLOCKLIST", "INPUT_OTHER", "GENERATED_OTHER",
+    }
+)  # fmt: skip
+
 DEFAULT_GREETING = (
     "Hello! You are talking to the Gemini Live emulator. Say something, and I will play it back to you."
 )
@@ -36,8 +44,12 @@ class Rule:
         ``"5"``, ``"DTMF 5"`` or ``"The caller pressed 5"`` but not ``"55"``.
 
     Actions, in order: ``say`` the text; call ``tool`` with ``args`` (``non_blocking`` keeps talking
-    instead of waiting); then speak ``reply`` with ``{result}`` replaced by the tool response's JSON;
-    finally ``close`` the connection with that code (1006 drops TCP without a close frame).
+    instead of waiting, for a tool the setup did not declare: a declared one runs as its ``behavior``
+    and the model's default say); then speak ``reply`` with ``{result}`` replaced by the tool
+    response's JSON; finally ``close`` the connection with that code (1006 drops TCP without a close
+    frame). ``search`` reports a Google Search for that query (``groundingMetadata``) when the setup
+    enabled ``googleSearch``; ``wait_for_input`` answers nothing (``waitingForInput``, then a
+    turnComplete with ``NEED_MORE_INPUT``); ``turn_complete_reason`` rides on the turn's turnComplete.
     """
 
     text_contains: str | None = None
@@ -50,6 +62,9 @@ class Rule:
     reply: str = "The result is: {result}"
     close: int | None = None
     close_reason: str = ""
+    search: str | None = None
+    wait_for_input: bool = False
+    turn_complete_reason: str | None = None
     #: Fire at most once per conversation.
     once: bool = False
 
@@ -71,8 +86,10 @@ class Rule:
         """Raise :class:`ConfigError` for a rule that could never fire or cannot act."""
         if self.turn is None and self.text_contains is None and self.dtmf is None:
             raise ConfigError(f"{where}: a rule needs a trigger (text_contains, turn or dtmf)")
-        if self.say is None and self.tool is None and self.close is None:
-            raise ConfigError(f"{where}: a rule needs an action (say, tool or close)")
+        if self.say is None and self.tool is None and self.close is None and not self.wait_for_input:
+            raise ConfigError(f"{where}: a rule needs an action (say, tool, close or wait_for_input)")
+        if self.turn_complete_reason is not None and self.turn_complete_reason not in TURN_COMPLETE_REASONS:
+            raise ConfigError(f"{where}: unknown turn_complete_reason {self.turn_complete_reason!r}")
         if self.turn is not None and self.turn < 1:
             raise ConfigError(f"{where}: turn counts from 1")
         if self.close is not None and not (self.close == 1006 or 1000 <= self.close <= 4999):
@@ -116,6 +133,12 @@ class Scenario:
     resumption_update_on_setup: bool = False
     #: Close 1007 on a ``toolResponse`` id that matches no pending call (default: ignore it).
     strict_tool_ids: bool = False
+    #: Close 1007 on ``activityStart``/``activityEnd`` under automatic activity detection and on
+    #: ``audioStreamEnd`` under manual detection (§2.4: each is only valid in the other mode).
+    strict_activity: bool = True
+    #: Send ``voiceActivity`` ACTIVITY_START/END when the emulator's VAD hears the caller start and stop.
+    #: Off by default: the service is not known to send it to ordinary clients (gemini-live.md §3.8).
+    voice_activity: bool = False
     #: Send server messages as text frames instead of binary (the real server uses binary).
     text_frames: bool = False
     #: The greeting spoken in reply to the first text turn.

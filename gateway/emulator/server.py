@@ -7,13 +7,16 @@ frame waiters tests use. Everything a session does is in :mod:`gateway.emulator.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import secrets
 import ssl
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from types import TracebackType
+from typing import Literal
 
 from aiohttp import web
 
@@ -29,6 +32,17 @@ _PATH = re.compile(
     r"(?P<method>BidiGenerateContent|BidiGenerateContentConstrained)"
 )
 LIVE_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+#: Vertex AI's Live path (gemini-live.md §1.1); google-genai uses v1beta1 by default.
+_VERTEX_PATH = re.compile(
+    r"/+ws/google\.cloud\.aiplatform\.(?P<version>v1|v1beta1)\.LlmBidiService/(?P<method>BidiGenerateContent)"
+)
+VERTEX_LIVE_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
+#: ``setup.model`` on Vertex: a publisher model's full resource name.
+_VERTEX_MODEL = re.compile(
+    r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/models/(?P<model>[^/]+)"
+)
+#: Served in regions only: on ``global`` setup is closed 1008 "Publisher model … was not found" (§1.1).
+REGIONAL_ONLY_MODELS = frozenset({"gemini-live-2.5-flash-native-audio"})
 
 #: Live model ids served today (gemini-live.md §7.1).
 KNOWN_MODELS = frozenset(
@@ -50,6 +64,18 @@ RETIRED_MODELS = frozenset({"gemini-2.0-flash-live-001", "gemini-live-2.5-flash-
 _MAX_HANDLES = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """One WebSocket upgrade on a Live path, as tests want to check it."""
+
+    path: str
+    dialect: Literal["gemini", "vertex"]
+    #: The Vertex bearer token was accepted (always True on the Gemini API path: its key is checked later).
+    authorized: bool
+    #: ``x-goog-user-project``, the quota project a Vertex client names.
+    user_project: str | None
+
+
 class Emulator:
     """A local Gemini Live API server (see the package docstring for the behaviour).
 
@@ -58,6 +84,12 @@ class Emulator:
     ``ephemeral_tokens`` lists the tokens ``BidiGenerateContentConstrained`` accepts (``None``: any
     token when ``api_key`` is ``None``, else only ``api_key``). ``record=False`` keeps no frames (load
     tests); :meth:`wait_for` still works for frames that arrive after it is called.
+
+    The Vertex AI path (``/ws/google.cloud.aiplatform.{v1beta1|v1}.LlmBidiService/BidiGenerateContent``)
+    is served too, in Vertex's dialect (see :class:`EmulatedSession`): ``access_tokens`` lists the
+    bearer tokens it accepts, or is a callable deciding (e.g. :meth:`OAuthStandIn.token_ok
+    <gateway.emulator.oauth.OAuthStandIn.token_ok>`); ``None`` accepts any. A refused token is answered
+    401 before the upgrade; ``setup.model`` must be a ``projects/…/publishers/google/models/X`` name.
     """
 
     def __init__(
@@ -71,8 +103,12 @@ class Emulator:
         record: bool = True,
         compress: bool = True,
         handle_ttl_s: float = 7200.0,
+        access_tokens: Collection[str] | Callable[[str], bool] | None = None,
     ) -> None:
         self.scenario = scenario if scenario is not None else Scenario()
+        self._access_tokens = access_tokens
+        #: Every upgrade request on a Live path, in order.
+        self.handshakes: list[Handshake] = []
         self.scenario.validate()
         self.record = record
         self.sessions: list[EmulatedSession] = []
@@ -202,6 +238,15 @@ class Emulator:
             return True
         return model_id.startswith("gemini-") and ("live" in model_id or "native-audio" in model_id)
 
+    def vertex_model_ok(self, model: str) -> bool:
+        """A Vertex ``setup.model``: a Google publisher model's resource name, served in its location."""
+        match = _VERTEX_MODEL.fullmatch(model)
+        if match is None:
+            return False
+        if match["location"] == "global" and match["model"] in REGIONAL_ONLY_MODELS:
+            return False
+        return self.model_ok(f"models/{match['model']}")
+
     def new_handle(self, conversation: Conversation) -> str:
         handle = secrets.token_urlsafe(24)
         if len(self._handles) >= _MAX_HANDLES:
@@ -235,12 +280,43 @@ class Emulator:
         key = header_key or request.query.get("key")
         return key is not None and secrets.compare_digest(key.encode(), self._api_key.encode())
 
+    def _bearer_ok(self, request: web.Request) -> bool:
+        accepted = self._access_tokens
+        if accepted is None:
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        if callable(accepted):
+            return accepted(token.strip())
+        return token.strip() in accepted
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         match = _PATH.fullmatch(request.path)
+        vertex = _VERTEX_PATH.fullmatch(request.path) if match is None else None
+        if vertex is not None:
+            authorized = self._bearer_ok(request)
+            user_project = request.headers.get("x-goog-user-project")
+            self.handshakes.append(Handshake(request.path, "vertex", authorized, user_project))
+            if not authorized:
+                # As Google's front end answers a REST call without valid OAuth2 credentials; that the
+                # Live upgrade is refused the same way (not closed 1007 later) is [Unverified].
+                raise web.HTTPUnauthorized(
+                    text=json.dumps(_UNAUTHENTICATED),
+                    content_type="application/json",
+                    headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'},
+                )
+            match = vertex
+        elif match is not None:
+            self.handshakes.append(Handshake(request.path, "gemini", True, None))
         if match is None:
             if request.path == "/":
                 return web.Response(text=f"Gemini Live emulator. Live API base URL: {self.base_url}\n")
             raise web.HTTPNotFound(text="Not Found: the emulator serves the Live API WebSocket paths only.\n")
+        # Vertex's bearer token was checked before the upgrade; a Gemini API key is judged at setup.
+        credential_ok = vertex is not None or self._credential_ok(
+            request, match["method"].endswith("Constrained")
+        )
         ws = web.WebSocketResponse(compress=self._compress, max_msg_size=16 * 1024 * 1024, timeout=5.0)
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="This path expects a WebSocket upgrade.\n")
@@ -249,11 +325,15 @@ class Emulator:
             index=len(self.sessions),
             ws=ws,
             transport=request.transport,
-            host=self,
+            host=self if vertex is None else _VertexHost(self),
             scenario=self.scenario,
-            credential_ok=self._credential_ok(request, match["method"].endswith("Constrained")),
+            credential_ok=credential_ok,
             api_version=match["version"],
+            dialect="gemini" if vertex is None else "vertex",
         )
+        # What the client's upgrade carried, so tests can check how the credential travelled.
+        session.handshake_path = request.path_qs
+        session.handshake_headers = dict(request.headers)
         self.sessions.append(session)
         try:
             await session.run()
@@ -261,3 +341,33 @@ class Emulator:
             log.exception("emulated session failed", extra={"session": session.index})
             await session.close(1011, "Internal error encountered.")
         return ws
+
+
+_UNAUTHENTICATED = {
+    "error": {
+        "code": 401,
+        "message": "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+        "cookie or other valid authentication credential.",
+        "status": "UNAUTHENTICATED",
+    }
+}
+
+
+class _VertexHost:
+    """The emulator as a Vertex session sees it: the same handles, Vertex's model names."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self._emulator = emulator
+        self.record = emulator.record
+
+    def notify(self, frame: RecordedFrame) -> None:
+        self._emulator.notify(frame)
+
+    def model_ok(self, model: str) -> bool:
+        return self._emulator.vertex_model_ok(model)
+
+    def new_handle(self, conversation: Conversation) -> str:
+        return self._emulator.new_handle(conversation)
+
+    def resolve_handle(self, handle: str) -> Conversation | None:
+        return self._emulator.resolve_handle(handle)

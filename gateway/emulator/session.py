@@ -148,11 +148,17 @@ class EmulatedSession:
         scenario: Scenario,
         credential_ok: bool,
         api_version: str,
+        dialect: Literal["gemini", "vertex"] = "gemini",
     ) -> None:
         self.index = index
+        #: Speaking Vertex AI's dialect: tool calls without ids, ``candidates*`` usage field names.
+        self.vertex = dialect == "vertex"
         self.frames: list[RecordedFrame] = []
         self.setup: dict[str, Any] | None = None
         self.resumed_from: str | None = None
+        #: The upgrade request's path with its query string, and its headers (set by the server).
+        self.handshake_path = ""
+        self.handshake_headers: dict[str, str] = {}
         self.audio_in_bytes = 0
         self.conversation: Conversation | None = None
         #: The close code that ended the session (sent by us, or received from the client).
@@ -473,6 +479,8 @@ class EmulatedSession:
             if not isinstance(item, dict):
                 raise CloseRequest(1007, "Invalid value at 'tool_response.function_responses'")
             call_id = item.get("id")
+            if self.vertex and not call_id:
+                call_id = self._pending_named(item.get("name"))
             pending = self._pending.get(call_id) if isinstance(call_id, str) else None
             if pending is None or not isinstance(call_id, str):
                 if self._scenario.strict_tool_ids:
@@ -506,6 +514,10 @@ class EmulatedSession:
                 self._queued.append(functools.partial(self._reply_now, [_Say(reply)]))
             else:
                 self._start_reply([_Say(reply)])
+
+    def _pending_named(self, name: Any) -> str | None:
+        """Vertex answers carry no id: the oldest pending call of that name is the one answered."""
+        return next((cid for cid, p in self._pending.items() if p.name == name), None)
 
     async def _reply_now(self, steps: list[_Step]) -> None:
         self._start_reply(steps)
@@ -604,9 +616,10 @@ class EmulatedSession:
                     None if step.non_blocking else self._loop.create_future()
                 )
                 self._pending[call_id] = _Pending(step.name, turn_id, step.reply, future)
-                await self.send(
-                    {"toolCall": {"functionCalls": [{"id": call_id, "name": step.name, "args": step.args}]}}
-                )
+                call: dict[str, Any] = {"name": step.name, "args": step.args}
+                if not self.vertex:  # Vertex sends no ids and matches answers by name (gemini-live.md §2.5)
+                    call = {"id": call_id, **call}
+                await self.send({"toolCall": {"functionCalls": [call]}})
                 if future is not None:
                     response = await future
                     text = step.reply.replace("{result}", json.dumps(response, ensure_ascii=False))
@@ -686,7 +699,8 @@ class EmulatedSession:
             pending = self._pending.pop(cid)
             if pending.future is not None:
                 pending.future.cancel()
-        if cancelled:
+        # Vertex's calls carry no ids, so there are none to cancel by [Unverified: what Vertex sends].
+        if cancelled and not self.vertex:
             await self.send({"toolCallCancellation": {"ids": cancelled}})
         conversation = self.conversation
         assert conversation is not None
@@ -733,4 +747,8 @@ class EmulatedSession:
             usage["responseTokensDetails"] = [{"modality": "AUDIO", "tokenCount": response}]
         if prompt + response > 0:
             usage["totalTokenCount"] = prompt + response
+        if self.vertex and response > 0:
+            # Vertex names the response side "candidates" (google-genai _UsageMetadata_from_vertex).
+            usage["candidatesTokenCount"] = usage.pop("responseTokenCount")
+            usage["candidatesTokensDetails"] = usage.pop("responseTokensDetails")
         return {"usageMetadata": usage} if usage else {}

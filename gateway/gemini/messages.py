@@ -18,21 +18,26 @@ JSON template instead of building and dumping a dict.
 from __future__ import annotations
 
 import binascii
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from gateway.errors import AudioError, ConfigError, LiveProtocolError, ToolError
+from gateway.gemini.models import THINKING_LEVELS, ThinkingLevel, capabilities
 from gateway.jsonfast import loads
 
 __all__ = [
+    "LOCAL_CALL_ID_PREFIX",
     "FunctionCall",
     "FunctionDeclaration",
     "FunctionResponse",
     "GenerationComplete",
     "GoAway",
+    "Grounding",
     "InputTranscription",
+    "InteractionStatus",
     "Interrupted",
     "ModelAudio",
     "ModelText",
@@ -44,9 +49,13 @@ __all__ = [
     "ToolCall",
     "ToolCallCancellation",
     "TurnComplete",
+    "TurnCompleteReason",
     "UsageMetadata",
     "VadConfig",
     "VoiceActivity",
+    "WaitingForInput",
+    "encode_activity_end",
+    "encode_activity_start",
     "encode_audio_stream_end",
     "encode_client_content",
     "encode_realtime_audio",
@@ -58,11 +67,21 @@ __all__ = [
 
 Sensitivity = Literal["HIGH", "LOW"]
 Scheduling = Literal["INTERRUPT", "WHEN_IDLE", "SILENT"]
+ActivityHandling = Literal["START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION"]
+TurnCoverage = Literal[
+    "TURN_INCLUDES_ONLY_ACTIVITY", "TURN_INCLUDES_ALL_INPUT", "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO"
+]
 
 #: Model output is always 24 kHz PCM16 (§4); used when a part's mimeType omits ``;rate=``.
 MODEL_AUDIO_RATE = 24000
 
 _SENSITIVITIES = ("HIGH", "LOW")
+_ACTIVITY_HANDLINGS = ("START_OF_ACTIVITY_INTERRUPTS", "NO_INTERRUPTION")
+_TURN_COVERAGES = (
+    "TURN_INCLUDES_ONLY_ACTIVITY",
+    "TURN_INCLUDES_ALL_INPUT",
+    "TURN_INCLUDES_AUDIO_ACTIVITY_AND_ALL_VIDEO",
+)
 _SCHEDULINGS = ("INTERRUPT", "WHEN_IDLE", "SILENT")
 _ROLES = ("user", "model")
 
@@ -88,20 +107,31 @@ class FunctionDeclaration:
 
 @dataclass(frozen=True, slots=True)
 class VadConfig:
-    """Server-side voice activity detection. Sensitivities are sent explicitly because the server
-    defaults are contested across sources (§2.2)."""
+    """``realtimeInputConfig``: server-side voice activity detection and turn control.
+
+    Sensitivities are sent explicitly because the server defaults are contested across sources (§2.2).
+    With ``disabled`` the client marks turns itself (``activityStart``/``activityEnd``) and the
+    detection settings are not sent; ``activity_handling`` and ``turn_coverage`` apply either way
+    (``None`` leaves the model's default: barge-in, and the coverage of its generation).
+    """
 
     disabled: bool = False
     start_sensitivity: Sensitivity | None = None
     end_sensitivity: Sensitivity | None = None
     prefix_padding_ms: int | None = None
     silence_duration_ms: int | None = None
+    activity_handling: ActivityHandling | None = None
+    turn_coverage: TurnCoverage | None = None
 
     def __post_init__(self) -> None:
         for name in ("start_sensitivity", "end_sensitivity"):
             value = getattr(self, name)
             if value is not None and value not in _SENSITIVITIES:
                 raise ConfigError(f"vad: {name} must be HIGH or LOW, not {value!r}")
+        if self.activity_handling is not None and self.activity_handling not in _ACTIVITY_HANDLINGS:
+            raise ConfigError(f"vad: unknown activity_handling {self.activity_handling!r}")
+        if self.turn_coverage is not None and self.turn_coverage not in _TURN_COVERAGES:
+            raise ConfigError(f"vad: unknown turn_coverage {self.turn_coverage!r}")
         for name in ("prefix_padding_ms", "silence_duration_ms"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -129,6 +159,15 @@ class SessionConfig:
     #: Sample rate of the caller audio sent (``audio/pcm;rate=N``): 16 kHz is the model's native rate;
     #: 8 kHz sends telephone audio as it is and lets the service resample it (§4).
     input_rate: int = 16000
+    #: BCP-47 hints for both transcriptions (``languageCodes``), so transcripts come in the caller's
+    #: language rather than whatever auto-detection guesses from a few words of phone audio.
+    transcription_languages: tuple[str, ...] = ()
+    #: ``thinkingLevel`` for models that take one (3.1, extended thinking); ignored by the others.
+    thinking_level: ThinkingLevel | None = None
+    #: ``thinkingBudget`` in tokens for 2.5 native audio (0 turns thinking off); ignored by the others.
+    thinking_budget: int | None = None
+    #: Declare the ``googleSearch`` tool (search grounding, answered by Google, not by the gateway).
+    google_search: bool = False
 
     def __post_init__(self) -> None:
         if not self.model or self.model.strip() != self.model:
@@ -147,6 +186,15 @@ class SessionConfig:
             raise ConfigError(f"session config: temperature must be in [0, 2], not {self.temperature}")
         if not 8000 <= self.input_rate <= 48000:
             raise ConfigError(f"session config: input_rate must be in [8000, 48000], not {self.input_rate}")
+        if self.thinking_level is not None and self.thinking_level not in THINKING_LEVELS:
+            raise ConfigError(f"session config: unknown thinking_level {self.thinking_level!r}")
+        if self.thinking_budget is not None and not -1 <= self.thinking_budget <= 32768:
+            raise ConfigError(
+                f"session config: thinking_budget must be in [-1, 32768], not {self.thinking_budget}"
+            )
+        for code in self.transcription_languages:
+            if not code or code.strip() != code:
+                raise ConfigError(f"session config: bad transcription language {code!r}")
 
 
 def _model_path(model: str) -> str:
@@ -158,31 +206,45 @@ def setup_message(cfg: SessionConfig) -> dict[str, Any]:
     """Build the ``{"setup": …}`` message for ``cfg`` (lowerCamel, canonical spelling).
 
     ``responseModalities`` is always explicit: native-audio models reject a ``speechConfig`` without it.
+    What depends on the model (function ``behavior``, thinking, ``languageCode``) is decided by
+    :func:`gateway.gemini.models.capabilities`, so a setting a model would reject is never sent.
     """
+    caps = capabilities(cfg.model)
     generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
     speech: dict[str, Any] = {}
     if cfg.voice:
         speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": cfg.voice}}
-    if cfg.language:
+    # Native-audio models choose the language themselves and do not take a language code (§2.2).
+    if cfg.language and caps.speech_language_code:
         speech["languageCode"] = cfg.language
     if speech:
         generation["speechConfig"] = speech
     if cfg.temperature is not None:
         generation["temperature"] = cfg.temperature
+    thinking = _thinking_config(cfg)
+    if thinking:
+        generation["thinkingConfig"] = thinking
 
     setup: dict[str, Any] = {"model": _model_path(cfg.model), "generationConfig": generation}
     if cfg.system_instruction:
         setup["systemInstruction"] = {"parts": [{"text": cfg.system_instruction}]}
+    tools: list[dict[str, Any]] = []
     if cfg.tools:
         decls: list[dict[str, Any]] = []
         for tool in cfg.tools:
             decl: dict[str, Any] = {"name": tool.name, "description": tool.description}
             if tool.parameters is not None:
                 decl["parameters"] = dict(tool.parameters)
-            if tool.non_blocking:
-                decl["behavior"] = "NON_BLOCKING"
+            # Explicit wherever the field exists: on 3.8 Live an omitted behavior means NON_BLOCKING.
+            behavior = caps.behavior(tool.non_blocking)
+            if behavior is not None:
+                decl["behavior"] = behavior
             decls.append(decl)
-        setup["tools"] = [{"functionDeclarations": decls}]
+        tools.append({"functionDeclarations": decls})
+    if cfg.google_search and caps.google_search:
+        tools.append({"googleSearch": {}})
+    if tools:
+        setup["tools"] = tools
 
     vad = cfg.vad
     aad: dict[str, Any] = {"disabled": vad.disabled}
@@ -195,12 +257,22 @@ def setup_message(cfg: SessionConfig) -> dict[str, Any]:
             aad["prefixPaddingMs"] = vad.prefix_padding_ms
         if vad.silence_duration_ms is not None:
             aad["silenceDurationMs"] = vad.silence_duration_ms
-    setup["realtimeInputConfig"] = {"automaticActivityDetection": aad}
+    realtime: dict[str, Any] = {"automaticActivityDetection": aad}
+    if vad.activity_handling is not None:
+        realtime["activityHandling"] = vad.activity_handling
+    if vad.turn_coverage is not None:
+        realtime["turnCoverage"] = vad.turn_coverage
+    setup["realtimeInputConfig"] = realtime
 
+    # languageCodes: the SDK passes AudioTranscriptionConfig.language_codes to the Gemini API as is
+    # (google-genai 3.3 _live_converters.py refuses only Vertex-only fields there), so it is accepted.
+    transcription: dict[str, Any] = (
+        {"languageCodes": list(cfg.transcription_languages)} if cfg.transcription_languages else {}
+    )
     if cfg.input_transcription:
-        setup["inputAudioTranscription"] = {}
+        setup["inputAudioTranscription"] = dict(transcription)
     if cfg.output_transcription:
-        setup["outputAudioTranscription"] = {}
+        setup["outputAudioTranscription"] = dict(transcription)
     # A handle only means something with resumption on, so a handle turns it on.
     if cfg.resumption or cfg.resumption_handle:
         setup["sessionResumption"] = {"handle": cfg.resumption_handle} if cfg.resumption_handle else {}
@@ -215,9 +287,33 @@ def setup_message(cfg: SessionConfig) -> dict[str, Any]:
     return {"setup": setup}
 
 
+def _thinking_config(cfg: SessionConfig) -> dict[str, Any]:
+    """``thinkingConfig`` as the model takes it: a level (3.x), a budget (2.5), or nothing (3.8 Live).
+
+    A setting meant for another generation is dropped rather than sent: 3.8 Live rejects any
+    thinkingConfig, and the dialplan loader already refuses a mismatch when the plan names its model.
+    On extended thinking ``MINIMAL`` (rejected there) becomes the lowest level it accepts.
+    """
+    caps = capabilities(cfg.model)
+    if caps.thinking == "budget":
+        return {"thinkingBudget": cfg.thinking_budget} if cfg.thinking_budget is not None else {}
+    if caps.thinking != "level":
+        return {}
+    level = cfg.thinking_level or caps.default_thinking_level
+    if level is None:
+        return {}
+    if level not in caps.thinking_levels:
+        level = caps.thinking_levels[0]
+    return {"thinkingLevel": level}
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionCall:
-    """One call the model asks us to run. ``id`` must be echoed in the response (empty on Vertex)."""
+    """One call the model asks us to run. ``id`` must be echoed in the response.
+
+    Vertex sends calls without ids: those get a local id (:data:`LOCAL_CALL_ID_PREFIX`) so answers and
+    cancellations can be routed, and :func:`encode_tool_response` leaves such an id out.
+    """
 
     id: str
     name: str
@@ -226,12 +322,17 @@ class FunctionCall:
 
 @dataclass(frozen=True, slots=True)
 class FunctionResponse:
-    """Our answer to a :class:`FunctionCall`. ``scheduling`` only matters for NON_BLOCKING tools (§6)."""
+    """Our answer to a :class:`FunctionCall`. ``scheduling`` only matters for NON_BLOCKING tools (§6).
+
+    ``will_continue=True`` says more answers to the same call follow (a streaming NON_BLOCKING tool);
+    ``False`` ends such a stream; ``None`` (a single answer) leaves the field out.
+    """
 
     id: str
     name: str
     response: Mapping[str, Any]
     scheduling: Scheduling | None = None
+    will_continue: bool | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,6 +381,20 @@ def encode_audio_stream_end() -> str:
     return _AUDIO_STREAM_END
 
 
+_ACTIVITY_START = '{"realtimeInput":{"activityStart":{}}}'
+_ACTIVITY_END = '{"realtimeInput":{"activityEnd":{}}}'
+
+
+def encode_activity_start() -> str:
+    """``realtimeInput.activityStart``: the caller started speaking (manual activity detection only)."""
+    return _ACTIVITY_START
+
+
+def encode_activity_end() -> str:
+    """``realtimeInput.activityEnd``: the caller stopped; the server ends the user turn and answers."""
+    return _ACTIVITY_END
+
+
 def encode_client_content(turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> str:
     """``clientContent`` with ``(role, text)`` turns appended to history in order (§2.3).
 
@@ -304,11 +419,15 @@ def encode_tool_response(responses: Sequence[FunctionResponse]) -> str:
     """
     items: list[dict[str, Any]] = []
     for r in responses:
-        item: dict[str, Any] = {"id": r.id, "name": r.name, "response": r.response}
+        item: dict[str, Any] = {"name": r.name, "response": r.response}
+        if r.id and not r.id.startswith(LOCAL_CALL_ID_PREFIX):  # Vertex matches id-less answers by name
+            item = {"id": r.id, **item}
         if r.scheduling is not None:
             if r.scheduling not in _SCHEDULINGS:
                 raise ToolError(f"tool {r.name!r}: unknown scheduling {r.scheduling!r}")
             item["scheduling"] = r.scheduling
+        if r.will_continue is not None:
+            item["willContinue"] = r.will_continue
         items.append(item)
     try:
         return _dumps({"toolResponse": {"functionResponses": items}})
@@ -417,6 +536,43 @@ class VoiceActivity:
     start: bool
 
 
+@dataclass(frozen=True, slots=True)
+class InteractionStatus:
+    """Whether the model is still working on the caller's request (extended thinking, §3.3).
+
+    Yielded just before the :class:`TurnComplete` it rides on: a ``turnComplete`` while ``in_progress``
+    ends one spoken segment (a filler, a tool's first answer), not the interaction; more output follows
+    without new input. ``IDLE`` (and the deprecated ``REQUIRES_ACTION``) mean the interaction is over.
+    """
+
+    in_progress: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingForInput:
+    """The model is not generating because it expects the caller to go on speaking."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleteReason:
+    """Why the turn ended, yielded just before its :class:`TurnComplete` (e.g. ``NEED_MORE_INPUT``,
+    ``MALFORMED_FUNCTION_CALL``, ``RESPONSE_REJECTED``, a safety reason)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """Search grounding of the model's answer: the web queries it ran and the pages it drew on.
+
+    ``sources`` are ``(uri, title)`` pairs from ``groundingChunks[].web``; ``raw`` keeps everything.
+    """
+
+    queries: tuple[str, ...]
+    sources: tuple[tuple[str, str], ...]
+    raw: Mapping[str, Any] = field(repr=False)
+
+
 ServerEvent: TypeAlias = (
     SetupComplete
     | ModelAudio
@@ -432,6 +588,10 @@ ServerEvent: TypeAlias = (
     | SessionResumptionUpdate
     | UsageMetadata
     | VoiceActivity
+    | InteractionStatus
+    | WaitingForInput
+    | TurnCompleteReason
+    | Grounding
 )
 """Everything :func:`parse_server_message` can yield."""
 
@@ -440,6 +600,11 @@ _SETUP_COMPLETE = SetupComplete()
 _INTERRUPTED = Interrupted()
 _GENERATION_COMPLETE = GenerationComplete()
 _TURN_COMPLETE = TurnComplete()
+_IN_PROGRESS = InteractionStatus(in_progress=True)
+_IDLE = InteractionStatus(in_progress=False)
+_WAITING_FOR_INPUT = WaitingForInput()
+#: ``interactionStatus`` values; anything else (UNSPECIFIED, a future name) yields no event.
+_INTERACTION_STATUSES = {"IN_PROGRESS": _IN_PROGRESS, "IDLE": _IDLE, "REQUIRES_ACTION": _IDLE}
 
 _a2b = binascii.a2b_base64
 _URLSAFE = str.maketrans("-_", "+/")
@@ -521,6 +686,8 @@ def _server_content(sc: dict[str, Any], out: list[ServerEvent]) -> None:
             raise LiveProtocolError("modelTurn.parts: expected a list")
         for part in parts:
             part = _obj(part, "modelTurn.parts[]")
+            if part.get("thought"):
+                continue  # a thought summary: never spoken, never transcribed for the caller
             inline = part.get("inlineData")
             if inline is not None:
                 inline = _obj(inline, "modelTurn.parts[].inlineData")
@@ -531,19 +698,56 @@ def _server_content(sc: dict[str, Any], out: list[ServerEvent]) -> None:
                         out.append(ModelAudio(pcm, _audio_rate(mime)))
                 continue
             text = part.get("text")
-            if text and not part.get("thought"):
+            if text:
                 out.append(ModelText(_str(text, "modelTurn.parts[].text")))
     tr = sc.get("outputTranscription")
     if tr is not None:
         text = _obj(tr, "outputTranscription").get("text")
         if text:
             out.append(OutputTranscription(_str(text, "outputTranscription.text")))
+    gm = sc.get("groundingMetadata")
+    if gm is not None:
+        out.append(_grounding(_obj(gm, "groundingMetadata")))
     if sc.get("interrupted"):
         out.append(_INTERRUPTED)
+    if sc.get("waitingForInput"):
+        out.append(_WAITING_FOR_INPUT)
     if sc.get("generationComplete"):
         out.append(_GENERATION_COMPLETE)
+    reason = sc.get("turnCompleteReason")
+    if reason and reason != "TURN_COMPLETE_REASON_UNSPECIFIED":
+        out.append(TurnCompleteReason(_str(reason, "turnCompleteReason")))
+    status = sc.get("interactionStatus")
+    if status is not None:
+        event = _INTERACTION_STATUSES.get(_str(status, "interactionStatus"))
+        if event is not None:
+            out.append(event)
     if sc.get("turnComplete"):
         out.append(_TURN_COMPLETE)
+
+
+def _grounding(gm: dict[str, Any]) -> Grounding:
+    queries = gm.get("webSearchQueries") or ()
+    if not isinstance(queries, list):
+        raise LiveProtocolError("groundingMetadata.webSearchQueries: expected a list")
+    chunks = gm.get("groundingChunks") or ()
+    if not isinstance(chunks, list):
+        raise LiveProtocolError("groundingMetadata.groundingChunks: expected a list")
+    sources: list[tuple[str, str]] = []
+    for chunk in chunks:
+        web = _obj(chunk, "groundingChunks[]").get("web")
+        if isinstance(web, dict):
+            sources.append((str(web.get("uri", "")), str(web.get("title", ""))))
+    return Grounding(
+        queries=tuple(_str(q, "groundingMetadata.webSearchQueries[]") for q in queries),
+        sources=tuple(sources),
+        raw=gm,
+    )
+
+
+#: Prefix of the ids given to function calls the server sent without one (Vertex, gemini-live.md §2.5).
+LOCAL_CALL_ID_PREFIX = "local-call-"
+_local_ids = itertools.count(1)
 
 
 def _tool_call(tc: dict[str, Any]) -> ToolCall:
@@ -554,9 +758,10 @@ def _tool_call(tc: dict[str, Any]) -> ToolCall:
     for fc in calls:
         fc = _obj(fc, "toolCall.functionCalls[]")
         args = fc.get("args")
+        call_id = _str(fc.get("id") or f"{LOCAL_CALL_ID_PREFIX}{next(_local_ids)}", "functionCalls[].id")
         parsed.append(
             FunctionCall(
-                id=_str(fc.get("id", ""), "functionCalls[].id"),
+                id=call_id,
                 name=_str(fc.get("name"), "functionCalls[].name"),
                 args=_obj(args, "functionCalls[].args") if args is not None else {},
             )

@@ -13,6 +13,7 @@ States: ``CONNECTING → SETUP_SENT → READY → CLOSED``. Everything that chan
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from gateway.gemini.messages import (
     SessionConfig,
     SessionResumptionUpdate,
     SetupComplete,
+    encode_activity_end,
+    encode_activity_start,
     encode_audio_stream_end,
     encode_client_content,
     encode_realtime_audio,
@@ -38,6 +41,7 @@ from gateway.gemini.messages import (
     parse_server_message,
     setup_message,
 )
+from gateway.gemini.models import capabilities
 
 __all__ = ["LiveProtocol", "LiveState", "classify_close"]
 
@@ -65,11 +69,12 @@ def classify_close(code: int | None, reason: str, *, during_setup: bool) -> Live
     ``setupComplete`` the result is a :class:`LiveConnectError`: 1007 (bad argument or API key) and 1008
     (unknown model, policy) are not retryable, and 1008 "session not found" is a
     :class:`LiveSessionNotFound` (resume failed: start fresh). After it, the result is a
-    :class:`LiveSessionClosed`; a 1000 close is a clean end (``retryable=False``) that callers treat as
-    the end of the conversation rather than a failure.
+    :class:`LiveSessionClosed`. A 1000 close *from the server* in mid-session is retryable too: the
+    service ends connections with a clean close ("The operation was cancelled."), and for a phone call
+    that is a loss to recover from (resume, else fallback), never a reason for dead air or a hang-up.
     """
     effective = 1006 if code is None else code
-    retryable = effective in RETRYABLE_CODES
+    retryable = effective in RETRYABLE_CODES or (effective == 1000 and not during_setup)
     if during_setup:
         detail = f"Live setup failed: close {effective}" + (f" {reason!r}" if reason else "")
         if effective == 1008 and _NOT_FOUND in reason.lower():
@@ -86,11 +91,15 @@ class LiveProtocol:
     protocol violation (the server would close 1007).
     """
 
-    __slots__ = ("_handle", "config", "state")
+    __slots__ = ("_handle", "_scheduling", "config", "state", "vertex")
 
-    def __init__(self, config: SessionConfig) -> None:
+    def __init__(self, config: SessionConfig, *, vertex: bool = False) -> None:
         self.config = config
+        #: Vertex AI's dialect: tool responses without ``scheduling``/``willContinue``, no ``audioStreamEnd``.
+        self.vertex = vertex
         self.state = LiveState.CONNECTING
+        # Whether FunctionResponse.scheduling/willContinue are read by this model (gemini/models.py).
+        self._scheduling = capabilities(config.model).scheduling
         # Start from the handle we resume with: if this connection dies before the server sends a
         # new resumable point, the old handle is still the right one.
         self._handle: str | None = config.resumption_handle
@@ -150,9 +159,28 @@ class LiveProtocol:
         return encode_realtime_text(text)
 
     def audio_stream_end(self) -> str:
-        """``realtimeInput.audioStreamEnd`` frame."""
+        """``realtimeInput.audioStreamEnd`` frame (automatic activity detection only, §2.4)."""
         self._require_ready()
+        if self.config.vad.disabled:
+            raise LiveSessionError("audioStreamEnd is only valid with automatic activity detection")
+        if self.vertex:
+            # google-genai refuses it in Vertex mode (_live_converters._LiveClientRealtimeInput_to_vertex).
+            raise LiveSessionError("audioStreamEnd is not supported on Vertex AI")
         return encode_audio_stream_end()
+
+    def activity_start(self) -> str:
+        """``realtimeInput.activityStart`` frame (manual activity detection only, §2.4)."""
+        self._require_ready()
+        if not self.config.vad.disabled:
+            raise LiveSessionError("activityStart is only valid with automatic activity detection disabled")
+        return encode_activity_start()
+
+    def activity_end(self) -> str:
+        """``realtimeInput.activityEnd`` frame (manual activity detection only, §2.4)."""
+        self._require_ready()
+        if not self.config.vad.disabled:
+            raise LiveSessionError("activityEnd is only valid with automatic activity detection disabled")
+        return encode_activity_end()
 
     def client_content(self, turns: Sequence[tuple[str, str]], turn_complete: bool = True) -> str:
         """``clientContent`` frame."""
@@ -160,8 +188,15 @@ class LiveProtocol:
         return encode_client_content(turns, turn_complete)
 
     def tool_response(self, responses: Sequence[FunctionResponse]) -> str:
-        """``toolResponse`` frame."""
+        """``toolResponse`` frame. ``scheduling`` and ``willContinue`` are left out for a model that
+        does not read them (3.1, extended thinking): sending what a model does not support is how a
+        session gets closed with 1007."""
         self._require_ready()
+        # Vertex drops scheduling (gemini-live.md §2.5, §6) and google-genai refuses willContinue there.
+        if (self.vertex or not self._scheduling) and any(
+            r.scheduling is not None or r.will_continue is not None for r in responses
+        ):
+            responses = [dataclasses.replace(r, scheduling=None, will_continue=None) for r in responses]
         return encode_tool_response(responses)
 
 

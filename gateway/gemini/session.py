@@ -27,7 +27,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -43,12 +43,20 @@ from gateway.errors import (
     LiveSessionClosed,
     LiveSessionError,
 )
+from gateway.gemini.auth import ApiKeyHeaders, CredentialSource, VertexCredentials
 from gateway.gemini.messages import FunctionResponse, GoAway, ServerEvent, SessionConfig
 from gateway.gemini.protocol import LiveProtocol, LiveState
 from gateway.log import add_secrets
 from gateway.wsframes import apply_mask, text_frame_header
 
-__all__ = ["LiveEndpoint", "LiveSession", "SessionStats"]
+__all__ = [
+    "LiveEndpoint",
+    "LiveSession",
+    "SessionStats",
+    "VertexTarget",
+    "client_tls_context",
+    "vertex_base_url",
+]
 
 _LOG = logging.getLogger("gateway.gemini")
 # websockets logs the handshake request (URL with ?key=, x-goog-api-key header) at DEBUG. Its records go
@@ -57,6 +65,9 @@ _WIRE_LOG = logging.getLogger("gateway.gemini.wire")
 _WIRE_LOG.setLevel(logging.INFO)
 
 _PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.{method}"
+_VERTEX_PATH = "/ws/google.cloud.aiplatform.{version}.LlmBidiService/BidiGenerateContent"
+#: Vertex locations served from a multi-regional host (google-genai ``_MULTI_REGIONAL_LOCATIONS``).
+_MULTI_REGIONAL = frozenset({"us", "eu"})
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 #: Far above websockets' 1 MiB default: a server message over the limit would close the call with 1009.
@@ -96,6 +107,56 @@ class _TextFrames:
 _FRAMES = _TextFrames()
 
 
+def client_tls_context() -> ssl.SSLContext:
+    """A verifying TLS client context: the system trust store, as OpenSSL finds it.
+
+    ``ssl.create_default_context`` loads OpenSSL's default verify paths, which honour ``SSL_CERT_FILE``
+    and ``SSL_CERT_DIR``: a corporate CA (or the tests' own CA) is trusted without code changes.
+    Certificate and host name are always verified; there is no switch to turn that off.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def vertex_base_url(location: str) -> str:
+    """The Vertex AI host serving ``location``, picked as google-genai picks it (``_api_client.py``)."""
+    if location == "global":
+        return "wss://aiplatform.googleapis.com"
+    if location in _MULTI_REGIONAL:
+        return f"wss://aiplatform.{location}.rep.googleapis.com"
+    return f"wss://{location}-aiplatform.googleapis.com"
+
+
+@dataclass(frozen=True, slots=True)
+class VertexTarget:
+    """The Google Cloud project and location a Vertex AI Live session runs in."""
+
+    project: str
+    location: str
+
+    def __post_init__(self) -> None:
+        for name, value in (("project", self.project), ("location", self.location)):
+            if not value or "/" in value or value.strip() != value:
+                raise ConfigError(f"Vertex AI: bad {name} {value!r}")
+
+    def model_resource(self, model: str) -> str:
+        """The resource name Vertex expects in ``setup.model``, as google-genai builds it.
+
+        ``projects/…`` is used verbatim; ``publishers/…`` gets the project and location in front; a
+        bare id is a Google publisher model and ``pub/id`` another publisher's (``_transformers.t_model``).
+        A Gemini API ``models/X`` spelling is taken as the publisher model X, so a dialplan written
+        for the Gemini API keeps working (the SDK would send ``models/X`` on, which Vertex cannot serve).
+        """
+        if model.startswith("projects/"):
+            return model
+        model = model.removeprefix("models/")
+        if not model.startswith("publishers/"):
+            publisher, _, model_id = model.partition("/") if "/" in model else ("google", "", model)
+            model = f"publishers/{publisher}/models/{model_id}"
+        return f"projects/{self.project}/locations/{self.location}/{model}"
+
+
 @dataclass(frozen=True)
 class LiveEndpoint:
     """Where and how to reach the Live API, with at most one of ``api_key`` / ``ephemeral_token``.
@@ -103,6 +164,14 @@ class LiveEndpoint:
     The key goes in the ``x-goog-api-key`` header (as the Python SDK sends it) unless ``key_in_query``;
     an ephemeral token uses the ``BidiGenerateContentConstrained`` method with ``?access_token=``.
     Secrets are excluded from ``repr`` so an endpoint can be logged.
+
+    With ``vertex`` (build it with :meth:`for_vertex`) it is a Vertex AI endpoint: the
+    ``LlmBidiService`` path, model ids expanded to ``projects/…/models/…`` resource names, and
+    ``credentials`` (ADC bearer tokens) for the handshake headers.
+
+    A ``wss://`` (or ``https://``) endpoint always verifies the server's certificate: with
+    ``tls`` when given, else with :func:`client_tls_context` (built once per endpoint, so the trust
+    store is read at start-up, not per call).
     """
 
     base_url: str = "wss://generativelanguage.googleapis.com"
@@ -110,6 +179,10 @@ class LiveEndpoint:
     ephemeral_token: str = field(default="", repr=False)
     api_version: str = "v1beta"
     key_in_query: bool = False
+    tls: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    vertex: VertexTarget | None = None
+    #: Where handshake headers come from; defaults to the API key's ``x-goog-api-key``, if any.
+    credentials: CredentialSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -124,6 +197,38 @@ class LiveEndpoint:
             raise ConfigError("Live endpoint: set api_key or ephemeral_token, not both")
         if not self.api_version or "/" in self.api_version:
             raise ConfigError(f"Live endpoint: bad api_version {self.api_version!r}")
+        if self.secure and self.tls is None:
+            object.__setattr__(self, "tls", client_tls_context())
+        if self.vertex is not None and (self.api_key or self.ephemeral_token or self.key_in_query):
+            raise ConfigError("Live endpoint: Vertex AI takes OAuth2 bearer tokens, not an API key")
+        if self.credentials is None and self.api_key and not self.key_in_query:
+            object.__setattr__(self, "credentials", ApiKeyHeaders(self.api_key))
+
+    @classmethod
+    def for_vertex(
+        cls,
+        project: str,
+        location: str,
+        *,
+        base_url: str = "",
+        api_version: str = "v1beta1",
+        credentials: CredentialSource | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> LiveEndpoint:
+        """A Vertex AI endpoint: the location's host unless ``base_url`` overrides it, and Application
+        Default Credentials unless ``credentials`` is given. ``v1beta1`` is google-genai's default."""
+        return cls(
+            base_url=base_url or vertex_base_url(location),
+            api_version=api_version,
+            tls=tls,
+            vertex=VertexTarget(project, location),
+            credentials=credentials if credentials is not None else VertexCredentials(),
+        )
+
+    @property
+    def secure(self) -> bool:
+        """True for ``wss://``: the socket is TLS and the server's certificate is verified."""
+        return _SCHEMES[urlsplit(self.base_url).scheme] == "wss"
 
     def _base(self) -> str:
         parts = urlsplit(self.base_url)
@@ -132,6 +237,8 @@ class LiveEndpoint:
 
     def url(self) -> str:
         """The full WebSocket URL, including any credential in the query. Never log it."""
+        if self.vertex is not None:
+            return self._base() + _VERTEX_PATH.format(version=self.api_version)
         if self.ephemeral_token:
             path = _PATH.format(version=self.api_version, method="BidiGenerateContentConstrained")
             return f"{self._base()}{path}?access_token={quote(self.ephemeral_token, safe='')}"
@@ -149,6 +256,27 @@ class LiveEndpoint:
         if self.api_key and not self.key_in_query:
             return {"x-goog-api-key": self.api_key}
         return {}
+
+    async def auth_headers(self) -> dict[str, str]:
+        """The handshake's credential headers, awaited: a first Vertex token may still be on its way."""
+        if self.credentials is None:
+            return self.headers()
+        return await self.credentials.headers()
+
+    def model_name(self, model: str) -> str:
+        """What ``setup.model`` says for ``model`` here: a full resource name on Vertex, else ``model``."""
+        return self.vertex.model_resource(model) if self.vertex is not None else model
+
+    async def start(self) -> None:
+        """Before the first call: find the credentials (ConfigError when there are none) and start
+        refreshing tokens in the background. Optional: the first connect does it otherwise."""
+        if self.credentials is not None:
+            await self.credentials.start()
+
+    async def aclose(self) -> None:
+        """Stop the credentials' background refresh, if any."""
+        if self.credentials is not None:
+            await self.credentials.aclose()
 
 
 @dataclass(slots=True)
@@ -233,7 +361,6 @@ class LiveSession:
         input_rate: int | None = None,
         ping_interval_s: float | None = 30.0,
         ping_timeout_s: float | None = 60.0,
-        ssl_context: ssl.SSLContext | None = None,
     ) -> LiveSession:
         """Open the socket, send ``setup`` and wait for ``setupComplete``.
 
@@ -255,16 +382,22 @@ class LiveSession:
         log = logger if logger is not None else _LOG
         add_secrets([s for s in (endpoint.api_key, endpoint.ephemeral_token) if s])
         where = endpoint.redacted_url()
-        proto = LiveProtocol(config)
+        if endpoint.vertex is not None:
+            config = replace(config, model=endpoint.model_name(config.model))
+        proto = LiveProtocol(config, vertex=endpoint.vertex is not None)
         stats = SessionStats()
         log.info("live session connecting", extra={"url": where, "model": config.model})
         started = time.monotonic()
+        headers: dict[str, str] | None = None
         try:
             async with asyncio.timeout(setup_timeout_s):
+                # Waits only for a first Vertex token; refreshes happen in the background.
+                headers = await endpoint.auth_headers()
                 ws = await ws_connect(
                     endpoint.url(),
-                    additional_headers=endpoint.headers(),
-                    ssl=ssl_context,
+                    additional_headers=headers,
+                    # None is only allowed (and only given) for ws://; wss:// always verifies.
+                    ssl=endpoint.tls if endpoint.secure else None,
                     compression=None,
                     max_size=MAX_MESSAGE_BYTES,
                     ping_interval=ping_interval_s,
@@ -274,6 +407,10 @@ class LiveSession:
                     logger=_WIRE_LOG,
                 )
         except TimeoutError as exc:
+            if headers is None:
+                raise LiveConnectError(
+                    f"no access token for {where} within {setup_timeout_s}s", retryable=True
+                ) from exc
             raise LiveConnectError(
                 f"Live socket to {where} did not open in {setup_timeout_s}s", retryable=True
             ) from exc
@@ -285,6 +422,17 @@ class LiveSession:
             ) from exc
         except InvalidURI as exc:
             raise ConfigError(f"Live endpoint URL is invalid: {where}") from exc
+        except ssl.SSLCertVerificationError as exc:
+            # Not retryable: a certificate that does not verify now will not verify in 200 ms.
+            raise LiveConnectError(
+                f"TLS certificate of {where} did not verify: {exc.verify_message or exc.reason}"
+                " (a private CA? point SSL_CERT_FILE at its certificate)",
+                retryable=False,
+            ) from exc
+        except ssl.SSLError as exc:
+            raise LiveConnectError(
+                f"TLS handshake with {where} failed: {exc.reason or exc}", retryable=True
+            ) from exc
         except (WebSocketException, OSError) as exc:
             raise LiveConnectError(
                 f"Live socket to {where} failed: {type(exc).__name__}: {exc}", retryable=True
@@ -443,14 +591,39 @@ class LiveSession:
         self._check_open()
         self._send_control(self._proto.audio_stream_end())
 
+    def send_activity_start(self) -> None:
+        """``activityStart`` (manual activity detection): the caller's speech starts with the next audio."""
+        self._check_open()
+        self._send_in_order(self._proto.activity_start())
+
+    def send_activity_end(self) -> None:
+        """``activityEnd``: the caller's turn is over after the audio already sent; the model answers."""
+        self._check_open()
+        self._send_in_order(self._proto.activity_end())
+
+    def _send_in_order(self, text: str) -> None:
+        """Queue a marker that must keep its place in the audio stream.
+
+        Control messages jump ahead of queued audio; an ``activityEnd`` that overtook the end of the
+        speech would cut it off. So audio still queued (a network stall) moves to the control queue
+        first, never dropped, and the marker follows it.
+        """
+        audio, control, proto, stats, rate = self._audio, self._control, self._proto, self.stats, self._rate
+        while audio:
+            pcm = audio.popleft()
+            control.append(proto.audio(pcm, rate))
+            stats.audio_sent += 1
+            stats.audio_bytes_sent += len(pcm)
+        self._send_control(text)
+
     # ------------------------------------------------------------------ receiving
 
     def events(self) -> AsyncIterator[ServerEvent]:
         """Server events in order, for a single consumer at a time.
 
-        Ends normally after a clean close (1000, or our own :meth:`close`). Raises
-        :class:`LiveSessionClosed` (with ``code``, ``reason``, ``retryable``) after any other close,
-        including 1006 for a dropped connection and 1002 for a message we could not parse. The
+        Ends normally after our own :meth:`close`. Raises :class:`LiveSessionClosed` (with ``code``,
+        ``reason``, ``retryable``) after any close the server made, a clean 1000 included (retryable),
+        1006 for a dropped connection and 1002 for a message we could not parse. The
         iterator can be dropped and re-created (no generator to finalise); two tasks reading at once
         get :class:`LiveSessionError`.
         """
@@ -518,9 +691,9 @@ class LiveSession:
                 return
             code, reason = _close_info(exc)
             self.close_code, self.close_reason = (1006 if code is None else code), reason
-            error = proto.closed(code, reason)
-            if code != 1000:
-                self._error = error
+            # Every close we did not ask for is an error, a clean 1000 included (retryable: the call
+            # resumes or falls back); only our own close() ends events() without one.
+            self._error = proto.closed(code, reason)
         except LiveProtocolError as exc:
             proto.closed(1002, "")
             self.close_code, self.close_reason = 1002, "protocol error"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.metrics import GatewayMetrics
@@ -287,6 +287,23 @@ class CallObserver:
             self.event("reconnect", {"cause": label, **detail})
             return
         self.reconnect(label, resumed=outcome == "resumed", **detail)
+
+    def failure(self, task: str, error: BaseException) -> None:
+        """An unexpected error ended the call (gateway/bridge/call.py): in the record and the metrics."""
+        if self.metrics is not None:
+            self.metrics.call_failures.labels(task).inc()
+        self.event("failure", {"task": task, "error": f"{type(error).__name__}: {error}"[:500]})
+
+    def grounding(self, queries: Sequence[str], sources: Sequence[tuple[str, str]]) -> None:
+        """The model searched the web (Google Search grounding): what it asked and the pages it used,
+        so a reviewer can see where an answer came from. Bounded: a record is not a search log."""
+        self.event(
+            "grounding",
+            {
+                "queries": [q[:200] for q in queries[:10]],
+                "sources": [{"uri": uri[:500], "title": title[:200]} for uri, title in sources[:20]],
+            },
+        )
 
     def go_away(self, time_left_s: float | None) -> None:
         if self.metrics is not None:

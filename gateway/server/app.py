@@ -33,7 +33,7 @@ from gateway.server.state import (
     STREAM_TOKENS,
     TOOLS,
 )
-from gateway.settings import Settings
+from gateway.settings import DEFAULT_GEMINI_URL, Settings
 from gateway.tools.loader import adopt_dialplans, build_registry
 from gateway.tools.registry import ToolRegistry
 
@@ -49,7 +49,8 @@ def create_app(
         dialplans = DialplanStore(settings.dialplan_dir, known_tools=registry.names())
     adopt_dialplans(dialplans, registry)  # tool names are checked against the registry, now and on reload
     app[DIALPLANS] = dialplans
-    app[LIVE_ENDPOINT] = LiveEndpoint(base_url=settings.gemini_url, api_key=settings.gemini_api_key)
+    app[LIVE_ENDPOINT] = live_endpoint(settings)
+    app.cleanup_ctx.append(_live_credentials)
     secret = settings.gateway_secret.encode() if settings.gateway_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret, guard=replay_guard(settings.redis_url))
     app[LIMITS] = LimitState.from_settings(settings, reserve_s=app[STREAM_TOKENS].ttl_s)
@@ -67,6 +68,24 @@ def create_app(
     app.on_cleanup.append(_close_replay_guard)
     app.on_shutdown.append(_close_media_sockets)
     return app
+
+
+def live_endpoint(settings: Settings) -> LiveEndpoint:
+    """Gemini API (API key) or Vertex AI (ADC bearer tokens), as the settings say."""
+    if settings.vertex:
+        # The Gemini API's default host cannot serve Vertex: it means "the location's host" here.
+        base_url = "" if settings.gemini_url == DEFAULT_GEMINI_URL else settings.gemini_url
+        return LiveEndpoint.for_vertex(settings.vertex_project, settings.vertex_location, base_url=base_url)
+    return LiveEndpoint(base_url=settings.gemini_url, api_key=settings.gemini_api_key)
+
+
+async def _live_credentials(app: web.Application) -> AsyncIterator[None]:
+    """Find the Live credentials at start-up (no ADC stops the gateway with one line), and keep a Vertex
+    token fresh in the background until shutdown."""
+    endpoint = app[LIVE_ENDPOINT]
+    await endpoint.start()
+    yield
+    await endpoint.aclose()
 
 
 async def _dialplan_watch(app: web.Application) -> AsyncIterator[None]:

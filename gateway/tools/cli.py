@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gateway.dialplan.loader import load_dialplans
 from gateway.errors import ConfigError
+from gateway.gemini.models import capabilities
 from gateway.settings import DEFAULT_MODEL, Settings
 from gateway.tools.loader import build_registry
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         registry = build_registry(settings)
         tools = list(registry)
+        model = settings.gemini_model or DEFAULT_MODEL
         if args.dialplan:
             book = load_dialplans(args.dialplans or settings.dialplan_dir, known_tools=registry.names())
             plan = book.get(args.dialplan)
@@ -44,15 +46,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"tools: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        decls = [
-            {
-                "name": t.name,
-                "description": t.description,
-                "parameters": dict(t.parameters),
-                **({"behavior": "NON_BLOCKING"} if t.non_blocking else {}),
-            }
-            for t in tools
-        ]
+        caps = capabilities(model)
+        decls = []
+        for t in tools:
+            decl = {"name": t.name, "description": t.description, "parameters": dict(t.parameters)}
+            behavior = caps.behavior(t.non_blocking)  # as gateway/gemini/messages.py declares it
+            if behavior is not None:
+                decl["behavior"] = behavior
+            decls.append(decl)
         print(json.dumps(decls, indent=2))
         return 0
     for t in tools:

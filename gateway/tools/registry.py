@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from gateway.dialplan.model import Dialplan
 from gateway.errors import ConfigError
 from gateway.gemini.messages import FunctionDeclaration
+from gateway.gemini.models import capabilities
 from gateway.tools.context import CallContext
 from gateway.tools.schema import check_schema, parse_docstring, resolve_hints, signature_schema
 
@@ -56,7 +57,10 @@ class Tool:
 
     ``handler`` is called with the validated arguments as keywords, plus the call context as
     ``context_param`` when set. ``timeout_s`` ``None`` means the registry's default.
-    ``scheduling`` is how the answer of a NON_BLOCKING call is delivered (ignored when blocking).
+    ``non_blocking`` is False (the default) for a tool the model must wait for — its answer decides
+    what the model says next, or it acts on the call (``end_call``, ``transfer_call``): such a tool is
+    declared ``BLOCKING`` wherever the model allows it, because on 3.8 Live an undeclared behaviour
+    means NON_BLOCKING. ``scheduling`` is how the answer of a NON_BLOCKING call is delivered.
     """
 
     name: str
@@ -195,13 +199,9 @@ def tools_in_module(module: ModuleType) -> list[Tool]:
 
 
 def model_behaviour(model: str, non_blocking: bool) -> bool:
-    """Whether a tool wanting ``non_blocking`` is declared NON_BLOCKING for ``model``."""
-    model = model.rsplit("/", 1)[-1]
-    if "extended-thinking" in model:
-        return True  # NON_BLOCKING only; BLOCKING is a hard error there
-    if model.startswith("gemini-3.1"):
-        return False  # synchronous functions only
-    return non_blocking
+    """Whether a tool wanting ``non_blocking`` runs NON_BLOCKING on ``model`` (gateway/gemini/models.py):
+    extended thinking only runs non-blocking tools (BLOCKING is a hard error there), 3.1 only blocking."""
+    return capabilities(model).runs_non_blocking(non_blocking)
 
 
 class ToolRegistry:

@@ -11,6 +11,11 @@ Rules:
 * A handler's crash is logged with its traceback and never leaves this module.
 * Every finished call produces a :class:`ToolCallRecord` for the registry's observers (metrics,
   call records) and for :attr:`ToolRouter.records`.
+* A handler that is an async generator streams: on a NON_BLOCKING tool of a model that reads
+  ``willContinue``, each yielded value is sent at once (``willContinue: true``) and the stream is
+  closed with an empty ``SILENT`` answer (``willContinue: false``), as the SDK documents; anywhere
+  else the model waits for one answer, so it gets every value at once as a list. The tool's time
+  limit covers the whole stream.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
+import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +35,7 @@ from typing import Any, Literal
 from gateway.errors import GatewayError, ToolError
 from gateway.gemini.messages import FunctionCall, FunctionResponse, ToolCall
 from gateway.tools.context import FUNCTION_CALL_ID, CallContext
-from gateway.tools.registry import Tool, ToolRegistry
+from gateway.tools.registry import Scheduling, Tool, ToolRegistry
 from gateway.tools.schema import validate
 
 __all__ = ["Outcome", "ToolCallRecord", "ToolRouter"]
@@ -55,6 +61,8 @@ class ToolCallRecord:
     non_blocking: bool = False
     #: False when the answer could not be handed to the session (it had already ended).
     delivered: bool = True
+    #: Results sent before the final answer (a streaming tool's ``willContinue`` answers).
+    partials: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,6 +76,8 @@ class _Entry:
     answered: bool = False
     cancelled: bool = False
     started: float = field(default=0.0)
+    #: The call's answers so far were ``willContinue`` partials: the final one must close the stream.
+    streaming: bool = False
 
 
 class ToolRouter:
@@ -82,10 +92,14 @@ class ToolRouter:
         send: Callable[[Sequence[FunctionResponse]], None],
         on_close: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        streams: bool = True,
     ) -> None:
+        """``streams``: the model reads ``willContinue`` (False on 3.1 and extended thinking, see
+        gateway/gemini/models.py), so NON_BLOCKING async-generator tools may answer in parts."""
         self.registry = registry
         self.tools = dict(tools)
         self.context = context
+        self._streams = streams
         self._send = send
         self._on_close = on_close
         self._clock = clock
@@ -174,7 +188,10 @@ class ToolRouter:
         FUNCTION_CALL_ID.set(entry.call.id)  # this task's own context: handlers may read it
         try:
             async with asyncio.timeout(timeout_s):
-                result = await self._invoke(tool, args)
+                if inspect.isasyncgenfunction(tool.handler):
+                    result = await self._stream(tool, entry, args)
+                else:
+                    result = await self._invoke(tool, args)
         except TimeoutError:
             message = f"tool {name!r} did not answer within {timeout_s:g} s; try again later"
             self._fail(entry, "timeout", message)
@@ -190,12 +207,62 @@ class ToolRouter:
         else:
             self._succeed(tool, entry, result)
 
-    async def _invoke(self, tool: Tool, args: dict[str, Any]) -> Any:
+    def _prepare(self, tool: Tool, args: dict[str, Any]) -> None:
         for key, convert in tool.converters.items():
             if key in args and args[key] is not None:
                 args[key] = convert(args[key])
         if tool.context_param is not None:
             args[tool.context_param] = self.context
+
+    async def _stream(self, tool: Tool, entry: _Entry, args: dict[str, Any]) -> list[Any]:
+        """Run an async-generator handler; send each value as it comes where the model takes parts."""
+        self._prepare(tool, args)
+        partial = self._streams and tool.non_blocking
+        items: list[Any] = []
+        stream = tool.handler(**args)
+        try:
+            async for item in stream:
+                if dataclasses.is_dataclass(item) and not isinstance(item, type):
+                    item = dataclasses.asdict(item)
+                items.append(item)
+                if partial:
+                    self._partial(tool, entry, item)
+        finally:
+            await stream.aclose()
+        return items
+
+    def _partial(self, tool: Tool, entry: _Entry, item: Any) -> None:
+        """One ``willContinue: true`` answer. A value that cannot be sent fails the whole call."""
+        if entry.cancelled or self._closing:
+            return
+        response = {"output": item}
+        self._check_result(tool, response)
+        entry.streaming = True
+        entry.record.partials += 1
+        try:
+            self._send([FunctionResponse(entry.call.id, entry.call.name, response, tool.scheduling, True)])
+        except GatewayError as exc:
+            entry.record.delivered = False
+            self.context.log.info("tool part not delivered", extra={"tool": tool.name, "error": str(exc)})
+
+    def _check_result(self, tool: Tool, response: dict[str, Any]) -> None:
+        """Raise ToolError (its text is what the model is told) for a result that cannot be sent."""
+        try:
+            size = len(json.dumps(response, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            self.context.log.error(
+                "tool result is not JSON", extra={"tool": tool.name, "error": str(exc)[:200]}
+            )
+            raise ToolError(f"tool {tool.name!r} returned a result that cannot be sent") from exc
+        if size > self.registry.max_result_bytes:
+            self.context.log.warning("tool result too large", extra={"tool": tool.name, "bytes": size})
+            raise ToolError(
+                f"tool {tool.name!r} returned {size} bytes, more than the {self.registry.max_result_bytes}"
+                " allowed; ask for less"
+            )
+
+    async def _invoke(self, tool: Tool, args: dict[str, Any]) -> Any:
+        self._prepare(tool, args)
         if tool.is_async:
             return await tool.handler(**args)
         # Off the loop, on the registry's own pool; the context is copied so log bindings carry over.
@@ -209,25 +276,19 @@ class ToolRouter:
     def _succeed(self, tool: Tool, entry: _Entry, result: Any) -> None:
         if dataclasses.is_dataclass(result) and not isinstance(result, type):
             result = dataclasses.asdict(result)
+        entry.record.result = result
+        if entry.streaming:
+            # Every part is with the model already: close the stream without prompting a new reply.
+            self._answer(entry, {}, "SILENT")
+            return
         response = {"output": result}
         try:
-            size = len(json.dumps(response, ensure_ascii=False, allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            self.context.log.error(
-                "tool result is not JSON", extra={"tool": tool.name, "error": str(exc)[:200]}
-            )
-            self._fail(entry, "crashed", f"tool {tool.name!r} returned a result that cannot be sent")
+            self._check_result(tool, response)
+        except ToolError as exc:
+            entry.record.result = None
+            crashed = isinstance(exc.__cause__, (TypeError, ValueError))
+            self._fail(entry, "crashed" if crashed else "error", str(exc))
             return
-        if size > self.registry.max_result_bytes:
-            self.context.log.warning("tool result too large", extra={"tool": tool.name, "bytes": size})
-            self._fail(
-                entry,
-                "error",
-                f"tool {tool.name!r} returned {size} bytes, more than the {self.registry.max_result_bytes}"
-                " allowed; ask for less",
-            )
-            return
-        entry.record.result = result
         self._answer(entry, response)
 
     def _fail(self, entry: _Entry, outcome: Outcome, message: str) -> None:
@@ -235,7 +296,7 @@ class ToolRouter:
         entry.record.error = message
         self._answer(entry, {"error": message})
 
-    def _answer(self, entry: _Entry, response: dict[str, Any]) -> None:
+    def _answer(self, entry: _Entry, response: dict[str, Any], scheduling: Scheduling | None = None) -> None:
         if entry.answered or entry.cancelled or self._closing:
             if entry.cancelled or self._closing:
                 entry.record.outcome = "cancelled"
@@ -243,9 +304,15 @@ class ToolRouter:
             return
         entry.answered = True
         tool = self.tools.get(entry.call.name)
-        scheduling = tool.scheduling if tool is not None and tool.non_blocking else None
+        if tool is None or not tool.non_blocking:
+            scheduling = None
+        elif scheduling is None:
+            scheduling = tool.scheduling
+        # The last answer of a stream says so; a single answer leaves willContinue out.
+        will_continue = False if entry.streaming else None
+        answer = FunctionResponse(entry.call.id, entry.call.name, response, scheduling, will_continue)
         try:
-            self._send([FunctionResponse(entry.call.id, entry.call.name, response, scheduling)])
+            self._send([answer])
         except GatewayError as exc:
             # The session ended (or is being replaced); the call is ending, nothing can be told.
             entry.record.delivered = False

@@ -285,10 +285,73 @@ def test_version_is_stable_for_identical_content(tmp_path: Path) -> None:
             id="vad-negative",
         ),
         pytest.param(
-            plan('"+1555*"', extra='[vad]\ndisabled = true\nend_sensitivity = "low"\n'),
-            "vad.end_sensitivity",
+            plan('"+1555*"', extra='[vad]\nactivity_handling = "never"\n'),
+            "vad.activity_handling",
+            "'interrupt' or 'no_interruption'",
+            id="vad-bad-activity-handling",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='[vad]\nturn_coverage = "everything"\n'),
+            "vad.turn_coverage",
+            "'all_input'",
+            id="vad-bad-turn-coverage",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='[transcription]\nlanguages = ["en-US", "xx-YY"]\n'),
+            "transcription.languages[1]",
+            "not a Live API language",
+            id="transcription-bad-language",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='[transcription]\ninput = false\noutput = false\nlanguages = ["fr"]\n'),
+            "transcription.languages",
             "no effect",
-            id="vad-disabled-with-settings",
+            id="transcription-languages-without-transcription",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='[thinking]\nlevel = "huge"\n'),
+            "thinking.level",
+            "'minimal' or 'low'",
+            id="thinking-bad-level",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='[thinking]\nlevel = "low"\nbudget = 100\n'),
+            "thinking.budget",
+            "not both",
+            id="thinking-level-and-budget",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='model = "gemini-3.8-live"\n[thinking]\nlevel = "low"\n'),
+            "thinking",
+            "takes no thinking settings",
+            id="thinking-on-3.8-live",
+        ),
+        pytest.param(
+            plan(
+                '"+1555*"',
+                extra='model = "gemini-3.8-live-extended-thinking"\n[thinking]\nlevel = "minimal"\n',
+            ),
+            "thinking.level",
+            "'low' or 'medium' or 'high'",
+            id="thinking-minimal-on-extended-thinking",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra='model = "gemini-3.1-flash-live-preview"\n[thinking]\nbudget = 512\n'),
+            "thinking.budget",
+            "takes a thinking.level",
+            id="thinking-budget-on-3.1",
+        ),
+        pytest.param(
+            plan(
+                '"+1555*"',
+                extra='model = "gemini-2.5-flash-native-audio-preview-12-2025"\n[thinking]\nlevel = "low"\n',
+            ),
+            "thinking.level",
+            "takes a thinking.budget",
+            id="thinking-level-on-2.5",
+        ),
+        pytest.param(
+            plan('"+1555*"', extra="google_search = 1\n"), "google_search", "true or false", id="search-type"
         ),
         pytest.param(plan('"+1555*"', extra="vad = 1\n"), "vad", "must be a table", id="vad-not-table"),
         pytest.param(
@@ -515,3 +578,36 @@ def test_known_tools_can_be_replaced(tmp_path: Path) -> None:
     assert load_dialplan(path, known_tools={"book_table"}).tools == ("book_table",)
     with pytest.raises(DialplanErrors, match="unknown tool 'book_table'"):
         load_dialplan(path)
+
+
+def test_turn_control_languages_thinking_and_search_are_read(tmp_path: Path) -> None:
+    """[vad] turn control, transcription languages, [thinking] and google_search reach the plan."""
+    path = write(
+        tmp_path,
+        "p.toml",
+        plan(
+            '"+1555*"',
+            extra=(
+                'model = "gemini-3.8-live-extended-thinking"\ngoogle_search = true\n'
+                "[vad]\ndisabled = true\nsilence_duration_ms = 700\nprefix_padding_ms = 40\n"
+                'activity_handling = "no_interruption"\nturn_coverage = "all_input"\n'
+                '[transcription]\nlanguages = ["es-us", "en-US"]\n'
+                '[thinking]\nlevel = "medium"\n'
+            ),
+        ),
+    )
+    loaded = load_dialplan(path)
+    assert loaded.vad.disabled
+    assert (loaded.vad.silence_duration_ms, loaded.vad.prefix_padding_ms) == (700, 40)
+    assert loaded.vad.activity_handling == "no_interruption"
+    assert loaded.vad.turn_coverage == "all_input"
+    assert loaded.transcription.languages == ("es-US", "en-US")  # canonical BCP-47 casing
+    assert loaded.thinking.level == "medium"
+    assert loaded.google_search
+
+
+def test_thinking_is_checked_against_the_model_only_when_the_plan_names_one(tmp_path: Path) -> None:
+    """Without a model of its own a plan may carry any thinking setting: the gateway's model decides
+    at call time which one applies (gateway/gemini/messages.py drops the others)."""
+    path = write(tmp_path, "p.toml", plan('"+1555*"', extra="[thinking]\nbudget = 0\n"))
+    assert load_dialplan(path).thinking.budget == 0

@@ -1,4 +1,10 @@
-"""End-to-end fixtures: simulated caller → gateway → emulator, all over loopback sockets."""
+"""End-to-end fixtures: simulated caller → gateway → emulator, all over loopback sockets.
+
+The gateway reaches the emulator as production reaches Google: over ``wss://``, verifying the
+server's certificate against the trust store. The emulator's certificate is signed by a throw-away CA
+that the gateway trusts only through ``SSL_CERT_FILE`` (OpenSSL's own variable, read when the app
+builds its TLS context), exactly as an operator would trust a corporate CA.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator
+from gateway.emulator.pki import TestPKI, make_pki
 from gateway.server.app import create_app
 from gateway.server.state import CALLS, DIALPLANS
 from gateway.settings import DEFAULT_MODEL, Settings
@@ -55,9 +62,24 @@ class Gateway:
         return records
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """One throw-away CA per test session (worker) for every TLS stand-in."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
 @pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator() as emu:
+def trust_test_ca(pki: TestPKI, monkeypatch: pytest.MonkeyPatch) -> TestPKI:
+    """The gateway trusts the test CA the way a deployment trusts a private CA: ``SSL_CERT_FILE``."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return pki
+
+
+@pytest.fixture
+async def emulator(trust_test_ca: TestPKI) -> AsyncIterator[Emulator]:
+    async with Emulator(ssl_context=trust_test_ca.server_context()) as emu:
+        assert emu.base_url.startswith("wss://")
         yield emu
 
 

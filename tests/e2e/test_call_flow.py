@@ -156,17 +156,29 @@ async def test_dtmf_reaches_the_model_as_text(gateway: Gateway, emulator: Emulat
     ]
 
 
-async def test_gateway_side_end_when_gemini_closes(gateway: Gateway, emulator: Emulator) -> None:
-    """When the Gemini session ends for good, the gateway ends the call and the caller sees it."""
+async def test_a_clean_close_from_gemini_mid_call_is_resumed_not_dead_air(
+    gateway: Gateway, emulator: Emulator
+) -> None:
+    """The service closes the call's connection with 1000: the call resumes on a new connection and the
+    caller is still answered, rather than the line going dead or hanging up."""
     task = asyncio.create_task(
-        place_call(CallOptions(to="+15551230000", gateway=gateway.url, hangup_after_s=20.0))
+        place_call(
+            CallOptions(
+                to="+15551230000", gateway=gateway.url, play="builtin:hello", hangup_after_s=16.0
+            )
+        )
     )
-    await emulator.wait_for(lambda f: f.direction == "out", timeout=5)
-    await asyncio.sleep(1.0)
-    emulator.inject_close(1000, "done")
-    report = await asyncio.wait_for(task, 10)
-    assert report.ended_by == "gateway"
-    assert report.duration_s < 10
+    await emulator.wait_for(
+        lambda f: f.direction == "out" and "sessionResumptionUpdate" in (f.payload or {}), timeout=15
+    )
+    emulator.inject_close(1000, "The operation was cancelled.", session=0)
+    report = await asyncio.wait_for(task, 30)
+    assert report.ended_by == "caller"
+    assert len(emulator.sessions) == 2
+    assert emulator.sessions[1].resumed_from is not None
+    assert len(report.reply_ms) >= 1, "the caller was answered after the close"
+    (record,) = await gateway.wait_calls_ended(1)
+    assert record["ended_by"] == "caller"
 
 
 async def test_caller_hangup_closes_the_gemini_session(gateway: Gateway, emulator: Emulator) -> None:

@@ -239,7 +239,7 @@ async def _gateway_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subpro
     env.update(GATEWAY_DATA_DIR=str(tmp_path / "data"), GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
     log = (tmp_path / "gateway.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
-        GATEWAY_CLI, "serve", "--dialplans", str(plans),
+        GATEWAY_CLI, "serve", "--emulator", "--dialplans", str(plans),
         env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from gateway.caller import CallOptions, CallReport, place_call
 from gateway.caller.samples import hello_utterance
 from gateway.emulator import Emulator, Scenario
 from gateway.emulator.scenario import Rule
+from gateway.emulator.pki import TestPKI
 from gateway.emulator.session import RecordedFrame
 from gateway.server.state import CALLS
 
@@ -32,8 +34,17 @@ CHUNK = 640
 GREETING = "Hello! How can I help?"
 
 
-def _emulator(**scenario: Any) -> Emulator:
-    return Emulator(Scenario(greeting=GREETING, **scenario))
+#: The emulators of these tests serve wss:// with the session's test CA, as Google serves TLS.
+_TLS: list[ssl.SSLContext] = []
+
+
+@pytest.fixture(autouse=True)
+def _tls(trust_test_ca: TestPKI) -> None:
+    _TLS[:] = [trust_test_ca.server_context()]
+
+
+def _emulator(scenario: Scenario | None = None, **options: Any) -> Emulator:
+    return Emulator(scenario or Scenario(greeting=GREETING), ssl_context=_TLS[0], **options)
 
 
 @pytest.fixture
@@ -140,7 +151,7 @@ async def test_go_away_mid_tool_call_answers_on_the_old_connection_first(
 ) -> None:
     """goAway right after a toolCall: the answer goes to the old connection, the switch follows the turn."""
     rules = [Rule(dtmf="5", tool="lookup_order", args={"order": "42"}, reply="All done.")]
-    async with _emulator(rules=rules) as emu:
+    async with _emulator(Scenario(greeting=GREETING, rules=rules)) as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
         task = _call(gw, dtmf="5", hangup_after_s=8.0)
         call = await emu.wait_for(_out("toolCall"), 10)
@@ -185,7 +196,7 @@ async def test_internal_error_1011_reconnects(gw: Gateway, emu: Emulator) -> Non
 
 async def test_session_not_found_starts_fresh_with_the_transcript(make_gateway: GatewayFactory) -> None:
     """Handle unknown (1008 session not found): a fresh session is seeded with the conversation so far."""
-    async with Emulator(Scenario(greeting=GREETING), handle_ttl_s=0.0) as emu:
+    async with _emulator(handle_ttl_s=0.0) as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
         report = await _survives(gw, emu, 1011, "Internal error encountered.")
         _assert_clean(report)
@@ -205,7 +216,7 @@ def _closed_port() -> int:
 
 async def test_gemini_down_at_start_plays_the_fallback_then_hangs_up(make_gateway: GatewayFactory) -> None:
     """Nothing listening: the caller hears the fallback line (never dead air), then the gateway hangs up."""
-    gw = await make_gateway(gemini_url=f"ws://127.0.0.1:{_closed_port()}", live_give_up_s=1.0)
+    gw = await make_gateway(gemini_url=f"wss://127.0.0.1:{_closed_port()}", live_give_up_s=1.0)
     report = await _call(gw, hangup_after_s=20.0)
     assert report.ended_by == "gateway"
     assert report.heard_ms > 4000  # the shipped line is ~5 s long
@@ -216,7 +227,7 @@ async def test_gemini_down_at_start_plays_the_fallback_then_hangs_up(make_gatewa
 
 async def test_slow_setup_still_connects(make_gateway: GatewayFactory) -> None:
     """A Gemini that takes a second to set up: the call proceeds, the greeting arrives."""
-    async with _emulator(setup_delay_s=1.0) as emu:
+    async with _emulator(Scenario(greeting=GREETING, setup_delay_s=1.0)) as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
         report = await _call(gw, hangup_after_s=3.5)
         _assert_clean(report)
@@ -225,7 +236,7 @@ async def test_slow_setup_still_connects(make_gateway: GatewayFactory) -> None:
 
 async def test_setup_slower_than_the_budget_falls_back(make_gateway: GatewayFactory) -> None:
     """A Gemini that never finishes setup: the caller gets the fallback within the budget."""
-    async with _emulator(setup_delay_s=30.0) as emu:
+    async with _emulator(Scenario(greeting=GREETING, setup_delay_s=30.0)) as emu:
         gw = await make_gateway(gemini_url=emu.base_url, live_give_up_s=1.0, live_setup_timeout_s=0.5)
         report = await _call(gw, hangup_after_s=20.0)
         assert report.ended_by == "gateway"
@@ -235,7 +246,7 @@ async def test_setup_slower_than_the_budget_falls_back(make_gateway: GatewayFact
 
 async def test_config_error_at_start_is_not_retried(make_gateway: GatewayFactory) -> None:
     """1007 bad API key at setup: one attempt per connection, then the fallback (no retry loop)."""
-    async with Emulator(Scenario(greeting=GREETING), api_key="the-right-key") as emu:
+    async with _emulator(api_key="the-right-key") as emu:
         gw = await make_gateway(gemini_url=emu.base_url, preconnect=False)
         report = await _call(gw, hangup_after_s=20.0)
         assert report.ended_by == "gateway"

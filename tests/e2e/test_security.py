@@ -417,9 +417,13 @@ async def test_hard_duration_cap_ends_the_call_cleanly(make_gateway: GatewayFact
 
 
 async def test_no_secret_or_stream_token_in_logs_records_or_reports(
-    make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    make_gateway: GatewayFactory,
+    emulator: Emulator,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A full call with real-looking secrets: logs (all loggers, DEBUG), record and report are clean."""
+    """A full call over wss:// with real-looking secrets: the key reaches the service the way Google
+    expects it; logs (all loggers, DEBUG), record and report are clean."""
     secrets_ = {
         "gemini key": "AIzaSyD-" + "k3y" * 10,
         "twilio token": "f3" * 16,
@@ -457,6 +461,12 @@ async def test_no_secret_or_stream_token_in_logs_records_or_reports(
     assert report.answered, "the call must really have happened"
     assert report.transcript
     assert len(issued) == 1
+    # The key travelled as Google expects it, over TLS: in x-goog-api-key, never in the URL.
+    assert gw.settings.gemini_url.startswith("wss://")
+    (live,) = emulator.sessions
+    assert live.handshake_headers.get("x-goog-api-key") == secrets_["gemini key"]
+    assert "key=" not in live.handshake_path
+    assert secrets_["gemini key"] not in live.handshake_path
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {secrets_['admin token']}"}) as http,
         http.get(f"{gw.url}/admin/calls/{report.call_sid}") as r1,

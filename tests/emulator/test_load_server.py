@@ -8,6 +8,7 @@ import base64
 import json
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.caller.load import PROBE_LEVELS, echo_rtt
 from gateway.emulator.load import CHIME_SAMPLES, ECHO_PATH, LoadLiveServer
+from gateway.emulator.pki import TestPKI, make_pki
 from gateway.errors import LiveConnectError
 from gateway.gemini.messages import (
     GenerationComplete,
@@ -251,3 +253,61 @@ async def test_echo_path_returns_each_message(server: LoadLiveServer) -> None:
         assert await ws.recv() == "hello"
     rtt = await echo_rtt(server.base_url + ECHO_PATH, count=20)  # the lean callers' own socket
     assert 0.0 < rtt < 0.1
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+async def test_serves_wss_to_a_client_trusting_its_ca(pki: TestPKI, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a server context it serves wss://, and the gateway's own verifying client reaches it when
+    the CA is trusted through SSL_CERT_FILE (as bench/load.py's gateway does): a greeting and an echo
+    through the SSL transport's buffered reads, the probe found; the echo path stays plain ws://."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    tls = pki.server_context()
+    async with LoadLiveServer(api_key=KEY, first_audio_delay_s=0.05, speed=8.0, ssl_context=tls) as srv:
+        assert srv.base_url == f"wss://127.0.0.1:{srv.port}"
+        assert srv.echo_url == f"ws://127.0.0.1:{srv.plain_port}{ECHO_PATH}"
+        assert srv.plain_port != srv.port
+        session = await _connect(srv)  # LiveEndpoint's default context: the system store + SSL_CERT_FILE
+        try:
+            session.send_client_content([("user", "Greet the caller.")])
+            assert _audio_bytes(await _turn(session)) == 2 * srv.greeting_samples
+            await _stream(session, _silence(3) + _probe(0x123, 7) + _speech(25) + _silence(16))
+            assert _audio_bytes(await _turn(session)) == 2 * (CHIME_SAMPLES + 12000)
+        finally:
+            await session.close()
+        assert srv.probes[0].number == 0x123
+        assert [s for s, _, _ in srv.probes[0].probes] == [7]
+        assert 0.0 < await echo_rtt(srv.echo_url, count=20) < 0.1
+        # The TLS port speaks nothing but TLS: a plain WebSocket handshake there gets no upgrade.
+        with pytest.raises((OSError, websockets.exceptions.InvalidHandshake, TimeoutError)):
+            async with asyncio.timeout(5):
+                await websockets.connect(f"ws://127.0.0.1:{srv.port}{PATH}")
+
+
+async def test_wss_refuses_a_client_that_does_not_trust_its_ca(
+    pki: TestPKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another CA's client, or the system store alone, fails verification: a non-retryable
+    LiveConnectError before any session starts on the server."""
+    other = make_pki(tmp_path / "other")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    async with LoadLiveServer(api_key=KEY, ssl_context=pki.server_context()) as srv:
+        for endpoint in (
+            LiveEndpoint(base_url=srv.base_url, api_key=KEY, tls=other.client_context()),
+            LiveEndpoint(base_url=srv.base_url, api_key=KEY),
+        ):
+            with pytest.raises(LiveConnectError) as refused:
+                await LiveSession.connect(endpoint, SessionConfig("gemini-3.8-live"))
+            assert not refused.value.retryable
+            assert "did not verify" in str(refused.value)
+        assert srv.sessions == 0
+        # The same client trusting the right CA gets in.
+        trusted = LiveEndpoint(base_url=srv.base_url, api_key=KEY, tls=pki.client_context())
+        session = await LiveSession.connect(trusted, SessionConfig("gemini-3.8-live"))
+        await session.close()
+        assert srv.sessions == 1

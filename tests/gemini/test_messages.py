@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from gateway.errors import AudioError, ConfigError, LiveProtocolError, ToolError
 from gateway.gemini.messages import (
+    LOCAL_CALL_ID_PREFIX,
     FunctionCall,
     FunctionDeclaration,
     FunctionResponse,
@@ -67,7 +68,10 @@ def test_minimal_setup_matches_the_documented_example() -> None:
 
 
 def test_full_setup_has_every_field_in_canonical_spelling() -> None:
-    """Tools, VAD, resumption handle, compression, language and temperature all land where §2.2 says."""
+    """Tools, VAD, resumption handle, compression, language and temperature all land where §2.2 says.
+
+    On a native-audio model the language goes to the transcriptions only (it takes no languageCode).
+    """
     params = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
     cfg = SessionConfig(
         model="gemini-2.5-flash-native-audio-preview-12-2025",
@@ -79,30 +83,42 @@ def test_full_setup_has_every_field_in_canonical_spelling() -> None:
             FunctionDeclaration("log_note", "Log a note", non_blocking=True),
         ),
         vad=VadConfig(
-            start_sensitivity="LOW", end_sensitivity="HIGH", prefix_padding_ms=20, silence_duration_ms=600
+            start_sensitivity="LOW",
+            end_sensitivity="HIGH",
+            prefix_padding_ms=20,
+            silence_duration_ms=600,
+            activity_handling="NO_INTERRUPTION",
+            turn_coverage="TURN_INCLUDES_ONLY_ACTIVITY",
         ),
         resumption_handle="h-123",
         compression_trigger_tokens=25000,
         compression_target_tokens=8000,
         temperature=0.7,
+        transcription_languages=("en-US",),
+        thinking_budget=0,
+        google_search=True,
     )
     setup = setup_message(cfg)["setup"]
     assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
     assert setup["generationConfig"] == {
         "responseModalities": ["AUDIO"],
-        "speechConfig": {
-            "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}},
-            "languageCode": "en-US",
-        },
+        "speechConfig": {"voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Puck"}}},
         "temperature": 0.7,
+        "thinkingConfig": {"thinkingBudget": 0},
     }
     assert setup["tools"] == [
         {
             "functionDeclarations": [
-                {"name": "weather", "description": "Current weather", "parameters": params},
+                {
+                    "name": "weather",
+                    "description": "Current weather",
+                    "parameters": params,
+                    "behavior": "BLOCKING",
+                },
                 {"name": "log_note", "description": "Log a note", "behavior": "NON_BLOCKING"},
             ]
-        }
+        },
+        {"googleSearch": {}},
     ]
     assert setup["realtimeInputConfig"] == {
         "automaticActivityDetection": {
@@ -111,15 +127,17 @@ def test_full_setup_has_every_field_in_canonical_spelling() -> None:
             "endOfSpeechSensitivity": "END_SENSITIVITY_HIGH",
             "prefixPaddingMs": 20,
             "silenceDurationMs": 600,
-        }
+        },
+        "activityHandling": "NO_INTERRUPTION",
+        "turnCoverage": "TURN_INCLUDES_ONLY_ACTIVITY",
     }
     assert setup["sessionResumption"] == {"handle": "h-123"}
     assert setup["contextWindowCompression"] == {
         "slidingWindow": {"targetTokens": 8000},
         "triggerTokens": 25000,
     }
-    assert setup["inputAudioTranscription"] == {}
-    assert setup["outputAudioTranscription"] == {}
+    assert setup["inputAudioTranscription"] == {"languageCodes": ["en-US"]}
+    assert setup["outputAudioTranscription"] == {"languageCodes": ["en-US"]}
     json.dumps(setup, allow_nan=False)  # the whole thing is plain JSON
 
 
@@ -375,7 +393,7 @@ def test_false_flags_and_empty_transcriptions_yield_nothing() -> None:
 
 
 def test_tool_call_with_several_calls() -> None:
-    """toolCall.functionCalls become FunctionCalls; missing args mean {} and missing ids '' (Vertex)."""
+    """functionCalls become FunctionCalls; missing args mean {}, a missing id (Vertex) a local one."""
     msg = {
         "toolCall": {
             "functionCalls": [
@@ -384,9 +402,12 @@ def test_tool_call_with_several_calls() -> None:
             ]
         }
     }
-    assert parse_server_message(json.dumps(msg)) == [
-        ToolCall((FunctionCall("c1", "weather", {"city": "Paris"}), FunctionCall("", "hangup", {})))
-    ]
+    [event] = parse_server_message(json.dumps(msg))
+    assert isinstance(event, ToolCall)
+    first, second = event.calls
+    assert first == FunctionCall("c1", "weather", {"city": "Paris"})
+    assert (second.name, second.args) == ("hangup", {})
+    assert second.id.startswith(LOCAL_CALL_ID_PREFIX)
 
 
 def test_tool_call_cancellation() -> None:
@@ -441,10 +462,7 @@ def test_unknown_fields_and_messages_are_tolerated() -> None:
     """A future message type yields nothing; unknown fields beside known ones are ignored."""
     assert parse_server_message('{"futureThing": {"x": 1}}') == []
     assert parse_server_message("{}") == []
-    msg = {
-        "serverContent": {"turnComplete": True, "interactionStatus": "IDLE", "waitingForInput": True},
-        "x": 1,
-    }
+    msg = {"serverContent": {"turnComplete": True, "futureFlag": True}, "x": 1}
     assert parse_server_message(json.dumps(msg)) == [TurnComplete()]
 
 

@@ -179,7 +179,7 @@ def test_close_classification_during_setup(
 @pytest.mark.parametrize(
     ("code", "retryable"),
     [
-        (1000, False),
+        (1000, True),
         (1001, True),
         (1006, True),
         (None, True),
@@ -194,7 +194,7 @@ def test_close_classification_during_setup(
     ],
 )
 def test_close_classification_mid_session(code: int | None, retryable: bool) -> None:
-    """Mid-session closes are LiveSessionClosed; drops and 1011 are retryable, 1000 is a clean end."""
+    """Mid-session closes are LiveSessionClosed; drops, 1011 and a server's clean 1000 are retryable."""
     err = classify_close(code, "why", during_setup=False)
     assert type(err) is LiveSessionClosed
     assert err.code == (1006 if code is None else code)

@@ -452,13 +452,18 @@ async def test_policy_close_mid_session_is_not_retryable(emu: Emulator, session:
     assert not info.value.retryable
 
 
-async def test_clean_server_close_ends_events_normally(emu: Emulator, session: LiveSession) -> None:
-    """A 1000 close from the server ends the event stream without an exception."""
+async def test_clean_server_close_is_a_retryable_loss(emu: Emulator, session: LiveSession) -> None:
+    """A 1000 close the server made mid-session raises a retryable LiveSessionClosed: for a phone call
+    it is a loss to recover from (resume, else fallback), not the end of the conversation."""
     emu.inject_close(1000, "The operation was cancelled.")
-    assert await Reader(session).drain() == []
+    with pytest.raises(LiveSessionClosed) as info:
+        await Reader(session).drain()
+    assert info.value.code == 1000
+    assert info.value.retryable
     assert session.closed
     assert session.close_code == 1000
-    assert [e async for e in session.events()] == []  # a later reader ends at once too
+    with pytest.raises(LiveSessionClosed):  # a later reader sees it at once too
+        await Reader(session).drain()
 
 
 async def test_a_close_nobody_reads_yet_still_shows_and_is_reported_later(

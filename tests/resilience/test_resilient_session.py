@@ -287,8 +287,20 @@ async def test_answer_to_a_call_of_a_lost_connection_becomes_a_note() -> None:
     await h.close()
 
 
-async def test_clean_close_ends_the_stream() -> None:
-    """A 1000 close from the server ends the conversation: events() stops, no reconnect."""
+async def test_clean_server_close_mid_call_resumes() -> None:
+    """A 1000 close from the server mid-call is a loss like any other: the call resumes on a new one."""
+    h = Harness(Connector())
+    old = await h.connector.wait_opened(1)
+    old.resumption_handle = "h1"
+    old.drop(1000, "The operation was cancelled.", retryable=True)
+    new = await h.connector.wait_opened(2)
+    assert new.resumed_with == "h1"
+    assert h.error is None
+    await h.close()
+
+
+async def test_own_close_ends_the_stream() -> None:
+    """Only a connection's end without an error (our own close) ends events(): no reconnect."""
     h = Harness(Connector())
     old = await h.connector.wait_opened(1)
     old.end()

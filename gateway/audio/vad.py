@@ -1,0 +1,172 @@
+"""The gateway's own voice activity detection, for manual turn-taking (``[vad] disabled = true``).
+
+With Gemini's automatic activity detection off, the server treats only audio between a client's
+``activityStart`` and ``activityEnd`` as the caller's turn and answers after the end (gemini-live.md
+§2.4); without them a call goes silent. :class:`LocalVad` decides those edges from the caller's PCM,
+one frame at a time. Sans-I/O and clock-free: durations are counted in samples fed.
+
+How it decides (energy with hysteresis and hangover):
+
+* a frame is *loud* when its RMS is above the onset threshold: the sensitivity's absolute level, or
+  ``ONSET_RATIO`` times the line's noise floor when that is higher. The floor follows quiet frames only
+  (down fast, up slowly), so steady hiss or hum does not read as speech;
+* ``onset_ms`` of consecutive loud frames start an activity (a click or a tap is shorter). The
+  frames before the onset (``preroll_ms``) are kept in a ring, so the caller's first syllable is sent
+  right after ``activityStart`` instead of being clipped;
+* during an activity a frame is *voiced* above a lower threshold (hysteresis), and ``silence_ms`` of
+  unvoiced frames end it (the hangover keeps a breath or a short pause inside one turn);
+* ``max_activity_ms`` ends an activity that never goes quiet (noise the floor could not learn while
+  it lasted), so the model still answers.
+
+Cost per 20 ms frame: one ``audioop.rms`` (C) and a few comparisons; ``bench/audio.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from collections import deque
+from typing import Literal
+
+from gateway.errors import AudioError
+
+with warnings.catch_warnings():
+    # PEP 594 deprecation on 3.11/3.12; we depend on audioop-lts where it was removed.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+__all__ = ["LocalVad", "VadEdge"]
+
+Sensitivity = Literal["HIGH", "LOW"]
+
+#: Onset level (int16 RMS) per start sensitivity: about -42 dBFS (HIGH: starts more often), -36 dBFS.
+_ONSET_RMS = {"HIGH": 250.0, "LOW": 500.0}
+#: Voiced level during an activity, relative to the onset level, per end sensitivity. Higher ends
+#: speech more often (HIGH); lower holds on through soft endings (LOW).
+_VOICED_RATIO = {"HIGH": 0.7, "LOW": 0.35}
+#: Default hangover per end sensitivity when the dialplan gives no ``silence_duration_ms``.
+_SILENCE_MS = {"HIGH": 400, "LOW": 900}
+#: A loud frame must be this many times the noise floor (about +9.5 dB).
+ONSET_RATIO = 3.0
+#: Noise floor tracking per quiet frame: fast towards a quieter level, slow towards a louder one.
+_FLOOR_DOWN = 0.3
+_FLOOR_UP = 0.02
+
+
+class VadEdge(enum.IntEnum):
+    """What one frame changed."""
+
+    NONE = 0
+    #: Speech began: send ``activityStart``, then :meth:`LocalVad.take_preroll`.
+    START = 1
+    #: Speech ended: send ``activityEnd``.
+    END = 2
+
+
+class LocalVad:
+    """Energy-based speech detector for one call's caller audio (PCM16 mono at ``rate``)."""
+
+    __slots__ = (
+        "_active_samples",
+        "_floor",
+        "_max_samples",
+        "_onset",
+        "_onset_rms",
+        "_onset_samples",
+        "_preroll_samples",
+        "_quiet",
+        "_ring",
+        "_silence_samples",
+        "_voiced_ratio",
+        "active",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        *,
+        rate: int = 16000,
+        start_sensitivity: Sensitivity | None = None,
+        end_sensitivity: Sensitivity | None = None,
+        silence_ms: int | None = None,
+        preroll_ms: int | None = None,
+        onset_ms: int = 60,
+        max_activity_ms: int = 30_000,
+    ) -> None:
+        """``None`` settings take the defaults: HIGH start sensitivity, a 600 ms hangover (400 / 900 ms
+        for HIGH / LOW end sensitivity) and a 240 ms pre-roll. ``onset_ms`` is the speech needed before
+        a start is committed (what Gemini calls ``prefixPaddingMs``)."""
+        if not 8000 <= rate <= 48000:
+            raise AudioError(f"local VAD: unsupported rate {rate}")
+        if onset_ms < 0 or max_activity_ms <= 0 or (preroll_ms is not None and preroll_ms < 0):
+            raise AudioError("local VAD: onset_ms and preroll_ms must be >= 0, max_activity_ms > 0")
+        per_ms = rate / 1000
+        self.rate = rate
+        self.active = False
+        self._onset_rms = _ONSET_RMS[start_sensitivity or "HIGH"]
+        self._voiced_ratio = _VOICED_RATIO.get(end_sensitivity or "", 0.5)
+        if silence_ms is None:
+            silence_ms = _SILENCE_MS.get(end_sensitivity or "", 600)
+        self._silence_samples = max(1, int(silence_ms * per_ms))
+        self._onset_samples = int(onset_ms * per_ms)
+        self._preroll_samples = int((240 if preroll_ms is None else preroll_ms) * per_ms)
+        self._max_samples = int(max_activity_ms * per_ms)
+        self._floor = 0.0
+        self._onset = 0
+        self._quiet = 0
+        self._active_samples = 0
+        # Sized in frames once the first frame shows how long they are (20 ms from a phone line).
+        self._ring: deque[bytes] | None = None
+
+    @property
+    def noise_floor(self) -> float:
+        """The line's estimated noise level (int16 RMS), learnt from quiet frames."""
+        return self._floor
+
+    def feed(self, pcm: bytes) -> VadEdge:
+        """Account one frame; returns the edge it caused, if any. While :attr:`active`, send the frame."""
+        n = len(pcm) >> 1
+        if n == 0:
+            return VadEdge.NONE
+        level = audioop.rms(pcm, 2)
+        onset = self._onset_rms
+        floor = self._floor * ONSET_RATIO
+        if floor > onset:
+            onset = floor
+        if self.active:
+            self._active_samples += n
+            if level >= onset * self._voiced_ratio:
+                self._quiet = 0
+            else:
+                self._quiet += n
+            if self._quiet >= self._silence_samples or self._active_samples >= self._max_samples:
+                self.active = False
+                self._onset = 0
+                return VadEdge.END
+            return VadEdge.NONE
+        # Not speaking: keep the pre-roll (plus the onset frames themselves) and watch for an onset.
+        ring = self._ring
+        if ring is None:
+            frames = -(-(self._preroll_samples + self._onset_samples) // n)
+            ring = self._ring = deque(maxlen=max(1, frames))
+        ring.append(pcm)
+        if level >= onset:
+            self._onset += n
+            if self._onset >= self._onset_samples:
+                self.active = True
+                self._quiet = 0
+                self._active_samples = self._onset
+                return VadEdge.START
+            return VadEdge.NONE
+        self._onset = 0
+        self._floor += (level - self._floor) * (_FLOOR_DOWN if level < self._floor else _FLOOR_UP)
+        return VadEdge.NONE
+
+    def take_preroll(self) -> list[bytes]:
+        """The audio from before and during the onset, oldest first, to send after ``activityStart``."""
+        ring = self._ring
+        if ring is None:
+            return []
+        chunks = list(ring)
+        ring.clear()
+        return chunks
