@@ -44,6 +44,13 @@ def add_secrets(secrets: Iterable[str]) -> None:
     _redact.secrets = tuple(sorted(merged, key=len, reverse=True))
 
 
+def forget_secrets(secrets: Iterable[str]) -> None:
+    """Stop masking values nobody can use any more (a replaced access token), so that a process
+    refreshing a token every hour does not test every log line against a year of them."""
+    gone = set(secrets)
+    _redact.secrets = tuple(s for s in _redact.secrets if s not in gone)
+
+
 class KeyValueFormatter(logging.Formatter):
     """``time level logger message key=value …``, easy to read and to grep."""
 

@@ -232,7 +232,7 @@ def _http_url(env: Mapping[str, str], name: str) -> str:
 
 
 def _live_url(env: Mapping[str, str]) -> str:
-    """``GEMINI_BASE_URL``: a host to reach the Live API on (wss:// in production; ws:// for a local stand-in)."""
+    """``GEMINI_BASE_URL``: the Live API's host (wss:// in production; ws:// only for a local stand-in)."""
     raw = env.get("GEMINI_BASE_URL", "").strip().rstrip("/")
     if not raw:
         return ""

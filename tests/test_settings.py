@@ -26,13 +26,13 @@ def test_uplink_rate_rejects_anything_else_by_name(raw: str) -> None:
 @pytest.mark.parametrize("raw", ["1", "true", "TRUE", "Yes", "on", " ON "])
 def test_flags_accept_the_usual_spellings_of_on(raw: str) -> None:
     s = Settings.from_env({"GATEWAY_ALLOW_UNSIGNED": raw, "GATEWAY_PRECONNECT": raw, "GATEWAY_RECORDS": raw})
-    assert s.allow_unsigned_webhooks and s.preconnect and s.records
+    assert (s.allow_unsigned_webhooks, s.preconnect, s.records) == (True, True, True)
 
 
 @pytest.mark.parametrize("raw", ["0", "false", "False", "NO", "off", "Off"])
 def test_flags_accept_the_usual_spellings_of_off(raw: str) -> None:
     s = Settings.from_env({"GATEWAY_ALLOW_UNSIGNED": raw, "GATEWAY_PRECONNECT": raw, "GATEWAY_RECORDS": raw})
-    assert not (s.allow_unsigned_webhooks or s.preconnect or s.records)
+    assert (s.allow_unsigned_webhooks, s.preconnect, s.records) == (False, False, False)
 
 
 def test_a_flag_that_is_neither_is_refused_by_name_not_guessed() -> None:

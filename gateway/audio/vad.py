@@ -8,8 +8,11 @@ one frame at a time. Sans-I/O and clock-free: durations are counted in samples f
 How it decides (energy with hysteresis and hangover):
 
 * a frame is *loud* when its RMS is above the onset threshold: the sensitivity's absolute level, or
-  ``ONSET_RATIO`` times the line's noise floor when that is higher. The floor follows quiet frames only
-  (down fast, up slowly), so steady hiss or hum does not read as speech;
+  ``ONSET_RATIO`` times the line's noise floor when that is higher. The floor is the quietest frame of
+  the last ``FLOOR_WINDOW_MS`` (minimum statistics, kept per half-second block): speech always has
+  quieter moments, steady hiss or hum does not, so a hum is learnt within the window and stops reading
+  as speech. The floor is capped at ``FLOOR_MAX`` (about -30 dBFS, far noisier than a phone line), so
+  a caller who talks without a pause from the first moment cannot raise it to their own level;
 * ``onset_ms`` of consecutive loud frames start an activity (a click or a tap is shorter). The
   frames before the onset (``preroll_ms``) are kept in a ring, so the caller's first syllable is sent
   right after ``activityStart`` instead of being clipped;
@@ -48,9 +51,11 @@ _VOICED_RATIO = {"HIGH": 0.7, "LOW": 0.35}
 _SILENCE_MS = {"HIGH": 400, "LOW": 900}
 #: A loud frame must be this many times the noise floor (about +9.5 dB).
 ONSET_RATIO = 3.0
-#: Noise floor tracking per quiet frame: fast towards a quieter level, slow towards a louder one.
-_FLOOR_DOWN = 0.3
-_FLOOR_UP = 0.02
+#: The noise floor is the quietest frame of this long a past, tracked in blocks of _FLOOR_BLOCK_MS.
+FLOOR_WINDOW_MS = 3000
+_FLOOR_BLOCK_MS = 500
+#: The highest noise floor believed (int16 RMS): an onset then needs about -20 dBFS, still speech.
+FLOOR_MAX = 1000
 
 
 class VadEdge(enum.IntEnum):
@@ -68,6 +73,10 @@ class LocalVad:
 
     __slots__ = (
         "_active_samples",
+        "_block_len",
+        "_block_min",
+        "_block_samples",
+        "_blocks",
         "_floor",
         "_max_samples",
         "_onset",
@@ -111,7 +120,11 @@ class LocalVad:
         self._onset_samples = int(onset_ms * per_ms)
         self._preroll_samples = int((240 if preroll_ms is None else preroll_ms) * per_ms)
         self._max_samples = int(max_activity_ms * per_ms)
-        self._floor = 0.0
+        self._floor = 0
+        self._block_len = int(_FLOOR_BLOCK_MS * per_ms)
+        self._block_min = 1 << 16
+        self._block_samples = 0
+        self._blocks: deque[int] = deque(maxlen=FLOOR_WINDOW_MS // _FLOOR_BLOCK_MS)
         self._onset = 0
         self._quiet = 0
         self._active_samples = 0
@@ -119,8 +132,8 @@ class LocalVad:
         self._ring: deque[bytes] | None = None
 
     @property
-    def noise_floor(self) -> float:
-        """The line's estimated noise level (int16 RMS), learnt from quiet frames."""
+    def noise_floor(self) -> int:
+        """The line's estimated noise level (int16 RMS): the quietest recent frame."""
         return self._floor
 
     def feed(self, pcm: bytes) -> VadEdge:
@@ -129,6 +142,17 @@ class LocalVad:
         if n == 0:
             return VadEdge.NONE
         level = audioop.rms(pcm, 2)
+        # Minimum statistics: down at once, up only as quieter blocks leave the window.
+        if level < self._floor:
+            self._floor = level
+        if level < self._block_min:
+            self._block_min = level
+        self._block_samples += n
+        if self._block_samples >= self._block_len:
+            self._blocks.append(self._block_min)
+            self._floor = min(min(self._blocks), FLOOR_MAX)
+            self._block_min = 1 << 16
+            self._block_samples = 0
         onset = self._onset_rms
         floor = self._floor * ONSET_RATIO
         if floor > onset:
@@ -159,7 +183,6 @@ class LocalVad:
                 return VadEdge.START
             return VadEdge.NONE
         self._onset = 0
-        self._floor += (level - self._floor) * (_FLOOR_DOWN if level < self._floor else _FLOOR_UP)
         return VadEdge.NONE
 
     def take_preroll(self) -> list[bytes]:

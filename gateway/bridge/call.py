@@ -190,6 +190,7 @@ class CallBridge:
         self._uplink_task: asyncio.Task[None] | None = None
         #: The first unexpected error of the call's tasks (see :meth:`_owned`).
         self._failure: CallFailure | None = None
+        self._failed: asyncio.Future[None] | None = None  # set by run(): done once a task failed
         self._protocol_error: TelephonyProtocolError | None = None
         #: Model turns ended (complete or interrupted): call control waits for the goodbye's turn.
         self.turns_ended = 0
@@ -220,6 +221,7 @@ class CallBridge:
         for a Gemini outage (:meth:`_recover`).
         """
         tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed = asyncio.get_running_loop().create_future()
         try:
             if self.dialplan.greeting:
                 self.session.send_client_content([("user", self.dialplan.greeting)], turn_complete=True)
@@ -228,7 +230,8 @@ class CallBridge:
             tasks["playout"] = self._spawn("playout", self._playout())
             tasks["limits"] = self._spawn("limits", self.guard.watch())
             # The playout task only ever ends by failing; the other three end the call when they return.
-            await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            # ``_failed`` completes when any task of the call failed, the call-control ones included.
+            await asyncio.wait([*tasks.values(), self._failed], return_when=asyncio.FIRST_COMPLETED)
             if self._failure is not None:
                 await self._recover(tasks)
         except Exception as exc:  # e.g. the greeting could not be sent
@@ -250,6 +253,11 @@ class CallBridge:
         if self._protocol_error is not None:
             raise self._protocol_error
         return self.result
+
+    def spawn(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Start a task that belongs to this call: its unexpected error ends the call through the
+        fallback (see :meth:`run`). The caller keeps the task to cancel it; it never raises."""
+        return self._spawn(name, work)
 
     def _spawn(self, name: str, work: Awaitable[None]) -> asyncio.Task[None]:
         return asyncio.create_task(self._owned(name, work), name=f"{name}:{self.info.call_sid}")
@@ -275,6 +283,8 @@ class CallBridge:
         self.log.error("call task failed", exc_info=exc, extra={"task": task, "error": repr(exc)})
         self._end("gateway", reason[:300])
         self.observer.failure(task, exc)
+        if self._failed is not None and not self._failed.done():
+            self._failed.set_result(None)
 
     async def _recover(self, tasks: dict[str, asyncio.Task[None]]) -> None:
         """After an unexpected error: the caller hears the fallback line, then its action runs.

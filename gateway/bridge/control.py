@@ -154,7 +154,8 @@ class BridgeControl:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        # The call owns the task: an unexpected error in it ends the call through the fallback.
+        task = self.bridge.spawn("call control", coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -53,6 +53,7 @@ from gateway.gemini.messages import (
     GenerationComplete,
     GoAway,
     InputTranscription,
+    InteractionStatus,
     Interrupted,
     ModelAudio,
     OutputTranscription,
@@ -266,6 +267,8 @@ class ResilientSession:
         # Manual activity detection: the caller is mid-utterance; an utterance touched an outage.
         self._activity = False
         self._activity_held = False
+        #: Extended thinking: the model is still working on a request (interactionStatus IN_PROGRESS).
+        self._in_progress = False
 
     # ------------------------------------------------------------------ state
 
@@ -477,8 +480,14 @@ class ResilientSession:
             margin = min(self.policy.switch_margin_s, event.time_left_s / 2)
             deadline = asyncio.get_running_loop().time() + max(0.0, event.time_left_s - margin)
             self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
+        elif kind is InteractionStatus:
+            assert isinstance(event, InteractionStatus)
+            self._in_progress = event.in_progress
+            self._fresh = False  # it rides on a turnComplete: the next handle is the safe one
         elif kind is Interrupted or kind is GenerationComplete:
             self._fresh = False
+            if kind is Interrupted:
+                self._in_progress = False
 
     def _note_since(self, line: tuple[str, str]) -> None:
         since = self._since_handle
@@ -492,7 +501,13 @@ class ResilientSession:
         Without any handle yet there is no safe point: the server sends one right after a turn, and
         switching just before it would start a fresh session needlessly. The deadline forces it.
         """
-        return self._fresh and not self._turn_open and not self._pending_tools and not self._activity
+        return (
+            self._fresh
+            and not self._turn_open
+            and not self._pending_tools
+            and not self._activity
+            and not self._in_progress
+        )
 
     # ------------------------------------------------------------------ connecting
 
@@ -642,6 +657,7 @@ class ResilientSession:
         self._stream = session.events()
         self._deadline = None
         self._turn_open = False
+        self._in_progress = False
         self._fresh = outcome == "resumed" and not stale
         self._reply.clear()
         if outcome == "fresh":

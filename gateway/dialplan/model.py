@@ -58,6 +58,7 @@ def model_problem(model: str) -> str | None:
         return f"{model!r} has been shut down by Google; use e.g. 'gemini-3.8-live'"
     return None
 
+
 #: Tools the gateway itself implements.
 BUILTIN_TOOLS: frozenset[str] = frozenset({"end_call", "transfer_call", "send_dtmf"})
 

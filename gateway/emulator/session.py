@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.emulator import voice
 from gateway.emulator.scenario import Rule, Scenario
+from gateway.emulator.validation import SCHEDULINGS, SetupFacts, check_setup
 from gateway.emulator.voice import SpeechDetector, VadEvent
 from gateway.emulator.wire import (
     BAD_API_KEY,
@@ -108,7 +109,22 @@ class _Close:
     reason: str
 
 
-_Step = _Say | _Call | _Close
+@dataclass(slots=True)
+class _Search:
+    query: str
+
+
+@dataclass(slots=True)
+class _Wait:
+    """No answer: the model expects the caller to go on (waitingForInput)."""
+
+
+@dataclass(slots=True)
+class _EndReason:
+    reason: str
+
+
+_Step = _Say | _Call | _Close | _Search | _Wait | _EndReason
 
 
 @dataclass(slots=True)
@@ -182,6 +198,9 @@ class EmulatedSession:
         self._queued: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
         self._buffered_text: list[str] = []
         self._detector: SpeechDetector | None = None
+        #: What the accepted setup declared (validation.py): model rules, tool behaviours, turn control.
+        self.facts: SetupFacts | None = None
+        self._audio_in_s = 0.0
         self._no_interrupt = False
         self._input_tx = False
         self._output_tx = False
@@ -353,6 +372,7 @@ class EmulatedSession:
                 "bidiGenerateContent. Call ListModels to see the list of available models and their "
                 "supported methods.",
             )
+        facts = check_setup(body, model)  # closes 1007 for what the real service refuses
         resumption = body.get("sessionResumption")
         handle = resumption.get("handle") if isinstance(resumption, dict) else None
         if handle:
@@ -376,9 +396,11 @@ class EmulatedSession:
             confirm_ms=self._scenario.barge_in_ms,
             min_speech_ms=self._scenario.min_speech_ms,
             max_keep_s=self._scenario.max_echo_s,
-            manual=bool(aad.get("disabled")),
+            manual=facts.manual_activity,
+            keep_outside=facts.all_input,
         )
-        self._no_interrupt = ric.get("activityHandling") == "NO_INTERRUPTION"
+        self.facts = facts
+        self._no_interrupt = facts.no_interruption
         self._input_tx = isinstance(body.get("inputAudioTranscription"), dict)
         self._output_tx = isinstance(body.get("outputAudioTranscription"), dict)
         self._resumption = isinstance(resumption, dict)
@@ -410,6 +432,11 @@ class EmulatedSession:
             blob = chunks[0]  # deprecated field: only the first element counts
             if isinstance(blob, dict) and str(blob.get("mimeType", "")).startswith("audio/"):
                 await self._on_audio(blob, "realtime_input.media_chunks[0].data")
+        strict = self._scenario.strict_activity
+        if strict and detector.manual and "audioStreamEnd" in body:
+            raise CloseRequest(1007, INVALID_ARGUMENT)  # only valid with automatic activity detection
+        if strict and not detector.manual and ("activityStart" in body or "activityEnd" in body):
+            raise CloseRequest(1007, INVALID_ARGUMENT)  # only valid with automatic detection disabled
         if detector.manual:
             if "activityStart" in body:
                 if self._turn_open and not self._no_interrupt:
@@ -441,12 +468,21 @@ class EmulatedSession:
         assert conversation is not None
         assert self._detector is not None
         conversation.audio_in_s += len(pcm) / (2 * rate)
+        self._audio_in_s += len(pcm) / (2 * rate)
         event = self._detector.feed(pcm, rate)
         if event is VadEvent.SPEECH_CONFIRMED:
+            await self._voice_activity("ACTIVITY_START")
             if self._turn_open and not self._no_interrupt:
                 await self._interrupt()
         elif event is VadEvent.UTTERANCE_ENDED:
+            await self._voice_activity("ACTIVITY_END")
             await self._utterance_ended()
+
+    async def _voice_activity(self, kind: str) -> None:
+        if self._scenario.voice_activity:
+            await self.send(
+                {"voiceActivity": {"type": kind, "audioOffset": duration(round(self._audio_in_s, 3))}}
+            )
 
     async def _utterance_ended(self) -> None:
         assert self._detector is not None
@@ -490,6 +526,15 @@ class EmulatedSession:
             response = dict(response) if isinstance(response, dict) else {}
             # The docs put `scheduling` on the FunctionResponse, the tools guide inside `response`.
             scheduling = item.get("scheduling") or response.pop("scheduling", None) or "WHEN_IDLE"
+            if scheduling not in SCHEDULINGS:
+                raise CloseRequest(
+                    1007,
+                    "Invalid value at 'tool_response.function_responses.scheduling' "
+                    f"(type.googleapis.com/google.ai.generativelanguage.v1beta.FunctionResponse.Scheduling), "
+                    f"{json.dumps(scheduling)}",
+                )
+            if self.facts is not None and not self.facts.rules.scheduling:
+                scheduling = "WHEN_IDLE"  # extended thinking: scheduling is not supported, so not read
             will_continue = item.get("willContinue")
             if will_continue is None:
                 will_continue = response.pop("will_continue", response.pop("willContinue", False))
@@ -504,6 +549,8 @@ class EmulatedSession:
                 continue
             if not will_continue:
                 del self._pending[call_id]
+                if not response:
+                    continue  # an empty last answer just ends a streaming call (SDK FunctionResponse docs)
             reply = pending.reply.replace("{result}", result)
             if scheduling == "SILENT":
                 continue
@@ -588,6 +635,12 @@ class EmulatedSession:
             steps.append(_Say(rule.say))
         if rule.tool:
             steps.append(_Call(rule.tool, rule.args, rule.non_blocking, rule.reply))
+        if rule.search:
+            steps.append(_Search(rule.search))
+        if rule.wait_for_input:
+            steps.append(_Wait())
+        if rule.turn_complete_reason:
+            steps.append(_EndReason(rule.turn_complete_reason))
         if rule.close is not None:
             steps.append(_Close(rule.close, rule.close_reason))
         return steps
@@ -605,6 +658,8 @@ class EmulatedSession:
             await asyncio.sleep(self._scenario.first_audio_delay_s)
         spoken: list[str] = []
         closing: _Close | None = None
+        waiting = False
+        end_reason: str | None = None
         for step in steps:
             if isinstance(step, _Say):
                 await self._speak(step.text, step.pcm)
@@ -612,8 +667,12 @@ class EmulatedSession:
             elif isinstance(step, _Call):
                 self._call_seq += 1
                 call_id = f"function-call-{self._call_seq}"
+                # A declared function runs as declared (or as the model's default); the rule decides only
+                # for an undeclared one.
+                declared = self.facts.non_blocking if self.facts is not None else {}
+                non_blocking = declared.get(step.name, step.non_blocking)
                 future: asyncio.Future[dict[str, Any]] | None = (
-                    None if step.non_blocking else self._loop.create_future()
+                    None if non_blocking else self._loop.create_future()
                 )
                 self._pending[call_id] = _Pending(step.name, turn_id, step.reply, future)
                 call: dict[str, Any] = {"name": step.name, "args": step.args}
@@ -625,11 +684,23 @@ class EmulatedSession:
                     text = step.reply.replace("{result}", json.dumps(response, ensure_ascii=False))
                     await self._speak(text, None)
                     spoken.append(text)
+            elif isinstance(step, _Search):
+                if self.facts is not None and self.facts.google_search:
+                    await self.send({"serverContent": {"groundingMetadata": _grounding(step.query)}})
+            elif isinstance(step, _Wait):
+                waiting = True
+            elif isinstance(step, _EndReason):
+                end_reason = step.reason
             else:
                 closing = step
         if spoken:
             conversation.history.append({"role": "model", "text": " ".join(spoken)})
-        await self.send({"serverContent": {"generationComplete": True}})
+        if waiting and not spoken:
+            # Nothing generated: the model waits for the caller to go on.
+            await self.send({"serverContent": {"waitingForInput": True}})
+            end_reason = end_reason or "NEED_MORE_INPUT"
+        else:
+            await self.send({"serverContent": {"generationComplete": True}})
         if self._scenario.playback_wait:
             remaining = self._playback_end - self._loop.time()
             if remaining > 0:
@@ -637,7 +708,10 @@ class EmulatedSession:
         self._turn_open = False
         self._reply_task = None
         conversation.model_turns += 1
-        await self.send({"serverContent": {"turnComplete": True}, **self._usage()})
+        done: dict[str, Any] = {"turnComplete": True, **self._interaction_status()}
+        if end_reason is not None:
+            done["turnCompleteReason"] = end_reason
+        await self.send({"serverContent": done, **self._usage()})
         if closing is not None:
             await self.close(closing.code, closing.reason)
             return
@@ -707,7 +781,9 @@ class EmulatedSession:
         # Only what was already said stays in the history; the emulator notes the cut.
         conversation.history.append({"role": "model", "text": "[interrupted]"})
         conversation.model_turns += 1
-        await self.send({"serverContent": {"turnComplete": True}, **self._usage()})
+        await self.send(
+            {"serverContent": {"turnComplete": True, **self._interaction_status()}, **self._usage()}
+        )
         await self._after_turn(drain=False)
 
     async def _after_turn(self, *, drain: bool) -> None:
@@ -719,12 +795,21 @@ class EmulatedSession:
     async def _send_resumption_update(self) -> None:
         conversation = self.conversation
         assert conversation is not None
-        if self._pending or self._turn_open:
+        if self._pending or self._turn_open or self._queued:
             # Resuming now would lose state: proto3 omits resumable=false and the empty handle.
             await self.send({"sessionResumptionUpdate": {}})
             return
         handle = self._host.new_handle(conversation)
         await self.send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+
+    def _interaction_status(self) -> dict[str, Any]:
+        """Extended thinking: ``interactionStatus`` on every turnComplete. IN_PROGRESS while more output
+        will follow without new input (a non-blocking call still out, an answer waiting to be spoken),
+        else IDLE."""
+        if self.facts is None or not self.facts.rules.interaction_status:
+            return {}
+        busy = bool(self._queued) or any(p.future is None for p in self._pending.values())
+        return {"interactionStatus": "IN_PROGRESS" if busy else "IDLE"}
 
     def _usage(self) -> dict[str, Any]:
         conversation = self.conversation
@@ -752,3 +837,12 @@ class EmulatedSession:
             usage["candidatesTokenCount"] = usage.pop("responseTokenCount")
             usage["candidatesTokensDetails"] = usage.pop("responseTokensDetails")
         return {"usageMetadata": usage} if usage else {}
+
+
+def _grounding(query: str) -> dict[str, Any]:
+    """A ``groundingMetadata`` as search grounding reports it: the query and a source page."""
+    slug = "-".join(query.lower().split())[:60] or "result"
+    return {
+        "webSearchQueries": [query],
+        "groundingChunks": [{"web": {"uri": f"https://search.example/{slug}", "title": "search.example"}}],
+    }

@@ -140,7 +140,9 @@ class SpeechDetector:
 
     Durations are counted in received samples, so a client that streams faster than real time
     sees the same decisions as a phone call, and tests are deterministic. In manual mode
-    (``automaticActivityDetection.disabled``) only :meth:`start` / :meth:`finish` delimit turns.
+    (``automaticActivityDetection.disabled``) only :meth:`start` / :meth:`finish` delimit turns, and
+    audio outside them is dropped unless ``keep_outside`` (``TURN_INCLUDES_ALL_INPUT``): then it
+    belongs to the next turn.
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class SpeechDetector:
         min_speech_ms: int = 80,
         max_keep_s: float = 15.0,
         manual: bool = False,
+        keep_outside: bool = False,
     ) -> None:
         self.threshold_sq = threshold_rms * threshold_rms
         self.silence_ms = silence_ms
@@ -159,6 +162,7 @@ class SpeechDetector:
         self.min_speech_ms = min_speech_ms
         self.max_keep_s = max_keep_s
         self.manual = manual
+        self.keep_outside = keep_outside
         self.active = False
         self._confirmed = False
         self._loud_ms = 0.0
@@ -200,8 +204,9 @@ class SpeechDetector:
         return ready
 
     def start(self) -> None:
-        """Manual mode: an ``activityStart`` opens a turn."""
-        self._reset()
+        """Manual mode: an ``activityStart`` opens a turn (keeping earlier audio with ``keep_outside``)."""
+        if not self.keep_outside:
+            self._reset()
         self.active = True
 
     def finish(self) -> VadEvent:
@@ -216,7 +221,7 @@ class SpeechDetector:
         if n == 0:
             return VadEvent.NONE
         if self.manual:
-            if self.active:
+            if self.active or self.keep_outside:
                 self._rate = self._rate or rate
                 self._speech_bytes += 2 * n
                 if len(self._buf) < self.max_keep_s * 2 * self._rate:

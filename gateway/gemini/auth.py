@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from gateway.errors import ConfigError, GatewayError, LiveConnectError
-from gateway.log import add_secrets
+from gateway.log import add_secrets, forget_secrets
 
 __all__ = [
     "CLOUD_PLATFORM_SCOPE",
@@ -234,6 +234,7 @@ class VertexCredentials:
         self._loader = loader
         self._fetcher: TokenFetcher | None = None
         self._token: AccessToken | None = None
+        self._previous: AccessToken | None = None  # still masked in logs; it may be in use for a while
         self._error: GatewayError | None = None
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
@@ -319,7 +320,13 @@ class VertexCredentials:
             else:
                 add_secrets([token.value])  # before anything can log a header holding it
                 failures = 0
+                older, self._previous = self._previous, self._token
                 self._token, self._error = token, None
+                # The token before the previous one has expired (each is replaced 5 min early); the
+                # metadata server may hand out the same value again, which must stay masked.
+                live = {token.value} | ({self._previous.value} if self._previous is not None else set())
+                if older is not None and older.value not in live:
+                    forget_secrets([older.value])
                 self.fetched += 1
                 delay = token.refresh_at - time.time()
                 _LOG.info(

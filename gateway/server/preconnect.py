@@ -12,13 +12,16 @@ must never open a session. A session nobody claims within ``ttl_s`` is closed, a
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.dialplan.model import Dialplan
-from gateway.errors import LiveSessionError
+from gateway.errors import GatewayError, LiveSessionError
 from gateway.gemini.session import LiveSession
+
+_LOG = logging.getLogger("gateway.preconnect")
 
 
 @dataclass(slots=True)
@@ -75,11 +78,25 @@ class Preconnector:
 
 
 def _discard(task: asyncio.Task[LiveSession]) -> None:
-    """Cancel a pending connect, or close the session it already opened."""
+    """Cancel a pending connect, or close the session it already opened.
+
+    A connect that failed and was never claimed is reported here, once: a claimed one is reported by
+    the call that claimed it.
+    """
     if not task.done():
         task.cancel()
         return
-    if task.cancelled() or task.exception() is not None:
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        if isinstance(exc, GatewayError):
+            _LOG.warning(
+                "unclaimed preconnect had failed", extra={"task": task.get_name(), "error": str(exc)}
+            )
+        else:
+            _LOG.error(
+                "unclaimed preconnect failed unexpectedly", exc_info=exc, extra={"task": task.get_name()}
+            )
         return
     closing = asyncio.get_running_loop().create_task(task.result().close())
     _closing.add(closing)

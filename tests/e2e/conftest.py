@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator
-from gateway.emulator.pki import TestPKI, make_pki
+from gateway.emulator.pki import TestPKI
 from gateway.server.app import create_app
 from gateway.server.state import CALLS, DIALPLANS
 from gateway.settings import DEFAULT_MODEL, Settings
@@ -60,20 +60,6 @@ class Gateway:
             while len(records := self.app_calls_list()) < count or self.app[CALLS].active:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return records
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
-    """One throw-away CA per test session (worker) for every TLS stand-in."""
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def trust_test_ca(pki: TestPKI, monkeypatch: pytest.MonkeyPatch) -> TestPKI:
-    """The gateway trusts the test CA the way a deployment trusts a private CA: ``SSL_CERT_FILE``."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_file))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    return pki
 
 
 @pytest.fixture

@@ -163,9 +163,7 @@ async def test_a_clean_close_from_gemini_mid_call_is_resumed_not_dead_air(
     caller is still answered, rather than the line going dead or hanging up."""
     task = asyncio.create_task(
         place_call(
-            CallOptions(
-                to="+15551230000", gateway=gateway.url, play="builtin:hello", hangup_after_s=16.0
-            )
+            CallOptions(to="+15551230000", gateway=gateway.url, play="builtin:hello", hangup_after_s=16.0)
         )
     )
     await emulator.wait_for(

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from gateway.audio.transcode import Downlink, Uplink
+from gateway.bridge.control import BridgeControl
 from gateway.bridge.playout import Playout
 from gateway.caller import CallOptions, place_call
 from gateway.emulator import Emulator
@@ -63,6 +64,10 @@ def _failing_encoder(original: Callable[..., str]) -> Callable[..., str]:
     return encode
 
 
+async def _broken_hang_up(*args: Any, **kwargs: Any) -> None:
+    raise Injected("injected failure")
+
+
 async def _always_fails(*args: Any, **kwargs: Any) -> LiveSession:
     # What every call did with a real key before the TLS fix: a foreign exception from the connect.
     raise ValueError("ssl=None is incompatible with a wss:// URI")
@@ -96,6 +101,7 @@ async def _metric(url: str, task: str) -> float:
         ("encoder", "downlink"),
         ("playout", "playout"),
         ("tools", "downlink"),
+        ("control", "call control"),
     ],
 )
 async def test_an_unexpected_error_anywhere_ends_the_call_through_the_fallback(
@@ -123,6 +129,12 @@ async def test_an_unexpected_error_anywhere_ends_the_call_through_the_fallback(
         )
         emulator.scenario.rules.append(Rule(turn=1, tool="end_call", args={}))
         monkeypatch.setattr(ToolRouter, "handle", _once(ToolRouter.handle))
+    elif where == "control":  # end_call's hang-up, which runs in a task of its own
+        (dialplan_dir / "default.toml").write_text(
+            DEFAULT_PLAN.replace("[vad]", 'tools = ["end_call"]\n[vad]')
+        )
+        emulator.scenario.rules.append(Rule(turn=1, tool="end_call", args={}))
+        monkeypatch.setattr(BridgeControl, "_hang_up_after_goodbye", _broken_hang_up)
     gw = await make_gateway(live_give_up_s=2.0)
     caplog.set_level(logging.INFO)
 

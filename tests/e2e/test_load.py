@@ -92,7 +92,17 @@ def workers_gateway(tmp_path: Path) -> Iterator[tuple[str, int]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
     env |= {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-m", "gateway", "serve", "--emulator", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     command += ["--dialplans", str(plans), "--workers", "2", "--loop", "asyncio"]
     proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:

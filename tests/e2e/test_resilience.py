@@ -18,8 +18,8 @@ import pytest
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.caller.samples import hello_utterance
 from gateway.emulator import Emulator, Scenario
-from gateway.emulator.scenario import Rule
 from gateway.emulator.pki import TestPKI
+from gateway.emulator.scenario import Rule
 from gateway.emulator.session import RecordedFrame
 from gateway.server.state import CALLS
 

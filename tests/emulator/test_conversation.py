@@ -1,4 +1,8 @@
-"""Turn behaviour over loopback: echo persona, barge-in, tools, resumption, recording."""
+"""Turn behaviour over loopback: echo persona, barge-in, tools, resumption, recording.
+
+Plain ``ws://`` on purpose: these test the emulator's own behaviour with a raw client; TLS to the
+emulator is what the gateway's tests (tests/e2e, tests/gemini) and the SDK conformance test use.
+"""
 
 from __future__ import annotations
 

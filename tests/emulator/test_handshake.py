@@ -1,4 +1,8 @@
-"""Handshake, auth, framing and setup-phase errors, over real loopback WebSockets."""
+"""Handshake, auth, framing and setup-phase errors, over real loopback WebSockets.
+
+Plain ``ws://`` on purpose: these test the emulator's own handshake rules with a raw client; TLS to
+the emulator is what the gateway's tests (tests/e2e, tests/gemini) and the SDK conformance test use.
+"""
 
 from __future__ import annotations
 

@@ -179,9 +179,11 @@ async def test_google_genai_sdk_full_conversation_over_tls(
         tools=[
             types.Tool(
                 function_declarations=[
+                    # Explicitly BLOCKING: on gemini-3.8-live an undeclared behavior is NON_BLOCKING.
                     types.FunctionDeclaration(
                         name="get_weather",
                         description="Current weather in a city.",
+                        behavior=types.Behavior.BLOCKING,
                         parameters=types.Schema(
                             type=types.Type.OBJECT,
                             properties={"city": types.Schema(type=types.Type.STRING)},

@@ -20,6 +20,8 @@ class FakeConnection:
         self.audio: list[bytes] = []
         self.unsent: list[bytes] = []
         self.control: list[tuple[str, object]] = []
+        #: Audio chunks and activity markers in the order they were sent ("start", "end", or the chunk).
+        self.stream: list[bytes | str] = []
         self.closed = False
         self.close_code: int | None = None
         self.close_reason = ""
@@ -45,6 +47,15 @@ class FakeConnection:
     def send_audio(self, pcm16k: bytes) -> None:
         if not self.closed:
             self.audio.append(pcm16k)
+            self.stream.append(pcm16k)
+
+    def send_activity_start(self) -> None:
+        self._check()
+        self.stream.append("start")
+
+    def send_activity_end(self) -> None:
+        self._check()
+        self.stream.append("end")
 
     def send_text(self, text: str) -> None:
         self._check()

@@ -291,7 +291,8 @@ async def test_clean_server_close_mid_call_resumes() -> None:
     """A 1000 close from the server mid-call is a loss like any other: the call resumes on a new one."""
     h = Harness(Connector())
     old = await h.connector.wait_opened(1)
-    old.resumption_handle = "h1"
+    old.push(HANDLE)
+    await h.until(lambda: HANDLE in h.events)
     old.drop(1000, "The operation was cancelled.", retryable=True)
     new = await h.connector.wait_opened(2)
     assert new.resumed_with == "h1"
