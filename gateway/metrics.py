@@ -153,6 +153,17 @@ class GatewayMetrics:
         self.record_write_errors = Counter(
             "gateway_record_write_errors", "Failed call-record commits (retried)", registry=r
         )
+        self.loop_lag = Histogram(
+            "gateway_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 0.25 s: the first sign of overload",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.records_store_up = Gauge(
+            "gateway_records_store_up",
+            "1 while call records are being written, 0 while the record store is failing",
+            registry=r,
+        )
         self.records_pending = Gauge(
             "gateway_records_pending", "Call-record operations waiting to be written", registry=r
         )

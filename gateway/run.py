@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -26,10 +27,14 @@ from aiohttp import web
 from gateway import log as gateway_log
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
+from gateway.process import claim_port, tune_malloc
+from gateway.security.access import listens_on_loopback
 from gateway.security.sqlite_guard import SqliteReplayGuard
 from gateway.security.tokens import StreamTokens
 from gateway.server.app import create_app
-from gateway.server.state import STREAM_TOKENS
+from gateway.server.connections import GatewayRunner, raise_file_limit
+from gateway.server.limits import FileBudget
+from gateway.server.state import LIMITS, STREAM_TOKENS
 from gateway.settings import DEFAULT_MODEL, Settings
 from gateway.tools.loader import build_registry
 from gateway.workers import LOOPS, run_loop, serve_workers
@@ -83,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
+    tune_malloc()
     try:
+        claim_port(settings.host, settings.port)
         if not settings.embedded_emulator and not args.no_check:
             run_loop(_startup_check(settings), "asyncio")
         if args.workers != 1:
@@ -143,6 +150,9 @@ async def serve(
     banner: bool = True,
 ) -> None:
     """Run until SIGINT/SIGTERM. ``reuse_port``/``replay_db``: as one of several workers (gateway.workers)."""
+    before, files, hard = raise_file_limit()  # sockets are files: 1024 would stop us at ~1000 sockets
+    if files > before:
+        logger.info("open-file limit raised to the hard limit", extra={"from": before, "to": files})
     tools = build_registry(settings)  # dialplans name tools: check them against what is registered
     dialplans = DialplanStore(settings.dialplan_dir, known_tools=tools.names())
     async with contextlib.AsyncExitStack() as stack:
@@ -156,18 +166,25 @@ async def serve(
             guard = SqliteReplayGuard(replay_db)  # single use across workers, see gateway.workers
             app[STREAM_TOKENS] = StreamTokens(settings.gateway_secret.encode(), guard=guard)
             stack.push_async_callback(guard.close)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0)
+        runner = GatewayRunner(app, handle_signals=False, shutdown_timeout=10.0)  # counts connections
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own text repeats the address
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {why}") from None
         # Everything loaded so far (modules, classes, the app) lives as long as the process: move it out
         # of the cyclic GC's sight, so a full collection scans only the calls' objects. At 250 calls a
         # full collection paused the event loop for ~58 ms with it, ~25 ms without (README, Performance).
         gc.collect()
         gc.freeze()
+        budget = app[LIMITS].budget
+        _log_capacity(settings, budget, hard)
+        _log_operator_access(settings)
         if banner:
-            _banner(settings, dialplans)
+            _banner(settings, dialplans, budget)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,7 +203,47 @@ async def _started(emulator: Emulator, port: int) -> AsyncIterator[Emulator]:
         await emulator.stop()
 
 
-def _banner(settings: Settings, dialplans: DialplanStore) -> None:
+def _log_capacity(settings: Settings, budget: FileBudget, hard: int) -> None:
+    """Say what the open-file limit allows, and warn when it allows fewer calls than configured."""
+    logger.info(
+        budget.describe(),
+        extra={"calls": budget.calls, "connections": budget.connections, "open_files": budget.files},
+    )
+    if settings.max_calls and budget.calls < settings.max_calls:
+        logger.warning(
+            f"GATEWAY_MAX_CALLS={settings.max_calls}, but the open-file limit ({budget.files}, hard "
+            f"{hard or 'unlimited'}) leaves room for {budget.calls} calls: calls over that get the "
+            "fallback message. Raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) to allow more."
+        )
+
+
+def _admin_access(settings: Settings) -> str:
+    """Who may use /admin and /metrics, in words (gateway/security/access.py decides)."""
+    if settings.admin_token:
+        return "need Authorization: Bearer $GATEWAY_ADMIN_TOKEN"
+    if listens_on_loopback(settings):
+        return "this machine only, not through a proxy"
+    return "OFF: set GATEWAY_ADMIN_TOKEN (listening beyond loopback), or --host 127.0.0.1"
+
+
+def _log_operator_access(settings: Settings) -> None:
+    """Listening beyond loopback without tokens: say at start what is refused to whom, and the fix."""
+    if listens_on_loopback(settings):
+        return
+    if not settings.admin_token:
+        logger.warning(
+            f"listening on {settings.host} with no GATEWAY_ADMIN_TOKEN: /admin and /metrics are refused to "
+            "every client, local ones too (a proxy on this host would make anyone look local). Set "
+            "GATEWAY_ADMIN_TOKEN and send Authorization: Bearer <token>, or listen on 127.0.0.1."
+        )
+    if not settings.twilio_auth_token and not settings.allow_unsigned_webhooks:
+        logger.warning(
+            f"listening on {settings.host} with no TWILIO_AUTH_TOKEN: every voice webhook is refused, "
+            "local ones too. Set TWILIO_AUTH_TOKEN, or listen on 127.0.0.1 for local experiments."
+        )
+
+
+def _banner(settings: Settings, dialplans: DialplanStore, budget: FileBudget) -> None:
     local = f"http://127.0.0.1:{settings.port}"
     lines = [
         "",
@@ -207,13 +264,15 @@ def _banner(settings: Settings, dialplans: DialplanStore) -> None:
         f"    .venv/bin/gateway call +15551230000 --gateway {local} \\",
         "        --play builtin:hello --record heard.wav --json",
         "",
-        f"  Live calls and records: {local}/admin/   metrics: {local}/metrics   (loopback only by default)",
+        f"  Live calls and records: {local}/admin/   metrics: {local}/metrics",
+        f"  (admin and metrics: {_admin_access(settings)})",
+        f"  {budget.describe()}",
         "",
     ]
     print("\n".join(lines), flush=True)
     if not settings.twilio_auth_token:
         logger.warning(
             "TWILIO_AUTH_TOKEN is not set: voice webhook signatures are NOT verified, so unsigned "
-            "webhooks are answered for loopback clients only (GATEWAY_ALLOW_UNSIGNED=1 lifts that). "
-            "Set it before exposing this gateway to the internet."
+            "webhooks are answered for direct loopback clients of a loopback-only gateway "
+            "(GATEWAY_ALLOW_UNSIGNED=1 lifts that). Set it before exposing this gateway to the internet."
         )

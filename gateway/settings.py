@@ -57,7 +57,8 @@ class Settings:
     #: Rate of the caller audio sent to Gemini: 16000 (resampled here, the model's native rate) or 8000
     #: (the phone's own rate, resampled by the service; ~25 % less gateway CPU per call, README Performance).
     uplink_rate: int = 16000
-    #: Bearer token for /admin; without one, /admin answers loopback clients only.
+    #: Bearer token for /admin and /metrics; without one they answer direct loopback clients, and only
+    #: while the gateway listens on loopback alone (see gateway/security/access.py).
     admin_token: str = field(default="", repr=False)
     # --- security and limits (see gateway/server/limits.py and the README's Security section) ---
     #: Redis for the cross-process stream-token replay guard; in-memory (one process) when empty.
@@ -72,8 +73,18 @@ class Settings:
     max_stream_messages_per_s: int = 100
     #: Hard cap on any call's duration, over every dialplan's own limit (0: no cap).
     max_call_s: float = 7200.0
-    #: Media sockets allowed at once before they present a valid stream token.
+    #: A call whose caller sent no media frame for this long has lost its caller (0: never checked).
+    media_timeout_s: float = 5.0
+    #: Media sockets allowed at once before they present a valid stream token (the oldest gives way).
     max_pending_streams: int = 100
+    #: Of those, from one source address (behind a proxy on this host: the client it forwards for).
+    max_pending_per_source: int = 20
+    #: Open HTTP connections at once; 0: as many as the open-file limit leaves room for.
+    max_connections: int = 0
+    #: A connection must send a complete request head within this of opening or of its last response
+    #: (idle keep-alive and slow headers alike); a request body must arrive within the second.
+    http_idle_timeout_s: float = 15.0
+    http_body_timeout_s: float = 10.0
     # --- observability (see gateway/records/ and the README's Observability section) ---
     #: Where call records go: empty = SQLite at ``<data_dir>/calls.db``; or sqlite:///path, postgresql://…
     database_url: str = field(default="", repr=False)
@@ -136,7 +147,12 @@ class Settings:
             max_calls_per_dialplan=_per_plan(env.get("GATEWAY_MAX_CALLS_PER_DIALPLAN", "")),
             max_stream_messages_per_s=_number(env, "GATEWAY_MAX_STREAM_RATE", 100),
             max_call_s=float(_number(env, "GATEWAY_MAX_CALL_S", 7200)),
+            media_timeout_s=_seconds(env, "GATEWAY_MEDIA_TIMEOUT_S", 5.0, allow_zero=True),
             max_pending_streams=_number(env, "GATEWAY_MAX_PENDING_STREAMS", 100),
+            max_pending_per_source=_number(env, "GATEWAY_MAX_PENDING_PER_SOURCE", 20),
+            max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", 0),
+            http_idle_timeout_s=_seconds(env, "GATEWAY_HTTP_IDLE_TIMEOUT_S", 15.0),
+            http_body_timeout_s=_seconds(env, "GATEWAY_HTTP_BODY_TIMEOUT_S", 10.0),
             database_url=env.get("GATEWAY_DATABASE_URL", ""),
             records=_flag(env, "GATEWAY_RECORDS", True),
             tool_modules=tuple(
@@ -277,8 +293,8 @@ def _uplink_rate(raw: str) -> int:
     return int(raw)
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    """A positive number of seconds."""
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+    """A positive number of seconds (or 0, where that means "off")."""
     raw = env.get(name, "")
     if not raw.strip():
         return default
@@ -286,6 +302,8 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if allow_zero and value == 0:
+        return 0.0
     if not 0 < value <= 600:
         raise ConfigError(f"{name}={raw!r} must be more than 0 and at most 600 seconds")
     return value

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import ConfigError
+from gateway.process import tune_malloc
 from gateway.settings import Settings
 
 logger = logging.getLogger("gateway")
@@ -68,6 +69,15 @@ def serve_workers(settings: Settings, count: int, *, loop: str = "auto", emulato
     if settings.port == 0:
         raise ConfigError("--workers needs a fixed --port: each worker binds it with SO_REUSEPORT")
     settings = settings.with_(gateway_secret=settings.gateway_secret or secrets.token_urlsafe(32))
+    from gateway.server.connections import raise_file_limit  # the server stack, only when serving
+
+    raise_file_limit()  # before the workers start: they inherit it (each also raises its own, and says so)
+    if settings.preconnect:
+        # The kernel spreads connections over the workers: a call's media stream rarely lands on the
+        # worker that answered its webhook, so a session opened there would be a second, wasted one
+        # (10 calls opened 20). Preconnect only where the stream is sure to find it: one process.
+        logger.info("--workers: Gemini sessions open when the media stream starts (no preconnect)")
+        settings = settings.with_(preconnect=False)
     with tempfile.TemporaryDirectory(prefix="gateway-workers-") as tmp:
         replay_db = None if settings.redis_url else Path(tmp) / "stream-nonces.sqlite3"
         return run_loop(_supervise(settings, count, loop, replay_db, emulator_port), loop)
@@ -135,4 +145,5 @@ def _worker(settings: Settings, index: int, loop: str, replay_db: Path | None) -
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent decides
     gateway_log.configure(settings.log_level, settings.log_format, settings.secrets())
+    tune_malloc()
     run_loop(serve(settings, reuse_port=True, replay_db=replay_db, banner=index == 0), loop)

@@ -161,6 +161,7 @@ class CallBridge:
         observer: CallObserver | None = None,
         tools: Callable[[CallBridge], ToolRouter] | None = None,
         uplink_rate: int = LIVE_INPUT_RATE,
+        media_timeout_s: float = 0.0,
     ) -> None:
         self.info = info
         self.dialplan = dialplan
@@ -170,6 +171,8 @@ class CallBridge:
         self.log = log
         self._clock = clock
         self.uplink = Uplink(out_rate=uplink_rate)
+        #: The caller is gone when no media frame arrived for this long (0: never checked).
+        self.media_timeout_s = media_timeout_s
         self.downlink = Downlink()
         self.playout = Playout(lead_s=playout_lead_s)
         #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
@@ -229,6 +232,8 @@ class CallBridge:
             tasks["downlink"] = self._spawn("downlink", self._downlink())
             tasks["playout"] = self._spawn("playout", self._playout())
             tasks["limits"] = self._spawn("limits", self.guard.watch())
+            if self.media_timeout_s > 0:
+                tasks["media watchdog"] = self._spawn("media watchdog", self._media_watchdog())
             # The playout task only ever ends by failing; the other three end the call when they return.
             # ``_failed`` completes when any task of the call failed, the call-control ones included.
             await asyncio.wait([*tasks.values(), self._failed], return_when=asyncio.FIRST_COMPLETED)
@@ -454,6 +459,28 @@ class CallBridge:
         except TelephonyProtocolError as exc:
             self._end("gateway", f"protocol error: {exc}")
             raise
+
+    async def _media_watchdog(self) -> None:
+        """End the call when the caller's media stops: a vanished caller must not hold a line.
+
+        Providers send audio continuously, silence included (Twilio: 50 messages a second), so a stream
+        with no media frame for ``media_timeout_s`` has a dead caller behind it even if its TCP
+        connection was never closed. Checked twice per timeout against the frame counter: nothing is
+        added to the per-frame path.
+        """
+        step = self.media_timeout_s / 2
+        seen, quiet = self.result.frames_in, 0
+        while True:
+            await asyncio.sleep(step)
+            frames = self.result.frames_in
+            quiet = quiet + 1 if frames == seen else 0
+            seen = frames
+            if quiet >= 2:
+                self.log.warning(
+                    "no media from the caller: ending the call", extra={"for_s": self.media_timeout_s}
+                )
+                self._end("caller", f"no media from the caller for {self.media_timeout_s:g} s")
+                return
 
     # --- downlink: Gemini → caller ------------------------------------------------------------------
     async def _downlink(self) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
@@ -107,6 +107,8 @@ class LiveConnection(Protocol):
     def send_activity_end(self) -> None: ...
 
     def take_unsent_audio(self) -> list[bytes]: ...
+
+    def send_audio_backlog(self, chunks: Iterable[bytes]) -> None: ...
 
     def events(self) -> AsyncIterator[ServerEvent]: ...
 
@@ -676,9 +678,10 @@ class ResilientSession:
             framed, self._activity_held = self._activity or self._activity_held, False
             if framed:
                 session.send_activity_start()
-            held = self._held
-            while held:
-                session.send_audio(held.popleft())
+            # All of it, in order: a per-chunk send_audio would keep only the newest second of a
+            # slow setup's worth of speech (the connection's queue drops the oldest).
+            session.send_audio_backlog(self._held)
+            self._held.clear()  # only once it is sent: a connection that closed keeps it for the next
             if framed and not self._activity:
                 session.send_activity_end()
         except LiveSessionError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import errno
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -280,10 +281,24 @@ def _action(
     return Action(kind, say, target)
 
 
+#: A dialplan (or its instruction file) larger than this is a mistake, not a prompt: it would be read,
+#: parsed and hashed on every reload, and sent to Gemini with every call.
+MAX_FILE_BYTES = 256 * 1024
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; OSError(EFBIG) when it is over :data:`MAX_FILE_BYTES` (read no further)."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_FILE_BYTES // 1024} KiB")
+    return raw
+
+
 def _read_instruction(check: _Check, source: Path, relative: str) -> tuple[str, bytes, Path | None]:
     path = source.parent / relative
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except FileNotFoundError:
         check.error("system_instruction_file", f"{relative!r} not found (looked for {path})")
         return "", b"", None
@@ -311,7 +326,7 @@ class _Parsed:
 def _parse(path: Path, known_tools: Collection[str]) -> _Parsed:
     check = _Check(str(path))
     try:
-        raw = path.read_bytes()
+        raw = _read_bounded(path)
     except OSError as exc:
         check.error("(file)", f"cannot read: {exc.strerror or exc}")
         return _Parsed(None, check.errors, False)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -600,6 +601,41 @@ class LiveSession:
         """``activityEnd``: the caller's turn is over after the audio already sent; the model answers."""
         self._check_open()
         self._send_in_order(self._proto.activity_end())
+
+    def send_audio_backlog(self, chunks: Iterable[bytes]) -> None:
+        """Caller audio held while no connection carried the call (a slow setup, a reconnect), oldest
+        first, ahead of any newer audio.
+
+        Unlike :meth:`send_audio` nothing is dropped: what the caller said while Gemini was being
+        reached is what the model must hear, and the hold that collected it is bounded already
+        (``ResiliencePolicy.hold_max_chunks``). It goes out as ≤100 ms messages, before new audio.
+        """
+        self._check_open()
+        audio, control, proto, stats, rate = self._audio, self._control, self._proto, self.stats, self._rate
+        limit = self._coalesce_bytes
+        parts: list[bytes] = []
+        size = 0
+
+        def flush() -> None:
+            nonlocal size
+            if parts:
+                pcm = b"".join(parts)
+                control.append(proto.audio(pcm, rate))
+                stats.audio_sent += 1
+                stats.audio_bytes_sent += len(pcm)
+                parts.clear()
+                size = 0
+
+        for chunk in itertools.chain(list(audio), chunks):
+            if len(chunk) & 1:
+                raise AudioError(f"PCM16 audio must have an even byte count, got {len(chunk)}")
+            if size + len(chunk) > limit:
+                flush()
+            parts.append(chunk)
+            size += len(chunk)
+        flush()
+        audio.clear()
+        self._wake.set()
 
     def _send_in_order(self, text: str) -> None:
         """Queue a marker that must keep its place in the audio stream.

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,6 +23,20 @@ from gateway.records.writer import RecordWriter
 from gateway.settings import Settings
 
 _LOG = logging.getLogger("gateway.records")
+
+
+def _instance_alive(instance: str) -> bool:
+    """Whether the gateway process ``host:pid`` may still be running (only this host's can be checked)."""
+    host, _, pid = instance.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's process, say)
+    return True
 
 
 class Observability:
@@ -39,6 +54,7 @@ class Observability:
             store = open_store(settings.database_url, settings.data_dir)
         self.store = store
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._max_call_s = settings.max_call_s
         self.writer = (
             RecordWriter(store, metrics=self.metrics, instance=self.instance) if store is not None else None
         )
@@ -59,8 +75,24 @@ class Observability:
                 _LOG.error("call records unavailable for now; retrying", extra={"error": str(exc)})
             else:
                 _LOG.info("call records", extra={"store": self.store.description})
+                await self._close_orphans(self.store)
         if self.writer is not None:
             self.writer.start()
+
+    async def _close_orphans(self, store: RecordStore) -> None:
+        """Calls a killed gateway left "running" are closed now, not shown as live forever."""
+        try:
+            closed = await store.close_orphans(
+                instance=self.instance, alive=_instance_alive, max_call_s=self._max_call_s, now=time.time()
+            )
+        except RecordError as exc:
+            _LOG.warning("could not close calls left open by an earlier process", extra={"error": str(exc)})
+            return
+        if closed:
+            _LOG.warning(
+                "closed call records an earlier gateway process left running",
+                extra={"calls": len(closed), "call_ids": closed[:20]},
+            )
 
     async def stop(self) -> None:
         """Finalise recordings, write the queued records, close the store."""

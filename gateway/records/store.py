@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -228,6 +228,38 @@ class RecordStore(ABC):
         batch = [s for op in ops for s in statements(op)]
         if batch:
             await self._execute(batch)
+
+    async def close_orphans(
+        self, *, instance: str, alive: Callable[[str], bool], max_call_s: float, now: float
+    ) -> list[str]:
+        """Close the records of calls a gateway process never closed (it was killed, or crashed).
+
+        A running call is an orphan when the process that wrote it is gone (``alive`` says, for an
+        instance ``host:pid``; it only knows this host's processes), when it was written by a previous
+        process with this process's own identity (a restarted container is pid 1 again), or when it
+        started longer ago than any call may last. Other instances' live calls are left alone.
+        Returns the ids closed.
+        """
+        rows = await self._fetch("SELECT call_id, instance, started_at FROM calls WHERE ended_at IS NULL", ())
+        orphans = [
+            str(call_id)
+            for call_id, owner, started_at in rows
+            if owner == instance
+            or not alive(str(owner))
+            or (max_call_s > 0 and float(started_at) < now - max_call_s - 60.0)
+        ]
+        reason = "the gateway process handling the call ended before closing it (killed or crashed)"
+        await self._execute(
+            [
+                (
+                    "UPDATE calls SET ended_at = ?, ended_by = ?, end_reason = ? "
+                    "WHERE call_id = ? AND ended_at IS NULL",
+                    (now, "gateway", reason, call_id),
+                )
+                for call_id in orphans
+            ]
+        )
+        return orphans
 
     async def list_calls(self, *, limit: int = 50, dialplan: str | None = None) -> list[CallRecord]:
         """The most recent calls first, without their turns (``turn_count`` says how many)."""

@@ -50,6 +50,12 @@ class RecordWriter:
         self._closing = False
         #: call id → highest turn ``seq`` committed, while the call is active (admin view).
         self._saved_turns: dict[str, int] = {}
+        #: The store's last error while it is failing (empty once a write succeeds again).
+        self.last_error = ""
+        if metrics is not None:
+            # Read at scrape time, so a store that cannot write shows its growing backlog at once.
+            metrics.records_pending.set_function(lambda: len(self._queue))
+            metrics.records_store_up.set_function(lambda: 0.0 if self.last_error else 1.0)
         self.written = 0
         self.dropped = 0
         self.failures = 0
@@ -75,6 +81,15 @@ class RecordWriter:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    def health(self) -> dict[str, object]:
+        """For the admin view: what waits to be written, and why it cannot be, if it cannot."""
+        return {
+            "pending": len(self._queue),
+            "failing": bool(self.last_error),
+            "error": self.last_error,
+            "dropped": self.dropped,
+        }
 
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -117,6 +132,7 @@ class RecordWriter:
                 await self.store.write(batch)
             except RecordError as exc:
                 self.failures += 1
+                self.last_error = str(exc) or type(exc).__name__
                 if self.metrics is not None:
                     self.metrics.record_write_errors.inc()
                 if self.failures == 1 or delay >= self._retry_max:
@@ -132,10 +148,12 @@ class RecordWriter:
                 delay = min(delay * 2, self._retry_max)
                 continue
             delay = self._retry_first
+            if self.last_error:
+                _LOG.info("call records written again", extra={"pending": len(queue)})
+                self.last_error = ""
             self.written += len(batch)
             if self.metrics is not None:
                 self.metrics.records_written.inc(len(batch))
-                self.metrics.records_pending.set(len(queue))
             for op in batch:
                 if isinstance(op, TurnAdded):
                     seen = self._saved_turns.get(op.call_id, 0)

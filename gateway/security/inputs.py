@@ -13,16 +13,23 @@ from typing import Final
 
 #: Twilio's are ``CA`` + 32 hex digits; Twilio-compatible platforms use UUIDs.
 _SID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: E.164, ``client:name``, ``sip:user@host``, "Anonymous"…: printable, no control characters.
-_ADDRESS: Final = re.compile(r"[^\x00-\x1f\x7f]{0,256}")
+#: E.164, ``client:name``, ``sip:user@host``, "Anonymous"…: at most this many characters, all printable.
+_ADDRESS_MAX: Final = 256
+
+
+def _address_ok(value: str) -> bool:
+    # str.isprintable() refuses control and format characters, surrogates, unassigned code points and
+    # the noncharacters (U+FFFE…) that XML cannot carry: a From of "\ufffe" once made the TwiML raise
+    # (HTTP 500) after a call slot had been reserved.
+    return len(value) <= _ADDRESS_MAX and value.isprintable()
 
 
 def webhook_identity_problem(call_sid: str, to: str, from_: str) -> str | None:
     """What is wrong with a webhook's call identity, or None. The answer never echoes the values."""
     if not _SID.fullmatch(call_sid):
         return "CallSid must be 1-64 letters, digits, '-' or '_'"
-    if not to or not _ADDRESS.fullmatch(to):
+    if not to or not _address_ok(to):
         return "To must be a printable address of at most 256 characters"
-    if not _ADDRESS.fullmatch(from_):
+    if not _address_ok(from_):
         return "From must be a printable address of at most 256 characters"
     return None

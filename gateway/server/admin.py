@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import Histogram
 
 from gateway.errors import RecordError
 from gateway.metrics import CONTENT_TYPE, CallDepths
@@ -73,11 +74,26 @@ async def _observability(app: web.Application) -> AsyncIterator[None]:
     hub = app[OBSERVABILITY]
     await hub.start()
     purge = asyncio.create_task(_purge_loop(app), name="recordings-purge")
+    lag = asyncio.create_task(_loop_lag(hub.metrics.loop_lag), name="loop-lag")
     yield
-    purge.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await purge
+    for task in (purge, lag):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await hub.stop()
+
+
+#: How often the event loop's lateness is sampled (four wake-ups a second for the whole process).
+LAG_INTERVAL_S = 0.25
+
+
+async def _loop_lag(histogram: Histogram) -> None:
+    """Sample how late the loop runs a timer: calls feel a busy loop as late audio before anything else."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + LAG_INTERVAL_S
+        await asyncio.sleep(LAG_INTERVAL_S)
+        histogram.observe(max(0.0, loop.time() - due))
 
 
 async def _purge_loop(app: web.Application) -> None:
@@ -104,7 +120,11 @@ def is_draining(app: web.Application) -> bool:
 
 async def list_calls(request: web.Request) -> web.Response:
     require_admin(request)
-    return web.json_response(request.app[CALLS].list())
+    writer = request.app[OBSERVABILITY].writer
+    records = (
+        writer.health() if writer is not None else {"pending": 0, "failing": False, "error": "", "dropped": 0}
+    )
+    return web.json_response({**request.app[CALLS].list(), "records": records})
 
 
 async def show_call(request: web.Request) -> web.Response:

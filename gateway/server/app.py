@@ -19,6 +19,7 @@ from gateway.security.tokens import StreamTokens
 from gateway.server import twilio
 from gateway.server.admin import is_draining, setup_admin
 from gateway.server.calls import CallRegistry
+from gateway.server.connections import connection_state, handler_args, open_file_limit
 from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
 from gateway.server.state import (
@@ -42,7 +43,11 @@ def create_app(
     settings: Settings, *, dialplans: DialplanStore | None = None, tools: ToolRegistry | None = None
 ) -> web.Application:
     """The gateway as an aiohttp app. ``dialplans`` and ``tools`` may be given; else built from settings."""
-    app = web.Application(client_max_size=256 * 1024)
+    # Idle and slow connections time out, and are counted against a cap sized by the open-file limit
+    # (gateway/server/connections.py; serve it with GatewayRunner for the cap to apply).
+    app = web.Application(
+        client_max_size=256 * 1024, handler_args=handler_args(settings), middlewares=[connection_state]
+    )
     app[SETTINGS] = settings
     app[TOOLS] = registry = tools if tools is not None else build_registry(settings)
     if dialplans is None:
@@ -53,7 +58,9 @@ def create_app(
     app.cleanup_ctx.append(_live_credentials)
     secret = settings.gateway_secret.encode() if settings.gateway_secret else secrets.token_bytes(32)
     app[STREAM_TOKENS] = StreamTokens(secret, guard=replay_guard(settings.redis_url))
-    app[LIMITS] = LimitState.from_settings(settings, reserve_s=app[STREAM_TOKENS].ttl_s)
+    app[LIMITS] = LimitState.from_settings(
+        settings, reserve_s=app[STREAM_TOKENS].ttl_s, files=open_file_limit()
+    )
     app[CALLS] = CallRegistry()
     app[PRECONNECT] = Preconnector()
     app[MEDIA_SOCKETS] = weakref.WeakSet()

@@ -7,8 +7,15 @@
   arrives without a reservation (another process answered its webhook) is admitted on the spot or
   closed with 1013 ("try again later").
 * **Unauthenticated sockets** (:class:`Gate`): media sockets that have not yet shown a valid stream
-  token are few and short-lived; beyond the limit the upgrade is refused with 503 before it costs
-  a WebSocket.
+  token are few and short-lived (Twilio sends ``start`` one round trip after the upgrade), capped
+  globally and per source address. A new socket is never refused: it takes the place of the *oldest*
+  waiting socket of its own source, or (globally full) of the source holding the most, so idle
+  sockets churned by an attacker cannot crowd out a real call's stream, which shows its token first.
+* **Connections** (:class:`ConnectionCap`): open HTTP connections, sized from the open-file limit
+  (:class:`FileBudget`). Connections that are idle or still sending their request may use only part
+  of it, the rest is headroom for live calls and health checks; past either limit the oldest such
+  connection is closed to make room, and only when every connection is doing real work is a new one
+  turned away.
 * **Messages per second per socket** (:class:`MessageRate`): Twilio sends 50 media messages a
   second plus the odd mark or key press. A socket far above that is flooding; it is closed with
   1008 and only that call ends. The check costs one increment and one compare per message.
@@ -16,7 +23,8 @@
 * **Maximum call duration** (:class:`DurationCap`): a hard cap over every dialplan's own
   ``limits.max_duration_s``, so no stuck or abusive call runs on the owner's bill forever.
 
-Everything here is synchronous bookkeeping except :class:`DurationCap`, the one asyncio piece.
+Everything here is synchronous bookkeeping except :class:`DurationCap`, the one asyncio piece; the
+aiohttp side of the connection cap and the timeouts is in :mod:`gateway.server.connections`.
 """
 
 from __future__ import annotations
@@ -24,9 +32,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Generic, TypeVar
 
 from gateway.errors import TelephonyProtocolError
 from gateway.settings import Settings
@@ -36,6 +45,15 @@ from gateway.settings import Settings
 MAX_MESSAGE_BYTES = 64 * 1024
 #: The per-dialplan limit key that applies to plans not named explicitly.
 ANY_PLAN = "*"
+#: Open files the process keeps for itself (listening sockets, SQLite, logs, the dialplan watcher, DNS,
+#: HTTP tools), outside the connection cap and the calls.
+RESERVED_FILES = 64
+#: Connections kept beyond live calls and pending streams, so health checks and the operator get in.
+HEALTH_HEADROOM = 16
+#: RLIMIT_NOFILE can be "unlimited"; nothing here needs to count past this.
+MAX_FILES = 1 << 20
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +66,55 @@ class ServerLimits:
     max_messages_per_s: int = 100
     max_call_s: float = 7200.0
     max_pending_streams: int = 100
+    max_pending_per_source: int = 20
     max_message_bytes: int = MAX_MESSAGE_BYTES
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerLimits:
+    def from_settings(cls, settings: Settings, budget: FileBudget | None = None) -> ServerLimits:
+        """``budget``: what the open-file limit allows; its call count caps ``max_calls``."""
         return cls(
-            max_calls=settings.max_calls,
+            max_calls=budget.calls if budget is not None else settings.max_calls,
             max_calls_per_dialplan=dict(settings.max_calls_per_dialplan),
             max_messages_per_s=settings.max_stream_messages_per_s,
             max_call_s=settings.max_call_s,
             max_pending_streams=settings.max_pending_streams,
+            max_pending_per_source=settings.max_pending_per_source,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileBudget:
+    """What an open-file limit leaves room for. A call holds two sockets (the caller's media stream
+    and its Gemini session); every other inbound connection holds one."""
+
+    #: The soft RLIMIT_NOFILE this was computed from.
+    files: int
+    #: Concurrent calls: ``GATEWAY_MAX_CALLS``, or fewer when the files cannot hold that many.
+    calls: int
+    #: Calls the files alone would allow (more than ``calls`` when GATEWAY_MAX_CALLS is lower).
+    calls_by_files: int
+    #: Inbound connections at once (every Gemini socket of ``calls`` stays outside this).
+    connections: int
+    #: Of those, connections idle or still sending their request; the rest is headroom.
+    idle_connections: int
+
+    @classmethod
+    def compute(cls, settings: Settings, files: int) -> FileBudget:
+        files = min(files, MAX_FILES) if files > 0 else MAX_FILES
+        usable = max(files - RESERVED_FILES, 8)
+        by_files = usable // 2
+        calls = min(settings.max_calls, by_files) if settings.max_calls else by_files
+        connections = settings.max_connections or max(usable - calls, 4)
+        busy = calls + settings.max_pending_streams + HEALTH_HEADROOM
+        idle = max(connections - busy, connections // 4, 1)
+        return cls(files, calls, by_files, connections, idle)
+
+    def describe(self) -> str:
+        """One line for the start-up log and banner."""
+        return (
+            f"open-file limit {self.files}: room for {self.calls} concurrent calls"
+            f"{f' (the limit allows {self.calls_by_files})' if self.calls_by_files > self.calls else ''}"
+            f" and {self.connections} connections, {self.idle_connections} of them idle or slow"
         )
 
 
@@ -168,25 +225,151 @@ class CallAdmission:
             self._remove(plan)
 
 
-class Gate:
-    """At most ``limit`` holders at once (0: unlimited); a non-blocking counting semaphore."""
+class PendingTicket:
+    """One unauthenticated socket's place in a :class:`Gate`. :meth:`bind` what to do when it is
+    evicted (end the wait for ``start``); :meth:`leave` once the socket authenticated or closed."""
 
-    __slots__ = ("inside", "limit", "refused")
+    __slots__ = ("_gate", "_on_evict", "evicted", "seq", "source")
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.inside = 0
-        self.refused = 0
+    def __init__(self, gate: Gate, source: str, seq: int) -> None:
+        self._gate = gate
+        self._on_evict: Callable[[], None] | None = None
+        self.source = source
+        self.seq = seq
+        self.evicted = False
 
-    def enter(self) -> bool:
-        if self.limit and self.inside >= self.limit:
-            self.refused += 1
-            return False
-        self.inside += 1
-        return True
+    def bind(self, on_evict: Callable[[], None] | None) -> None:
+        """Call ``on_evict`` on eviction (at once if already evicted); None unbinds."""
+        self._on_evict = on_evict
+        if self.evicted and on_evict is not None:
+            on_evict()
 
     def leave(self) -> None:
-        self.inside -= 1
+        """Give the place back; idempotent, and a no-op after eviction."""
+        self._on_evict = None
+        self._gate._remove(self)
+
+    def _evict(self) -> None:
+        self.evicted = True
+        if self._on_evict is not None:
+            self._on_evict()
+
+
+class Gate:
+    """Unauthenticated media sockets: at most ``limit`` at once and ``per_source`` from one source
+    (0: unlimited). Full, a new socket evicts the oldest of its own source, or, when its source has
+    room but the gate is full, the oldest of the source holding the most: a real stream shows its
+    token within a round trip, so it is almost never the oldest, and one busy source cannot push out
+    the few sockets of another (Twilio's media servers are a handful of addresses).
+    """
+
+    __slots__ = ("_by_source", "_seq", "evicted", "limit", "per_source")
+
+    def __init__(self, limit: int, per_source: int = 0) -> None:
+        self.limit = limit
+        self.per_source = per_source
+        #: source → its tickets, oldest first (a dict used as an ordered set).
+        self._by_source: dict[str, dict[PendingTicket, None]] = {}
+        self._seq = 0
+        self.evicted = 0
+
+    @property
+    def inside(self) -> int:
+        return sum(len(tickets) for tickets in self._by_source.values())
+
+    def holding(self, source: str) -> int:
+        return len(self._by_source.get(source, ()))
+
+    def enter(self, source: str) -> PendingTicket:
+        """A new socket from ``source`` waits for its token; room is made by eviction if needed."""
+        mine = self._by_source.get(source)
+        if self.per_source and mine and len(mine) >= self.per_source:
+            self._evict(next(iter(mine)))
+        elif self.limit and self.inside >= self.limit:
+            heaviest = max(self._by_source.values(), key=lambda t: (len(t), -next(iter(t)).seq))
+            self._evict(next(iter(heaviest)))
+        self._seq += 1
+        ticket = PendingTicket(self, source, self._seq)
+        self._by_source.setdefault(source, {})[ticket] = None
+        return ticket
+
+    def _evict(self, ticket: PendingTicket) -> None:
+        self._remove(ticket)
+        self.evicted += 1
+        ticket._evict()
+
+    def _remove(self, ticket: PendingTicket) -> None:
+        tickets = self._by_source.get(ticket.source)
+        if tickets is None or ticket not in tickets:
+            return
+        del tickets[ticket]
+        if not tickets:
+            del self._by_source[ticket.source]
+
+
+class ConnectionCap(Generic[K]):
+    """Open connections: at most ``limit``, of which at most ``idle_limit`` idle (0: unlimited).
+
+    *Idle* means not yet doing work: waiting for a request, still sending one, or between keep-alive
+    requests. Such a connection costs a file and proves nothing, so when a new connection would pass
+    either limit the *oldest* idle one is closed to make room (:meth:`opened` returns it). A connection
+    is *busy* while a handler runs (a webhook, a health check, a call's media socket): never evicted.
+    Only when every connection is busy is a new one turned away.
+    """
+
+    __slots__ = ("_busy", "_idle", "evicted", "idle_limit", "limit", "refused")
+
+    def __init__(self, limit: int, idle_limit: int = 0) -> None:
+        self.limit = limit
+        self.idle_limit = idle_limit
+        self._idle: dict[K, None] = {}  # oldest first
+        self._busy: set[K] = set()
+        self.evicted = 0
+        self.refused = 0
+
+    @property
+    def total(self) -> int:
+        return len(self._idle) + len(self._busy)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def opened(self, conn: K) -> tuple[list[K], bool]:
+        """A connection arrived: (older idle connections to close now, whether to keep this one)."""
+        victims: list[K] = []
+        while self._idle and (self._idle_full() or self._full()):
+            victim = next(iter(self._idle))
+            del self._idle[victim]
+            victims.append(victim)
+        self.evicted += len(victims)
+        if self._full():
+            self.refused += 1
+            return victims, False
+        self._idle[conn] = None
+        return victims, True
+
+    def _full(self) -> bool:
+        return bool(self.limit) and self.total >= self.limit
+
+    def _idle_full(self) -> bool:
+        return bool(self.idle_limit) and len(self._idle) >= self.idle_limit
+
+    def busy(self, conn: K) -> None:
+        """A handler started on ``conn``; an unknown (evicted or refused) connection stays unknown."""
+        if conn in self._idle:
+            del self._idle[conn]
+            self._busy.add(conn)
+
+    def idle(self, conn: K) -> None:
+        """The handler finished: ``conn`` waits for its next request, as the newest idle one."""
+        if conn in self._busy:
+            self._busy.discard(conn)
+            self._idle[conn] = None
+
+    def closed(self, conn: K) -> None:
+        self._idle.pop(conn, None)
+        self._busy.discard(conn)
 
 
 class MessageRate:
@@ -267,15 +450,21 @@ class LimitState:
     config: ServerLimits
     admission: CallAdmission
     pending: Gate
+    budget: FileBudget
+    connections: ConnectionCap[Hashable]
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, reserve_s: float = 30.0) -> LimitState:
-        """``reserve_s`` should be the stream-token lifetime: a webhook's place lasts as long as its token."""
-        config = ServerLimits.from_settings(settings)
+    def from_settings(cls, settings: Settings, *, reserve_s: float = 30.0, files: int = 0) -> LimitState:
+        """``reserve_s`` should be the stream-token lifetime: a webhook's place lasts as long as its token.
+        ``files``: the process's open-file limit (0: unlimited), which bounds calls and connections."""
+        budget = FileBudget.compute(settings, files)
+        config = ServerLimits.from_settings(settings, budget)
         return cls(
             config=config,
             admission=CallAdmission(
                 max_calls=config.max_calls, per_plan=config.max_calls_per_dialplan, reserve_s=reserve_s
             ),
-            pending=Gate(config.max_pending_streams),
+            pending=Gate(config.max_pending_streams, config.max_pending_per_source),
+            budget=budget,
+            connections=ConnectionCap(budget.connections, budget.idle_connections),
         )

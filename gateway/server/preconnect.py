@@ -5,8 +5,9 @@ to Gemini and completing ``setup`` takes about as long, so starting it at the we
 from the caller: the greeting can start the moment the stream does.
 
 Only verified webhooks preconnect (see :mod:`gateway.server.twilio`): an unauthenticated request
-must never open a session. A session nobody claims within ``ttl_s`` is closed, and at most
-``limit`` may wait at once.
+must never open a session. A session nobody claims within ``ttl_s`` is closed by its own timer (a
+caller who hangs up before the stream opens must not hold a Gemini session until the next webhook),
+and at most ``limit`` may wait at once.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Pending:
     task: asyncio.Task[LiveSession]
     dialplan: Dialplan
     expires_at: float
+    timer: asyncio.TimerHandle | None = None
 
 
 class Preconnector:
@@ -52,25 +54,42 @@ class Preconnector:
         task = asyncio.get_running_loop().create_task(run(), name=f"preconnect:{call_sid}")
         # The result is consumed by claim(); a failure is re-raised there. Mark it retrieved meanwhile.
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
-        self._pending[call_sid] = _Pending(task, dialplan, time.monotonic() + self.ttl_s)
+        pending = _Pending(task, dialplan, time.monotonic() + self.ttl_s)
+        pending.timer = asyncio.get_running_loop().call_later(self.ttl_s, self._expire_one, call_sid, pending)
+        self._pending[call_sid] = pending
         self.started += 1
         return True
+
+    def _expire_one(self, call_sid: str, pending: _Pending) -> None:
+        if self._pending.get(call_sid) is pending:
+            del self._pending[call_sid]
+            self.expired += 1
+            _discard(pending.task)
+
+    @property
+    def waiting(self) -> int:
+        """Preconnected sessions (or connects) nobody has claimed yet."""
+        return len(self._pending)
 
     def claim(self, call_sid: str) -> tuple[asyncio.Task[LiveSession], Dialplan] | None:
         """The media stream for ``call_sid`` is authenticated: hand over its session task, if any."""
         pending = self._pending.pop(call_sid, None)
         if pending is None:
             return None
+        if pending.timer is not None:
+            pending.timer.cancel()
         self.claimed += 1
         return pending.task, pending.dialplan
 
     def _expire(self, now: float) -> None:
         for sid in [s for s, p in self._pending.items() if p.expires_at < now]:
-            self.expired += 1
-            _discard(self._pending.pop(sid).task)
+            self._expire_one(sid, self._pending[sid])
 
     async def close(self) -> None:
         tasks = [p.task for p in self._pending.values()]
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
         self._pending.clear()
         for task in tasks:
             _discard(task)

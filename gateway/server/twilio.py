@@ -23,7 +23,7 @@ from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyP
 from gateway.gemini.messages import SessionConfig
 from gateway.gemini.session import LiveSession
 from gateway.log import CallLogger, bind_call_context, call_logger, reset_call_context
-from gateway.security.access import is_direct_loopback
+from gateway.security.access import local_operator, source_address
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import TOKEN_PARAMETER, StreamClaims
 from gateway.server.limits import DurationCap, MessageRate
@@ -52,9 +52,12 @@ MEDIA_PATH = "/twilio/media"
 #: A 20 ms media message is ~300 bytes; anything near this limit is not Twilio (see server/limits.py).
 MAX_MEDIA_MESSAGE = 64 * 1024
 UNSIGNED_REFUSAL = (
-    "unsigned webhook refused: set TWILIO_AUTH_TOKEN (or GATEWAY_ALLOW_UNSIGNED=1 for local experiments)"
+    "unsigned webhook refused: set TWILIO_AUTH_TOKEN; for local experiments listen on 127.0.0.1 "
+    "(--host 127.0.0.1, as `make run` does) and call from this machine, or set GATEWAY_ALLOW_UNSIGNED=1"
 )
-START_TIMEOUT_S = 10.0
+#: How long a media socket may take to show its stream token. Twilio sends ``connected`` and ``start``
+#: as soon as the upgrade is answered, one round trip; more than this is not Twilio.
+START_TIMEOUT_S = 3.0
 
 log = call_logger("gateway.twilio")
 
@@ -94,8 +97,9 @@ async def voice_webhook(request: web.Request) -> web.Response:
             log.warning("voice webhook rejected: bad X-Twilio-Signature", extra={"url": url})
             raise web.HTTPForbidden(text="invalid signature")
         verified = True
-    elif not settings.allow_unsigned_webhooks and not is_direct_loopback(request):
-        # No auth token: anyone who can reach us could start sessions on the owner's bill.
+    elif not settings.allow_unsigned_webhooks and not local_operator(request):
+        # No auth token: anyone who can reach us could start sessions on the owner's bill. Only this
+        # machine is trusted, and only while nothing else can relay to us (gateway/security/access.py).
         log.warning("voice webhook rejected: unsigned and not from loopback", extra={"peer": request.remote})
         raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     call_sid, to, from_ = params.get("CallSid", ""), params.get("To", ""), params.get("From", "")
@@ -122,8 +126,13 @@ async def voice_webhook(request: web.Request) -> web.Response:
     ):
         endpoint = request.app[LIVE_ENDPOINT]
         config = _session_config(request.app, plan)
+        # One attempt within the setup timeout, as every later attempt: a hung setup then leaves the
+        # call's give-up budget for a retry (bridge/resilience.py) instead of spending all of it.
+        setup_timeout_s = settings.live_setup_timeout_s
         request.app[PRECONNECT].start(
-            call_sid, plan, lambda: LiveSession.connect(endpoint, config, logger=clog)
+            call_sid,
+            plan,
+            lambda: LiveSession.connect(endpoint, config, logger=clog, setup_timeout_s=setup_timeout_s),
         )
     clog.info("voice webhook", extra={"to": to, "from": from_, "verified": verified})
     return web.Response(text=twiml, content_type="text/xml")
@@ -175,13 +184,26 @@ def _direct_uplink(codec: TwilioCodec, bridge: CallBridge, rate: MessageRate) ->
 
 
 async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
-    async with asyncio.timeout(START_TIMEOUT_S):
-        async for event in events:
-            if isinstance(event, CallStarted):
-                return event
-            if not isinstance(event, Connected):
-                raise TelephonyProtocolError(f"{type(event).__name__} before start")
+    async for event in events:
+        if isinstance(event, CallStarted):
+            return event
+        if not isinstance(event, Connected):
+            raise TelephonyProtocolError(f"{type(event).__name__} before start")
     raise TelephonyProtocolError("stream closed before start")
+
+
+def _upgrade_signed(request: web.Request, auth_token: str) -> bool:
+    """Twilio signs the media WebSocket upgrade as it signs a webhook: ``X-Twilio-Signature``, HMAC-SHA1
+    keyed by the auth token, over the ``wss://`` URL it connected to, with no parameters (a ``<Stream>``
+    URL has no query string; Twilio rejects one). Relied on: Twilio's "Media Streams Configuration" page
+    (validate X-Twilio-Signature on the stream), the ConversationRelay onboarding guide ("the same
+    verification mechanism used for standard Twilio webhooks", on the handshake request), and Twilio's
+    own twilio-agent-connect-python (server/signature_validation.py: wss URL, query as params, https ->
+    wss behind a proxy). The signature has no timestamp, so it proves the URL, not freshness: the stream
+    token in ``start`` still decides (and the pending-socket gate bounds a replayed upgrade)."""
+    signature = request.headers.get("X-Twilio-Signature", "")
+    url = _ws_url(_public_base(request) + request.raw_path)
+    return bool(signature) and verify_twilio_signature(auth_token, url, {}, signature)
 
 
 def _close_reason(text: str) -> bytes:
@@ -204,17 +226,14 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     settings = app[SETTINGS]
     limits = app[LIMITS]
-    if settings.twilio_auth_token and "X-Twilio-Signature" in request.headers:
-        url = _ws_url(_public_base(request) + request.raw_path)
-        if not verify_twilio_signature(
-            settings.twilio_auth_token, url, {}, request.headers["X-Twilio-Signature"]
-        ):
-            log.warning("media upgrade rejected: bad X-Twilio-Signature")
-            raise web.HTTPForbidden(text="invalid signature")
-    # Sockets that have not shown a token yet are capped, so idle or slow ones cannot pile up.
-    if not limits.pending.enter():
-        log.warning("media upgrade refused: too many unauthenticated streams")
-        raise web.HTTPServiceUnavailable(text="busy")
+    # With an auth token, only Twilio may open a media socket at all: an unsigned upgrade costs no
+    # WebSocket and no place among the pending sockets.
+    if settings.twilio_auth_token and not _upgrade_signed(request, settings.twilio_auth_token):
+        log.warning("media upgrade rejected: no valid X-Twilio-Signature", extra={"peer": request.remote})
+        raise web.HTTPForbidden(text="invalid signature")
+    # Sockets that have not shown a token yet are few (globally and per source) and short-lived; a new
+    # one evicts the oldest waiting one rather than being refused (gateway/server/limits.py, Gate).
+    ticket = limits.pending.enter(source_address(request))
     clog = log.bind(peer=request.remote)
     try:
         ws = MediaSocket(max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False)
@@ -224,19 +243,29 @@ async def media_stream(request: web.Request) -> web.WebSocketResponse:
         rate = MessageRate(limits.config.max_messages_per_s)
         events = _read_events(ws, codec, rate)
         try:
-            start = await _await_start(events)
-            clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
-            claims = await app[STREAM_TOKENS].verify(
-                start.custom_parameters.get(TOKEN_PARAMETER, ""), call_sid=start.call_sid, now=time.time()
-            )
+            # Showing a valid token, not just sending start, must happen in time (or before eviction).
+            async with asyncio.timeout(START_TIMEOUT_S) as deadline:
+                ticket.bind(lambda: deadline.reschedule(-1.0))
+                try:
+                    start = await _await_start(events)
+                    clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
+                    token = start.custom_parameters.get(TOKEN_PARAMETER, "")
+                    claims = await app[STREAM_TOKENS].verify(token, call_sid=start.call_sid, now=time.time())
+                finally:
+                    ticket.bind(None)  # the deadline ends with this block; a later eviction must not touch it
         except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
-            reason = "no start within timeout" if isinstance(exc, TimeoutError) else str(exc)
+            kind, code = type(exc).__name__, getattr(exc, "close_code", 1008)
+            reason = str(exc)
+            if ticket.evicted:
+                kind, code, reason = "Evicted", 1013, "evicted: too many media streams waiting for start"
+            elif isinstance(exc, TimeoutError):
+                reason = "no start within timeout"
             clog.warning("media stream rejected", extra={"reason": reason})
-            app[OBSERVABILITY].metrics.rejected_streams.labels(type(exc).__name__).inc()
-            await ws.close(code=getattr(exc, "close_code", 1008), message=_close_reason(reason))
+            app[OBSERVABILITY].metrics.rejected_streams.labels(kind).inc()
+            await ws.close(code=code, message=_close_reason(reason))
             return ws
     finally:
-        limits.pending.leave()
+        ticket.leave()
 
     claimed = app[PRECONNECT].claim(start.call_sid)
     plan = claimed[1] if claimed else app[DIALPLANS].current.match(claims.to, claims.from_)
@@ -299,6 +328,7 @@ async def _run_call(
         ),
         tools=tool_router(app, plan),
         uplink_rate=settings.uplink_rate,
+        media_timeout_s=settings.media_timeout_s,
     )
     session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)

@@ -471,6 +471,18 @@ def test_unreadable_and_non_utf8_files_are_errors_not_crashes(tmp_path: Path) ->
     assert "UTF-8" in _errors(junk)[0].problem
 
 
+def test_an_oversized_plan_or_instruction_file_is_refused_unread(tmp_path: Path) -> None:
+    """A dialplan is a prompt, not a data dump: files over 256 KiB are errors naming the file."""
+    big = write(tmp_path, "big.toml", MINIMAL_DEFAULT + "# " + "x" * 300_000 + "\n")
+    (error,) = _errors(big)
+    assert (error.field, error.problem) == ("(file)", "cannot read: larger than 256 KiB")
+    (tmp_path / "prompt.md").write_text("y" * 300_000)
+    with_file = write(tmp_path, "with_file.toml", 'default = true\nsystem_instruction_file = "prompt.md"\n')
+    (error,) = _errors(with_file)
+    assert error.field == "system_instruction_file"
+    assert "larger than 256 KiB" in error.problem
+
+
 # -- the folder -------------------------------------------------------------------------------------
 
 

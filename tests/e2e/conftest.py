@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.web_runner import BaseRunner
 
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
 from gateway.server.app import create_app
+from gateway.server.connections import GatewayRunner
 from gateway.server.state import CALLS, DIALPLANS
 from gateway.settings import DEFAULT_MODEL, Settings
 
@@ -80,6 +82,13 @@ def dialplan_dir(tmp_path: Path) -> Path:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's TestServer on the gateway's own runner, so the connection cap applies as in `serve`."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GatewayRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[GatewayFactory]:
     servers: list[TestServer] = []
@@ -95,7 +104,7 @@ async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[
             gateway_secret="s" * 32,
         ).with_(**overrides)
         app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))
-        server = TestServer(app, host="127.0.0.1")
+        server = GatewayTestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return Gateway(app, server, settings)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from gateway.caller import CallOptions, place_call
 from gateway.caller.call import admin_transcript
 from gateway.emulator import Emulator
+from gateway.server.state import PRECONNECT
 
 from .conftest import Gateway, GatewayFactory
 
@@ -262,6 +265,39 @@ async def test_malformed_twilio_input_ends_only_that_call(
     assert report.ended_by == "caller"
 
 
+async def test_a_caller_whose_media_stops_is_hung_up_on(make_gateway: Any, emulator: Emulator) -> None:
+    """A caller that vanished without closing its socket (no media for GATEWAY_MEDIA_TIMEOUT_S) no longer
+    holds the line and its Gemini session: the call ends as the caller's, with the reason."""
+    gw = await make_gateway(media_timeout_s=1.0)
+    call_sid = "CA" + "8" * 32
+    url, token = await _twiml_stream(gw, call_sid)
+    silence = json.dumps(
+        {
+            "event": "media",
+            "streamSid": "MZ" + "1" * 32,
+            "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
+        }
+    )
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+        await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        await ws.send_str(_start(call_sid, token))
+        for _ in range(25):  # half a second of audio, then nothing: the socket stays open
+            await ws.send_str(silence)
+            await asyncio.sleep(0.02)
+        stopped = time.monotonic()
+        async with asyncio.timeout(5):
+            async for _ in ws:  # the greeting's media and marks, until the gateway closes
+                pass
+        waited = time.monotonic() - stopped
+    assert ws.close_code == 1000
+    assert 1.0 <= waited < 3.0
+    (record,) = await gw.wait_calls_ended(1)
+    assert record["ended_by"] == "caller"
+    assert record["reason"] == "no media from the caller for 1 s"
+    async with asyncio.timeout(3):
+        await emulator.sessions[0].closed.wait()
+
+
 async def test_media_socket_without_a_valid_token_opens_no_gemini_session(
     gateway: Gateway, emulator: Emulator
 ) -> None:
@@ -275,6 +311,20 @@ async def test_media_socket_without_a_valid_token_opens_no_gemini_session(
             assert msg.type is aiohttp.WSMsgType.CLOSE
             assert ws.close_code == 1008
     assert emulator.sessions == []
+
+
+async def test_an_unclaimed_preconnect_closes_on_its_own_timer(make_gateway: Any, emulator: Emulator) -> None:
+    """The caller hangs up before the media stream opens: the preconnected Gemini session is closed when
+    its time is up, without waiting for another webhook to sweep it."""
+    gw = await make_gateway(preconnect=True)
+    gw.app[PRECONNECT].ttl_s = 0.5
+    await _twiml_stream(gw, "CA" + "7" * 32)
+    await emulator.wait_for(lambda f: f.payload is not None and "setupComplete" in f.payload, timeout=5)
+    async with asyncio.timeout(3):
+        await emulator.sessions[0].closed.wait()
+    assert emulator.sessions[0].close_code == 1000
+    assert gw.app[PRECONNECT].waiting == 0
+    assert gw.app[PRECONNECT].expired == 1
 
 
 async def test_preconnect_opens_gemini_at_the_webhook(make_gateway: Any, emulator: Emulator) -> None:

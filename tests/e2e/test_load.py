@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import os
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.caller.load import CallPattern, SessionProbe, analyse, run_calls
@@ -84,47 +84,47 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def workers_gateway(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """``gateway serve --workers 2`` (embedded emulator) as a subprocess: (base URL, worker count)."""
+async def workers_gateway(tmp_path: Path, emulator: Emulator) -> AsyncIterator[tuple[str, int]]:
+    """``gateway serve --workers 2`` as a subprocess, against the emulator over wss://: (URL, workers)."""
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
     env |= {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_LOG_LEVEL": "WARNING"}
-    command = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--emulator",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    env |= {"GEMINI_BASE_URL": emulator.base_url, "GEMINI_API_KEY": "test-key-not-secret"}
+    command = ["-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--dialplans", str(plans), "--workers", "2", "--loop", "asyncio"]
-    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *command, env=env, cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None, "gateway exited during start-up"
-                assert time.monotonic() < deadline, "gateway did not come up"
-                time.sleep(0.2)
-        time.sleep(1.0)  # the second worker
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True, check=False)
-        yield f"http://127.0.0.1:{port}", len(children.stdout.split())
+        async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+            while True:
+                assert proc.returncode is None, "gateway exited during start-up"
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)  # the second worker
+        pgrep = await asyncio.create_subprocess_exec(
+            "pgrep", "-P", str(proc.pid), stdout=asyncio.subprocess.PIPE
+        )
+        children, _ = await pgrep.communicate()
+        yield f"http://127.0.0.1:{port}", len(children.split())
     finally:
         proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        async with asyncio.timeout(20):
+            assert await proc.wait() == 0
 
 
 @pytest.mark.slow
-async def test_serve_workers_share_port_secret_and_replay_guard(workers_gateway: tuple[str, int]) -> None:
+async def test_serve_workers_share_port_secret_and_replay_guard(
+    workers_gateway: tuple[str, int], emulator: Emulator
+) -> None:
     """``gateway serve --workers 2``: calls whose webhook and stream hit different workers all connect."""
     url, workers = workers_gateway
     assert workers >= 2
@@ -134,3 +134,10 @@ async def test_serve_workers_share_port_secret_and_replay_guard(workers_gateway:
     )
     assert [c["error"] for c in calls] == [""] * 8
     assert all(len(c["arrivals"]) > 0 for c in calls)  # every call heard its greeting
+    # One Gemini session per call (the start-up check's probe aside): a worker that answered a webhook
+    # opens nothing the media stream, on another worker, would never claim.
+    calls_sessions = [s for s in emulator.sessions if s.setup and "systemInstruction" in s.setup]
+    assert len(calls_sessions) == 8, len(emulator.sessions)
+    async with asyncio.timeout(5):
+        for session in emulator.sessions:
+            await session.closed.wait()

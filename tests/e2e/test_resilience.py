@@ -234,6 +234,29 @@ async def test_slow_setup_still_connects(make_gateway: GatewayFactory) -> None:
         assert len(emu.sessions) == 1
 
 
+async def test_a_hung_first_setup_is_retried_within_the_budget_and_no_speech_is_lost(
+    make_gateway: GatewayFactory,
+) -> None:
+    """The preconnected session's setup hangs: it is given up after GATEWAY_LIVE_SETUP_TIMEOUT_S (not the
+    whole budget), a second attempt connects, and what the caller said meanwhile reaches Gemini."""
+    async with _emulator(Scenario(greeting=GREETING, setup_delay_s=4.0)) as emu:
+        gw = await make_gateway(gemini_url=emu.base_url, live_setup_timeout_s=1.0, live_give_up_s=5.0)
+        call = _call(gw, play="builtin:hello", speak_at_s=0.2, hangup_after_s=6.0)
+        await emu.wait_for(lambda f: f.direction == "in" and f.payload is not None and "setup" in f.payload)
+        emu.scenario.setup_delay_s = 0.0  # the next attempt sets up at once
+        report = await call
+        assert report.ended_by == "caller"
+        assert report.greeting_ms is not None, "the greeting played: no fallback"
+        assert len(emu.sessions) == 2
+        # The hung attempt's socket was abandoned by the gateway, not left open.
+        transport = emu.sessions[0]._transport
+        assert transport is None or transport.is_closing()
+        record = await _record(gw)
+        assert record["fallback_ms"] is None
+        # Everything the caller said during the ~1.2 s without Gemini was held and delivered.
+        assert abs(_frames_lost(report, emu)) <= 2
+
+
 async def test_setup_slower_than_the_budget_falls_back(make_gateway: GatewayFactory) -> None:
     """A Gemini that never finishes setup: the caller gets the fallback within the budget."""
     async with _emulator(Scenario(greeting=GREETING, setup_delay_s=30.0)) as emu:

@@ -173,10 +173,19 @@ async def test_unsigned_webhooks_only_from_direct_loopback(make_gateway: Gateway
 
 async def test_malformed_webhook_identity_is_a_400(gateway: Gateway, emulator: Emulator) -> None:
     """A CallSid or number with control characters is refused with 400 before anything is spent."""
-    for form in (_form(call_sid="CA\x00bad"), _form(to="+1555\x01"), _form(call_sid="x" * 100)):
+    forms = [_form(call_sid="CA\x00bad"), _form(to="+1555\x01"), _form(call_sid="x" * 100)]
+    # Characters XML cannot carry (a noncharacter, a lone surrogate's escape, a C1 control) once made
+    # the TwiML raise: HTTP 500 with a call slot reserved for 30 s.
+    forms += [
+        {**_form(), "From": "+1555\ufffe"},
+        {**_form(), "From": "\x85"},
+        {**_form(), "To": "+1\u200e555"},
+    ]
+    for form in forms:
         status, _ = await _post(gateway.url + "/twilio/voice", form)
-        assert status == 400
+        assert status == 400, form
     assert len(emulator.sessions) == 0
+    assert gateway.app[LIMITS].admission.in_use() == 0
 
 
 # --- media WebSocket ---------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.doctor import diagnose
@@ -194,3 +196,55 @@ def _plans(tmp_path: Path) -> Path:
     plans.mkdir(exist_ok=True)
     (plans / "default.toml").write_text(DEFAULT_PLAN)
     return plans
+
+
+async def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = await _run(
+            "serve", "--emulator", "--host", "127.0.0.1", "--port", str(port),
+            "--dialplans", str(_plans(tmp_path)),
+            env=_env(GATEWAY_DATA_DIR=str(tmp_path / "data")), cwd=tmp_path,
+        )  # fmt: skip
+    assert code == 1
+    assert f"gateway: cannot listen on 127.0.0.1:{port}: Address already in use" in err.splitlines()
+    assert "Traceback" not in out + err
+
+
+async def test_a_second_gateway_on_the_same_port_refuses_to_start(tmp_path: Path) -> None:
+    """Workers share their port with SO_REUSEPORT; a second instance must not silently join them."""
+    port = _closed_port()
+    args = ["serve", "--emulator", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    args += ["--dialplans", str(_plans(tmp_path)), "--loop", "asyncio"]
+    env = _env(GATEWAY_DATA_DIR=str(tmp_path / "data"))
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while True:  # up once its port answers
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    assert first.returncode is None
+                    await asyncio.sleep(0.2)
+        code, _, err = await _run(*args, env=env, cwd=tmp_path)
+        assert code == 1
+        assert f"gateway: another gateway already serves 127.0.0.1:{port}" in err
+    finally:
+        first.terminate()
+        await first.wait()
+
+
+async def test_the_event_loop_lag_is_a_metric(gateway: Any) -> None:
+    await asyncio.sleep(0.6)
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+    counts = [line for line in text.splitlines() if line.startswith("gateway_event_loop_lag_seconds_count")]
+    assert counts
+    assert float(counts[0].split()[-1]) >= 2

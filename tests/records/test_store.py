@@ -119,3 +119,46 @@ async def test_unreachable_postgres_is_a_record_error() -> None:
     store = PostgresStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
     with pytest.raises(RecordError, match="cannot connect"):
         await store.open()
+
+
+async def _orphans(store: RecordStore) -> None:
+    now = 1_700_010_000.0
+
+    def opened(call_id: str, instance: str, started_at: float) -> CallOpened:
+        return CallOpened(call_id, "MZ", "+1", "+2", "support", "v1", started_at, instance)
+
+    await store.write(
+        [
+            opened("CA-dead", "gw-a:101", now - 60),  # its process is gone: an orphan
+            opened("CA-self", "gw-a:7", now - 60),  # written by an earlier process with our identity
+            opened("CA-live", "gw-a:202", now - 60),  # another live process of this host
+            opened("CA-far", "gw-b:1", now - 60),  # another host: cannot be checked, left alone
+            opened("CA-ancient", "gw-b:1", now - 8000),  # older than any call may last
+        ]
+    )
+    await store.write(call_ops("CA-done", started_at=now - 100))  # ended: never touched
+    alive = {"gw-a:202", "gw-a:7", "gw-b:1"}
+    closed = await store.close_orphans(
+        instance="gw-a:7", alive=lambda owner: owner in alive, max_call_s=7200, now=now
+    )
+    assert sorted(closed) == ["CA-ancient", "CA-dead", "CA-self"]
+    for call_id in closed:
+        record = await store.get_call(call_id)
+        assert record is not None
+        assert record.ended_by == "gateway"
+        assert "killed or crashed" in record.end_reason
+    for call_id in ("CA-live", "CA-far"):
+        record = await store.get_call(call_id)
+        assert record is not None
+        assert record.ended_at is None
+    done = await store.get_call("CA-done")
+    assert done is not None
+    assert done.ended_by == "caller"
+
+
+async def test_sqlite_closes_calls_a_killed_process_left_running(sqlite_store: SqliteStore) -> None:
+    await _orphans(sqlite_store)
+
+
+async def test_postgres_closes_calls_a_killed_process_left_running(postgres_store: RecordStore) -> None:
+    await _orphans(postgres_store)

@@ -219,3 +219,28 @@ def test_resilient_session_reconnects_become_records_and_metrics() -> None:
     assert _value(metrics, "gateway_gemini_reconnects_total", cause="go_away") == 1
     assert _value(metrics, "gateway_gemini_reconnects_total", cause="closed_1011") == 1
     assert _value(metrics, "gateway_gemini_reconnects_total", cause="closed_1006_failed") == 1
+
+
+async def test_a_failing_store_shows_its_backlog_and_error_while_it_fails() -> None:
+    """While the store cannot write, /metrics and the admin view say so (backlog, store down, why);
+    once it writes again, both recover."""
+    store = FlakyStore(failures=3)
+    metrics = GatewayMetrics()
+    writer = RecordWriter(store, metrics=metrics, retry_s=(0.05, 0.05))
+    observer = CallObserver(call_id="CA2", dialplan="support", writer=writer, metrics=metrics)
+    writer.start()
+    observer.opened(stream_id="MZ2", from_number="+1", to_number="+2", dialplan_version="v1")
+    observer.turn("bot", "hello", 1.0, 2.0)
+    async with asyncio.timeout(2):
+        while not writer.last_error:
+            await asyncio.sleep(0.005)
+    assert _value(metrics, "gateway_records_pending") == 2
+    assert _value(metrics, "gateway_records_store_up") == 0
+    health = writer.health()
+    assert health["failing"] is True
+    assert health["pending"] == 2
+    assert health["error"]
+    await writer.stop()
+    assert _value(metrics, "gateway_records_pending") == 0
+    assert _value(metrics, "gateway_records_store_up") == 1
+    assert writer.health()["failing"] is False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gateway.errors import LiveConnectError, LiveSessionClosed, LiveSessionError
@@ -68,6 +68,11 @@ class FakeConnection:
     def send_tool_response(self, responses: Sequence[FunctionResponse]) -> None:
         self._check()
         self.control.append(("tool", tuple(r.id for r in responses)))
+
+    def send_audio_backlog(self, chunks: Iterable[bytes]) -> None:
+        self._check()
+        for chunk in chunks:  # all of it, in order (a real LiveSession never drops a backlog)
+            self.send_audio(chunk)
 
     def take_unsent_audio(self) -> list[bytes]:
         chunks, self.unsent = self.unsent, []

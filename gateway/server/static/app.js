@@ -121,6 +121,11 @@ async function refresh() {
   try {
     const calls = await api("/admin/calls");
     renderActive(calls.active);
+    if (calls.records && calls.records.failing) {
+      setStatus("call records are NOT being written (" + calls.records.pending + " waiting): "
+        + calls.records.error, true);
+      return;
+    }
     try {
       renderRecords((await api("/admin/records?limit=25")).records);
     } catch (err) {
