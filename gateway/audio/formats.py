@@ -18,8 +18,11 @@ LIVE_OUTPUT_RATE = 24000
 PCM16_WIDTH = 2
 #: Duration of one telephony media frame; providers pace and count in these.
 FRAME_MS = 20
-#: Codec names the transcoders accept.
-CODECS = ("ulaw", "alaw")
+#: Codec names the transcoders accept: G.711 μ-law and A-law (a byte per sample), and linear PCM16
+#: little-endian ("l16", two bytes per sample: wideband providers' 16 kHz, Asterisk's slin).
+CODECS = ("ulaw", "alaw", "l16")
+#: Bytes per sample of each codec.
+CODEC_WIDTH = {"ulaw": 1, "alaw": 1, "l16": PCM16_WIDTH}
 
 
 def bytes_per_ms(rate: int, width: int = PCM16_WIDTH) -> float:

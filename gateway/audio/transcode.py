@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gateway.audio.formats import FRAME_MS, check_codec, frame_bytes
+from gateway.audio.formats import CODEC_WIDTH, FRAME_MS, check_codec, frame_bytes
 from gateway.audio.framing import Reframer
 from gateway.audio.g711 import (
     ALAW_SILENCE,
@@ -19,16 +19,24 @@ from gateway.audio.g711 import (
     ulaw_to_pcm16,
 )
 from gateway.audio.resample import StreamResampler
+from gateway.errors import AudioError
 
 __all__ = ["Downlink", "Uplink"]
 
-_DECODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": ulaw_to_pcm16, "alaw": alaw_to_pcm16}
-_ENCODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": pcm16_to_ulaw, "alaw": pcm16_to_alaw}
-_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE}
+def _same(pcm: bytes) -> bytes:
+    """L16 is already PCM16 little-endian: nothing to decode or encode (no copy)."""
+    return pcm
+
+
+_DECODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": ulaw_to_pcm16, "alaw": alaw_to_pcm16, "l16": _same}
+_ENCODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": pcm16_to_ulaw, "alaw": pcm16_to_alaw, "l16": _same}
+_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
 
 
 class Uplink:
-    """Caller → Gemini: G.711 (μ-law or A-law) at ``in_rate`` → PCM16 at ``out_rate``.
+    """Caller → Gemini: G.711 (μ-law or A-law) or L16 at ``in_rate`` → PCM16 at ``out_rate``.
+
+    Wideband L16 at 16 kHz to a 16 kHz uplink is a pass-through: no decode, no resampler, no copy.
 
     Per 20 ms frame (160 bytes in, 640 bytes out at 8→16 kHz): one G.711 decode in C (one ``bytes``);
     then the resampler converts the samples into its preallocated float buffer (no allocation),
@@ -52,6 +60,8 @@ class Uplink:
 
     def process(self, encoded: bytes) -> bytes:
         """Decode and resample one chunk of caller audio; returns PCM16 bytes (maybe empty)."""
+        if self.codec == "l16" and len(encoded) & 1:
+            raise AudioError(f"L16 audio must have an even byte count, got {len(encoded)}")
         pcm = self._decode(encoded)
         return self._resampler.process(pcm) if self._resampler else pcm
 
@@ -62,7 +72,7 @@ class Uplink:
 
 
 class Downlink:
-    """Gemini → caller: PCM16 at ``in_rate`` → G.711 at ``out_rate`` in exact ``frame_ms`` frames.
+    """Gemini → caller: PCM16 at ``in_rate`` → G.711 or L16 at ``out_rate`` in exact ``frame_ms`` frames.
 
     Per 20 ms of model audio (960 bytes at 24 kHz → one 160-byte frame): the resampler as in
     :class:`Uplink` (its temporary window matrix is 160×91 float64 here; result, int16 array and
@@ -96,8 +106,9 @@ class Downlink:
         self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
         #: Algorithmic latency added by this direction (excluding partial-frame waits).
         self.delay_ms = self._resampler.delay_ms if self._resampler else 0.0
-        self._framer = Reframer(frame_bytes(out_rate, 1, frame_ms), _SILENCE[codec])
-        self._bytes_per_ms = out_rate / 1000
+        width = CODEC_WIDTH[codec]
+        self._framer = Reframer(frame_bytes(out_rate, width, frame_ms), _SILENCE[codec])
+        self._bytes_per_ms = out_rate * width / 1000
         self._active = False
 
     @property

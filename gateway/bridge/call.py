@@ -666,9 +666,10 @@ class CallBridge:
 
     def depths(self) -> CallDepths:
         """Buffer depths for the metrics collector (read at scrape time, never on the media path)."""
-        audio_queue = getattr(self.session, "audio_queued", None)
+        session = self.session
         return CallDepths(
             playout_frames=self.playout.queued_frames,
             downlink_pending_ms=self.downlink.pending_ms,
-            gemini_audio_queue=audio_queue if isinstance(audio_queue, int) else None,
+            # Typed, not duck-typed: a getattr of a name that existed nowhere kept this metric at 0.
+            gemini_audio_queue=session.audio_queued if isinstance(session, ResilientSession) else None,
         )

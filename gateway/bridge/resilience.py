@@ -108,6 +108,9 @@ class LiveConnection(Protocol):
 
     def take_unsent_audio(self) -> list[bytes]: ...
 
+    @property
+    def audio_queued(self) -> int: ...
+
     def send_audio_backlog(self, chunks: Iterable[bytes]) -> None: ...
 
     def events(self) -> AsyncIterator[ServerEvent]: ...
@@ -282,6 +285,14 @@ class ResilientSession:
     def resumption_handle(self) -> str | None:
         """The latest resumable handle of the call (survives connection changes)."""
         return self._handle
+
+    @property
+    def audio_queued(self) -> int:
+        """Caller audio chunks not yet written to Gemini: held for the next connection, or queued on
+        the current one (read at scrape time for ``gateway_queue_depth``)."""
+        live = self._live
+        queued = live.audio_queued if live is not None else 0
+        return len(self._held) + queued
 
     @property
     def stats(self) -> ResilienceStats:

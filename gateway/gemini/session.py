@@ -554,6 +554,11 @@ class LiveSession:
             and not ws.transport.is_closing()
         )
 
+    @property
+    def audio_queued(self) -> int:
+        """Caller audio chunks queued and not yet written (metrics read it at scrape time)."""
+        return len(self._audio)
+
     def take_unsent_audio(self) -> list[bytes]:
         """Remove and return caller audio queued but not yet written, oldest first.
 

@@ -117,6 +117,41 @@ def test_downlink_from_16k() -> None:
     assert [len(f) for f in downlink.process(bytes(640))] == [160]
 
 
+def test_l16_16k_uplink_is_a_pass_through() -> None:
+    """Wideband L16 at 16 kHz reaches a 16 kHz uplink untouched: no decode, no resampler, no copy."""
+    uplink = Uplink("l16", in_rate=16000, out_rate=16000)
+    frame = tone(440, 16000, 0.02).tobytes()
+    assert uplink.process(frame) is frame
+    assert uplink.delay_ms == 0
+    with pytest.raises(AudioError, match="even byte count"):
+        uplink.process(b"\x00")
+
+
+def test_l16_8k_uplink_resamples_like_g711_without_the_companding() -> None:
+    """L16 at 8 kHz to 16 kHz matches soxr VHQ of the same samples (no μ-law quantisation noise)."""
+    uplink = Uplink("l16", in_rate=8000, out_rate=16000)
+    x = band_noise(8000)
+    raw = x.tobytes()
+    y = _pcm(b"".join(uplink.process(raw[i : i + 320]) for i in range(0, len(raw), 320)))
+    ref = vhq(x, 8000, 16000)
+    d = round(uplink.delay_ms * 16)
+    assert snr_db(y[d + 800 : ref.size - 800 + d], ref[800 : ref.size - 800]) >= 60
+
+
+@pytest.mark.parametrize(("rate", "size"), [(8000, 320), (16000, 640)])
+def test_l16_downlink_emits_exact_20ms_frames(rate: int, size: int) -> None:
+    """Model audio to L16 comes out in exact 20 ms frames (320 bytes at 8 kHz, 640 at 16 kHz), the
+    turn's tail padded with zero samples."""
+    downlink = Downlink("l16", out_rate=rate)
+    x = tone(1000, 24000, 0.5).tobytes()
+    frames = [f for i in range(0, len(x), 1000) for f in downlink.process(x[i : i + 1000])]
+    frames += downlink.flush()
+    assert {len(f) for f in frames} == {size}
+    assert downlink.pending_ms == 0
+    samples = 0.5 * rate + round(downlink.delay_ms * rate / 1000)  # the tone and the filter's tail
+    assert len(frames) == -(-int(samples * 2) // size)
+
+
 def test_unknown_codec_and_rates_are_audio_errors() -> None:
     """Unknown codecs, unsupported rates and odd PCM16 sizes raise AudioError."""
     with pytest.raises(AudioError, match="codec"):

@@ -74,6 +74,10 @@ class FakeConnection:
         for chunk in chunks:  # all of it, in order (a real LiveSession never drops a backlog)
             self.send_audio(chunk)
 
+    @property
+    def audio_queued(self) -> int:
+        return len(self.unsent)
+
     def take_unsent_audio(self) -> list[bytes]:
         chunks, self.unsent = self.unsent, []
         return chunks

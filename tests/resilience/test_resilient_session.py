@@ -336,3 +336,19 @@ def test_transcript_lines_use_what_the_caller_heard() -> None:
         {"role": "dtmf", "text": "5"},
     ]
     assert transcript_lines(turns) == [("caller", "hi"), ("bot", "hello"), ("caller", "[pressed 5]")]
+
+
+async def test_audio_queued_counts_held_and_unsent_audio() -> None:
+    """``gateway_queue_depth{queue="gemini_audio"}`` reads this: held audio plus the connection's queue."""
+    h = Harness(Connector())
+    conn = await h.connector.wait_opened(1)
+    conn.unsent = [b"u" * 640, b"v" * 640]
+    assert h.session.audio_queued == 2
+    conn.drop(1011)
+    await h.until(lambda: h.session.audio_queued == 0 or len(h.connector.opened) == 2)
+    await h.close()
+    held = ResilientSession(Connector(fail=[refused()] * 3), log=LOG, policy=FAST)
+    for _ in range(3):
+        held.send_audio(b"\0\0" * 320)  # no connection yet: held for the first one
+    assert held.audio_queued == 3
+    await held.close()
