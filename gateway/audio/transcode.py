@@ -23,6 +23,7 @@ from gateway.errors import AudioError
 
 __all__ = ["Downlink", "Uplink"]
 
+
 def _same(pcm: bytes) -> bytes:
     """L16 is already PCM16 little-endian: nothing to decode or encode (no copy)."""
     return pcm
