@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, assert_never
+from typing import Any, ClassVar, Final, assert_never
 
 from gateway.errors import TelephonyProtocolError
 from gateway.jsonfast import loads
@@ -42,6 +42,7 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
 
 #: WebSocket close codes (RFC 6455 §7.4.1) attached to the errors below.
 CLOSE_UNSUPPORTED_DATA: Final = 1003
@@ -132,6 +133,19 @@ class TwilioCodec:
         "state",
         "stream_sid",
     )
+
+    #: Twilio plays any number of frames per message and buffers them; marks and ``clear`` exist;
+    #: hanging up is closing the stream (no TwiML follows ``<Connect>``); transfer and DTMF go
+    #: through the REST API (telephony-providers.md §1).
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        marks=True, clear=True, frames_per_message=None, provider_buffers=True, hangup="close",
+        transfer="rest", dtmf_out="inband", binary_audio=False, continuous_media=True,
+    )  # fmt: skip
+
+    @property
+    def audio(self) -> AudioFormat:
+        """μ-law at 8 kHz, Twilio's only format (``start.mediaFormat`` is checked against it)."""
+        return PCMU_8K
 
     def __init__(self) -> None:
         self.state = TwilioState.AWAITING_CONNECTED

@@ -23,6 +23,7 @@ from gateway.telephony import (
     TwilioCodec,
     TwilioState,
 )
+from gateway.telephony.provider import AudioFormat, MediaCodec
 
 STREAM_SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
 CALL_SID = "CA4b5f9e1c2d3e4f5a6b7c8d9e0f1a2b3c"
@@ -359,3 +360,13 @@ def test_fuzz_media_round_trip(payload: bytes) -> None:
     event = codec.receive_text(echoed)
     assert isinstance(event, CallerAudio)
     assert event.payload == payload
+
+
+def test_the_codec_declares_what_the_bridge_may_rely_on() -> None:
+    """TwilioCodec is a MediaCodec: the bridge reads its capabilities and format, not its name."""
+    codec: MediaCodec = TwilioCodec()
+    assert codec.audio == AudioFormat("ulaw", 8000)
+    assert codec.audio.frame_bytes == 160
+    caps = codec.capabilities
+    assert (caps.marks, caps.clear, caps.frames_per_message, caps.hangup) == (True, True, None, "close")
+    assert caps.continuous_media
