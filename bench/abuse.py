@@ -13,10 +13,26 @@ CA, trusted through ``SSL_CERT_FILE`` in the gateway's environment), then at onc
 * ``--abusive`` authenticated calls that misbehave after ``start`` (flood, garbage, a second start,
   binary or huge frames): each may end only itself.
 
+Media upgrades are signed as Twilio signs them: the signature covers only the URL, so one captured
+signature opens any number of sockets, and the probes reach the checks behind it.
+
+Then two starvation scenarios, each beside ``--scenario-calls`` real calls, with the gateway held to
+``--nofile`` open files (1024, a common default):
+
+* ``--idle-upgrades`` attackers hold signed media upgrades without ever sending ``start`` and reopen
+  them whenever they are closed;
+* ``--idle-tcp`` idle TCP connections and ``--slowloris`` webhooks trickling their headers or their
+  body, held until the gateway closes them.
+
+For each it prints the real calls admitted while the attack runs (must be all of them) and, for the
+second, the gateway's sockets still held by the idle and slow connections once its timeouts have
+passed (must be 0).
+
 It prints bad attempts, how the gateway answered them, Gemini sessions opened by them (must be 0),
 healthy calls disturbed (must be 0) and gateway process restarts (must be 0: the same PID answers
 ``/healthz`` throughout), plus tracebacks in the gateway's log. Exit status 1 if any must-be-0 is not.
-Bounded: the run takes about as long as one healthy call (~15 s) plus start-up.
+Bounded: about a minute (the burst ~15 s, the scenarios ~15 s and ~25 s) plus start-up. Linux only
+(the gateway's sockets are counted in /proc).
 """
 
 from __future__ import annotations
@@ -27,6 +43,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import socket
 import sys
 import tempfile
@@ -42,6 +59,7 @@ from gateway.caller.call import CallReport
 from gateway.emulator import Emulator
 from gateway.emulator.pki import make_pki
 from gateway.security import probe
+from gateway.telephony.signature import twilio_signature
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = "b3nch" + "0" * 27
@@ -95,6 +113,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "GATEWAY_SECRET": "bench-secret-" + "x" * 20,
             "GATEWAY_LOG_LEVEL": "WARNING",
         }
+        nofile = args.nofile
+
+        def limit_files() -> None:  # in the child, before exec: the gateway starts with this many files
+            if nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -109,10 +133,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log_file,
+            preexec_fn=limit_files,
         )
         pid = proc.pid
         try:
-            return await _burst(args, url, emulator, proc, pid, Path(log_file.name))
+            result = await _burst(args, url, emulator, proc, pid, Path(log_file.name))
+            if not args.skip_scenarios:
+                result["scenarios"] = await _scenarios(args, url, port, pid)
+                log_text = await asyncio.to_thread(Path(log_file.name).read_text, errors="replace")
+                result["gateway_tracebacks"] = log_text.count("Traceback")
+                result["process_restarts"] += 0 if proc.returncode is None else 1
+            return result
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -141,6 +172,8 @@ async def _burst(
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise SystemExit(f"gateway did not start; see {log_path}")
             await asyncio.sleep(0.1)
+        # `gateway serve` checks the key and model with a session of its own before it listens.
+        sessions_at_start = len(emulator.sessions)
 
         health_failures = 0
         stop = asyncio.Event()
@@ -170,8 +203,8 @@ async def _burst(
         semaphore = asyncio.Semaphore(args.concurrency)
 
         async def send(p: probe.Probe) -> probe.ProbeResult:
-            async with semaphore:
-                return await probe.run_probe(http, url, p)
+            async with semaphore:  # upgrades signed as Twilio signs them (see the module docstring)
+                return await probe.run_probe(http, url, p, auth_token=AUTH_TOKEN)
 
         kinds = [probe.ABUSIVE_KINDS[i % len(probe.ABUSIVE_KINDS)] for i in range(args.abusive)]
         tokens = [await probe.stream_token(http, url, to=TO, auth_token=AUTH_TOKEN) for _ in kinds]
@@ -196,7 +229,7 @@ async def _burst(
         for r in bad_results
         if not (r.http_status in REFUSED_HTTP or r.close_code in CLOSE_CODES) or r.error
     ]
-    sessions = len(emulator.sessions)
+    sessions = len(emulator.sessions) - sessions_at_start
     disturbed = [reason for reason in map(_disturbed, reports) if reason]
     log_text = await asyncio.to_thread(log_path.read_text, errors="replace")
     return {
@@ -223,6 +256,149 @@ async def _burst(
     }
 
 
+def _gateway_sockets(pid: int, port: int, peers: set[int]) -> int:
+    """Sockets the gateway process holds open on ``port`` whose other end is one of the ``peers`` ports
+    (its file descriptors' inodes, matched in /proc/<pid>/net/tcp{,6})."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)
+                held += local == port and remote in peers and fields[9] in inodes
+    return held
+
+
+def _admitted(report: CallReport | BaseException) -> bool:
+    """A real call got its stream: greeted, no protocol error, and it was the caller who hung up."""
+    return not isinstance(report, BaseException) and not _disturbed(report)
+
+
+async def _real_calls(url: str, count: int, hangup_after_s: float) -> list[CallReport | BaseException]:
+    options = CallOptions(
+        to=TO, gateway=url, play="builtin:hello", hangup_after_s=hangup_after_s, auth_token=AUTH_TOKEN
+    )
+    return await asyncio.gather(*(place_call(options) for _ in range(count)), return_exceptions=True)
+
+
+async def _idle_upgrades(url: str, attackers: int, calls: int) -> dict[str, Any]:
+    """Attackers hold signed media upgrades without ever sending start and reopen them about a second
+    after each close; real calls are placed meanwhile."""
+    ws_url = url.replace("http://", "ws://") + "/twilio/media"
+    headers = {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, ws_url)}  # captured once, valid for ever
+    outcomes: Counter[str] = Counter()
+    rng = random.Random(16)
+
+    async def attacker(http: aiohttp.ClientSession) -> None:
+        while True:
+            try:
+                async with http.ws_connect(ws_url, headers=headers) as ws, asyncio.timeout(30):
+                    async for _ in ws:
+                        pass
+                outcomes[f"close {ws.close_code}"] += 1
+            except aiohttp.WSServerHandshakeError as exc:
+                outcomes[f"HTTP {exc.status}"] += 1
+            except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
+                outcomes[type(exc).__name__] += 1
+            await asyncio.sleep(rng.uniform(0.5, 1.5))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        tasks = [asyncio.create_task(attacker(http)) for _ in range(attackers)]
+        try:
+            await asyncio.sleep(4.0)  # every attacker has had its socket closed and reopened at least once
+            reports = await _real_calls(url, calls, hangup_after_s=12.0)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "attack": f"{attackers} idle media upgrades churning (signed, never sending start)",
+        "real_calls": calls,
+        "real_calls_admitted": sum(map(_admitted, reports)),
+        "not_admitted_reasons": [_disturbed(r) for r in reports if not _admitted(r)],
+        "attacker_sockets_answered": dict(outcomes),
+    }
+
+
+async def _idle_and_slow(url: str, port: int, pid: int, idle: int, slow: int, calls: int) -> dict[str, Any]:
+    """Idle TCP connections and slowloris webhooks (half trickle their headers, half their body, a byte
+    a second), held until the gateway closes them; real calls and health checks meanwhile; then the
+    gateway's sockets to them are counted until none is left."""
+    peers: set[int] = set()
+    writers: list[asyncio.StreamWriter] = []
+    health_failures = 0
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        peers.add(writer.get_extra_info("sockname")[1])
+        writers.append(writer)
+        return reader, writer
+
+    async def slowloris(index: int) -> None:
+        reader, writer = await connect()
+        head = b"POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        if index % 2:  # a complete head announcing a body that then trickles
+            writer.write(
+                head + b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 4000\r\n\r\n"
+            )
+        else:
+            writer.write(head + b"X-Slow: ")
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            async with asyncio.timeout(40):
+                while not reader.at_eof():
+                    writer.write(b"a")
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await reader.read(4096)
+
+    started = time.monotonic()
+    for _ in range(idle):
+        await connect()
+    slow_tasks = [asyncio.create_task(slowloris(i)) for i in range(slow)]
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(1.0)
+        peak = _gateway_sockets(pid, port, peers)
+        calls_task = asyncio.create_task(_real_calls(url, calls, hangup_after_s=12.0))
+        while not calls_task.done():
+            health_failures += not await _healthz(http, url)
+            await asyncio.sleep(0.5)
+        reports = await calls_task
+    held, waited = peak, 0.0
+    while held and waited < 40:
+        await asyncio.sleep(1.0)
+        waited = time.monotonic() - started
+        held = _gateway_sockets(pid, port, peers)
+    for task in slow_tasks:
+        task.cancel()
+    await asyncio.gather(*slow_tasks, return_exceptions=True)
+    for writer in writers:
+        writer.close()
+    return {
+        "attack": f"{idle} idle TCP connections + {slow} slowloris webhooks",
+        "real_calls": calls,
+        "real_calls_admitted": sum(map(_admitted, reports)),
+        "not_admitted_reasons": [_disturbed(r) for r in reports if not _admitted(r)],
+        "health_check_failures": health_failures,
+        "held_by_them_at_peak": peak,
+        "held_after_timeouts": held,
+        "all_closed_after_s": round(waited, 1) if not held else None,
+    }
+
+
+async def _scenarios(args: argparse.Namespace, url: str, port: int, pid: int) -> list[dict[str, Any]]:
+    return [
+        await _idle_upgrades(url, args.idle_upgrades, args.scenario_calls),
+        await _idle_and_slow(url, port, pid, args.idle_tcp, args.slowloris, args.scenario_calls),
+    ]
+
+
 def _print(result: dict[str, Any]) -> None:
     rows = [
         ("bad attempts", result["bad_attempts"]),
@@ -247,6 +423,33 @@ def _print(result: dict[str, Any]) -> None:
         print(f"  unexpected: {line}")
     for line in result["healthy_disturbed_reasons"]:
         print(f"  disturbed: {line}")
+    for scenario in result.get("scenarios", []):
+        rows = [
+            (f"scenario: {scenario['attack']}", ""),
+            (
+                "  real calls admitted while it runs (must be all)",
+                f"{scenario['real_calls_admitted']}/{scenario['real_calls']}",
+            ),
+        ]
+        if "attacker_sockets_answered" in scenario:
+            answered = scenario["attacker_sockets_answered"]
+            rows.append(
+                ("  attackers' sockets ended by", ", ".join(f"{k}: {v}" for k, v in sorted(answered.items())))
+            )
+        if "held_after_timeouts" in scenario:
+            rows += [
+                ("  /healthz failures during the attack", scenario["health_check_failures"]),
+                ("  gateway sockets held by them at peak", scenario["held_by_them_at_peak"]),
+                (
+                    "  file handles held by idle sockets after the timeouts (must be 0)",
+                    scenario["held_after_timeouts"],
+                ),
+                ("  all closed after (s)", scenario["all_closed_after_s"]),
+            ]
+        for name, value in rows:
+            print(f"{name:<{width}}  {value}")
+        for line in scenario["not_admitted_reasons"]:
+            print(f"  not admitted: {line}")
 
 
 def main() -> int:
@@ -256,8 +459,16 @@ def main() -> int:
     parser.add_argument("--abusive", type=int, default=12, help="authenticated calls that misbehave")
     parser.add_argument("--concurrency", type=int, default=64, help="hostile connections at once")
     parser.add_argument("--seed", type=int, default=8, help="RNG seed for the hostile traffic")
+    parser.add_argument("--idle-upgrades", type=int, default=200, help="attackers churning idle upgrades")
+    parser.add_argument("--idle-tcp", type=int, default=500, help="idle TCP connections")
+    parser.add_argument("--slowloris", type=int, default=200, help="webhooks trickling head or body")
+    parser.add_argument("--scenario-calls", type=int, default=4, help="real calls during each scenario")
+    parser.add_argument("--nofile", type=int, default=1024, help="the gateway's open-file limit (0: as is)")
+    parser.add_argument("--skip-scenarios", action="store_true", help="only the burst")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # this process holds every attacker's socket
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result, indent=2))
@@ -268,6 +479,10 @@ def main() -> int:
         or result["healthy_calls_disturbed"]
         or result["process_restarts"]
         or result["bad_attempts_unexpected"]
+        or any(
+            s["real_calls_admitted"] < s["real_calls"] or s.get("held_after_timeouts")
+            for s in result.get("scenarios", [])
+        )
     )
     return 1 if failed else 0
 

@@ -31,6 +31,7 @@ import warnings
 from collections import deque
 from typing import Literal
 
+from gateway.audio.formats import FRAME_MS
 from gateway.errors import AudioError
 
 with warnings.catch_warnings():
@@ -128,8 +129,11 @@ class LocalVad:
         self._onset = 0
         self._quiet = 0
         self._active_samples = 0
-        # Sized in frames once the first frame shows how long they are (20 ms from a phone line).
-        self._ring: deque[bytes] | None = None
+        # Counted in 20 ms frames (what a phone line delivers), so appending never needs a loop.
+        nominal = max(1, int(FRAME_MS * per_ms))
+        self._ring: deque[bytes] = deque(
+            maxlen=max(1, -(-(self._preroll_samples + self._onset_samples) // nominal))
+        )
 
     @property
     def noise_floor(self) -> int:
@@ -169,11 +173,7 @@ class LocalVad:
                 return VadEdge.END
             return VadEdge.NONE
         # Not speaking: keep the pre-roll (plus the onset frames themselves) and watch for an onset.
-        ring = self._ring
-        if ring is None:
-            frames = -(-(self._preroll_samples + self._onset_samples) // n)
-            ring = self._ring = deque(maxlen=max(1, frames))
-        ring.append(pcm)
+        self._ring.append(pcm)
         if level >= onset:
             self._onset += n
             if self._onset >= self._onset_samples:
@@ -187,9 +187,6 @@ class LocalVad:
 
     def take_preroll(self) -> list[bytes]:
         """The audio from before and during the onset, oldest first, to send after ``activityStart``."""
-        ring = self._ring
-        if ring is None:
-            return []
-        chunks = list(ring)
-        ring.clear()
+        chunks = list(self._ring)
+        self._ring.clear()
         return chunks

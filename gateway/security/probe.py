@@ -141,6 +141,11 @@ def _pre_auth_probes(rng: random.Random) -> list[Callable[[], Probe]]:
         lambda: bad_token(rng.choice(["", "v1..", "v1.\u00e9.\u00e9", "..", "v1." + "A" * 300 + ".B"])),
         lambda: Probe("bad-token-type", (connected(), start(_sid("CA"), stream, {"token": 12345}))),
         lambda: Probe(
+            "unsigned-upgrade",
+            (connected(), start(_sid("CA"), stream)),
+            headers=(("X-Twilio-Signature", ""),),
+        ),
+        lambda: Probe(
             "bad-ws-signature",
             (connected(), start(_sid("CA"), stream, {"token": "v1.e30.AAAA"})),
             headers=(("X-Twilio-Signature", base64.b64encode(secrets.token_bytes(20)).decode()),),
@@ -187,9 +192,14 @@ async def _send_all(ws: aiohttp.ClientWebSocketResponse, frames: tuple[Frame, ..
 
 
 async def run_probe(
-    http: aiohttp.ClientSession, base_url: str, probe: Probe, *, wait_s: float = 5.0
+    http: aiohttp.ClientSession, base_url: str, probe: Probe, *, wait_s: float = 5.0, auth_token: str = ""
 ) -> ProbeResult:
-    """Send one probe and report the HTTP status or how the socket was closed; never raises."""
+    """Send one probe and report the HTTP status or how the socket was closed; never raises.
+
+    ``auth_token``: sign the media upgrade as Twilio does (a probe with its own signature keeps it), so
+    the probe reaches what lies behind the upgrade check. The upgrade's signature covers only the URL:
+    this is what an attacker holding one captured signature can do, for ever.
+    """
     result = ProbeResult(probe.kind)
     headers = dict(probe.headers)
     try:
@@ -202,6 +212,8 @@ async def run_probe(
                 result.replies.append(await resp.text())
             return result
         ws_url = base_url.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + MEDIA_PATH
+        if auth_token:
+            headers.setdefault("X-Twilio-Signature", twilio_signature(auth_token, ws_url))
         async with http.ws_connect(ws_url, headers=headers, max_msg_size=0) as ws:
             async with asyncio.timeout(wait_s):
                 await _send_all(ws, probe.frames)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
+import resource
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -67,8 +73,9 @@ async def _post(url: str, form: dict[str, str], headers: dict[str, str] | None =
 
 
 async def _probe(gw: Gateway, p: probe.Probe) -> probe.ProbeResult:
+    """Run a probe, its upgrade signed as Twilio would when the gateway has an auth token."""
     async with aiohttp.ClientSession() as http:
-        return await probe.run_probe(http, gw.url, p)
+        return await probe.run_probe(http, gw.url, p, auth_token=gw.settings.twilio_auth_token)
 
 
 def _assert_nothing_revealed(result: probe.ProbeResult) -> None:
@@ -191,13 +198,19 @@ async def test_malformed_webhook_identity_is_a_400(gateway: Gateway, emulator: E
 # --- media WebSocket ---------------------------------------------------------------------------
 
 
-async def test_ws_upgrade_signature_is_checked_when_sent(make_gateway: GatewayFactory) -> None:
-    """A bad X-Twilio-Signature on the upgrade is refused with 403; Twilio's own signature passes."""
+async def test_ws_upgrade_signature_is_required_with_an_auth_token(make_gateway: GatewayFactory) -> None:
+    """With an auth token, an upgrade without X-Twilio-Signature or with a bad one is refused with 403
+    before any WebSocket; Twilio's own signature passes."""
     gw = await make_gateway(twilio_auth_token=AUTH_TOKEN)
-    bad = await _probe(
-        gw, probe.Probe("bad-sig", (probe.connected(),), headers=(("X-Twilio-Signature", "AAAA"),))
-    )
-    assert bad.http_status == 403
+    for signature in ("AAAA", ""):
+        bad = await _probe(
+            gw, probe.Probe("bad-sig", (probe.connected(),), headers=(("X-Twilio-Signature", signature),))
+        )
+        assert bad.http_status == 403, signature
+    async with aiohttp.ClientSession() as http:
+        unsigned = await probe.run_probe(http, gw.url, probe.Probe("unsigned", (probe.connected(),)))
+    assert unsigned.http_status == 403
+    assert gw.app[LIMITS].pending.inside == 0
     ws_url = gw.url.replace("http://", "ws://") + "/twilio/media"
     good_sig = RequestValidator(AUTH_TOKEN).compute_signature(ws_url, {})
     frames = (probe.connected(), probe.start("CA" + "5" * 32, "MZ" + "5" * 32, {"token": "v1.x.y"}))
@@ -277,11 +290,12 @@ async def _token(gw: Gateway, to: str = TO) -> tuple[str, str]:
 
 
 async def _hold_stream(gw: Gateway, call_sid: str, token: str) -> None:
-    """An authenticated stream that stays open (silently) until cancelled."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.ws_connect(gw.url.replace("http", "ws") + "/twilio/media") as ws,
-    ):
+    """An authenticated stream (its upgrade signed when the gateway has an auth token) that stays open
+    (silently) until cancelled."""
+    ws_url = gw.url.replace("http", "ws") + "/twilio/media"
+    auth = gw.settings.twilio_auth_token
+    headers = {"X-Twilio-Signature": RequestValidator(auth).compute_signature(ws_url, {})} if auth else {}
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, headers=headers) as ws:
         await ws.send_str(probe.connected())
         await ws.send_str(probe.start(call_sid, "MZ" + "f" * 32, {"token": token}))
         async for _ in ws:
@@ -314,6 +328,47 @@ async def test_admin_token_is_required_when_configured(make_gateway: GatewayFact
         ]:
             async with http.get(gw.url + "/admin/calls", headers=headers) as resp:
                 assert resp.status == status
+
+
+@pytest.mark.parametrize(
+    "header", [("Via", "1.1 nginx"), ("CF-Connecting-IP", "198.51.100.4"), ("X-Forwarded-Proto", "https")]
+)
+async def test_admin_refuses_anything_a_proxy_relayed(gateway: Gateway, header: tuple[str, str]) -> None:
+    """Any forwarding or CDN header means a proxy relayed the request: no admin, no metrics, no unsigned
+    webhook, and the refusal says to set GATEWAY_ADMIN_TOKEN."""
+    async with aiohttp.ClientSession() as http:
+        for path in ("/admin/calls", "/metrics"):
+            async with http.get(gateway.url + path, headers=dict([header])) as resp:
+                assert resp.status == 403
+                assert "GATEWAY_ADMIN_TOKEN" in await resp.text()
+    status, _ = await _post(gateway.url + "/twilio/voice", _form(), dict([header]))
+    assert status == 403
+
+
+async def test_listening_beyond_loopback_needs_the_admin_token(make_gateway: GatewayFactory) -> None:
+    """Listening on 0.0.0.0 (the default), nothing without a token may look local, since a proxy on this
+    host would relay anyone as 127.0.0.1: admin, metrics and unsigned webhooks are refused, saying how
+    to fix it; with GATEWAY_ADMIN_TOKEN, the bearer scheme in any case opens the admin."""
+    exposed = await make_gateway(host="0.0.0.0")
+    async with aiohttp.ClientSession() as http:
+        for path in ("/admin/calls", "/metrics", "/admin/"):
+            async with http.get(exposed.url + path) as resp:
+                assert resp.status == 403, path
+                text = await resp.text()
+                assert "GATEWAY_ADMIN_TOKEN" in text
+                assert "127.0.0.1" in text
+    status, text = await _post(exposed.url + "/twilio/voice", _form())
+    assert status == 403
+    assert "127.0.0.1" in text
+    token = "adm-" + "7" * 28
+    with_token = await make_gateway(host="0.0.0.0", admin_token=token)
+    async with aiohttp.ClientSession() as http:
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            for path in ("/admin/calls", "/metrics"):
+                async with http.get(
+                    with_token.url + path, headers={"Authorization": f"{scheme} {token}"}
+                ) as resp:
+                    assert resp.status == 200, (scheme, path)
 
 
 async def test_readyz_hides_dialplan_errors_from_the_public(gateway: Gateway, dialplan_dir: Path) -> None:
@@ -394,19 +449,205 @@ async def test_oversized_message_and_flood_end_only_that_socket(gateway: Gateway
 
 
 async def test_pending_unauthenticated_sockets_are_capped(make_gateway: GatewayFactory) -> None:
-    """Beyond max_pending_streams, upgrades are refused with 503 until a pending socket finishes."""
+    """Beyond max_pending_streams a new upgrade is admitted and the oldest waiting socket is closed
+    with 1013, so waiting sockets never pile up and never lock anyone out."""
     gw = await make_gateway(max_pending_streams=2)
     ws_url = gw.url.replace("http://", "ws://") + "/twilio/media"
     async with aiohttp.ClientSession() as http:
-        idle = [await http.ws_connect(ws_url) for _ in range(2)]
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await http.ws_connect(ws_url)
-        assert refused.value.status == 503
-        for ws in idle:
+        oldest, middle = [await http.ws_connect(ws_url) for _ in range(2)]
+        newest = await http.ws_connect(ws_url)
+        msg = await oldest.receive(timeout=2)
+        assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert oldest.close_code == 1013
+        assert "evicted" in str(msg.extra)
+        assert not middle.closed
+        assert not newest.closed
+        assert gw.app[LIMITS].pending.inside == 2
+        for ws in (oldest, middle, newest):
             await ws.close()
         await _eventually(lambda: gw.app[LIMITS].pending.inside == 0)
-        again = await http.ws_connect(ws_url)
-        await again.close()
+
+
+async def test_an_idle_upgrade_has_seconds_to_show_its_token(gateway: Gateway) -> None:
+    """Twilio sends start one round trip after the upgrade: a socket still silent after 3 s is closed."""
+    ws_url = gateway.url.replace("http://", "ws://") + "/twilio/media"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        opened = time.monotonic()
+        msg = await ws.receive(timeout=8)
+        waited = time.monotonic() - opened
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1008
+    assert 2.0 <= waited <= 4.0
+
+
+async def _churn(ws_url: str, stop: asyncio.Event, held: list[int], reopen_s: float) -> None:
+    """One attacker: hold an upgraded media socket without ever sending start; when it is closed (or
+    refused), reopen it after about ``reopen_s``. Bounded by ``stop``."""
+    rng = random.Random()
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            try:
+                async with http.ws_connect(ws_url) as ws:
+                    held[0] += 1
+                    try:
+                        async with asyncio.timeout(30):
+                            while not stop.is_set() and not ws.closed:
+                                with contextlib.suppress(TimeoutError):
+                                    await ws.receive(timeout=0.5)
+                    finally:
+                        held[0] -= 1
+            except (aiohttp.ClientError, ConnectionError, TimeoutError):
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), reopen_s * rng.uniform(0.5, 1.5))
+
+
+async def test_a_real_stream_is_admitted_while_200_idle_upgrades_churn(
+    make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """200 attackers on one address hold media sockets without ever sending start and reopen them
+    whenever they are closed: a real call placed meanwhile still gets its stream, its greeting and its
+    hang-up, and the waiting sockets never exceed the per-source cap."""
+    gw = await make_gateway()
+    ws_url = gw.url.replace("http://", "ws://") + "/twilio/media"
+    stop, held = asyncio.Event(), [0]
+    attackers = [asyncio.create_task(_churn(ws_url, stop, held, reopen_s=1.5)) for _ in range(200)]
+    try:
+        gate = gw.app[LIMITS].pending
+        await _eventually(lambda: gate.inside >= 20 and held[0] >= 100, within_s=15)
+        report = await place_call(CallOptions(to=TO, gateway=gw.url, hangup_after_s=2.0))
+        waiting = gate.holding("127.0.0.1")
+    finally:
+        stop.set()
+        await asyncio.gather(*attackers, return_exceptions=True)
+    assert report.protocol_errors == []
+    assert report.greeting_ms is not None
+    assert report.ended_by == "caller"
+    assert waiting <= gate.per_source == 20
+    assert gate.evicted > 0
+
+
+# --- connections: timeouts and the cap -----------------------------------------------------------
+
+
+async def _eof_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """Seconds until the gateway closed the connection (reading everything it sent until then)."""
+    started = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while await reader.read(4096):
+            pass
+    return time.monotonic() - started
+
+
+async def test_an_idle_connection_is_closed_after_the_idle_timeout(make_gateway: GatewayFactory) -> None:
+    """A connection that never sends a request is closed after GATEWAY_HTTP_IDLE_TIMEOUT_S, and so is
+    a keep-alive connection idle after its response."""
+    gw = await make_gateway(http_idle_timeout_s=0.5)
+    port = gw.server.port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await _eof_within(reader, 5) < 3
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert await _eof_within(reader, 5) < 3
+    writer.close()
+
+
+async def test_slow_headers_and_slow_bodies_are_cut_off(make_gateway: GatewayFactory) -> None:
+    """Slowloris: a request head trickling in is cut at the idle timeout; a body trickling in gets 408
+    at the body timeout. Neither holds its socket."""
+    gw = await make_gateway(http_idle_timeout_s=0.6, http_body_timeout_s=0.6)
+    port = gw.server.port
+
+    async def trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
+        for byte in data:
+            writer.write(bytes([byte]))
+            await asyncio.sleep(0.1)
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    drip = asyncio.create_task(
+        trickle(writer, b"POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100)
+    )
+    assert await _eof_within(reader, 5) < 3
+    drip.cancel()
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /twilio/voice HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 200\r\n\r\nCallSid="
+    )
+    drip = asyncio.create_task(trickle(writer, b"C" * 100))
+    answer = await reader.read(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:40]
+    assert await _eof_within(reader, 3) < 2
+    drip.cancel()
+    writer.close()
+
+
+async def test_idle_connections_give_way_to_calls_and_health_checks(
+    make_gateway: GatewayFactory, emulator: Emulator
+) -> None:
+    """With room for 40 connections, 120 idle ones (opened before and during a call) hold at most their
+    share: the oldest are closed to make room, /healthz answers, and a real call goes through."""
+    gw = await make_gateway(max_connections=40, http_idle_timeout_s=60)
+    port = gw.server.port
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]
+    call = asyncio.create_task(place_call(CallOptions(to=TO, gateway=gw.url, hangup_after_s=2.0)))
+    idle += [await asyncio.open_connection("127.0.0.1", port) for _ in range(60)]
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/healthz") as resp:
+        assert resp.status == 200
+    report = await call
+    assert report.greeting_ms is not None
+    assert report.ended_by == "caller"
+    closed = 0
+    for reader, writer in idle:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.05):
+                closed += await reader.read(1) == b""
+        writer.close()
+    assert closed >= 110  # idle share: a quarter of 40 (the calls and pending streams would need more)
+    cap = gw.app[LIMITS].connections
+    assert cap.idle_limit == 10
+    assert cap.total <= cap.limit == 40
+
+
+async def test_the_soft_open_file_limit_is_raised_and_the_capacity_said(
+    tmp_path: Path, dialplan_dir: Path
+) -> None:
+    """`gateway serve` started with a soft limit of 300 (hard 1024) raises it to 1024 and says how many
+    calls that allows, in its log and banner."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip("the hard open-file limit is below 1024 here")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
+    env.update(GATEWAY_DATA_DIR=str(tmp_path / "data"), GATEWAY_LOG_LEVEL="INFO")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 1024))
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--emulator", "--host", "127.0.0.1", "--port", str(port),
+        "--dialplans", str(dialplan_dir), env=env, cwd=tmp_path, preexec_fn=limit,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any("Try a call" in line for line in seen):
+                line = (await proc.stdout.readline()).decode()
+                assert line, "".join(seen)
+                seen.append(line)
+    finally:
+        proc.terminate()
+        await proc.wait()
+    text = "".join(seen)
+    assert "open-file limit raised" in text
+    assert "open-file limit 1024: room for 200 concurrent calls" in text
 
 
 async def test_hard_duration_cap_ends_the_call_cleanly(make_gateway: GatewayFactory) -> None:

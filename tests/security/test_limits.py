@@ -1,4 +1,5 @@
-"""Server limits as plain bookkeeping: admission, flood detection, the pending gate, the duration cap."""
+"""Server limits as plain bookkeeping: admission, flood detection, the pending gate, the connection cap,
+the open-file budget, the duration cap."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ import asyncio
 import pytest
 
 from gateway.errors import ConfigError, TelephonyProtocolError
-from gateway.server.limits import CallAdmission, DurationCap, Gate, MessageRate
+from gateway.server.limits import (
+    CallAdmission,
+    ConnectionCap,
+    DurationCap,
+    FileBudget,
+    Gate,
+    LimitState,
+    MessageRate,
+)
 from gateway.settings import Settings
 
 
@@ -109,15 +118,103 @@ def test_message_rate_catches_a_flood_that_starts_mid_stream() -> None:
     assert sent <= 2 * rate.budget
 
 
-def test_gate_caps_holders() -> None:
-    """The gate lets in at most its limit and counts refusals."""
-    gate = Gate(2)
-    assert gate.enter()
-    assert gate.enter()
-    assert not gate.enter()
-    gate.leave()
-    assert gate.enter()
-    assert gate.refused == 1
+def test_gate_evicts_the_oldest_of_a_full_source() -> None:
+    """A source at its cap makes room by losing its own oldest waiting socket; other sources keep theirs."""
+    gate = Gate(10, per_source=2)
+    evicted: list[str] = []
+    twilio = gate.enter("twilio")
+    twilio.bind(lambda: evicted.append("twilio"))
+    first, second = gate.enter("attacker"), gate.enter("attacker")
+    first.bind(lambda: evicted.append("first"))
+    second.bind(lambda: evicted.append("second"))
+    third = gate.enter("attacker")
+    assert evicted == ["first"]
+    assert first.evicted
+    assert not twilio.evicted
+    assert (gate.inside, gate.holding("attacker"), gate.evicted) == (3, 2, 1)
+    first.leave()  # the evicted socket closing: a no-op
+    third.leave()
+    third.leave()  # idempotent
+    assert gate.inside == 2
+
+
+def test_full_gate_evicts_from_the_source_holding_most() -> None:
+    """Globally full, a new socket (even from a new source) pushes out the oldest socket of the heaviest
+    source, never the lone socket of a small one (Twilio's media servers are a handful of addresses)."""
+    gate = Gate(4, per_source=0)
+    twilio = gate.enter("twilio")
+    flood = [gate.enter("attacker") for _ in range(3)]
+    newcomer = gate.enter("twilio")
+    assert flood[0].evicted
+    assert not twilio.evicted
+    assert not newcomer.evicted
+    assert (gate.holding("twilio"), gate.holding("attacker")) == (2, 2)
+    # A tie goes to the source whose oldest socket has waited longest: that one is the likeliest stuck.
+    gate.enter("third")
+    assert twilio.evicted
+    assert not flood[1].evicted
+
+
+def test_eviction_before_bind_fires_on_bind() -> None:
+    """A socket evicted while its upgrade was still being answered learns it as soon as it waits."""
+    gate = Gate(1)
+    early = gate.enter("a")
+    gate.enter("b")
+    fired: list[bool] = []
+    early.bind(lambda: fired.append(True))
+    assert fired == [True]
+
+
+def test_unlimited_gate_never_evicts() -> None:
+    gate = Gate(0, per_source=0)
+    tickets = [gate.enter("a") for _ in range(500)]
+    assert gate.inside == 500
+    assert not any(t.evicted for t in tickets)
+
+
+def test_connection_cap_closes_the_oldest_idle_first() -> None:
+    """Idle connections past their share give way oldest first; busy ones are never chosen."""
+    cap: ConnectionCap[str] = ConnectionCap(limit=5, idle_limit=3)
+    assert cap.opened("a") == ([], True)
+    assert cap.opened("b") == ([], True)
+    cap.busy("a")  # a request is being handled on "a"
+    assert cap.opened("c") == ([], True)
+    assert cap.opened("d") == ([], True)
+    assert cap.opened("e") == (["b"], True)  # idle share (3) full: the oldest idle one goes
+    cap.idle("a")  # "a" finished its request: now the newest idle connection
+    assert cap.opened("f") == (["c", "d"], True)
+    assert (cap.total, cap.idle_count, cap.evicted) == (3, 3, 3)
+    cap.closed("b")  # the evicted connection's close arrives later: a no-op
+    cap.busy("b")  # and a late handler on it is not counted
+    assert cap.total == 3
+
+
+def test_connection_cap_refuses_only_when_everything_is_busy() -> None:
+    cap: ConnectionCap[int] = ConnectionCap(limit=3, idle_limit=3)
+    for conn in range(3):
+        cap.opened(conn)
+        cap.busy(conn)
+    assert cap.opened(99) == ([], False)
+    assert cap.refused == 1
+    cap.closed(0)
+    assert cap.opened(100) == ([], True)
+
+
+def test_file_budget_leaves_room_for_each_calls_two_sockets() -> None:
+    """1024 files: every call holds two sockets, 64 files stay reserved, idle connections get what live
+    calls, pending streams and health checks leave; a small limit caps the calls themselves."""
+    budget = FileBudget.compute(Settings(max_calls=200, max_pending_streams=100), 1024)
+    assert (budget.calls, budget.calls_by_files, budget.connections) == (200, 480, 760)
+    assert budget.idle_connections == 760 - (200 + 100 + 16)
+    assert "room for 200 concurrent calls" in budget.describe()
+    small = FileBudget.compute(Settings(max_calls=200), 256)
+    assert small.calls == 96
+    assert "the limit allows" not in small.describe()
+    assert small.idle_connections >= small.connections // 4
+    assert FileBudget.compute(Settings(max_calls=0), 0).calls == (2**20 - 64) // 2
+    assert FileBudget.compute(Settings(max_connections=50), 1024).connections == 50
+    limits = LimitState.from_settings(Settings(max_calls=200), files=256)
+    assert limits.admission.max_calls == 96  # over that, the webhook plays the fallback, no EMFILE
 
 
 async def test_duration_cap_marks_then_cancels() -> None:
@@ -156,8 +253,14 @@ def test_settings_parse_limits_and_reject_nonsense() -> None:
             "GATEWAY_MAX_STREAM_RATE": "120",
             "GATEWAY_MAX_CALL_S": "600",
             "GATEWAY_REDIS_URL": "redis://:pw-long-enough@127.0.0.1:6379/0",
+            "GATEWAY_MAX_PENDING_PER_SOURCE": "7",
+            "GATEWAY_MAX_CONNECTIONS": "900",
+            "GATEWAY_HTTP_IDLE_TIMEOUT_S": "30",
+            "GATEWAY_HTTP_BODY_TIMEOUT_S": "4",
         }
     )
+    assert (s.max_pending_per_source, s.max_connections) == (7, 900)
+    assert (s.http_idle_timeout_s, s.http_body_timeout_s) == (30.0, 4.0)
     assert (s.max_calls, s.max_stream_messages_per_s, s.max_call_s) == (5, 120, 600.0)
     assert s.max_calls_per_dialplan == (("support", 2), ("*", 3))
     assert "pw-long-enough" in s.secrets()
@@ -168,6 +271,10 @@ def test_settings_parse_limits_and_reject_nonsense() -> None:
         ("GATEWAY_MAX_CALLS", "-1"),
         ("GATEWAY_MAX_CALLS_PER_DIALPLAN", "support=lots"),
         ("GATEWAY_MAX_CALLS_PER_DIALPLAN", "=3"),
+        ("GATEWAY_MAX_PENDING_PER_SOURCE", "some"),
+        ("GATEWAY_MAX_CONNECTIONS", "-5"),
+        ("GATEWAY_HTTP_IDLE_TIMEOUT_S", "0"),
+        ("GATEWAY_HTTP_BODY_TIMEOUT_S", "soon"),
     ]:
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: value})
