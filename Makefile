@@ -23,10 +23,13 @@ $(STAMP_DEV): pyproject.toml | $(BIN)/python
 # `make run` asks for it (--emulator) and says so.
 CREDENTIALS := $(strip $(GEMINI_API_KEY)$(GOOGLE_API_KEY)$(filter 1 true True TRUE yes on,$(GOOGLE_GENAI_USE_VERTEXAI)))
 SERVE_FLAGS := $(if $(CREDENTIALS),,--emulator)
+# A first run listens on this machine only, so `gateway call` and /admin/ work from it without tokens
+# (a tunnel such as ngrok reaches it too); set GATEWAY_HOST to listen elsewhere (then see README, Security).
+SERVE_HOST := $(if $(GATEWAY_HOST),,--host 127.0.0.1)
 
 run: $(STAMP_RUN)
 	@$(if $(CREDENTIALS),,echo "make run: no GEMINI_API_KEY set, so the gateway starts on the embedded Gemini Live emulator (gateway serve --emulator)")
-	$(BIN)/gateway serve $(SERVE_FLAGS)
+	$(BIN)/gateway serve $(SERVE_HOST) $(SERVE_FLAGS)
 
 lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check gateway tests bench

@@ -407,7 +407,7 @@ def _print(result: dict[str, Any]) -> None:
         ("  burst duration (s)", result["burst_s"]),
         ("Gemini sessions opened by bad attempts (must be 0)", result["gemini_sessions_by_bad_attempts"]),
         ("abusive authenticated calls", result["abusive_authenticated_calls"]),
-        ("  closed cleanly (1003/1007/1008/1009)", result["abusive_calls_closed_cleanly"]),
+        ("  closed cleanly (1003/1007/1008/1009/1013)", result["abusive_calls_closed_cleanly"]),
         ("healthy calls", result["healthy_calls"]),
         ("healthy calls disturbed (must be 0)", result["healthy_calls_disturbed"]),
         ("  greeting ms", result["healthy_greeting_ms"]),

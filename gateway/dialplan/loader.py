@@ -10,9 +10,9 @@ turn a setting off.
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import re
-import errno
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass

@@ -100,7 +100,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     elif not settings.allow_unsigned_webhooks and not local_operator(request):
         # No auth token: anyone who can reach us could start sessions on the owner's bill. Only this
         # machine is trusted, and only while nothing else can relay to us (gateway/security/access.py).
-        log.warning("voice webhook rejected: unsigned and not from loopback", extra={"peer": request.remote})
+        log.warning("voice webhook rejected: unsigned, not local operator", extra={"peer": request.remote})
         raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     call_sid, to, from_ = params.get("CallSid", ""), params.get("To", ""), params.get("From", "")
     if not call_sid or not to:
