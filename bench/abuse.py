@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -139,7 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             result = await _burst(args, url, emulator, proc, pid, Path(log_file.name))
             if not args.skip_scenarios:
-                result["scenarios"] = await _scenarios(args, url, port, pid)
+                result["scenarios"] = await _scenarios(args, url, port, pid, emulator)
                 log_text = await asyncio.to_thread(Path(log_file.name).read_text, errors="replace")
                 result["gateway_tracebacks"] = log_text.count("Traceback")
                 result["process_restarts"] += 0 if proc.returncode is None else 1
@@ -392,10 +393,96 @@ async def _idle_and_slow(url: str, port: int, pid: int, idle: int, slow: int, ca
     }
 
 
-async def _scenarios(args: argparse.Namespace, url: str, port: int, pid: int) -> list[dict[str, Any]]:
+async def _signed_webhook(http: aiohttp.ClientSession, url: str, call_sid: str) -> tuple[str, str]:
+    """A signed voice webhook as Twilio sends it; the TwiML's stream URL and stream token."""
+    webhook = f"{url}/twilio/voice"
+    form = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550001111", "To": TO}
+    headers = {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, webhook, form)}
+    async with http.post(webhook, data=form, headers=headers) as response:
+        body = await response.text()
+    if response.status != 200 or 'name="token" value="' not in body:
+        raise RuntimeError(f"webhook answered {response.status}: {body[:200]}")
+    return body.split('<Stream url="')[1].split('"')[0], body.split('name="token" value="')[1].split('"')[0]
+
+
+async def _abandoned_webhooks(url: str, emulator: Emulator, count: int, after_s: float) -> dict[str, Any]:
+    """Callers who hang up before the media stream opens: each signed webhook preconnects a Gemini
+    session; none may still be open ``after_s`` after the traffic stops."""
+    before = len(emulator.sessions)
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(_signed_webhook(http, url, f"CA{i:032x}") for i in range(count)))
+    opened = emulator.sessions[before:]
+    async with asyncio.timeout(10):
+        while len(emulator.sessions) - before < count:  # noqa: ASYNC110 - the preconnects still set up
+            await asyncio.sleep(0.05)
+        opened = emulator.sessions[before:]
+    peak = sum(not s.closed.is_set() for s in opened)
+    await asyncio.sleep(after_s)
+    return {
+        "attack": f"{count} signed webhooks whose callers hang up before the stream opens",
+        "gemini_sessions_opened": len(opened),
+        "gemini_sessions_open_at_peak": peak,
+        "gemini_sessions_open_after": sum(not s.closed.is_set() for s in opened),
+        "after_s": after_s,
+    }
+
+
+async def _dead_callers(url: str, count: int, media_s: float) -> dict[str, Any]:
+    """Callers that vanish mid-call without closing their sockets: they stop sending media and the TCP
+    connection stays up. How long until the gateway ends each call?"""
+    silence = json.dumps(
+        {
+            "event": "media",
+            "streamSid": "MZ" + "d" * 32,
+            "media": {"payload": base64.b64encode(b"\xff" * 160).decode()},
+        }
+    )  # 20 ms of μ-law silence
+
+    async def one(http: aiohttp.ClientSession, index: int) -> float:
+        call_sid = f"CA{index + 0xDEAD:032x}"
+        stream_url, token = await _signed_webhook(http, url, call_sid)
+        headers = {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, stream_url)}
+        async with http.ws_connect(stream_url, headers=headers) as ws:
+            await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            start = {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": "MZ" + "d" * 32,
+                "start": {
+                    "streamSid": "MZ" + "d" * 32,
+                    "accountSid": "AC" + "0" * 32,
+                    "callSid": call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": {"token": token},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+            await ws.send_str(json.dumps(start))
+            for _ in range(int(media_s / 0.02)):
+                await ws.send_str(silence)
+                await asyncio.sleep(0.02)
+            gone = time.monotonic()
+            async with asyncio.timeout(120):
+                async for _ in ws:  # the bot's audio and marks, until the gateway hangs up
+                    pass
+            return time.monotonic() - gone
+
+    async with aiohttp.ClientSession() as http:
+        waited = await asyncio.gather(*(one(http, i) for i in range(count)))
+    return {
+        "attack": f"{count} callers who vanish mid-call, socket left open",
+        "dead_caller_ended_after_s": [round(w, 2) for w in sorted(waited)],
+    }
+
+
+async def _scenarios(
+    args: argparse.Namespace, url: str, port: int, pid: int, emulator: Emulator
+) -> list[dict[str, Any]]:
     return [
         await _idle_upgrades(url, args.idle_upgrades, args.scenario_calls),
         await _idle_and_slow(url, port, pid, args.idle_tcp, args.slowloris, args.scenario_calls),
+        await _abandoned_webhooks(url, emulator, args.abandoned, args.abandoned_wait_s),
+        await _dead_callers(url, args.dead_callers, media_s=2.0),
     ]
 
 
@@ -424,13 +511,27 @@ def _print(result: dict[str, Any]) -> None:
     for line in result["healthy_disturbed_reasons"]:
         print(f"  disturbed: {line}")
     for scenario in result.get("scenarios", []):
-        rows = [
-            (f"scenario: {scenario['attack']}", ""),
-            (
-                "  real calls admitted while it runs (must be all)",
-                f"{scenario['real_calls_admitted']}/{scenario['real_calls']}",
-            ),
-        ]
+        rows = [(f"scenario: {scenario['attack']}", "")]
+        if "real_calls" in scenario:
+            rows.append(
+                (
+                    "  real calls admitted while it runs (must be all)",
+                    f"{scenario['real_calls_admitted']}/{scenario['real_calls']}",
+                )
+            )
+        if "gemini_sessions_opened" in scenario:
+            rows += [
+                (
+                    "  Gemini sessions opened / open at peak",
+                    f"{scenario['gemini_sessions_opened']} / {scenario['gemini_sessions_open_at_peak']}",
+                ),
+                (
+                    f"  Gemini sessions left open {scenario['after_s']:g} s after traffic stops (must be 0)",
+                    scenario["gemini_sessions_open_after"],
+                ),
+            ]
+        if "dead_caller_ended_after_s" in scenario:
+            rows.append(("  seconds until a dead caller's call ends", scenario["dead_caller_ended_after_s"]))
         if "attacker_sockets_answered" in scenario:
             answered = scenario["attacker_sockets_answered"]
             rows.append(
@@ -448,7 +549,7 @@ def _print(result: dict[str, Any]) -> None:
             ]
         for name, value in rows:
             print(f"{name:<{width}}  {value}")
-        for line in scenario["not_admitted_reasons"]:
+        for line in scenario.get("not_admitted_reasons", ()):
             print(f"  not admitted: {line}")
 
 
@@ -463,6 +564,11 @@ def main() -> int:
     parser.add_argument("--idle-tcp", type=int, default=500, help="idle TCP connections")
     parser.add_argument("--slowloris", type=int, default=200, help="webhooks trickling head or body")
     parser.add_argument("--scenario-calls", type=int, default=4, help="real calls during each scenario")
+    parser.add_argument("--abandoned", type=int, default=60, help="webhooks whose stream never opens")
+    parser.add_argument(
+        "--abandoned-wait-s", type=float, default=30.0, help="how long after them no session may be open"
+    )
+    parser.add_argument("--dead-callers", type=int, default=4, help="callers that vanish mid-call")
     parser.add_argument("--nofile", type=int, default=1024, help="the gateway's open-file limit (0: as is)")
     parser.add_argument("--skip-scenarios", action="store_true", help="only the burst")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -480,7 +586,9 @@ def main() -> int:
         or result["process_restarts"]
         or result["bad_attempts_unexpected"]
         or any(
-            s["real_calls_admitted"] < s["real_calls"] or s.get("held_after_timeouts")
+            s.get("real_calls_admitted", 0) < s.get("real_calls", 0)
+            or s.get("held_after_timeouts")
+            or s.get("gemini_sessions_open_after")
             for s in result.get("scenarios", [])
         )
     )
