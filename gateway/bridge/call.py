@@ -68,6 +68,7 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
 
 if TYPE_CHECKING:
     from gateway.tools.router import ToolRouter
@@ -162,6 +163,8 @@ class CallBridge:
         tools: Callable[[CallBridge], ToolRouter] | None = None,
         uplink_rate: int = LIVE_INPUT_RATE,
         media_timeout_s: float = 0.0,
+        audio: AudioFormat = PCMU_8K,
+        capabilities: Capabilities | None = None,
     ) -> None:
         self.info = info
         self.dialplan = dialplan
@@ -170,10 +173,17 @@ class CallBridge:
         self._send = send
         self.log = log
         self._clock = clock
-        self.uplink = Uplink(out_rate=uplink_rate)
-        #: The caller is gone when no media frame arrived for this long (0: never checked).
-        self.media_timeout_s = media_timeout_s
-        self.downlink = Downlink()
+        #: The stream's audio, converted once at the edge (Uplink/Downlink, fallback frames).
+        self.audio = audio
+        #: What the provider's stream can do (gateway/telephony/provider.py): read, never assumed.
+        self.capabilities = caps = capabilities if capabilities is not None else Capabilities()
+        self.uplink = Uplink(audio.codec, in_rate=audio.rate, out_rate=uplink_rate)
+        #: The caller is gone when no media frame arrived for this long (0: never checked). Only for
+        #: providers that stream continuously; others may fall silent on purpose.
+        self.media_timeout_s = media_timeout_s if caps.continuous_media else 0.0
+        #: Frames per media message: any number (None) or exactly this many (Vonage, AudioSocket: 1).
+        self._per_message = caps.frames_per_message
+        self.downlink = Downlink(audio.codec, out_rate=audio.rate)
         self.playout = Playout(lead_s=playout_lead_s)
         #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
         self._vad = manual_vad(dialplan, uplink_rate)
@@ -627,10 +637,11 @@ class CallBridge:
                 await asyncio.sleep(delay)
 
     async def _pump(self) -> None:
-        """Send what is due now: consecutive frames as one media message (Twilio plays any size), and
+        """Send what is due now: consecutive frames as one media message where the provider plays any
+        size (Twilio), exactly ``frames_per_message`` per message where it does not (Vonage: one), and
         everything due at once (media, marks) in one send, i.e. one write() on the socket."""
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
-            encode, recording = self._encode, self.observer.recording
+            encode, recording, per = self._encode, self.observer.recording, self._per_message
             texts: list[str] = []
             run: list[bytes] = []
             for item in self.playout.due(self._clock()):
@@ -643,6 +654,9 @@ class CallBridge:
                     run.append(item)
                     if recording is not None:
                         recording.bot(item)
+                    if per is not None and len(run) == per:
+                        texts.append(encode(PlayAudio(run[0] if per == 1 else b"".join(run))))
+                        run = []
             if run:
                 texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
             if texts:

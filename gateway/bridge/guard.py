@@ -153,7 +153,7 @@ class CallGuard:
         self._acting = True
         plan = bridge.dialplan
         try:
-            frames, source = fallback_frames(plan)
+            frames, source = fallback_frames(plan, bridge.audio)
         except AudioError as exc:  # even the shipped asset failed: act at once rather than hang
             bridge.log.error("fallback audio unavailable", extra={"error": str(exc)})
             frames, source = (), "none"

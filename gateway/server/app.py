@@ -16,12 +16,12 @@ from gateway.gemini.session import LiveEndpoint
 from gateway.security.access import admin_allowed
 from gateway.security.replay import close_guard, replay_guard
 from gateway.security.tokens import StreamTokens
-from gateway.server import twilio
 from gateway.server.admin import is_draining, setup_admin
 from gateway.server.calls import CallRegistry
 from gateway.server.connections import connection_state, handler_args, open_file_limit
 from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
+from gateway.server.providers import add_routes
 from gateway.server.state import (
     CALLS,
     DIALPLANS,
@@ -64,8 +64,7 @@ def create_app(
     app[CALLS] = CallRegistry()
     app[PRECONNECT] = Preconnector()
     app[MEDIA_SOCKETS] = weakref.WeakSet()
-    app.router.add_post(twilio.VOICE_PATH, twilio.voice_webhook)
-    app.router.add_get(twilio.MEDIA_PATH, twilio.media_stream)
+    add_routes(app)  # every provider's webhook and media stream (gateway/server/providers.py)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app)

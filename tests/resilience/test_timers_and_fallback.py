@@ -9,10 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gateway.bridge.fallback import DEFAULT_FALLBACK_WAV, fallback_frames, load_frames, wav_to_ulaw_frames
+from gateway.bridge.fallback import (
+    DEFAULT_FALLBACK_WAV,
+    fallback_frames,
+    load_frames,
+    wav_to_frames,
+    wav_to_ulaw_frames,
+)
 from gateway.bridge.timers import DEFAULT_SILENCE_PROMPT, CallTimers, Say, TimerAction
 from gateway.dialplan.model import Action, Dialplan, Limits
 from gateway.errors import AudioError
+from gateway.telephony.provider import AudioFormat
 
 
 def test_silence_prompts_once_then_ends_politely() -> None:
@@ -109,3 +116,19 @@ def test_per_dialplan_wav_wins_and_a_broken_one_falls_back(tmp_path: Path) -> No
     assert len(frames) == 10
     own.write_bytes(b"not a wav at all")
     assert fallback_frames(plan)[1] == "default"
+
+
+@pytest.mark.parametrize(
+    ("audio", "size", "silence"),
+    [
+        (AudioFormat("ulaw", 8000), 160, 0xFF),
+        (AudioFormat("alaw", 8000), 160, 0xD5),
+        (AudioFormat("l16", 16000), 640, 0),
+    ],
+)
+def test_fallback_frames_come_in_the_streams_own_format(audio: AudioFormat, size: int, silence: int) -> None:
+    """A wideband or A-law stream gets its fallback line in its own format, padded with its silence."""
+    frames = wav_to_frames(_wav(16000, 2, 0.51), audio=audio)  # 25.5 frames: the last one half silence
+    assert {len(f) for f in frames} == {size}
+    assert len(frames) == 26
+    assert frames[-1][size // 2 + 8 :] == bytes([silence]) * (size // 2 - 8)

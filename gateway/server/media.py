@@ -1,0 +1,318 @@
+"""One media-stream handler for every phone provider: authenticate the stream, admit the call, bridge it.
+
+Each provider supplies a :class:`StreamRoute`: its path, how its upgrade is authenticated, its codec
+(:class:`~gateway.telephony.provider.MediaCodec`, sans-I/O) and where the gateway's stream token travels.
+Everything else is the same for all of them and lives here, once.
+
+Security order on the media socket: the provider's upgrade check (a signature, where it has one), then
+``start`` and the stream token the webhook issued (signed, bound to this call, short-lived,
+single-use), and only then the dialplan and Gemini. A socket that fails any check is closed with the
+codec's close code (1008 by default) and costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from aiohttp import WSMsgType, web
+
+from gateway.bridge.call import CallBridge, CallInfo
+from gateway.bridge.resilience import live_session_for_call, transcript_lines
+from gateway.bridge.setup import session_config
+from gateway.dialplan.model import Dialplan
+from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyProtocolError
+from gateway.gemini.messages import SessionConfig
+from gateway.gemini.session import LiveSession
+from gateway.log import CallLogger, bind_call_context, reset_call_context
+from gateway.security.access import source_address
+from gateway.security.tokens import StreamClaims
+from gateway.server.limits import DurationCap, MessageRate
+from gateway.server.media_in import DirectHandler, MediaSocket, direct_failure
+from gateway.server.media_out import MediaSender
+from gateway.server.preconnect import await_session
+from gateway.server.state import (
+    CALLS,
+    DIALPLANS,
+    LIMITS,
+    LIVE_ENDPOINT,
+    MEDIA_SOCKETS,
+    OBSERVABILITY,
+    PRECONNECT,
+    SETTINGS,
+    STREAM_TOKENS,
+)
+from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
+from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
+from gateway.telephony.provider import MediaCodec
+
+__all__ = ["START_TIMEOUT_S", "StreamRoute", "live_config", "media_stream_handler", "public_base", "ws_url"]
+
+#: How long a media socket may take to show its stream token. Providers send their start message as
+#: soon as the upgrade is answered, one round trip; more than this is not the provider.
+START_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRoute:
+    """What differs between providers' media streams; the handler does the rest."""
+
+    #: ``twilio``, ``telnyx``…: names the handler's logger and metrics labels.
+    provider: str
+    #: The route the provider's media socket connects to.
+    path: str
+    #: A fresh codec per socket.
+    codec: Callable[[], MediaCodec]
+    #: The provider's own authentication of the upgrade (a signature); None: the stream token alone.
+    #: Called before the WebSocket exists, so a refused upgrade costs nothing.
+    upgrade_refusal: Callable[[web.Request], str | None]
+    #: Where the gateway's stream token arrived: a ``<Parameter>`` in ``start``, or the URL's query.
+    token: Callable[[CallStarted, web.Request], str]
+    log: CallLogger
+
+
+def public_base(request: web.Request) -> str:
+    """The scheme://host the provider used to reach us: configured, else as the request (or proxy) says."""
+    configured = request.app[SETTINGS].public_url
+    if configured:
+        return configured
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{proto}://{host}"
+
+
+def ws_url(http_url: str) -> str:
+    parts = urlsplit(http_url)
+    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+
+
+def live_config(app: web.Application, plan: Dialplan) -> SessionConfig:
+    """The call's Live setup: the dialplan's, plus the deployment's model default and uplink rate."""
+    settings = app[SETTINGS]
+    return session_config(
+        plan,
+        default_model=settings.gemini_model,
+        tools=tool_declarations(app, plan),
+        input_rate=settings.uplink_rate,
+    )
+
+
+def media_stream_handler(route: StreamRoute) -> Callable[[web.Request], Awaitable[web.WebSocketResponse]]:
+    """The aiohttp handler of ``route``'s media socket."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        return await _media_stream(route, request)
+
+    return handler
+
+
+async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSocketResponse:
+    """One call's media stream, for any provider."""
+    app = request.app
+    limits = app[LIMITS]
+    # With the provider's credentials configured, only the provider may open a media socket at all: an
+    # unsigned upgrade costs no WebSocket and no place among the pending sockets.
+    refusal = route.upgrade_refusal(request)
+    if refusal is not None:
+        route.log.warning("media upgrade rejected", extra={"reason": refusal, "peer": request.remote})
+        raise web.HTTPForbidden(text=refusal)
+    # Sockets that have not shown a token yet are few (globally and per source) and short-lived; a new
+    # one evicts the oldest waiting one rather than being refused (gateway/server/limits.py, Gate).
+    ticket = limits.pending.enter(source_address(request))
+    clog = route.log.bind(peer=request.remote)
+    try:
+        ws = MediaSocket(max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False)
+        await ws.prepare(request)
+        app[MEDIA_SOCKETS].add(ws)
+        codec = route.codec()
+        rate = MessageRate(limits.config.max_messages_per_s)
+        events = _read_events(ws, codec, rate)
+        try:
+            # Showing a valid token, not just sending start, must happen in time (or before eviction).
+            async with asyncio.timeout(START_TIMEOUT_S) as deadline:
+                ticket.bind(lambda: deadline.reschedule(-1.0))
+                try:
+                    start = await _await_start(events)
+                    clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
+                    token = route.token(start, request)
+                    claims = await app[STREAM_TOKENS].verify(token, call_sid=start.call_sid, now=time.time())
+                finally:
+                    ticket.bind(None)  # the deadline ends with this block; a later eviction must not touch it
+        except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
+            kind, code = type(exc).__name__, getattr(exc, "close_code", 1008)
+            reason = str(exc)
+            if ticket.evicted:
+                kind, code, reason = "Evicted", 1013, "evicted: too many media streams waiting for start"
+            elif isinstance(exc, TimeoutError):
+                reason = "no start within timeout"
+            clog.warning("media stream rejected", extra={"reason": reason})
+            app[OBSERVABILITY].metrics.rejected_streams.labels(kind).inc()
+            await ws.close(code=code, message=_close_reason(reason))
+            return ws
+    finally:
+        ticket.leave()
+
+    claimed = app[PRECONNECT].claim(start.call_sid)
+    plan = claimed[1] if claimed else app[DIALPLANS].current.match(claims.to, claims.from_)
+    slot = limits.admission.admit(start.call_sid, plan.name)
+    if slot is None:
+        clog.warning("call refused: over capacity", extra={"reason": limits.admission.refusal(plan.name)})
+        if claimed:
+            await _abandon(claimed[0])
+        await ws.close(code=1013, message=b"try again later")
+        return ws
+    try:
+        return await _run_call(request, ws, codec, rate, events, start, claims, claimed, plan, clog)
+    finally:
+        slot.release()
+
+
+async def _read_events(
+    ws: web.WebSocketResponse, codec: MediaCodec, rate: MessageRate
+) -> AsyncIterator[TelephonyEvent]:
+    """The socket's reader: the provider's text frames → events, except the caller audio that
+    :func:`_direct_uplink` takes once the call runs. A binary frame is a protocol error (1003) for the
+    text-only providers this handler serves."""
+    tick = rate.tick
+    async for msg in ws:
+        tick()  # flood check: one increment and compare per message
+        if msg.type is WSMsgType.TEXT:
+            yield codec.receive_text(msg.data)
+        elif msg.type is WSMsgType.BINARY:
+            raise TelephonyProtocolError("binary frame on a text media stream", close_code=1003)
+        elif msg.type is WSMsgType.ERROR:
+            if (failure := direct_failure(msg)) is not None:
+                raise failure  # from the direct uplink (see _direct_uplink), in its place in the stream
+            raise TelephonyProtocolError(f"media socket error: {ws.exception()}", close_code=1009)
+
+
+def _direct_uplink(codec: MediaCodec, bridge: CallBridge, rate: MessageRate) -> DirectHandler:
+    """Caller audio straight from the socket's parser into the bridge (gateway/server/media_in.py);
+    every other message goes on to :func:`_read_events`. Errors raised here end the call there."""
+    receive_media, caller_audio, tick = codec.receive_media, bridge.caller_audio, rate.tick
+
+    def handle(text: str) -> bool:
+        event = receive_media(text)
+        if event is None:
+            return False
+        tick()  # flood check, as _read_events does for the messages it reads
+        caller_audio(event)
+        return True
+
+    return handle
+
+
+async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
+    async for event in events:
+        if isinstance(event, CallStarted):
+            return event
+        if not isinstance(event, Connected):
+            raise TelephonyProtocolError(f"{type(event).__name__} before start")
+    raise TelephonyProtocolError("stream closed before start")
+
+
+def _close_reason(text: str) -> bytes:
+    """A close reason that fits the 123-byte limit of a close frame, without splitting a character."""
+    return text.encode()[:120].decode("utf-8", "ignore").encode()
+
+
+async def _abandon(task: asyncio.Task[LiveSession]) -> None:
+    """Drop a preconnected session the call may not use after all."""
+    task.cancel()
+    try:
+        session = await await_session(task)
+    except LiveSessionError:
+        return
+    await session.close()
+
+
+async def _run_call(
+    request: web.Request,
+    ws: MediaSocket,
+    codec: MediaCodec,
+    rate: MessageRate,
+    events: AsyncIterator[TelephonyEvent],
+    start: CallStarted,
+    claims: StreamClaims,
+    claimed: tuple[asyncio.Task[LiveSession], Dialplan] | None,
+    plan: Dialplan,
+    clog: CallLogger,
+) -> web.WebSocketResponse:
+    """An authenticated, admitted stream: open (or take over) its Gemini session and bridge the call."""
+    app = request.app
+    settings = app[SETTINGS]
+    clog = clog.bind(dialplan=plan.name, dialplan_version=plan.version)
+    # Connects (or takes over the preconnect) in the bridge's downlink, survives goAway and drops, and
+    # raises there when Gemini stays unreachable: the bridge then plays the fallback (bridge/guard.py).
+    session = live_session_for_call(
+        app[LIVE_ENDPOINT],
+        live_config(app, plan),
+        log=clog,
+        first=claimed[0] if claimed else None,
+        setup_timeout_s=settings.live_setup_timeout_s,
+        give_up_after_s=settings.live_give_up_s,
+    )
+
+    clog.info("call started", extra={"from": claims.from_, "to": claims.to, "preconnected": bool(claimed)})
+    # Every log line of the call's tasks carries its ids, whichever logger writes it.
+    log_context = bind_call_context(call_sid=start.call_sid, stream_sid=start.stream_sid, dialplan=plan.name)
+    bridge = CallBridge(
+        info=CallInfo(start.call_sid, start.stream_sid, claims.from_, claims.to),
+        dialplan=plan,
+        session=session,
+        encoder=codec,
+        send=MediaSender(request, ws),
+        log=clog,
+        observer=app[OBSERVABILITY].observer(
+            call_id=start.call_sid,
+            stream_id=start.stream_sid,
+            from_number=claims.from_,
+            to_number=claims.to,
+            plan=plan,
+        ),
+        tools=tool_router(app, plan),
+        uplink_rate=settings.uplink_rate,
+        media_timeout_s=settings.media_timeout_s,
+        audio=codec.audio,
+        capabilities=codec.capabilities,
+    )
+    session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
+    app[CALLS].started(bridge)
+    close_code, close_reason = 1000, b""
+
+    def cap_reached() -> None:
+        # Before the bridge is cancelled, so its "call ended" line already says why.
+        if not bridge.result.ended_by:
+            bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
+
+    cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
+    ws.handle_directly(_direct_uplink(codec, bridge, rate))
+    try:
+        async with cap:
+            result = await bridge.run(events)
+    except TimeoutError:
+        if not cap.reached:
+            raise
+        clog.warning("call hit the hard duration cap", extra={"max_call_s": cap.max_s})
+        close_reason = b"maximum call duration"
+        result = bridge.result
+    except TelephonyProtocolError as exc:
+        clog.warning("media stream ended: protocol error", extra={"reason": str(exc)})
+        close_code, close_reason = exc.close_code, _close_reason(str(exc))
+        result = bridge.result
+    except GatewayError as exc:
+        clog.exception("call failed")
+        close_code, close_reason = 1011, _close_reason(str(exc))
+        result = bridge.result
+    finally:
+        ws.handle_directly(None)
+        app[CALLS].finished(bridge, bridge.result)
+        reset_call_context(log_context)
+    if not ws.closed:
+        await ws.close(code=close_code, message=close_reason)
+    clog.info("transcript", extra={"turns": result.transcript})
+    return ws

@@ -1,0 +1,24 @@
+"""The phone providers the gateway serves, in one table: each brings its routes (webhook or answer
+request, media stream), and everything behind them is shared (gateway/server/media.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from gateway.server import twilio
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: provider name → its routes (method, path, handler).
+PROVIDERS: dict[str, Sequence[tuple[str, str, Handler]]] = {
+    "twilio": twilio.ROUTES,
+}
+
+
+def add_routes(app: web.Application) -> None:
+    """Serve every provider's routes."""
+    for routes in PROVIDERS.values():
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
