@@ -1,6 +1,7 @@
-"""Place one simulated Twilio phone call to a gateway: webhook, TwiML, media stream, report.
+"""Place one simulated phone call to a gateway: webhook, answer, media stream, report.
 
-Behaves like Twilio on an inbound call: POSTs the (signed) voice webhook, follows the
+The provider's wire is a :class:`~gateway.caller.sides.CallerSide` (Twilio by default). As Twilio, for
+example, it behaves like Twilio on an inbound call: POSTs the (signed) voice webhook, follows the
 ``<Connect><Stream>`` it gets back, sends ``connected``/``start``, streams the caller's audio as 20 ms
 μ-law frames on a drift-free monotonic schedule, plays what the gateway sends on a real-time
 playout clock (echoing marks when their audio has played, honouring ``clear``), presses keys, and
@@ -11,18 +12,13 @@ problems instead of failing, as Twilio reports error 31951 and carries on.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import math
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import numpy as np
@@ -41,6 +37,7 @@ from gateway.caller.audio import (
 )
 from gateway.caller.playout import Playout
 from gateway.caller.samples import builtin
+from gateway.caller.sides import CallerSide, Offer, side_for
 from gateway.errors import AuthError, ConfigError, TelephonyProtocolError
 
 FRAME_S = 0.02
@@ -80,7 +77,10 @@ class CallOptions:
     greeting_timeout_s: float = 5.0
     #: Hard limit so a silent gateway cannot hold the caller forever.
     max_duration_s: float = 600.0
-    voice_path: str = "/twilio/voice"
+    #: The webhook path, when not the provider's default (``/twilio/voice`` for Twilio).
+    voice_path: str = ""
+    #: Which provider's side to play (gateway/caller/sides.py).
+    provider: str = "twilio"
     account_sid: str = ""
     #: Fills ``CallReport.transcript`` at the end, given the call SID (the gateway's admin API:
     #: Twilio's protocol carries no transcript). See :func:`admin_transcript`.
@@ -131,14 +131,6 @@ def _mask(name: str, value: str) -> str:
     return "***" if any(w in name.lower() for w in ("token", "secret", "key", "auth")) else value
 
 
-@dataclass(frozen=True)
-class _StreamTwiml:
-    url: str
-    parameters: dict[str, str]
-    status_callback: str | None
-    after: list[str]
-
-
 def _caller_frames(play: Path | str | None) -> list[tuple[bytes, bool]]:
     """The utterance to speak as (20 ms μ-law frame, is speech) pairs; empty when silent."""
     if play is None:
@@ -160,45 +152,18 @@ def _caller_frames(play: Path | str | None) -> list[tuple[bytes, bool]]:
     return [(ulaw[i * FRAME_BYTES : (i + 1) * FRAME_BYTES], bool(loud[i])) for i in range(len(loud))]
 
 
-def _parse_twiml(text: str, webhook_url: str) -> _StreamTwiml | None:
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise TelephonyProtocolError(f"voice webhook returned invalid TwiML: {exc}") from exc
-    if root.tag != "Response":
-        raise TelephonyProtocolError(f"TwiML root must be <Response>, got <{root.tag}>")
-    verbs = list(root)
-    for i, verb in enumerate(verbs):
-        if verb.tag != "Connect":
-            continue
-        stream = verb.find("Stream")
-        if stream is None or not stream.get("url"):
-            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
-        params: dict[str, str] = {}
-        for p in stream.findall("Parameter"):
-            name, value = p.get("name"), p.get("value")
-            if name is None or value is None:
-                raise TelephonyProtocolError("<Parameter> needs name and value")
-            params[name] = value
-        return _StreamTwiml(
-            url=urljoin(webhook_url, stream.get("url", "")),
-            parameters=params,
-            status_callback=stream.get("statusCallback"),
-            after=[v.tag for v in verbs[i + 1 :]],
-        )
-    return None
-
-
 class _Call:
     """One live media stream; two tasks share it: the 20 ms ticker and the receiver."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, opts: CallOptions, report: CallReport) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, opts: CallOptions, report: CallReport, side: CallerSide
+    ) -> None:
         self.ws = ws
+        self.side = side
         self.opts = opts
         self.report = report
         self.loop = asyncio.get_running_loop()
         self.t0 = 0.0
-        self.seq = 0
         self.playout = Playout()
         self.utterance = _caller_frames(opts.play)
         self.utterance_at: float | None = opts.speak_at_s
@@ -228,22 +193,10 @@ class _Call:
             self.report.protocol_errors.append(problem)
             self._say(f"protocol error from gateway: {problem}")
 
-    def _next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    async def run(self, parameters: dict[str, str]) -> None:
+    async def run(self, offer: Offer) -> None:
         r = self.report
-        await self.ws.send_str(wire.connected())
-        await self.ws.send_str(
-            wire.start(
-                self._next_seq(),
-                stream_sid=r.stream_sid,
-                call_sid=r.call_sid,
-                account_sid=r.account_sid,
-                parameters=parameters,
-            )
-        )
+        for message in self.side.opening(r, offer):
+            await self.ws.send_str(message)
         self.t0 = self.loop.time()
         self._say(f"stream {r.stream_sid} started")
         ticker = asyncio.create_task(self._tick())
@@ -280,11 +233,7 @@ class _Call:
             for name in self.playout.due_marks(sample):
                 await self._echo_mark(name)
             frame, speech = self._next_frame(now, sample)
-            await self._send(
-                wire.media(
-                    self._next_seq(), stream_sid=r.stream_sid, chunk=n + 1, timestamp_ms=n * 20, payload=frame
-                )
-            )
+            await self._send(self.side.media(r, n, frame))
             r.frames_sent += 1
             if speech:
                 if not self.speaking:
@@ -329,7 +278,7 @@ class _Call:
         if now < self.dtmf_next_at:
             return
         digit = self.dtmf_queue.pop(0)
-        await self._send(wire.dtmf(self._next_seq(), stream_sid=self.report.stream_sid, digit=digit))
+        await self._send(self.side.dtmf(self.report, digit))
         self.report.dtmf_sent += digit
         self.dtmf_next_at = now + self.opts.dtmf_interval_s
         self._say(f"pressed {digit}")
@@ -338,12 +287,10 @@ class _Call:
         r = self.report
         r.ended_by = r.ended_by or "caller"
         self._say("caller hangs up")
-        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            await self.ws.send_str(
-                wire.stop(
-                    self._next_seq(), stream_sid=r.stream_sid, call_sid=r.call_sid, account_sid=r.account_sid
-                )
-            )
+        stop = self.side.stop(r)
+        if stop is not None:
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await self.ws.send_str(stop)
         await self.ws.close()
 
     async def _send(self, text: str) -> None:
@@ -354,7 +301,7 @@ class _Call:
             pass
 
     async def _echo_mark(self, name: str, why: str = "played") -> None:
-        await self._send(wire.mark(self._next_seq(), stream_sid=self.report.stream_sid, name=name))
+        await self._send(self.side.mark_played(self.report, name))
         self.report.marks_acked += 1
         self._say(f"mark {name!r} {why}")
 
@@ -365,7 +312,7 @@ class _Call:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._on_text(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                self._error("binary frame (Twilio accepts JSON text frames only)")
+                self._error(f"binary frame ({self.side.name} accepts JSON text frames only)")
             else:
                 break
         if not self.report.ended_by:
@@ -375,32 +322,13 @@ class _Call:
     async def _on_text(self, text: str) -> None:
         r = self.report
         try:
-            msg = json.loads(text)
-        except ValueError:
-            self._error(f"not JSON: {text[:60]!r}")
-            return
-        if not isinstance(msg, dict):
-            self._error("message is not a JSON object")
-            return
-        event = msg.get("event")
-        if event not in ("media", "mark", "clear"):
-            self._error(f"unknown event {event!r} (Twilio accepts media, mark, clear)")
-            return
-        if msg.get("streamSid") != r.stream_sid:
-            self._error(f"{event} with streamSid {msg.get('streamSid')!r}, expected {r.stream_sid!r}")
+            heard = self.side.receive(r, text)
+        except ValueError as exc:
+            self._error(str(exc))
             return
         sample = self._sample()
-        if event == "media":
-            body = msg.get("media")
-            payload = body.get("payload") if isinstance(body, dict) else None
-            if not isinstance(payload, str):
-                self._error("media without media.payload string")
-                return
-            try:
-                audio = base64.b64decode(payload, validate=True)
-            except (binascii.Error, ValueError):
-                self._error("media.payload is not valid base64")
-                return
+        if heard.kind == "media":
+            audio = heard.audio
             r.frames_received += max(
                 1, -(-len(audio) // FRAME_BYTES)
             )  # 20 ms frames; a message may hold more
@@ -408,15 +336,10 @@ class _Call:
             self.playout.media(sample, audio)
             if is_audible(audio):
                 self._on_bot_audio(sample / RATE)
-        elif event == "mark":
-            body = msg.get("mark")
-            name = body.get("name") if isinstance(body, dict) else None
-            if not isinstance(name, str):
-                self._error("mark without mark.name string")
-                return
+        elif heard.kind == "mark":
             r.marks_sent += 1
-            if self.playout.mark(sample, name):
-                await self._echo_mark(name)
+            if self.playout.mark(sample, heard.name):
+                await self._echo_mark(heard.name)
         else:
             r.clears += 1
             dropped = self.playout.dropped_samples
@@ -425,8 +348,9 @@ class _Call:
             self._say(
                 f"clear: dropped {(self.playout.dropped_samples - dropped) * 1000 // RATE} ms of bot audio"
             )
-            for name in pending:
-                await self._echo_mark(name, "cleared")
+            if self.side.clear_echoes_marks:
+                for name in pending:
+                    await self._echo_mark(name, "cleared")
 
     def _on_bot_audio(self, t: float) -> None:
         r = self.report
@@ -447,110 +371,54 @@ class _Call:
         self.last_audible_at = t
 
 
-def _ws_url(url: str) -> tuple[str, bool]:
-    """Twilio's view of a ``<Stream url>``: http(s) → ws(s); the query string is dropped."""
-    parts = urlsplit(url)
-    scheme = {"https": "wss", "http": "ws"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise TelephonyProtocolError(f"<Stream url> must be wss:// (or ws:// locally), got {url!r}")
-    dropped = bool(parts.query)
-    return urlunsplit((scheme, parts.netloc, parts.path, "", "")), dropped
-
-
-async def _status_callback(
-    http: aiohttp.ClientSession, url: str, opts: CallOptions, report: CallReport, event: str
-) -> None:
-    form = {
-        "AccountSid": report.account_sid,
-        "CallSid": report.call_sid,
-        "StreamSid": report.stream_sid,
-        "StreamName": "",
-        "StreamEvent": event,
-        "StreamError": "",
-        "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime()),
-    }
-    headers = {"X-Twilio-Signature": wire.sign(opts.auth_token, url, form)} if opts.auth_token else {}
-    try:
-        async with http.post(url, data=form, headers=headers) as resp:
-            if resp.status >= 400:
-                report.warnings.append(f"stream status callback {event}: HTTP {resp.status}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        report.warnings.append(f"stream status callback {event} failed: {exc}")
-
-
 async def place_call(opts: CallOptions) -> CallReport:
-    """Call the gateway as Twilio would and return what happened.
+    """Call the gateway as the provider (``opts.provider``, Twilio by default) would; what happened.
 
     Raises:
         ConfigError: the gateway cannot be reached, or the options are wrong.
         AuthError: the gateway refused the webhook or the stream (401/403).
-        TelephonyProtocolError: the webhook answered with something Twilio could not follow.
+        TelephonyProtocolError: the gateway answered with something the provider could not follow.
         AudioError: the ``play`` file cannot be read.
     """
+    side = side_for(opts.provider)
     account_sid = opts.account_sid or wire.new_sid("AC")
     report = CallReport(call_sid=wire.new_sid("CA"), account_sid=account_sid)
     say = opts.on_event or (lambda _line: None)
-    webhook_url = opts.gateway.rstrip("/") + opts.voice_path
-    form = wire.voice_webhook_form(
-        call_sid=report.call_sid, account_sid=account_sid, from_=opts.from_, to=opts.to
-    )
-    headers = {"User-Agent": "TwilioProxy/1.1", "I-Twilio-Idempotency-Token": wire.new_sid("")}
-    if opts.auth_token:
-        headers["X-Twilio-Signature"] = wire.sign(opts.auth_token, webhook_url, form)
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=15)
     started = time.monotonic()
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        try:
-            async with http.post(webhook_url, data=form, headers=headers) as resp:
-                body = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConfigError(f"cannot reach the gateway's voice webhook {webhook_url}: {exc}") from exc
-        if status in (401, 403):
-            raise AuthError(f"voice webhook refused the call: HTTP {status} (is the auth token right?)")
-        if status != 200:
-            raise TelephonyProtocolError(f"voice webhook answered HTTP {status}: {body[:200]!r}")
+        offer = await side.request_call(http, opts, report)
         say(f"webhook answered {opts.to}")
-        stream = _parse_twiml(body, webhook_url)
-        if stream is None:
-            report.after_stream = [v.tag for v in ET.fromstring(body)]
+        if offer is None:
             report.ended_by = "gateway"
-            say(f"no stream in TwiML; Twilio would run {report.after_stream}")
+            say(f"no stream in the answer; the provider would run {report.after_stream}")
             return report
         report.answered = True
+        report.warnings.extend(offer.warnings)
         if opts.stream_delay_s > 0:
             await asyncio.sleep(opts.stream_delay_s)
-        ws_url, dropped = _ws_url(stream.url)
-        if dropped:
-            report.warnings.append("the <Stream url> has a query string; Twilio drops it")
-        report.stream_url = ws_url
+        report.stream_url = offer.url.split("?", 1)[0]  # a token in the query is a credential
         # Reports get printed and pasted: keep credentials the gateway put in parameters out of them.
-        report.custom_parameters = {k: _mask(k, v) for k, v in stream.parameters.items()}
-        report.after_stream = stream.after
-        report.stream_sid = wire.new_sid("MZ")
-        ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
-        if opts.auth_token:
-            ws_headers["X-Twilio-Signature"] = wire.sign(opts.auth_token, ws_url, {})
+        report.custom_parameters = {k: _mask(k, v) for k, v in offer.parameters.items()}
+        report.after_stream = offer.after
         try:
             ws = await http.ws_connect(
-                ws_url, headers=ws_headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+                offer.url, headers=offer.headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
                 raise AuthError(f"media stream refused: HTTP {exc.status}") from exc
             raise TelephonyProtocolError(f"media stream handshake failed: HTTP {exc.status}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConfigError(f"cannot open the media stream {ws_url}: {exc}") from exc
-        call = _Call(ws, opts, report)
+            raise ConfigError(f"cannot open the media stream {report.stream_url}: {exc}") from exc
+        call = _Call(ws, opts, report, side)
         try:
-            if stream.status_callback:
-                await _status_callback(http, stream.status_callback, opts, report, "stream-started")
-            await call.run(stream.parameters)
+            await side.stream_status(http, offer, opts, report, "stream-started")
+            await call.run(offer)
         finally:
             if not ws.closed:
                 await ws.close()
-        if stream.status_callback:
-            await _status_callback(http, stream.status_callback, opts, report, "stream-stopped")
+        await side.stream_status(http, offer, opts, report, "stream-stopped")
     total = int(call.ended_at * RATE)
     report.heard_ms = round(call.playout.heard_samples(total) * 1000 / RATE, 1)
     report.dropped_ms = round(call.playout.dropped_samples * 1000 / RATE, 1)

@@ -43,7 +43,7 @@ import aiohttp
 
 from gateway.caller import leanws, wire
 from gateway.caller.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.caller.call import _parse_twiml, _ws_url
+from gateway.caller.sides import parse_twiml, ws_url as stream_ws_url
 from gateway.errors import TelephonyProtocolError
 
 __all__ = [
@@ -529,11 +529,11 @@ async def _one_call(
             if resp.status != 200:
                 call.error = f"webhook HTTP {resp.status}"
                 return
-        stream = _parse_twiml(body, webhook_url)
+        stream = parse_twiml(body, webhook_url)
         if stream is None:
             call.error = "no <Stream> in the TwiML"
             return
-        ws_url, _ = _ws_url(stream.url)
+        ws_url, _ = stream_ws_url(stream.url, keep_query=False)
         ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
         if auth_token:
             ws_headers["X-Twilio-Signature"] = wire.sign(auth_token, ws_url, {})

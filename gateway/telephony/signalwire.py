@@ -87,8 +87,10 @@ class SignalWireCodec(TwilioCodec):
 
     __slots__ = ("_audio",)
 
-    #: As Twilio, plus keys sent into the call with a stream message; ``realtime="true"`` only changes
-    #: how SignalWire plays what we send, so the gateway's real-time pacing suits both settings.
+    #: As Twilio, plus keys sent into the call with a stream message. Hang-up is closing the stream:
+    #: the answer has no verb after ``<Connect>``, and SignalWire ends a call with nothing left to run
+    #: (documented for ``<Start>``; assumed for ``<Connect>`` as on Twilio [U]). ``realtime="true"`` only
+    #: changes how SignalWire plays what we send, so the gateway's real-time pacing suits both settings.
     capabilities: ClassVar[Capabilities] = Capabilities(
         marks=True, clear=True, frames_per_message=None, provider_buffers=True, hangup="close",
         transfer="rest", dtmf_out="command", binary_audio=False, continuous_media=True,

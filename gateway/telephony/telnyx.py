@@ -23,8 +23,10 @@ little-endian, so L16 payloads are byte-swapped here, in both directions.
 
 The gateway's stream token: the Call Control ``answer`` command has no ``custom_parameters`` (only
 ``streaming_start`` and ``dial`` do), so both answers put it in the stream URL's query string
-(:func:`stream_url_with_token`), which Telnyx keeps (Pipecat Cloud's Telnyx TeXML routes on a
-``?serviceHost=`` query the same way); the media handler reads it from the upgrade request.
+(:func:`stream_url_with_token`), which Telnyx keeps [S: Pipecat Cloud's own Telnyx TeXML routes
+calls on a ``?serviceHost=`` query, daily-co/pipecat-cloud-images ``pipecat-starters/telnyx``]; the media
+handler reads it from the upgrade request. (``stream_auth_token``, sent as the
+``x-telnyx-streaming-auth-token`` header, exists only on ``streaming_start`` and ``dial``.)
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ with warnings.catch_warnings():
 
 __all__ = [
     "DEFAULT_API_BASE",
+    "REPLAY_WINDOW_S",
     "SIGNATURE_HEADER",
+    "TEXML_CODECS",
     "TIMESTAMP_HEADER",
     "TOKEN_QUERY_PARAM",
     "CallControlEvent",
@@ -260,7 +264,7 @@ class TelnyxCodec:
         if type(payload) is not str:
             raise _invalid("media.payload must be a base64 string")
         track = media.get("track")
-        if track is not None and track not in _INBOUND:
+        if track is not None and (type(track) is not str or track not in _INBOUND):
             raise _violation(f"unexpected media track {track!r}; the gateway asks for inbound_track")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
@@ -312,7 +316,9 @@ class TelnyxCodec:
             body = msg.get("payload")
             body = body if isinstance(body, dict) else {}
             detail = " ".join(str(body.get(k, ""))[:80] for k in ("code", "title", "detail")).strip()
-            raise TelephonyProtocolError(f"Telnyx stream error: {detail or 'no detail'}", close_code=1011)
+            raise TelephonyProtocolError(
+                f"Telnyx stream error: {detail or 'no detail'}", close_code=CLOSE_INTERNAL_ERROR
+            )
         stop = msg.get("stop")
         call_id = self.call_control_id or ""
         if stop is not None:
@@ -330,6 +336,8 @@ class TelnyxCodec:
             raise _invalid("start.stream_id must be a non-empty string")
         start = _object(msg, "start", "start")
         call_control_id = _string(start, "call_control_id", "start.start")
+        if not call_control_id:
+            raise _invalid("start.call_control_id must not be empty")
         user_id = start.get("user_id", "")
         caller, callee = start.get("from"), start.get("to")
         if not isinstance(user_id, str) or not all(v is None or isinstance(v, str) for v in (caller, callee)):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from gateway.caller.audio import SPEECH_RMS, is_audible, pcm16_to_ulaw, read_wav
-from gateway.caller.call import _caller_frames, _parse_twiml
+from gateway.caller.call import _caller_frames
 from gateway.caller.samples import hello_utterance
+from gateway.caller.sides import parse_twiml
 from gateway.errors import AudioError, ConfigError, TelephonyProtocolError
 
 
@@ -95,14 +96,14 @@ def test_twiml_parsing() -> None:
         '<Response><Connect><Stream url="/twilio/media">'
         '<Parameter name="a" value="1"/></Stream></Connect></Response>'
     )
-    parsed = _parse_twiml(twiml, "http://127.0.0.1:8080/twilio/voice")
+    parsed = parse_twiml(twiml, "http://127.0.0.1:8080/twilio/voice")
     assert parsed is not None
     assert (parsed.url, parsed.parameters, parsed.after) == (
         "http://127.0.0.1:8080/twilio/media",
         {"a": "1"},
         [],
     )
-    assert _parse_twiml("<Response><Hangup/></Response>", "http://h/v") is None
+    assert parse_twiml("<Response><Hangup/></Response>", "http://h/v") is None
     for bad in ("<Response>", "<Html/>", "<Response><Connect/></Response>"):
         with pytest.raises(TelephonyProtocolError):
-            _parse_twiml(bad, "http://h/v")
+            parse_twiml(bad, "http://h/v")

@@ -1,0 +1,530 @@
+"""Exotel Voicebot applet (bidirectional stream): JSON ⇄ telephony events, the dynamic-URL answer and
+the stream URL's secret. No I/O.
+
+State table (Exotel "WebSocket protocol")::
+
+    AWAITING_CONNECTED --connected--> AWAITING_START --start--> STREAMING --stop--> STOPPED
+    AWAITING_CONNECTED --start------> STREAMING        (lenient: a missing ``connected`` is tolerated)
+    STREAMING: media | dtmf | mark (echo of ours)
+
+Errors are :class:`~gateway.errors.TelephonyProtocolError` with the close codes of
+:mod:`gateway.telephony.twilio` (1007 bad data, 1008 order or unknown event, 1003 a format we cannot
+take, 1011 our own misuse).
+
+What this follows (telephony-providers.md §5, re-checked with the search tool in Exotel's docs
+(rahulkumar-exo/exotel-docs ``docs/agentstream/websocket-protocol.md`` and
+``stream-voicebot-applet.md``) and Exotel's own exotel/Agent-Stream code):
+
+* audio is 16-bit little-endian PCM, mono, at 8 kHz or the URL's ``?sample-rate=16000|24000``;
+  ``start.media_format`` (``encoding`` ``raw``/``audio/x-raw``, ``sample_rate`` as a string) says which.
+  A beta "extension guide" lists μ-law too; it contradicts the base guide and is refused (1003);
+* ``sequence_number``/``chunk``/``timestamp`` are strings in one page and numbers in another: both taken;
+* the docs spell the stream id ``stream_sid``, Exotel's own bridges send ``streamSid``: both are read,
+  and outbound messages carry both (harmless extra JSON);
+* chunk rule for audio we send: **3,200 to 100,000 bytes, a multiple of 320** ("smaller chunks risk
+  distortion, larger cause timeouts, non-compliant sizes create gaps"). The page calls 3.2 KB
+  "100 ms", which is true only at 16 kHz (it is 200 ms at 8 kHz); Exotel's own sender uses 100 ms
+  (1,600 B at 8 kHz), below the documented minimum. We keep to the documented bytes: every message
+  is ten 20 ms frames (3,200 B at 8 kHz, 6,400 B at 16 kHz, 9,600 B at 24 kHz) and ``encode``
+  refuses any other size. Exotel asks for about real-time pacing (its sender waits 0.9× each chunk's
+  duration; "blasting frames" correlated with dropped calls), hence ``provider_buffers=False``;
+* no hang-up command: closing the socket ends the applet (the flow moves on); no transfer.
+
+The stream token: the dynamic URL's answer puts ``token=…`` in the stream URL's query. Exotel opens
+the socket with that URL (the server checks it before accepting) and also copies the query's pairs
+into ``start.custom_parameters``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal, assert_never
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from gateway.errors import ConfigError, TelephonyProtocolError
+from gateway.jsonfast import loads
+from gateway.telephony.events import (
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    ClearPlayback,
+    Connected,
+    DtmfPressed,
+    MarkReached,
+    PlayAudio,
+    SetMark,
+    TelephonyCommand,
+    TelephonyEvent,
+)
+from gateway.telephony.provider import AudioFormat, Capabilities
+from gateway.telephony.twilio import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNSUPPORTED_DATA,
+)
+
+__all__ = [
+    "CHUNK_MULTIPLE",
+    "MAX_CHUNK_BYTES",
+    "MIN_CHUNK_BYTES",
+    "RATES",
+    "ExotelCall",
+    "ExotelCodec",
+    "ExotelState",
+    "exotel_call",
+    "static_stream_url",
+    "verify_exotel_secret",
+    "voicebot_answer",
+]
+
+#: Exotel's rules for the audio we send (bytes per ``media`` message).
+CHUNK_MULTIPLE: Final = 320
+MIN_CHUNK_BYTES: Final = 3200
+MAX_CHUNK_BYTES: Final = 100_000
+#: Sample rates the applet streams at (``?sample-rate=``).
+RATES: Final = (8000, 16000, 24000)
+#: 20 ms frames per message: the smallest constant count meeting MIN_CHUNK_BYTES at every rate.
+FRAMES_PER_MESSAGE: Final = 10
+
+_SID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+#: ``start.media_format.encoding`` values meaning 16-bit linear PCM ("raw/slin" in the applet guide).
+_PCM_ENCODINGS: Final = frozenset({"raw", "audio/x-raw", "slin", "audio/l16", "audio/x-l16", "linear16"})
+
+
+class ExotelState(enum.Enum):
+    """Where a media socket is in Exotel's message sequence."""
+
+    AWAITING_CONNECTED = "awaiting_connected"
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+def _invalid(message: str) -> TelephonyProtocolError:
+    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
+
+
+def _violation(message: str) -> TelephonyProtocolError:
+    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        msg = loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid(f"Exotel message is not valid JSON: {exc}") from exc
+    if type(msg) is not dict:
+        raise _invalid(f"Exotel message must be a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def _object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if type(value) is not dict:
+        raise _invalid(f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _optional_str(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key, "")
+    if type(value) is not str:
+        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _counter(value: object, name: str) -> int | None:
+    """A non-negative integer sent as a number or a decimal string (Exotel's pages differ)."""
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    raise _invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
+
+
+def _sid_of(msg: Mapping[str, Any]) -> object:
+    """The message's stream id under either spelling (docs: ``stream_sid``; Exotel's code: ``streamSid``)."""
+    sid = msg.get("stream_sid")
+    return msg.get("streamSid") if sid is None else sid
+
+
+class ExotelCodec:
+    """Sans-I/O codec for one Exotel Voicebot media WebSocket.
+
+    Attributes:
+        state: where the socket is in the message sequence (:class:`ExotelState`).
+        stream_sid, call_sid, account_sid: known once ``start`` has arrived.
+        from_number, to_number: ``start.from`` / ``start.to`` (Exotel's view; the server trusts them
+            only as far as the stream URL's secret or token vouches for the socket).
+        stop_reason: ``stop.reason``: ``stopped`` (the applet ended) or ``callended`` (caller hung up).
+        messages_in, media_in, bytes_in, media_out, bytes_out: counters, as on TwilioCodec.
+    """
+
+    __slots__ = (
+        "_audio",
+        "_clear_text",
+        "_mark_prefix",
+        "_media_prefix",
+        "account_sid",
+        "bytes_in",
+        "bytes_out",
+        "call_sid",
+        "from_number",
+        "media_in",
+        "media_out",
+        "messages_in",
+        "state",
+        "stop_reason",
+        "stream_sid",
+        "to_number",
+    )
+
+    #: Marks and ``clear`` exist; every message must be ten whole 20 ms frames (see the module
+    #: docstring: 3,200 B at 8 kHz, the documented minimum); the gateway paces at real time as
+    #: Exotel asks; hang-up is closing the socket; the applet has no transfer and no DTMF out.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        marks=True, clear=True, frames_per_message=FRAMES_PER_MESSAGE, provider_buffers=False,
+        hangup="close", transfer="none", dtmf_out="inband", binary_audio=False, continuous_media=True,
+    )  # fmt: skip
+
+    def __init__(self, sample_rate: int = 8000) -> None:
+        """``sample_rate``: the stream URL's ``?sample-rate=``; ``start.media_format`` replaces it."""
+        if sample_rate not in RATES:
+            raise ConfigError(f"Exotel streams at {', '.join(map(str, RATES))} Hz, not {sample_rate}")
+        self.state = ExotelState.AWAITING_CONNECTED
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self.account_sid: str | None = None
+        self.from_number: str | None = None
+        self.to_number: str | None = None
+        self.stop_reason: str | None = None
+        self.messages_in = 0
+        self.media_in = 0
+        self.bytes_in = 0
+        self.media_out = 0
+        self.bytes_out = 0
+        self._audio = AudioFormat("l16", sample_rate)
+        self._media_prefix = ""
+        self._mark_prefix = ""
+        self._clear_text = ""
+
+    @property
+    def audio(self) -> AudioFormat:
+        """16-bit little-endian PCM at the stream's rate (``start.media_format.sample_rate``)."""
+        return self._audio
+
+    # --- inbound -------------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> TelephonyEvent:
+        """Parse one text frame from Exotel into one event.
+
+        Raises:
+            TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
+                for another stream, an unknown event, or an audio format we cannot take.
+        """
+        msg = _parse(text)
+        event = msg.get("event")
+        if event == "media":
+            return self._media(msg)
+        if type(event) is not str:
+            raise _invalid("Exotel message has no string 'event' field")
+        result = self._control(event, msg)
+        self.messages_in += 1
+        return result
+
+    def receive_media(self, text: str) -> CallerAudio | None:
+        """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
+        msg = _parse(text)
+        return self._media(msg) if msg.get("event") == "media" else None
+
+    def _media(self, msg: dict[str, Any]) -> CallerAudio:
+        if self.state is not ExotelState.STREAMING:
+            raise _violation(f"media received in state {self.state.value}")
+        sid = _sid_of(msg)
+        if sid is not None and sid != self.stream_sid:
+            raise _violation("media for another stream")
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise _invalid("media.media must be an object")
+        payload = media.get("payload")
+        if type(payload) is not str:
+            raise _invalid("media.payload must be a base64 string")
+        track = media.get("track")  # only with the beta "both tracks" option, which we do not take
+        if track is not None and track != "inbound":
+            raise _violation(f"unexpected media track {track!r}: configure the applet for the inbound track")
+        try:
+            audio = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+        if len(audio) & 1:
+            raise _invalid("media.payload has an odd byte count for 16-bit audio")
+        event = CallerAudio(
+            audio,
+            _counter(media.get("timestamp"), "media.timestamp"),
+            _counter(media.get("chunk"), "media.chunk"),
+        )
+        self.messages_in += 1
+        self.media_in += 1
+        self.bytes_in += len(audio)
+        return event
+
+    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
+        state = self.state
+        if event == "connected":
+            if state is not ExotelState.AWAITING_CONNECTED:
+                raise _violation(f"'connected' received in state {state.value}")
+            self.state = ExotelState.AWAITING_START
+            return Connected(
+                _optional_str(msg, "protocol", "connected"), _optional_str(msg, "version", "connected")
+            )
+        if event == "start":
+            if state not in (ExotelState.AWAITING_CONNECTED, ExotelState.AWAITING_START):
+                raise _violation(f"'start' received in state {state.value}")
+            return self._start(msg)
+        if event not in ("dtmf", "mark", "stop"):
+            raise _violation(f"unknown Exotel event {event[:40]!r}")
+        if state is not ExotelState.STREAMING:
+            raise _violation(f"{event!r} received in state {state.value}")
+        sid = _sid_of(msg)
+        if sid is not None and sid != self.stream_sid:
+            raise _violation(f"{event!r} for another stream")
+        if event == "dtmf":
+            body = msg.get("dtmf", msg)  # the beta guide shows the digit at the top level
+            if type(body) is not dict or type(body.get("digit")) is not str:
+                raise _invalid("dtmf.digit must be a string")
+            digit = body["digit"].upper()
+            if digit not in _DTMF_DIGITS:
+                raise _invalid(f"dtmf.digit {digit!r} is not a DTMF key")
+            return DtmfPressed(digit)
+        if event == "mark":
+            name = _object(msg, "mark").get("name")
+            if type(name) is not str:
+                raise _invalid("mark.name must be a string")
+            return MarkReached(name)
+        stop = msg.get("stop", {})
+        if type(stop) is not dict:
+            raise _invalid("stop.stop must be an object")
+        call_sid = stop.get("call_sid", self.call_sid or "")
+        reason = stop.get("reason")
+        if type(call_sid) is not str or (reason is not None and type(reason) is not str):
+            raise _invalid("stop.call_sid and stop.reason must be strings")
+        self.stop_reason = reason
+        self.state = ExotelState.STOPPED
+        return CallStopped(call_sid)
+
+    def _start(self, msg: dict[str, Any]) -> CallStarted:
+        start = _object(msg, "start")
+        top_sid = _sid_of(msg)
+        stream_sid = _sid_of(start)
+        if stream_sid is None:
+            stream_sid = top_sid
+        if type(stream_sid) is not str or not _SID_RE.fullmatch(stream_sid):
+            raise _invalid("start.stream_sid must be a plain identifier (letters, digits, '-', '_')")
+        if top_sid is not None and top_sid != stream_sid:
+            raise _violation("start.stream_sid differs from the message's stream_sid")
+        call_sid = start.get("call_sid", start.get("callSid"))
+        if type(call_sid) is not str:
+            raise _invalid("start.call_sid must be a string")
+        account_sid = _optional_str(start, "account_sid", "start.start")
+        from_number = _optional_str(start, "from", "start.start")
+        to_number = _optional_str(start, "to", "start.start")
+        params_raw = start.get("custom_parameters")
+        params: Mapping[str, str] = _EMPTY
+        if params_raw is not None:
+            if type(params_raw) is not dict or not all(type(v) is str for v in params_raw.values()):
+                raise _invalid("start.custom_parameters must be an object of strings")
+            params = MappingProxyType(dict(params_raw))
+        rate = self._audio.rate
+        encoding = "audio/x-raw"
+        fmt = start.get("media_format")
+        if fmt is not None:
+            if type(fmt) is not dict:
+                raise _invalid("start.media_format must be an object")
+            encoding = _optional_str(fmt, "encoding", "start.media_format") or encoding
+            announced = _counter(fmt.get("sample_rate"), "start.media_format.sample_rate")
+            rate = rate if announced is None else announced
+            if encoding.partition(";")[0].strip().lower() not in _PCM_ENCODINGS or rate not in RATES:
+                raise TelephonyProtocolError(
+                    f"unsupported media format {encoding[:40]!r} at {rate} Hz; the Voicebot applet streams "
+                    "16-bit PCM at 8000, 16000 or 24000 Hz",
+                    close_code=CLOSE_UNSUPPORTED_DATA,
+                )
+        self._audio = AudioFormat("l16", rate)
+        self.stream_sid, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
+        self.from_number, self.to_number = from_number, to_number
+        # The SID was checked to be JSON-safe, so outbound messages are built by concatenation.
+        ids = '"stream_sid":"' + stream_sid + '","streamSid":"' + stream_sid + '"'
+        self._media_prefix = '{"event":"media",' + ids + ',"media":{"payload":"'
+        self._mark_prefix = '{"event":"mark",' + ids + ',"mark":{"name":'
+        self._clear_text = '{"event":"clear",' + ids + "}"
+        self.state = ExotelState.STREAMING
+        return CallStarted(stream_sid, call_sid, account_sid, ("inbound",), params, encoding, rate, 1)
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    def encode(self, command: TelephonyCommand) -> str:
+        """Render one command as the text frame Exotel expects (``media``, ``mark``, ``clear``).
+
+        Allowed once ``start`` has arrived, also after ``stop``.
+
+        Raises:
+            TelephonyProtocolError: used before ``start``, or audio that breaks Exotel's chunk rule
+                (a multiple of 320 bytes from 3,200 to 100,000): our bug, close code 1011.
+        """
+        if not self._media_prefix:
+            raise TelephonyProtocolError(
+                f"cannot send {type(command).__name__} before Exotel's 'start'",
+                close_code=CLOSE_INTERNAL_ERROR,
+            )
+        if type(command) is PlayAudio:
+            payload = command.payload
+            size = len(payload)
+            if size % CHUNK_MULTIPLE or not MIN_CHUNK_BYTES <= size <= MAX_CHUNK_BYTES:
+                raise TelephonyProtocolError(
+                    f"Exotel plays chunks of {MIN_CHUNK_BYTES}-{MAX_CHUNK_BYTES} bytes in multiples of "
+                    f"{CHUNK_MULTIPLE}, not {size} (send {FRAMES_PER_MESSAGE} whole 20 ms frames a message)",
+                    close_code=CLOSE_INTERNAL_ERROR,
+                )
+            self.media_out += 1
+            self.bytes_out += size
+            return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        match command:
+            case SetMark(name=name):
+                return self._mark_prefix + json.dumps(name) + "}}"
+            case ClearPlayback():
+                return self._clear_text
+            case PlayAudio():  # pragma: no cover - handled above without the match overhead
+                raise AssertionError("unreachable")
+            case _:
+                assert_never(command)
+
+
+# --- the applet's URL: the dynamic answer, the static URL and its secret -------------------------------
+
+#: Characters a secret may hold so that it travels in a URL unencoded (RFC 3986 "unreserved").
+_URL_SAFE: Final = re.compile(r"[A-Za-z0-9._~-]{16,256}")
+
+
+def _stream_url(stream_url: str) -> tuple[str, str, list[tuple[str, str]]]:
+    parts = urlsplit(stream_url)
+    if parts.scheme not in ("wss", "ws") or not parts.hostname or parts.fragment or parts.username:
+        raise ConfigError(
+            f"stream URL must be wss://host/path (ws:// only for local tests), got {stream_url!r}"
+        )
+    return parts.scheme, parts.netloc, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def _with_query(stream_url: str, query: list[tuple[str, str]], netloc: str | None = None) -> str:
+    parts = urlsplit(stream_url)
+    return urlunsplit(parts._replace(query=urlencode(query), netloc=netloc or parts.netloc))
+
+
+def voicebot_answer(stream_url: str, token: str, *, sample_rate: int = 8000) -> str:
+    """The dynamic URL's reply, ``{"url": "wss://…?token=…"}``, with ``sample-rate`` unless 8000 Hz.
+
+    Exotel copies the URL's query pairs into ``start.custom_parameters``: at most 3 pairs and 256
+    characters (Exotel's applet guide), which a token of ours (about 200 characters) fits.
+
+    Raises:
+        ConfigError: the URL is not ws(s)://host/path, the token is empty, or the rate is not Exotel's.
+    """
+    _, _, query = _stream_url(stream_url)
+    if not token:
+        raise ConfigError("the stream token must not be empty")
+    if sample_rate not in RATES:
+        raise ConfigError(f"Exotel streams at {', '.join(map(str, RATES))} Hz, not {sample_rate}")
+    if sample_rate != 8000:
+        query.append(("sample-rate", str(sample_rate)))
+    query.append(("token", token))
+    return json.dumps({"url": _with_query(stream_url, query)})
+
+
+def static_stream_url(
+    stream_url: str, secret: str, *, sample_rate: int = 8000, form: Literal["basic", "query"] = "basic"
+) -> str:
+    """The URL to paste into the applet when there is no dynamic endpoint, carrying the gateway's secret.
+
+    ``basic`` (preferred): ``wss://exotel:SECRET@host/path``, which Exotel sends as ``Authorization:
+    Basic`` (its applet guide), so the secret stays out of logs and ``custom_parameters``. ``query``:
+    ``?secret=SECRET``, for setups that strip credentials from URLs.
+
+    Raises:
+        ConfigError: bad URL or rate, or a secret of fewer than 16 or other than URL-safe characters.
+    """
+    _, netloc, query = _stream_url(stream_url)
+    if not _URL_SAFE.fullmatch(secret):
+        raise ConfigError("the Exotel secret must be 16-256 characters of A-Z a-z 0-9 . _ ~ -")
+    if sample_rate not in RATES:
+        raise ConfigError(f"Exotel streams at {', '.join(map(str, RATES))} Hz, not {sample_rate}")
+    if sample_rate != 8000:
+        query.append(("sample-rate", str(sample_rate)))
+    if form == "query":
+        return _with_query(stream_url, [*query, ("secret", secret)])
+    return _with_query(stream_url, query, netloc=f"exotel:{secret}@{netloc}")
+
+
+def verify_exotel_secret(secret: str, *, authorization: str | None, query_secret: str | None) -> bool:
+    """Whether the upgrade (or dynamic-URL) request carries ``secret``: as the password of a Basic
+    ``Authorization`` header, or as the ``secret`` query parameter. Compared in constant time.
+
+    Raises:
+        ConfigError: the configured secret is empty.
+    """
+    if not secret:
+        raise ConfigError("Exotel secret is empty")
+    expected = secret.encode()
+    given: list[bytes] = []
+    if authorization is not None:
+        scheme, _, encoded = authorization.strip().partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                given.append(base64.b64decode(encoded.strip(), validate=True).partition(b":")[2])
+            except (binascii.Error, ValueError):
+                pass
+    if query_secret is not None:
+        given.append(query_secret.encode("utf-8", "replace"))
+    ok = False
+    for candidate in given:
+        ok |= hmac.compare_digest(expected, candidate)
+    return ok
+
+
+@dataclass(frozen=True, slots=True)
+class ExotelCall:
+    """The call a dynamic-URL request is about (Exotel's applet request parameters)."""
+
+    call_sid: str
+    from_: str
+    to: str
+
+
+def exotel_call(query: Mapping[str, str]) -> ExotelCall:
+    """Read ``CallSid``, ``CallFrom`` and ``CallTo`` from the dynamic URL's GET query.
+
+    These are the parameters Exotel documents for its applets' URL requests (Passthru, Connect's
+    dynamic URL); one of its pages spells ``Callfrom``, so names are matched without case.
+
+    Raises:
+        TelephonyProtocolError: ``CallSid`` is missing or not a plain identifier.
+    """
+    lowered = {key.lower(): value for key, value in query.items()}
+    call_sid = lowered.get("callsid", "")
+    if not _SID_RE.fullmatch(call_sid):
+        raise _violation("Exotel's request has no valid CallSid")
+    return ExotelCall(
+        call_sid,
+        lowered.get("callfrom", lowered.get("from", "")),
+        lowered.get("callto", lowered.get("to", "")),
+    )

@@ -1,0 +1,669 @@
+"""Plivo Audio Streams (bidirectional ``<Stream>``): JSON ⇄ telephony events, the answer XML, the
+``X-Plivo-Signature-V3`` check and the call-control REST requests. No I/O.
+
+State table (Plivo "Stream Event Protocol")::
+
+    AWAITING_START --start--> STREAMING --stop--> STOPPED
+    STREAMING: media | dtmf | playedStream (a checkpoint of ours played) | clearedAudio (our clearAudio done)
+
+Plivo sends no ``connected`` frame: ``start`` is first. Errors are
+:class:`~gateway.errors.TelephonyProtocolError` with the close codes of :mod:`gateway.telephony.twilio`
+(1007 bad data, 1008 order or unknown event, 1003 a format we cannot take, 1011 our own misuse).
+
+What this follows (telephony-providers.md §3, re-checked on Plivo's pages with the search tool):
+
+* message shapes: plivo.com/docs/voice/audio-streaming/audio-streaming, the checkpoint, playAudio and
+  clearAudio pages, and docs.plivo.com/docs/voice/xml/audiostream for ``<Stream>``'s attributes;
+* ``stop`` is missing from that page but sent per Plivo's Java stream SDK and sample servers, so it is
+  accepted (the socket closing stays the authoritative end); ``played`` is the older name of
+  ``playedStream`` in a Plivo support article and is accepted too;
+* ``audio/x-l16`` is little-endian PCM16: Plivo's docs do not say, Plivo's own
+  plivo-labs/agent-transport decodes it with ``i16::from_le_bytes`` [one official source];
+* counters (``chunk``, ``timestamp``) are numbers on the protocol page and strings in Plivo's samples:
+  either is accepted.
+
+The per-call stream token travels in the stream URL's query string (``?token=…``), not in
+``extraHeaders`` (Plivo's only per-stream parameter, delivered in ``start``): that attribute allows
+only ``[A-Za-z0-9]`` (our tokens hold ``.``, ``-`` and ``_``) and would arrive only after the socket
+was accepted, while the query is on the upgrade request and is checked before accepting. Plivo's
+docs do not say it keeps the query; pipecat's Plivo examples and other deployments rely on it [S].
+
+``clearAudio`` drops the checkpoints queued behind it: Plivo never answers them (``playedStream`` only
+follows audio that played). The neutral contract is Twilio's (pending marks come back on a clear,
+:class:`~gateway.telephony.events.MarkReached`: "or playback was cleared"), so ``clearedAudio`` is
+reported as the newest checkpoint the clear dropped.
+
+The media path (``receive_media``, ``encode(PlayAudio)``) builds no dicts and calls no ``json.dumps``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, assert_never
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse, urlsplit, urlunparse, urlunsplit
+
+from gateway.errors import ConfigError, TelephonyProtocolError, ToolError
+from gateway.jsonfast import loads
+from gateway.telephony.events import (
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    ClearPlayback,
+    DtmfPressed,
+    MarkReached,
+    PlayAudio,
+    SetMark,
+    TelephonyCommand,
+    TelephonyEvent,
+)
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
+from gateway.telephony.twilio import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNSUPPORTED_DATA,
+)
+
+__all__ = [
+    "PLIVO_API_BASE",
+    "PlivoCodec",
+    "PlivoState",
+    "RestRequest",
+    "dial_xml",
+    "hangup_request",
+    "hangup_xml",
+    "plivo_signature_v3",
+    "stream_xml",
+    "transfer_request",
+    "verify_plivo_signature_v3",
+]
+
+#: Stream and call ids are UUIDs; they are spliced unescaped into JSON and REST paths, so must be this plain.
+_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+#: ``start.mediaFormat.encoding`` → our codec name, and the rates Plivo offers for it.
+_CODECS: Final = {"audio/x-mulaw": ("ulaw", (8000,)), "audio/x-l16": ("l16", (8000, 16000))}
+#: ``<Stream contentType>`` / ``playAudio`` ``media.contentType`` per audio format.
+_CONTENT_TYPES: Final = {
+    ("ulaw", 8000): "audio/x-mulaw",
+    ("l16", 8000): "audio/x-l16",
+    ("l16", 16000): "audio/x-l16",
+}
+#: Checkpoints remembered for a clear; a provider that never answers them must not grow memory.
+_MAX_OUTSTANDING: Final = 64
+
+
+class PlivoState(enum.Enum):
+    """Where a media socket is in Plivo's message sequence."""
+
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+def _invalid(message: str) -> TelephonyProtocolError:
+    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
+
+
+def _violation(message: str) -> TelephonyProtocolError:
+    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        msg = loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid(f"Plivo message is not valid JSON: {exc}") from exc
+    if type(msg) is not dict:
+        raise _invalid(f"Plivo message must be a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def _object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    if type(value) is not dict:
+        raise _invalid(f"{key} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _string(obj: Mapping[str, Any], key: str, where: str) -> str:
+    value = obj.get(key)
+    if type(value) is not str:
+        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _counter(value: object, name: str) -> int | None:
+    """A non-negative integer sent as a number or a decimal string (Plivo's docs and samples differ)."""
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    raise _invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
+
+
+def _extra_headers(value: object) -> dict[str, str]:
+    """``extra_headers``: ``k=v`` pairs joined by ``;`` (the protocol page) or ``,`` (the XML page)."""
+    if value is None:
+        return {}
+    if type(value) is not str:
+        raise _invalid("extra_headers must be a string")
+    pairs = (part.partition("=") for part in re.split(r"[;,]", value))
+    return {key.strip(): val.strip() for key, eq, val in pairs if eq and key.strip()}
+
+
+class PlivoCodec:
+    """Sans-I/O codec for one Plivo media WebSocket.
+
+    Attributes:
+        state: where the socket is in the message sequence (:class:`PlivoState`).
+        stream_id, call_id, account_id: known once ``start`` has arrived.
+        stop_reason: ``stop``'s ``reason``, when Plivo gave one.
+        messages_in, media_in, bytes_in, media_out, bytes_out: counters, as on TwilioCodec.
+    """
+
+    __slots__ = (
+        "_audio",
+        "_checkpoint_prefix",
+        "_clear_text",
+        "_clears",
+        "_l16",
+        "_outstanding",
+        "_play_prefix",
+        "account_id",
+        "bytes_in",
+        "bytes_out",
+        "call_id",
+        "media_in",
+        "media_out",
+        "messages_in",
+        "state",
+        "stop_reason",
+        "stream_id",
+    )
+
+    #: Plivo plays ``playAudio`` of any size and buffers it in order (no size limit is documented);
+    #: checkpoints and ``clearAudio`` exist; hang-up and transfer are REST calls (closing the socket
+    #: would run the XML after ``<Stream>``). Outbound DTMF: Plivo lists a ``sendDTMF`` stream event
+    #: whose fields its docs do not give, so the bot's digits go in band.
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        marks=True, clear=True, frames_per_message=None, provider_buffers=True, hangup="rest",
+        transfer="rest", dtmf_out="inband", binary_audio=False, continuous_media=True,
+    )  # fmt: skip
+
+    def __init__(self, audio: AudioFormat = PCMU_8K) -> None:
+        """``audio``: the format asked for in the answer XML; ``start.mediaFormat`` replaces it."""
+        self.state = PlivoState.AWAITING_START
+        self.stream_id: str | None = None
+        self.call_id: str | None = None
+        self.account_id: str | None = None
+        self.stop_reason: str | None = None
+        self.messages_in = 0
+        self.media_in = 0
+        self.bytes_in = 0
+        self.media_out = 0
+        self.bytes_out = 0
+        self._audio = audio
+        self._l16 = audio.codec == "l16"
+        self._play_prefix = ""
+        self._checkpoint_prefix = ""
+        self._clear_text = ""
+        self._outstanding: list[str] = []
+        self._clears: deque[tuple[str, ...]] = deque(maxlen=_MAX_OUTSTANDING)
+
+    @property
+    def audio(self) -> AudioFormat:
+        """The stream's format: what ``start.mediaFormat`` announced (before it, what was asked for)."""
+        return self._audio
+
+    # --- inbound -------------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> TelephonyEvent:
+        """Parse one text frame from Plivo into one event.
+
+        Raises:
+            TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
+                for another stream, an unknown event, or an audio format we cannot take.
+        """
+        msg = _parse(text)
+        event = msg.get("event")
+        if event == "media":
+            return self._media(msg)
+        if type(event) is not str:
+            raise _invalid("Plivo message has no string 'event' field")
+        result = self._control(event, msg)
+        self.messages_in += 1
+        return result
+
+    def receive_media(self, text: str) -> CallerAudio | None:
+        """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
+        msg = _parse(text)
+        return self._media(msg) if msg.get("event") == "media" else None
+
+    def _media(self, msg: dict[str, Any]) -> CallerAudio:
+        if self.state is not PlivoState.STREAMING:
+            raise _violation(f"media received in state {self.state.value}")
+        sid = msg.get("streamId")
+        if sid is not None and sid != self.stream_id:
+            raise _violation("media for another stream")
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise _invalid("media.media must be an object")
+        payload = media.get("payload")
+        if type(payload) is not str:
+            raise _invalid("media.payload must be a base64 string")
+        track = media.get("track")
+        if track is not None and track != "inbound":
+            raise _violation(f"unexpected media track {track!r} on a bidirectional stream")
+        try:
+            audio = binascii.a2b_base64(payload, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+        if self._l16 and len(audio) & 1:
+            raise _invalid("media.payload has an odd byte count for 16-bit audio")
+        event = CallerAudio(
+            audio,
+            _counter(media.get("timestamp"), "media.timestamp"),
+            _counter(media.get("chunk"), "media.chunk"),
+        )
+        self.messages_in += 1
+        self.media_in += 1
+        self.bytes_in += len(audio)
+        return event
+
+    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
+        state = self.state
+        if event == "start":
+            if state is not PlivoState.AWAITING_START:
+                raise _violation(f"'start' received in state {state.value}")
+            return self._start(msg)
+        if event not in ("dtmf", "playedStream", "played", "clearedAudio", "stop"):
+            raise _violation(f"unknown Plivo event {event[:40]!r}")
+        if state is not PlivoState.STREAMING:
+            raise _violation(f"{event!r} received in state {state.value}")
+        sid = msg.get("streamId")
+        if sid is not None and sid != self.stream_id:
+            raise _violation(f"{event!r} for another stream")
+        if event == "dtmf":
+            digit = _string(_object(msg, "dtmf"), "digit", "dtmf.dtmf").upper()
+            if digit not in _DTMF_DIGITS:
+                raise _invalid(f"dtmf.digit {digit!r} is not a DTMF key")
+            return DtmfPressed(digit)
+        if event == "clearedAudio":
+            dropped = self._clears.popleft() if self._clears else ()
+            # The newest dropped checkpoint; "" (a name we never set) answers a clear that dropped none.
+            return MarkReached(dropped[-1] if dropped else "")
+        if event == "stop":
+            stop = msg.get("stop", msg)  # the Java SDK models a top-level reason; accept a "stop" object too
+            if type(stop) is not dict:
+                raise _invalid("stop.stop must be an object")
+            reason = stop.get("reason")
+            if reason is not None and type(reason) is not str:
+                raise _invalid("stop.reason must be a string")
+            self.stop_reason = reason
+            self.state = PlivoState.STOPPED
+            return CallStopped(self.call_id or "")
+        name = _string(msg, "name", event)
+        if name in self._outstanding:
+            self._outstanding.remove(name)
+        return MarkReached(name)
+
+    def _start(self, msg: dict[str, Any]) -> CallStarted:
+        start = _object(msg, "start")
+        stream_id = start.get("streamId", msg.get("streamId"))
+        if type(stream_id) is not str or not _ID_RE.fullmatch(stream_id):
+            raise _invalid("start.streamId must be a plain identifier (letters, digits, '-', '_')")
+        top_id = msg.get("streamId")
+        if top_id is not None and top_id != stream_id:
+            raise _violation("start.streamId differs from the message's streamId")
+        call_id = _string(start, "callId", "start.start")
+        if not _ID_RE.fullmatch(call_id):
+            raise _invalid("start.callId must be a plain identifier (letters, digits, '-', '_')")
+        account_id = start.get("accountId", "")
+        if type(account_id) is not str:
+            raise _invalid("start.accountId must be a string")
+        tracks = start.get("tracks", ["inbound"])
+        if type(tracks) is not list or not all(type(t) is str for t in tracks):
+            raise _invalid("start.tracks must be a list of strings")
+        params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
+        custom = start.get("customParameters")  # modelled by Plivo's Java stream SDK
+        if custom is not None:
+            if type(custom) is not dict or not all(type(v) is str for v in custom.values()):
+                raise _invalid("start.customParameters must be an object of strings")
+            params.update(custom)
+        fmt = _object(start, "mediaFormat")
+        encoding_text = _string(fmt, "encoding", "start.mediaFormat")
+        encoding, _, options = encoding_text.partition(";")
+        encoding = encoding.strip().lower()
+        rate = _counter(fmt.get("sampleRate"), "start.mediaFormat.sampleRate")
+        if rate is None:  # "audio/x-l16;rate=16000", the spelling of <Stream contentType>
+            rate = _counter(dict(parse_qsl(options.strip())).get("rate", "8000"), "mediaFormat rate")
+        codec, rates = _CODECS.get(encoding, ("", ()))
+        if rate is None or rate not in rates:
+            raise TelephonyProtocolError(
+                f"unsupported media format {encoding_text[:40]!r} at {rate} Hz; Plivo streams "
+                "audio/x-mulaw 8000 Hz or audio/x-l16 8000/16000 Hz",
+                close_code=CLOSE_UNSUPPORTED_DATA,
+            )
+        self._audio = AudioFormat(codec, rate)
+        self._l16 = codec == "l16"
+        self.stream_id, self.call_id, self.account_id = stream_id, call_id, account_id
+        # The ids were checked to be JSON-safe, so outbound messages are built by concatenation.
+        self._play_prefix = (
+            '{"event":"playAudio","media":{"contentType":"'
+            + _CONTENT_TYPES[codec, rate]
+            + f'","sampleRate":{rate},"payload":"'
+        )
+        self._checkpoint_prefix = '{"event":"checkpoint","streamId":"' + stream_id + '","name":'
+        self._clear_text = '{"event":"clearAudio","streamId":"' + stream_id + '"}'
+        self.state = PlivoState.STREAMING
+        return CallStarted(
+            stream_id, call_id, account_id, tuple(tracks), MappingProxyType(params) if params else _EMPTY,
+            encoding, rate, 1,
+        )  # fmt: skip
+
+    # --- outbound ------------------------------------------------------------------------------
+
+    def encode(self, command: TelephonyCommand) -> str:
+        """Render one command as the text frame Plivo expects (``playAudio``, ``checkpoint``, ``clearAudio``).
+
+        Allowed once ``start`` has arrived, also after ``stop``.
+
+        Raises:
+            TelephonyProtocolError: used before ``start``, or 16-bit audio with an odd byte count (our
+                bug; close code 1011).
+        """
+        if not self._play_prefix:
+            raise TelephonyProtocolError(
+                f"cannot send {type(command).__name__} before Plivo's 'start'",
+                close_code=CLOSE_INTERNAL_ERROR,
+            )
+        if type(command) is PlayAudio:
+            payload = command.payload
+            if self._l16 and len(payload) & 1:
+                raise TelephonyProtocolError(
+                    "PlayAudio of 16-bit audio with an odd byte count", close_code=CLOSE_INTERNAL_ERROR
+                )
+            self.media_out += 1
+            self.bytes_out += len(payload)
+            return self._play_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        match command:
+            case SetMark(name=name):
+                if len(self._outstanding) >= _MAX_OUTSTANDING:
+                    del self._outstanding[0]
+                self._outstanding.append(name)
+                return self._checkpoint_prefix + json.dumps(name) + "}"
+            case ClearPlayback():
+                self._clears.append(tuple(self._outstanding))
+                self._outstanding.clear()
+                return self._clear_text
+            case PlayAudio():  # pragma: no cover - handled above without the match overhead
+                raise AssertionError("unreachable")
+            case _:
+                assert_never(command)
+
+
+# --- the answer XML ------------------------------------------------------------------------------
+
+_XML_DECLARATION: Final = '<?xml version="1.0" encoding="UTF-8"?>'
+_NOT_XML: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ALNUM: Final = re.compile(r"[A-Za-z0-9]+")
+_DIAL_NUMBER: Final = re.compile(r"\+?[0-9]{3,20}")
+
+
+def _xml_safe(value: str, what: str) -> str:
+    if _NOT_XML.search(value):
+        raise ConfigError(f"{what} contains a control character that XML cannot carry")
+    return value
+
+
+def _render(root: ET.Element) -> str:
+    return _XML_DECLARATION + ET.tostring(root, encoding="unicode")
+
+
+def stream_xml(
+    stream_url: str,
+    token: str,
+    *,
+    audio: AudioFormat = PCMU_8K,
+    extra_headers: Mapping[str, str] | None = None,
+    stream_timeout_s: int | None = None,
+    status_callback_url: str | None = None,
+) -> str:
+    """``<Response><Stream bidirectional keepCallAlive contentType>wss://…?token=…</Stream></Response>``.
+
+    ``keepCallAlive="true"`` makes the stream the whole call: Plivo runs nothing after it until the
+    socket closes. ``audio`` picks ``contentType`` (μ-law 8 kHz, or L16 8/16 kHz for wideband).
+
+    Raises:
+        ConfigError: the URL is not ws(s)://host/path, the token is empty, Plivo has no such format,
+            or an ``extraHeaders`` key/value is not ``[A-Za-z0-9]`` or the whole exceeds 512 bytes.
+    """
+    parts = urlsplit(stream_url)
+    if parts.scheme not in ("wss", "ws") or not parts.netloc or parts.fragment:
+        raise ConfigError(
+            f"stream URL must be wss://host/path (ws:// only for local tests), got {stream_url!r}"
+        )
+    if not token:
+        raise ConfigError("the stream token must not be empty")
+    content_type = _CONTENT_TYPES.get((audio.codec, audio.rate))
+    if content_type is None:
+        raise ConfigError(f"Plivo streams μ-law 8 kHz or L16 8/16 kHz, not {audio.codec} {audio.rate} Hz")
+    query = [*parse_qsl(parts.query, keep_blank_values=True), ("token", token)]
+    url = urlunsplit(parts._replace(query=urlencode(query)))
+    response = ET.Element("Response")
+    stream = ET.SubElement(
+        response,
+        "Stream",
+        bidirectional="true",
+        keepCallAlive="true",
+        contentType=f"{content_type};rate={audio.rate}",
+    )
+    if stream_timeout_s is not None:
+        if stream_timeout_s <= 0:
+            raise ConfigError("streamTimeout must be a positive number of seconds")
+        stream.set("streamTimeout", str(int(stream_timeout_s)))
+    if status_callback_url is not None:
+        stream.set("statusCallbackUrl", _xml_safe(status_callback_url, "status callback URL"))
+        stream.set("statusCallbackMethod", "POST")
+    if extra_headers:
+        if not all(_ALNUM.fullmatch(k) and _ALNUM.fullmatch(v) for k, v in extra_headers.items()):
+            raise ConfigError("Plivo extraHeaders keys and values may hold only A-Z, a-z and 0-9")
+        joined = ",".join(f"{k}={v}" for k, v in extra_headers.items())
+        if len(joined) > 512:
+            raise ConfigError("Plivo extraHeaders must fit in 512 bytes")
+        stream.set("extraHeaders", joined)
+    stream.text = _xml_safe(url, "stream URL")
+    return _render(response)
+
+
+def hangup_xml(text: str | None = None) -> str:
+    """Optionally ``<Speak>`` ``text``, then ``<Hangup/>`` (refusing a call politely)."""
+    response = ET.Element("Response")
+    if text:
+        ET.SubElement(response, "Speak").text = _xml_safe(text, "text")
+    ET.SubElement(response, "Hangup")
+    return _render(response)
+
+
+def dial_xml(number: str, *, caller_id: str | None = None) -> str:
+    """The XML a transfer's ``aleg_url`` serves: ``<Dial>`` a ``<Number>`` (or a ``<User>`` for ``sip:``).
+
+    Plivo writes numbers as digits with the country code; a leading ``+`` is dropped.
+
+    Raises:
+        ConfigError: the target is neither a phone number nor a ``sip:`` URI, or the caller id is no number.
+    """
+    target = number.strip()
+    response = ET.Element("Response")
+    dial = ET.SubElement(response, "Dial")
+    if caller_id is not None:
+        if not _DIAL_NUMBER.fullmatch(caller_id.strip()):
+            raise ConfigError(f"caller id must be a phone number, got {caller_id!r}")
+        dial.set("callerId", caller_id.strip().lstrip("+"))
+    if target.startswith("sip:") and len(target) > 4:
+        ET.SubElement(dial, "User").text = _xml_safe(target, "dial target")
+    elif _DIAL_NUMBER.fullmatch(target):
+        ET.SubElement(dial, "Number").text = target.lstrip("+")
+    else:
+        raise ConfigError(f"dial target must be a phone number or sip: URI, got {number!r}")
+    return _render(response)
+
+
+# --- X-Plivo-Signature-V3 --------------------------------------------------------------------------
+# Plivo's algorithm as plivo-python's utils/signature_v3.py implements it (tests check ours against it):
+# base = scheme://netloc/path; GET: the request's and the URL's query parameters merged (the URL's win),
+# sorted, "k=v&k=v" after "?"; POST: the URL's own query after "?", then (if the body has parameters)
+# "." only when that query is non-empty and the form sorted as "kv" pairs with no separator. The
+# signed text is base + "." + nonce; the header holds base64 HMAC-SHA256 values, one per active auth
+# token, separated by commas.
+
+Params = Mapping[str, str | Sequence[str]]
+
+
+def _grouped(params: Params | None) -> dict[str, list[str]]:
+    """Every value per name; ``items()`` of a multidict (aiohttp's ``request.post()``) repeats names."""
+    grouped: dict[str, list[str]] = {}
+    for key, value in (params or {}).items():
+        values = grouped.setdefault(key, [])
+        if isinstance(value, str):
+            values.append(value)
+        else:
+            values.extend(value)
+    return grouped
+
+
+def _query_text(grouped: Mapping[str, list[str]]) -> str:
+    return "&".join(f"{key}={value}" for key in sorted(grouped) for value in sorted(grouped[key]))
+
+
+def _signed_base(method: str, url: str, params: Params | None) -> str:
+    parts = urlparse(url)
+    base = urlunparse((parts.scheme, parts.netloc, parts.path, "", "", ""))
+    url_query = parse_qs(parts.query, keep_blank_values=True)
+    form = _grouped(params)
+    if method == "GET":
+        query = _query_text(form | url_query)
+        return f"{base}?{query}" if query else base
+    query = _query_text(url_query)
+    if not form:
+        return f"{base}?{query}" if query else base
+    body = "".join(key + value for key in sorted(form) for value in sorted(form[key]))
+    return f"{base}?{query}{'.' if query else ''}{body}"
+
+
+def plivo_signature_v3(auth_token: str, *, method: str, url: str, nonce: str, params: Params | None) -> str:
+    """The ``X-Plivo-Signature-V3`` Plivo would send for a ``method`` request to ``url`` with ``params``.
+
+    Raises:
+        ConfigError: the auth token is empty, or the method is neither GET nor POST.
+    """
+    if not auth_token:
+        raise ConfigError("Plivo auth token is empty")
+    verb = method.upper()
+    if verb not in ("GET", "POST"):
+        raise ConfigError(f"Plivo signs GET and POST requests, not {method!r}")
+    text = f"{_signed_base(verb, url, params)}.{nonce}"
+    digest = hmac.new(auth_token.encode(), text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def verify_plivo_signature_v3(
+    auth_token: str, *, method: str, url: str, nonce: str, signature: str, params: Params | None
+) -> bool:
+    """Whether any comma-separated value of ``signature`` is Plivo's for this request; constant-time.
+
+    Raises:
+        ConfigError: the auth token is empty, or the method is neither GET nor POST.
+    """
+    expected = plivo_signature_v3(auth_token, method=method, url=url, nonce=nonce, params=params)
+    if not nonce:
+        return False
+    ok = False
+    for candidate in signature.split(","):
+        ok |= hmac.compare_digest(expected.encode("ascii"), candidate.strip().encode("utf-8", "replace"))
+    return ok
+
+
+# --- call control over Plivo's REST API -----------------------------------------------------------
+
+#: Plivo's API; the gateway's setting replaces it so tests use a local stand-in.
+PLIVO_API_BASE: Final = "https://api.plivo.com"
+_AUTH_ID_RE: Final = re.compile(r"[A-Za-z0-9]{2,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class RestRequest:
+    """One HTTP request for the caller's client to send; ``ok`` lists the statuses that mean success."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(repr=False)  # carries the credentials: never in a log line
+    body: bytes | None = None
+    ok: frozenset[int] = frozenset({200})
+
+
+def _call_url(base_url: str, auth_id: str, auth_token: str, call_uuid: str) -> tuple[str, dict[str, str]]:
+    base = urlsplit(base_url)
+    if base.scheme not in ("https", "http") or not base.netloc:
+        raise ConfigError(f"Plivo API base URL must be https://host, got {base_url!r}")
+    if not _AUTH_ID_RE.fullmatch(auth_id) or not auth_token:
+        raise ConfigError("Plivo REST needs PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN")
+    if not _ID_RE.fullmatch(call_uuid):
+        raise ToolError("this call has no valid provider id, so it cannot be updated")
+    basic = base64.b64encode(f"{auth_id}:{auth_token}".encode()).decode("ascii")
+    url = f"{base_url.rstrip('/')}/v1/Account/{auth_id}/Call/{call_uuid}/"
+    return url, {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+
+
+def hangup_request(
+    *, auth_id: str, auth_token: str, call_uuid: str, base_url: str = PLIVO_API_BASE
+) -> RestRequest:
+    """``DELETE /v1/Account/{auth_id}/Call/{call_uuid}/`` (Plivo "Hang up a call"): 204 when hung up,
+    404 when the call had already ended, which is what a hang-up wants anyway.
+
+    Raises:
+        ConfigError: bad credentials or base URL. ToolError: the call id is not a plain identifier.
+    """
+    url, headers = _call_url(base_url, auth_id, auth_token, call_uuid)
+    return RestRequest("DELETE", url, headers, None, frozenset({204, 404}))
+
+
+def transfer_request(
+    *,
+    auth_id: str,
+    auth_token: str,
+    call_uuid: str,
+    aleg_url: str,
+    aleg_method: str = "POST",
+    base_url: str = PLIVO_API_BASE,
+) -> RestRequest:
+    """``POST /v1/Account/{auth_id}/Call/{call_uuid}/`` with ``legs=aleg`` (Plivo "Transfer a call"):
+    the caller's leg fetches ``aleg_url`` (serving :func:`dial_xml`) and runs it; the stream ends.
+    Plivo answers 202. The body is JSON, as Plivo's SDK sends it.
+
+    Raises:
+        ConfigError: bad credentials, base URL, ``aleg_url`` or method. ToolError: bad call id.
+    """
+    url, headers = _call_url(base_url, auth_id, auth_token, call_uuid)
+    target = urlsplit(aleg_url)
+    if target.scheme not in ("https", "http") or not target.netloc:
+        raise ConfigError(f"transfer aleg_url must be an http(s) URL, got {aleg_url!r}")
+    if aleg_method not in ("GET", "POST"):
+        raise ConfigError(f"aleg_method must be GET or POST, got {aleg_method!r}")
+    body = json.dumps({"legs": "aleg", "aleg_url": aleg_url, "aleg_method": aleg_method}).encode()
+    return RestRequest("POST", url, headers | {"Content-Type": "application/json"}, body, frozenset({202}))
