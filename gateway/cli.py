@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("gateway.run", "run the gateway (webhooks + media WebSockets)"),
     "doctor": ("gateway.doctor", "check that the configured Gemini Live endpoint, key and model work"),
     "emulator": ("gateway.emulator.cli", "run the local Gemini Live emulator"),
-    "call": ("gateway.caller.cli", "place a simulated Twilio phone call to a gateway"),
+    "call": ("gateway.caller.cli", "place a simulated phone call to a gateway (Twilio, or --provider NAME)"),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),
     "tools": ("gateway.tools.cli", "list the tools dialplans may enable, as the model sees them"),
     "calls": ("gateway.records.cli", "list call records, or show one call's transcript and tool calls"),

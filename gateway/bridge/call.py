@@ -181,8 +181,10 @@ class CallBridge:
         #: The caller is gone when no media frame arrived for this long (0: never checked). Only for
         #: providers that stream continuously; others may fall silent on purpose.
         self.media_timeout_s = media_timeout_s if caps.continuous_media else 0.0
-        #: Frames per media message: any number (None) or exactly this many (Vonage, AudioSocket: 1).
+        #: Frames per media message: any number (None) or exactly this many (Vonage, AudioSocket: 1), or
+        #: whole multiples of it (Exotel: 10): a short run waits for more (``_carry``) or is padded.
         self._per_message = caps.frames_per_message
+        self._carry: list[bytes] = []
         self.downlink = Downlink(audio.codec, out_rate=audio.rate)
         self.playout = Playout(lead_s=playout_lead_s)
         #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
@@ -643,11 +645,11 @@ class CallBridge:
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
             encode, recording, per = self._encode, self.observer.recording, self._per_message
             texts: list[str] = []
-            run: list[bytes] = []
+            run, self._carry = self._carry, []
             for item in self.playout.due(self._clock()):
                 if isinstance(item, MarkOut):
                     if run:
-                        texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+                        texts.append(encode(PlayAudio(b"".join(self._padded(run)))))
                         run = []
                     texts.append(encode(SetMark(item.name)))
                 else:
@@ -658,9 +660,19 @@ class CallBridge:
                         texts.append(encode(PlayAudio(run[0] if per == 1 else b"".join(run))))
                         run = []
             if run:
-                texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(run))))
+                if per is not None and per > 1 and self.playout.queued_frames:
+                    self._carry = run  # whole messages only: wait for the frames that follow
+                else:
+                    texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(self._padded(run)))))
             if texts:
                 await self._send(texts)
+
+    def _padded(self, run: list[bytes]) -> list[bytes]:
+        """``run`` padded with silence to a whole number of messages, where the provider wants that."""
+        per = self._per_message
+        if per is None or per == 1 or len(run) % per == 0:
+            return run
+        return run + [self.audio.silence] * (per - len(run) % per)
 
     def snapshot(self) -> dict[str, Any]:
         """Live view of the call for the admin API."""

@@ -25,11 +25,11 @@ from gateway.dialplan.model import Dialplan
 from gateway.errors import ToolError
 from gateway.gemini.messages import FunctionResponse
 from gateway.gemini.models import capabilities
+from gateway.tools.call_rest import CallControlRest
 from gateway.tools.context import CallContext
 from gateway.tools.dtmf import dtmf_frames
 from gateway.tools.registry import ToolRegistry
 from gateway.tools.router import ToolRouter
-from gateway.tools.twilio_rest import TwilioRest
 
 if TYPE_CHECKING:
     from gateway.bridge.call import CallBridge
@@ -53,7 +53,7 @@ TRANSFER_GRACE_S = 5.0
 class BridgeControl:
     """:class:`~gateway.tools.context.CallControl` for one :class:`CallBridge`."""
 
-    def __init__(self, bridge: CallBridge, *, rest: TwilioRest | None) -> None:
+    def __init__(self, bridge: CallBridge, *, rest: CallControlRest | None) -> None:
         self.bridge = bridge
         self.rest = rest
         self._ending = False
@@ -174,7 +174,7 @@ def call_tools(
     *,
     plan: Dialplan,
     model: str,
-    rest: TwilioRest | None = None,
+    rest: CallControlRest | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> Callable[[CallBridge], ToolRouter]:
     """The ``tools`` factory for a :class:`CallBridge` on ``plan``: its router, context and control.

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.caller.call import CallOptions, CallReport, admin_transcript, place_call
+from gateway.caller.sides import SIDES
 from gateway.errors import ConfigError, GatewayError
 
 
@@ -22,7 +23,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--gateway",
         default="http://127.0.0.1:8080",
         metavar="URL",
-        help="gateway base URL (webhook at /twilio/voice)",
+        help="gateway base URL (the provider's webhook path is added, e.g. /twilio/voice)",
+    )
+    parser.add_argument(
+        "--provider",
+        default="twilio",
+        choices=sorted(SIDES),
+        help="whose side of the call to play, exactly as that provider does (default twilio)",
     )
     parser.add_argument(
         "--play",
@@ -40,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--auth-token",
         default=None,
         metavar="T",
-        help="sign requests with X-Twilio-Signature (default: $TWILIO_AUTH_TOKEN)",
+        help="sign as the provider signs (default: its variable, e.g. $TWILIO_AUTH_TOKEN)",
     )
     parser.add_argument(
         "--turns", type=int, default=1, help="say --play this many times, each after the previous answer"
@@ -55,8 +62,10 @@ def _options(args: argparse.Namespace) -> CallOptions:
     bad = sorted(set(digits) - set("0123456789*#ABCD"))
     if bad:
         raise ConfigError(f"--dtmf: not DTMF keys: {''.join(bad)}")
-    token = args.auth_token if args.auth_token is not None else os.environ.get("TWILIO_AUTH_TOKEN", "")
+    side = SIDES[args.provider]
+    token = args.auth_token if args.auth_token is not None else os.environ.get(side.credential_env, "")
     return CallOptions(
+        provider=args.provider,
         to=args.to,
         from_=args.from_,
         gateway=args.gateway,

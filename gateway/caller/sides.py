@@ -64,6 +64,8 @@ class CallerSide(ABC):
     clear_echoes_marks: ClassVar[bool] = True
     #: Frame type of the provider's messages on the stream.
     binary: ClassVar[bool] = False
+    #: The environment variable holding what the provider signs with (``gateway call``'s default).
+    credential_env: ClassVar[str] = ""
 
     @abstractmethod
     async def request_call(
@@ -143,6 +145,7 @@ class TwilioSide(CallerSide):
 
     name = "twilio"
     voice_path = "/twilio/voice"
+    credential_env = "TWILIO_AUTH_TOKEN"
 
     async def request_call(
         self, http: aiohttp.ClientSession, opts: CallOptions, report: CallReport

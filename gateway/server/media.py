@@ -29,6 +29,7 @@ from gateway.gemini.messages import SessionConfig
 from gateway.gemini.session import LiveSession
 from gateway.log import CallLogger, bind_call_context, reset_call_context
 from gateway.security.access import source_address
+from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import StreamClaims
 from gateway.server.limits import DurationCap, MessageRate
 from gateway.server.media_in import DirectHandler, MediaSocket, direct_failure
@@ -48,8 +49,19 @@ from gateway.server.state import (
 from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
 from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
 from gateway.telephony.provider import MediaCodec
+from gateway.tools.call_rest import CallControlRest
 
-__all__ = ["START_TIMEOUT_S", "StreamRoute", "live_config", "media_stream_handler", "public_base", "ws_url"]
+__all__ = [
+    "START_TIMEOUT_S",
+    "Accepted",
+    "Refused",
+    "StreamRoute",
+    "accept_call",
+    "live_config",
+    "media_stream_handler",
+    "public_base",
+    "ws_url",
+]
 
 #: How long a media socket may take to show its stream token. Providers send their start message as
 #: soon as the upgrade is answered, one round trip; more than this is not the provider.
@@ -72,6 +84,8 @@ class StreamRoute:
     #: Where the gateway's stream token arrived: a ``<Parameter>`` in ``start``, or the URL's query.
     token: Callable[[CallStarted, web.Request], str]
     log: CallLogger
+    #: The provider's REST client for hang-up and transfer, when its credentials are set.
+    rest: Callable[[web.Application], CallControlRest | None] = lambda app: None
 
 
 def public_base(request: web.Request) -> str:
@@ -99,6 +113,61 @@ def live_config(app: web.Application, plan: Dialplan) -> SessionConfig:
         tools=tool_declarations(app, plan),
         input_rate=settings.uplink_rate,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A call the gateway takes: the stream token to hand the provider, and the dialplan chosen."""
+
+    token: str
+    plan: Dialplan
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A call over capacity: what the caller should hear before the provider hangs up."""
+
+    message: str
+
+
+async def accept_call(
+    request: web.Request, log: CallLogger, *, call_sid: str, to: str, from_: str, may_preconnect: bool
+) -> Accepted | Refused:
+    """The provider-neutral half of a voice webhook (or answer request), once the provider's own
+    signature check has passed: identity checked, dialplan chosen, a place reserved, a stream token
+    issued, and Gemini preconnected when allowed.
+
+    ``may_preconnect``: the request was authenticated (or explicit insecure development mode). Only the
+    first webhook of a call preconnects: a replayed signed webhook must open nothing.
+
+    Raises:
+        web.HTTPBadRequest: a missing or malformed call id or number.
+    """
+    if not call_sid or not to:
+        raise web.HTTPBadRequest(text="the call id and the dialled number are required")
+    if (problem := webhook_identity_problem(call_sid, to, from_)) is not None:
+        raise web.HTTPBadRequest(text=problem)
+    app, settings = request.app, request.app[SETTINGS]
+    clog = log.bind(call_sid=call_sid)
+    plan = app[DIALPLANS].current.match(to, from_)
+    admission = app[LIMITS].admission
+    if not admission.reserve(call_sid, plan.name):
+        clog.warning("call refused: over capacity", extra={"reason": admission.refusal(plan.name)})
+        return Refused(plan.fallback.message)
+    tokens, now = app[STREAM_TOKENS], time.time()
+    token = tokens.issue(call_sid=call_sid, to=to, from_=from_, now=now)
+    if settings.preconnect and may_preconnect and await tokens.first_webhook(call_sid, now):
+        endpoint = app[LIVE_ENDPOINT]
+        config = live_config(app, plan)
+        # One attempt within the setup timeout, as every later attempt: a hung setup then leaves the
+        # call's give-up budget for a retry (bridge/resilience.py) instead of spending all of it.
+        setup_timeout_s = settings.live_setup_timeout_s
+        app[PRECONNECT].start(
+            call_sid,
+            plan,
+            lambda: LiveSession.connect(endpoint, config, logger=clog, setup_timeout_s=setup_timeout_s),
+        )
+    return Accepted(token, plan)
 
 
 def media_stream_handler(route: StreamRoute) -> Callable[[web.Request], Awaitable[web.WebSocketResponse]]:
@@ -166,7 +235,7 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
         await ws.close(code=1013, message=b"try again later")
         return ws
     try:
-        return await _run_call(request, ws, codec, rate, events, start, claims, claimed, plan, clog)
+        return await _run_call(route, request, ws, codec, rate, events, start, claims, claimed, plan, clog)
     finally:
         slot.release()
 
@@ -181,7 +250,9 @@ async def _read_events(
     async for msg in ws:
         tick()  # flood check: one increment and compare per message
         if msg.type is WSMsgType.TEXT:
-            yield codec.receive_text(msg.data)
+            event = codec.receive_text(msg.data)
+            if event is not None:  # None: a frame that needs no action (an acknowledgement)
+                yield event
         elif msg.type is WSMsgType.BINARY:
             raise TelephonyProtocolError("binary frame on a text media stream", close_code=1003)
         elif msg.type is WSMsgType.ERROR:
@@ -231,6 +302,7 @@ async def _abandon(task: asyncio.Task[LiveSession]) -> None:
 
 
 async def _run_call(
+    route: StreamRoute,
     request: web.Request,
     ws: MediaSocket,
     codec: MediaCodec,
@@ -274,7 +346,7 @@ async def _run_call(
             to_number=claims.to,
             plan=plan,
         ),
-        tools=tool_router(app, plan),
+        tools=tool_router(app, plan, route.rest(app)),
         uplink_rate=settings.uplink_rate,
         media_timeout_s=settings.media_timeout_s,
         audio=codec.audio,

@@ -11,8 +11,8 @@ from gateway.bridge.control import call_tools
 from gateway.dialplan.model import Dialplan
 from gateway.gemini.messages import FunctionDeclaration
 from gateway.server.state import HTTP_CLIENT, SETTINGS, TOOLS
+from gateway.tools.call_rest import CallControlRest
 from gateway.tools.router import ToolRouter
-from gateway.tools.twilio_rest import TwilioRest
 
 __all__ = ["declarations", "router_factory"]
 
@@ -26,21 +26,13 @@ def declarations(app: web.Application, plan: Dialplan) -> tuple[FunctionDeclarat
     return app[TOOLS].declarations_for(plan, _model(app, plan))
 
 
-def router_factory(app: web.Application, plan: Dialplan) -> Callable[[CallBridge], ToolRouter]:
+def router_factory(
+    app: web.Application, plan: Dialplan, rest: CallControlRest | None
+) -> Callable[[CallBridge], ToolRouter]:
     """The bridge's ``tools`` argument: runs exactly what :func:`declarations` announced.
 
-    Transfers and REST hang-ups need ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``; without
-    them ``transfer_call`` answers the model that transfers are not set up, and hang-up closes the
-    media stream only (which ends the call: nothing follows ``<Connect>`` in our TwiML).
+    ``rest`` is the call's provider's REST client (its StreamRoute's), or None when the provider's
+    credentials are not set: then ``transfer_call`` answers the model that transfers are not set up,
+    and hang-up closes the media stream only.
     """
-    settings = app[SETTINGS]
-    http = app.get(HTTP_CLIENT)
-    rest = None
-    if http is not None and settings.twilio_account_sid and settings.twilio_auth_token:
-        rest = TwilioRest(
-            http,
-            account_sid=settings.twilio_account_sid,
-            auth_token=settings.twilio_auth_token,
-            base_url=settings.twilio_api_base,
-        )
-    return call_tools(app[TOOLS], plan=plan, model=_model(app, plan), rest=rest, http=http)
+    return call_tools(app[TOOLS], plan=plan, model=_model(app, plan), rest=rest, http=app.get(HTTP_CLIENT))

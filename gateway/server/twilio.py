@@ -7,22 +7,19 @@ stream's upgrade), the codec, and the stream token travelling in a ``<Parameter>
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 from multidict import MultiDict
 
-from gateway.gemini.session import LiveSession
 from gateway.log import call_logger
 from gateway.security.access import local_operator
-from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import TOKEN_PARAMETER
-from gateway.server.media import StreamRoute, live_config, media_stream_handler, public_base, ws_url
-from gateway.server.state import DIALPLANS, LIMITS, LIVE_ENDPOINT, PRECONNECT, SETTINGS, STREAM_TOKENS
+from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
+from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
 from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio import TwilioCodec
 from gateway.telephony.twiml import connect_stream_twiml, say_hangup_twiml
+from gateway.tools.twilio_rest import TwilioRest
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
@@ -61,38 +58,19 @@ async def voice_webhook(request: web.Request) -> web.Response:
         log.warning("voice webhook rejected: unsigned, not local operator", extra={"peer": request.remote})
         raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     call_sid, to, from_ = params.get("CallSid", ""), params.get("To", ""), params.get("From", "")
-    if not call_sid or not to:
-        raise web.HTTPBadRequest(text="CallSid and To are required")
-    if (problem := webhook_identity_problem(call_sid, to, from_)) is not None:
-        raise web.HTTPBadRequest(text=problem)
-    clog = log.bind(call_sid=call_sid)
-    plan = request.app[DIALPLANS].current.match(to, from_)
-    admission = request.app[LIMITS].admission
-    if not admission.reserve(call_sid, plan.name):
-        clog.warning("call refused: over capacity", extra={"reason": admission.refusal(plan.name)})
-        return web.Response(text=say_hangup_twiml(plan.fallback.message), content_type="text/xml")
-    tokens, now = request.app[STREAM_TOKENS], time.time()
-    token = tokens.issue(call_sid=call_sid, to=to, from_=from_, now=now)
+    accepted = await accept_call(
+        request,
+        log,
+        call_sid=call_sid,
+        to=to,
+        from_=from_,
+        may_preconnect=verified or not settings.twilio_auth_token,
+    )
+    if isinstance(accepted, Refused):
+        return web.Response(text=say_hangup_twiml(accepted.message), content_type="text/xml")
     stream_url = ws_url(public_base(request) + MEDIA_PATH)
-    twiml = connect_stream_twiml(stream_url, {TOKEN_PARAMETER: token, "from": from_, "to": to})
-    # Preconnect only for a request we could authenticate (or in explicit insecure development mode),
-    # and only the first time this call is seen: a replayed signed webhook must open nothing.
-    if (
-        settings.preconnect
-        and (verified or not settings.twilio_auth_token)
-        and await tokens.first_webhook(call_sid, now)
-    ):
-        endpoint = request.app[LIVE_ENDPOINT]
-        config = live_config(request.app, plan)
-        # One attempt within the setup timeout, as every later attempt: a hung setup then leaves the
-        # call's give-up budget for a retry (bridge/resilience.py) instead of spending all of it.
-        setup_timeout_s = settings.live_setup_timeout_s
-        request.app[PRECONNECT].start(
-            call_sid,
-            plan,
-            lambda: LiveSession.connect(endpoint, config, logger=clog, setup_timeout_s=setup_timeout_s),
-        )
-    clog.info("voice webhook", extra={"to": to, "from": from_, "verified": verified})
+    twiml = connect_stream_twiml(stream_url, {TOKEN_PARAMETER: accepted.token, "from": from_, "to": to})
+    log.info("voice webhook", extra={"call_sid": call_sid, "to": to, "from": from_, "verified": verified})
     return web.Response(text=twiml, content_type="text/xml")
 
 
@@ -122,6 +100,20 @@ def _token(start: CallStarted, request: web.Request) -> str:
     return start.custom_parameters.get(TOKEN_PARAMETER, "")
 
 
+def _rest(app: web.Application) -> TwilioRest | None:
+    """Transfers and REST hang-ups need ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``; without them
+    hang-up closes the media stream only (which ends the call: nothing follows ``<Connect>``)."""
+    settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
+    if http is None or not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return None
+    return TwilioRest(
+        http,
+        account_sid=settings.twilio_account_sid,
+        auth_token=settings.twilio_auth_token,
+        base_url=settings.twilio_api_base,
+    )
+
+
 ROUTE = StreamRoute(
     provider="twilio",
     path=MEDIA_PATH,
@@ -129,6 +121,7 @@ ROUTE = StreamRoute(
     upgrade_refusal=_upgrade_refusal,
     token=_token,
     log=log,
+    rest=_rest,
 )
 media_stream = media_stream_handler(ROUTE)
 

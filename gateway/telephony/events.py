@@ -37,6 +37,10 @@ class CallStarted:
     encoding: str = "audio/x-mulaw"
     sample_rate: int = 8000
     channels: int = 1
+    #: The caller and the dialled number, where the provider's start message carries them (Telnyx,
+    #: Exotel). Informational: the call's identity comes from the stream token's claims.
+    from_: str = ""
+    to: str = ""
 
 
 @dataclass(frozen=True, slots=True)

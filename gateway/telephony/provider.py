@@ -41,6 +41,12 @@ class AudioFormat:
         return frame_bytes(self.rate, self.width, FRAME_MS)
 
     @property
+    def silence(self) -> bytes:
+        """One 20 ms frame of silence in this format."""
+        byte = {"ulaw": 0xFF, "alaw": 0xD5, "l16": 0x00}[self.codec]
+        return bytes([byte]) * self.frame_bytes
+
+    @property
     def wideband(self) -> bool:
         """16 kHz or more: the phone side needs no 8 kHz bottleneck."""
         return self.rate >= 16000
@@ -58,7 +64,8 @@ class Capabilities:
     marks: bool = True
     #: A command that drops queued, unplayed audio (barge-in); without it the gateway never queues far ahead.
     clear: bool = True
-    #: 20 ms frames per media message: ``None`` any number (Twilio), 1 exactly one (Vonage, AudioSocket).
+    #: 20 ms frames per media message: ``None`` any number (Twilio), 1 exactly one (Vonage, AudioSocket);
+    #: N > 1 (Exotel: 10) means whole multiples of N frames, the end of a turn padded with silence.
     frames_per_message: int | None = None
     #: The provider buffers audio sent ahead of real time; ``False``: the gateway paces in real time.
     provider_buffers: bool = True
@@ -94,7 +101,7 @@ class MediaCodec(Protocol):
         """The stream's audio format (known once the stream started)."""
         ...
 
-    def receive_text(self, text: str) -> TelephonyEvent: ...
+    def receive_text(self, text: str) -> TelephonyEvent | None: ...
 
     def receive_media(self, text: str) -> CallerAudio | None: ...
 
