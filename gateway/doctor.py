@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import ssl
 import sys
@@ -116,7 +117,10 @@ async def diagnose(
         skip_rest("reachable")
         return report
     except (OSError, TimeoutError) as exc:
-        why = f"no answer within {timeout_s:.0f} s" if isinstance(exc, TimeoutError) else exc.strerror
+        if isinstance(exc, TimeoutError):
+            why = f"no answer within {timeout_s:.0f} s"
+        else:  # asyncio's own message repeats the address; the errno's text says what happened
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
         findings.append(Finding("reachable", "FAIL", f"cannot connect to {host}:{port}: {why}", "network"))
         skip_rest("reachable")
         return report

@@ -6,7 +6,10 @@ settings in code and nothing changes behind a module's back.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,6 +102,46 @@ class Settings:
     tool_timeout_s: float = 10.0
     #: Twilio REST base URL (call transfer and hang-up); tests point it at a local stand-in.
     twilio_api_base: str = "https://api.twilio.com"
+    # --- Telnyx (gateway/server/telnyx.py; the telnyx SDK's variable names) ---
+    #: API v2 key (``TELNYX_API_KEY``): answers Call Control calls, hangs up and transfers by REST.
+    telnyx_api_key: str = field(default="", repr=False)
+    #: Mission Control's webhook public key (``TELNYX_PUBLIC_KEY``, base64 Ed25519): with it, only
+    #: requests Telnyx signed are answered.
+    telnyx_public_key: str = ""
+    #: Telnyx REST base URL (``TELNYX_API_BASE``); tests point it at a local stand-in.
+    telnyx_api_base: str = "https://api.telnyx.com/v2"
+    #: Codec of Call Control streams (``GATEWAY_TELNYX_CODEC``): PCMU, PCMA, or L16 (16 kHz wideband).
+    telnyx_codec: str = "PCMU"
+    # --- Plivo (gateway/server/plivo.py): plivo-python's variable names ---
+    #: ``PLIVO_AUTH_ID``: the account, for hang-up and transfer over Plivo's REST API.
+    plivo_auth_id: str = ""
+    #: ``PLIVO_AUTH_TOKEN``: signs Plivo's requests (``X-Plivo-Signature-V3``) and authenticates REST calls.
+    plivo_auth_token: str = field(default="", repr=False)
+    #: ``PLIVO_API_BASE``: Plivo's REST base URL; tests point it at a local stand-in.
+    plivo_api_base: str = "https://api.plivo.com"
+    #: ``GATEWAY_PLIVO_CONTENT_TYPE``: the ``<Stream contentType>`` asked for (μ-law 8 kHz, L16 8/16 kHz).
+    plivo_content_type: str = "audio/x-mulaw;rate=8000"
+    # --- Exotel (gateway/server/exotel.py): its SDKs name no variables for these ---
+    #: ``EXOTEL_STREAM_SECRET``: authenticates the static stream URL (Basic-auth password or ``?secret=``)
+    #: and, when set, is required on the dynamic URL's request too. Without it only loopback is served.
+    exotel_stream_secret: str = field(default="", repr=False)
+    #: ``GATEWAY_EXOTEL_SAMPLE_RATE``: the rate the dynamic answer asks for (8000, 16000 or 24000 Hz).
+    exotel_sample_rate: int = 8000
+    #: ``GATEWAY_EXOTEL_COUNTRY_CODE``: for numbers Exotel sends in national form (``0`` + number).
+    exotel_country_code: str = "91"
+    # --- SignalWire (gateway/server/signalwire.py): the names SignalWire's SDKs and guides use ---
+    #: ``SIGNALWIRE_PROJECT_ID`` and ``SIGNALWIRE_API_TOKEN``: hang-up and transfer over the Compatibility
+    #: REST API (HTTP Basic ProjectID:APIToken).
+    signalwire_project_id: str = ""
+    signalwire_api_token: str = field(default="", repr=False)
+    #: ``SIGNALWIRE_SIGNING_KEY``: with it, only webhooks SignalWire signed (``X-SignalWire-Signature``)
+    #: are answered, and the media upgrade must bring the bearer token the cXML gave SignalWire.
+    signalwire_signing_key: str = field(default="", repr=False)
+    #: ``SIGNALWIRE_SPACE_URL`` (``example.signalwire.com`` or https://…): the REST base (tests: a stand-in).
+    signalwire_space_url: str = ""
+    #: ``GATEWAY_SIGNALWIRE_CODEC``: the ``<Stream codec>`` asked for: PCMU@8000h, or wideband L16@16000h
+    #: / L16@24000h.
+    signalwire_codec: str = "PCMU@8000h"
     #: ``TOOL_*`` environment variables, which a tools file may use in its headers (${TOOL_X}).
     tool_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -163,7 +206,23 @@ class Settings:
             tools_file=Path(env["GATEWAY_TOOLS_FILE"]) if env.get("GATEWAY_TOOLS_FILE") else None,
             tool_timeout_s=_seconds(env, "GATEWAY_TOOL_TIMEOUT_S", 10.0),
             twilio_api_base=env.get("TWILIO_API_BASE", "https://api.twilio.com").rstrip("/"),
+            telnyx_api_key=env.get("TELNYX_API_KEY", "").strip(),
+            telnyx_public_key=_telnyx_public_key(env),
+            telnyx_api_base=_http_url(env, "TELNYX_API_BASE") or "https://api.telnyx.com/v2",
+            telnyx_codec=_choice(env, "GATEWAY_TELNYX_CODEC", ("PCMU", "PCMA", "L16"), "PCMU", upper=True),
             tool_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("TOOL_"))),
+            plivo_auth_id=_plivo_auth_id(env),
+            plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", "").strip(),
+            plivo_api_base=_http_url(env, "PLIVO_API_BASE") or "https://api.plivo.com",
+            plivo_content_type=_plivo_content_type(env),
+            exotel_stream_secret=_exotel_secret(env),
+            exotel_sample_rate=_exotel_rate(env),
+            exotel_country_code=_exotel_country_code(env),
+            signalwire_project_id=_signalwire_project(env),
+            signalwire_api_token=env.get("SIGNALWIRE_API_TOKEN", "").strip(),
+            signalwire_signing_key=env.get("SIGNALWIRE_SIGNING_KEY", "").strip(),
+            signalwire_space_url=_signalwire_space(env),
+            signalwire_codec=_signalwire_codec(env),
         )
 
     def secrets(self) -> tuple[str, ...]:
@@ -171,6 +230,11 @@ class Settings:
         values = (
             self.gemini_api_key,
             self.twilio_auth_token,
+            self.plivo_auth_token,
+            self.telnyx_api_key,
+            self.exotel_stream_secret,
+            self.signalwire_api_token,
+            self.signalwire_signing_key,
             self.gateway_secret,
             self.admin_token,
             _url_password(self.redis_url),
@@ -244,6 +308,20 @@ def _http_url(env: Mapping[str, str], name: str) -> str:
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name}={raw!r} is not an http(s):// URL like https://voice.example.com")
+    return raw
+
+
+def _telnyx_public_key(env: Mapping[str, str]) -> str:
+    """``TELNYX_PUBLIC_KEY``, checked at start: a key that cannot verify would refuse every call."""
+    raw = env.get("TELNYX_PUBLIC_KEY", "").strip()
+    if not raw:
+        return ""
+    try:
+        size = len(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        size = 0
+    if size not in (32, 44):  # the raw key, or its DER SubjectPublicKeyInfo (gateway/telephony/telnyx.py)
+        raise ConfigError("TELNYX_PUBLIC_KEY is not a base64 Ed25519 public key (Mission Control's, 32 bytes)")
     return raw
 
 
@@ -329,9 +407,98 @@ def _per_plan(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(pairs)
 
 
+def _plivo_auth_id(env: Mapping[str, str]) -> str:
+    """``PLIVO_AUTH_ID``, checked at start: it is spliced into REST paths."""
+    raw = env.get("PLIVO_AUTH_ID", "").strip()
+    if raw and not (raw.isascii() and raw.isalnum() and len(raw) <= 64):
+        raise ConfigError(f"PLIVO_AUTH_ID={raw!r} is not a Plivo auth ID (letters and digits: MA…, SA…)")
+    return raw
+
+
+#: ``<Stream contentType>`` values Plivo offers (docs.plivo.com, XML ``<Stream>``).
+PLIVO_CONTENT_TYPES = ("audio/x-mulaw;rate=8000", "audio/x-l16;rate=8000", "audio/x-l16;rate=16000")
+
+
+def _plivo_content_type(env: Mapping[str, str]) -> str:
+    """``GATEWAY_PLIVO_CONTENT_TYPE``: ``audio/x-l16;rate=16000`` streams wideband where the call leg is."""
+    raw = env.get("GATEWAY_PLIVO_CONTENT_TYPE", "")
+    value = raw.replace(" ", "").lower()
+    if not value:
+        return PLIVO_CONTENT_TYPES[0]
+    if value not in PLIVO_CONTENT_TYPES:
+        raise ConfigError(
+            f"GATEWAY_PLIVO_CONTENT_TYPE={raw!r} is not one of {', '.join(PLIVO_CONTENT_TYPES)}"
+        )
+    return value
+
+
+def _exotel_secret(env: Mapping[str, str]) -> str:
+    """``EXOTEL_STREAM_SECRET``: it travels inside a URL, so URL-safe characters only, and not guessable."""
+    raw = env.get("EXOTEL_STREAM_SECRET", "").strip()
+    if raw and not (16 <= len(raw) <= 256 and all(c.isascii() and (c.isalnum() or c in "._~-") for c in raw)):
+        raise ConfigError("EXOTEL_STREAM_SECRET must be 16-256 characters of A-Z a-z 0-9 . _ ~ -")
+    return raw
+
+
+def _exotel_rate(env: Mapping[str, str]) -> int:
+    raw = env.get("GATEWAY_EXOTEL_SAMPLE_RATE", "").strip()
+    if not raw:
+        return 8000
+    if raw not in ("8000", "16000", "24000"):
+        raise ConfigError(f"GATEWAY_EXOTEL_SAMPLE_RATE={raw!r} is not one of 8000, 16000, 24000")
+    return int(raw)
+
+
+def _exotel_country_code(env: Mapping[str, str]) -> str:
+    raw = env.get("GATEWAY_EXOTEL_COUNTRY_CODE", "").strip().lstrip("+")
+    if not raw:
+        return "91"
+    if not (raw.isascii() and raw.isdigit() and 1 <= len(raw) <= 3 and raw[0] != "0"):
+        raise ConfigError(f"GATEWAY_EXOTEL_COUNTRY_CODE={raw!r} is not a country calling code like 91")
+    return raw
+
+
 def _url_password(url: str) -> str:
     """The password inside ``scheme://user:password@host``, if any (an invalid URL has none)."""
     try:
         return urlsplit(url).password or ""
     except ValueError:
         return ""
+
+
+_SIGNALWIRE_CODECS = ("PCMU@8000h", "L16@16000h", "L16@24000h")
+
+
+def _signalwire_project(env: Mapping[str, str]) -> str:
+    """``SIGNALWIRE_PROJECT_ID``: a UUID from SignalWire's Dashboard; it goes into REST URLs."""
+    raw = env.get("SIGNALWIRE_PROJECT_ID", "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", raw):
+        raise ConfigError(f"SIGNALWIRE_PROJECT_ID={raw[:80]!r} is not a project ID like 1a2b3c4d-…")
+    return raw
+
+
+def _signalwire_space(env: Mapping[str, str]) -> str:
+    """``SIGNALWIRE_SPACE_URL`` as SignalWire's SDKs take it (``example.signalwire.com``), or a full
+    http(s) URL (a local stand-in in tests): always returned as scheme://host."""
+    raw = env.get("SIGNALWIRE_SPACE_URL", "").strip().rstrip("/")
+    if raw and "://" not in raw:
+        raw = "https://" + raw
+    try:
+        parts = urlsplit(raw)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.path
+    except ValueError:
+        valid = False
+    if raw and not valid:
+        given = env["SIGNALWIRE_SPACE_URL"]
+        raise ConfigError(f"SIGNALWIRE_SPACE_URL={given!r} is not a Space like example.signalwire.com")
+    return raw
+
+
+def _signalwire_codec(env: Mapping[str, str]) -> str:
+    raw = env.get("GATEWAY_SIGNALWIRE_CODEC", "").strip()
+    if not raw:
+        return "PCMU@8000h"
+    for codec in _SIGNALWIRE_CODECS:
+        if raw.lower() == codec.lower():
+            return codec
+    raise ConfigError(f"GATEWAY_SIGNALWIRE_CODEC={raw!r} is not one of {', '.join(_SIGNALWIRE_CODECS)}")

@@ -90,3 +90,78 @@ def test_layering_rules_see_the_package() -> None:
     names = [n for n, _ in _modules()]
     assert "gateway.errors" in names
     assert any(_within(n, SANS_IO) for n in names)
+
+
+#: Which product packages each package may import (besides itself). Top-level leaves (errors, log,
+#: jsonfast, wsframes, metrics, settings, process) are listed where used; entry points — ``gateway.cli``,
+#: ``gateway.run``, ``gateway.workers``, ``gateway.doctor``, ``gateway.__main__`` and every ``*.cli``
+#: sub-command module — compose the rest and may import anything. A change here is a design decision.
+ALLOWED: dict[str, set[str]] = {
+    "gateway.errors": set(),
+    "gateway.jsonfast": set(),
+    "gateway.wsframes": set(),
+    "gateway.log": set(),
+    "gateway.process": {"gateway.errors"},
+    "gateway.metrics": {"gateway.errors"},
+    "gateway.audio": {"gateway.errors"},
+    "gateway.telephony": {"gateway.errors", "gateway.audio", "gateway.jsonfast"},
+    "gateway.gemini": {"gateway.errors", "gateway.log", "gateway.jsonfast", "gateway.wsframes"},
+    "gateway.dialplan": {"gateway.errors", "gateway.gemini"},
+    "gateway.settings": {"gateway.errors", "gateway.dialplan", "gateway.gemini"},
+    "gateway.tools": {
+        "gateway.errors", "gateway.log", "gateway.audio", "gateway.telephony", "gateway.gemini",
+        "gateway.dialplan", "gateway.settings",
+    },
+    "gateway.handlers": {"gateway.errors", "gateway.tools"},
+    "gateway.records": {
+        "gateway.errors", "gateway.audio", "gateway.dialplan", "gateway.metrics", "gateway.settings",
+    },
+    "gateway.security": {"gateway.errors", "gateway.settings", "gateway.telephony"},
+    "gateway.bridge": {
+        "gateway.errors", "gateway.log", "gateway.audio", "gateway.telephony", "gateway.gemini",
+        "gateway.dialplan", "gateway.tools", "gateway.records", "gateway.metrics",
+    },
+    "gateway.server": {
+        "gateway.errors", "gateway.log", "gateway.wsframes", "gateway.audio", "gateway.telephony",
+        "gateway.gemini", "gateway.dialplan", "gateway.tools", "gateway.records", "gateway.metrics",
+        "gateway.security", "gateway.bridge", "gateway.settings",
+    },
+    # The stand-ins: the simulated caller may share only the leaves; the emulator, the caller.
+    "gateway.caller": {"gateway.errors", "gateway.wsframes", "gateway.audio"},
+    "gateway.emulator": {"gateway.errors", "gateway.caller"},
+}  # fmt: skip
+ENTRY_POINTS = ("gateway.cli", "gateway.run", "gateway.workers", "gateway.doctor", "gateway.__main__")
+
+
+def _package(name: str) -> str:
+    """``gateway.server.media`` → ``gateway.server``; a top-level module is its own package."""
+    return ".".join(name.split(".")[:2])
+
+
+def _is_entry_point(name: str) -> bool:
+    return name in ENTRY_POINTS or name.endswith(".cli") or name == "gateway"
+
+
+@pytest.mark.parametrize(("name", "path"), [m for m in _modules() if not _is_entry_point(m[0])])
+def test_imports_follow_the_table(name: str, path: Path) -> None:
+    """Every module imports only what its package's row allows (no cycles between packages)."""
+    package = _package(name)
+    assert package in ALLOWED, f"{package} has no row in ALLOWED: decide what it may import"
+    allowed = ALLOWED[package] | {package}
+    bad = sorted(
+        i for i in _imports(path) if i.startswith("gateway.") and _package(i) not in allowed | {"gateway"}
+    )
+    assert not bad, f"{name} imports {bad}; {package} may import {sorted(ALLOWED[package])}"
+
+
+def test_the_table_has_no_cycles() -> None:
+    """Allowed imports form a DAG: a package never reaches itself through others."""
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in ALLOWED.get(start, set()):
+            if nxt == target or (nxt not in seen and reaches(nxt, target, seen | {nxt})):
+                return True
+        return False
+
+    cyclic = sorted(p for p in ALLOWED if reaches(p, p, set()))
+    assert not cyclic, f"cycles through {cyclic}"

@@ -85,3 +85,73 @@ def test_no_key_never_turns_the_emulator_on_by_itself() -> None:
 @pytest.mark.parametrize("model", ["gemini-3.8-live", "models/gemini-3.1-flash-live-preview"])
 def test_gemini_model_accepts_live_model_ids(model: str) -> None:
     assert Settings.from_env({"GEMINI_MODEL": model}).gemini_model == model
+
+
+def test_plivo_settings_use_plivo_python_names_and_keep_the_token_secret() -> None:
+    env = {"PLIVO_AUTH_ID": "MAXXXXXXXXXXXXXXXXXX", "PLIVO_AUTH_TOKEN": "plivo-secret-token"}
+    env |= {"PLIVO_API_BASE": "http://127.0.0.1:9/", "GATEWAY_PLIVO_CONTENT_TYPE": "audio/x-l16; rate=16000"}
+    settings = Settings.from_env(env)
+    assert (settings.plivo_auth_id, settings.plivo_api_base) == ("MAXXXXXXXXXXXXXXXXXX", "http://127.0.0.1:9")
+    assert settings.plivo_content_type == "audio/x-l16;rate=16000"
+    assert "plivo-secret-token" in settings.secrets()
+    assert "plivo-secret-token" not in repr(settings)
+    defaults = Settings.from_env({})
+    assert (defaults.plivo_api_base, defaults.plivo_content_type) == (
+        "https://api.plivo.com",
+        "audio/x-mulaw;rate=8000",
+    )
+    for bad, name in (
+        ({"PLIVO_AUTH_ID": "MA/../x"}, "PLIVO_AUTH_ID="),
+        ({"PLIVO_API_BASE": "api.plivo.com"}, "PLIVO_API_BASE="),
+        ({"GATEWAY_PLIVO_CONTENT_TYPE": "audio/x-alaw;rate=8000"}, "GATEWAY_PLIVO_CONTENT_TYPE="),
+    ):
+        with pytest.raises(ConfigError, match=f"^{name}"):
+            Settings.from_env(bad)
+
+
+def test_exotel_settings_keep_the_secret_out_of_reprs_and_errors() -> None:
+    env = {"EXOTEL_STREAM_SECRET": "exotel-stream-secret-0123456789"}
+    env |= {"GATEWAY_EXOTEL_SAMPLE_RATE": "16000", "GATEWAY_EXOTEL_COUNTRY_CODE": "+65"}
+    settings = Settings.from_env(env)
+    assert (settings.exotel_sample_rate, settings.exotel_country_code) == (16000, "65")
+    assert "exotel-stream-secret-0123456789" in settings.secrets()
+    assert "exotel-stream-secret-0123456789" not in repr(settings)
+    defaults = Settings.from_env({})
+    assert (defaults.exotel_stream_secret, defaults.exotel_sample_rate, defaults.exotel_country_code) == (
+        "",
+        8000,
+        "91",
+    )
+    for bad, name in (
+        ({"EXOTEL_STREAM_SECRET": "short"}, "EXOTEL_STREAM_SECRET "),
+        ({"EXOTEL_STREAM_SECRET": "x" * 20 + "@/"}, "EXOTEL_STREAM_SECRET "),
+        ({"GATEWAY_EXOTEL_SAMPLE_RATE": "44100"}, "GATEWAY_EXOTEL_SAMPLE_RATE="),
+        ({"GATEWAY_EXOTEL_COUNTRY_CODE": "091"}, "GATEWAY_EXOTEL_COUNTRY_CODE="),
+    ):
+        with pytest.raises(ConfigError, match=f"^{name}") as refused:
+            Settings.from_env(bad)
+        assert "@/" not in str(refused.value)
+
+
+def test_telnyx_settings_use_the_sdks_names_and_check_the_public_key_at_start() -> None:
+    public = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="  # base64 of 32 bytes
+    env = {"TELNYX_API_KEY": "KEYtelnyx-secret", "TELNYX_PUBLIC_KEY": public}
+    env |= {"TELNYX_API_BASE": "http://127.0.0.1:9/v2/", "GATEWAY_TELNYX_CODEC": "l16"}
+    settings = Settings.from_env(env)
+    assert (settings.telnyx_public_key, settings.telnyx_api_base, settings.telnyx_codec) == (
+        public,
+        "http://127.0.0.1:9/v2",
+        "L16",
+    )
+    assert "KEYtelnyx-secret" in settings.secrets()
+    assert "KEYtelnyx-secret" not in repr(settings)
+    defaults = Settings.from_env({})
+    assert (defaults.telnyx_api_base, defaults.telnyx_codec) == ("https://api.telnyx.com/v2", "PCMU")
+    for bad, name in (
+        ({"TELNYX_PUBLIC_KEY": "not-base64!"}, "TELNYX_PUBLIC_KEY "),
+        ({"TELNYX_PUBLIC_KEY": "c2hvcnQ="}, "TELNYX_PUBLIC_KEY "),
+        ({"TELNYX_API_BASE": "api.telnyx.com"}, "TELNYX_API_BASE="),
+        ({"GATEWAY_TELNYX_CODEC": "G722"}, "GATEWAY_TELNYX_CODEC="),
+    ):
+        with pytest.raises(ConfigError, match=f"^{name}"):
+            Settings.from_env(bad)

@@ -18,6 +18,7 @@ then the caller-side socket is closed by the media handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -185,6 +186,8 @@ class CallBridge:
         #: whole multiples of it (Exotel: 10): a short run waits for more (``_carry``) or is padded.
         self._per_message = caps.frames_per_message
         self._carry: list[bytes] = []
+        #: When the carried run must go out, padded, if the reply's next frames have not come (see _hold).
+        self._carry_until = 0.0
         self.downlink = Downlink(audio.codec, out_rate=audio.rate)
         self.playout = Playout(lead_s=playout_lead_s)
         #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
@@ -608,6 +611,7 @@ class CallBridge:
         self._bot_audio = False
         self.turns_ended += 1
         async with self._sending:  # after any send in progress, never in the middle of one
+            self._carry = []  # frames held back for a whole message are the cut reply's too
             await self._send([self._encode(ClearPlayback())])
         self.observer.barge_in(turn.queued - turn.heard if turn is not None else 0)
         fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
@@ -627,7 +631,11 @@ class CallBridge:
             if wake_at is None:
                 self._parked = True
                 try:
-                    await self._wake.wait()
+                    if self._carry:  # a short run waits for the reply's next frames, not past its time
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), max(0.0, self._carry_until - clock()))
+                    else:
+                        await self._wake.wait()
                 finally:
                     self._parked = False
                 continue
@@ -645,12 +653,14 @@ class CallBridge:
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
             encode, recording, per = self._encode, self.observer.recording, self._per_message
             texts: list[str] = []
+            now = self._clock()
             run, self._carry = self._carry, []
-            for item in self.playout.due(self._clock()):
+            fresh = not run  # the run left after the loop began in this pump (not carried from before)
+            for item in self.playout.due(now):
                 if isinstance(item, MarkOut):
                     if run:
                         texts.append(encode(PlayAudio(b"".join(self._padded(run)))))
-                        run = []
+                        run, fresh = [], True
                     texts.append(encode(SetMark(item.name)))
                 else:
                     run.append(item)
@@ -658,14 +668,23 @@ class CallBridge:
                         recording.bot(item)
                     if per is not None and len(run) == per:
                         texts.append(encode(PlayAudio(run[0] if per == 1 else b"".join(run))))
-                        run = []
+                        run, fresh = [], True
             if run:
-                if per is not None and per > 1 and self.playout.queued_frames:
+                if per is not None and per > 1 and self._hold(now, fresh):
                     self._carry = run  # whole messages only: wait for the frames that follow
                 else:
                     texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(self._padded(run)))))
             if texts:
                 await self._send(texts)
+
+    def _hold(self, now: float, fresh: bool) -> bool:
+        """Whether a short run waits for the frames that follow rather than going out padded now: while
+        more are queued, or while the reply goes on (its audio trickles in) and the run's first frame can
+        still wait, up to the playout lead it was released early by. Padding mid-reply would put silence
+        into the speech and hold more at the provider than the playout clock knows (a longer barge-in)."""
+        if fresh:
+            self._carry_until = now + self.playout.lead_s
+        return bool(self.playout.queued_frames) or (not self._turn_flushed and now < self._carry_until)
 
     def _padded(self, run: list[bytes]) -> list[bytes]:
         """``run`` padded with silence to a whole number of messages, where the provider wants that."""

@@ -74,6 +74,8 @@ class BridgeControl:
         self._spawn(self._hang_up_after_goodbye(reason, self.bridge.turns_ended))
 
     async def transfer(self, number: str, *, label: str, by: str = "gateway") -> None:
+        if self.bridge.capabilities.transfer == "none":  # the provider has no transfer at all (Exotel)
+            raise ToolError("this phone line cannot transfer calls; offer another way to help")
         if self.rest is None:
             raise ToolError("transfers are not set up on this line; offer another way to help")
         if self._ending:

@@ -81,6 +81,9 @@ class CallOptions:
     voice_path: str = ""
     #: Which provider's side to play (gateway/caller/sides.py).
     provider: str = "twilio"
+    #: Where the simulated provider serves its REST API for the gateway's commands, for providers that
+    #: answer calls or take hang-ups there (Telnyx: the gateway's TELNYX_API_BASE, http://127.0.0.1:PORT/v2).
+    provider_api: str = ""
     account_sid: str = ""
     #: Fills ``CallReport.transcript`` at the end, given the call SID (the gateway's admin API:
     #: Twilio's protocol carries no transcript). See :func:`admin_transcript`.
@@ -233,7 +236,9 @@ class _Call:
             for name in self.playout.due_marks(sample):
                 await self._echo_mark(name)
             frame, speech = self._next_frame(now, sample)
-            await self._send(self.side.media(r, n, frame))
+            message = self.side.media(r, n, frame)
+            if message is not None:
+                await self._send(message)
             r.frames_sent += 1
             if speech:
                 if not self.speaking:
@@ -351,6 +356,8 @@ class _Call:
             if self.side.clear_echoes_marks:
                 for name in pending:
                     await self._echo_mark(name, "cleared")
+            if (ack := self.side.cleared(r)) is not None:
+                await self._send(ack)
 
     def _on_bot_audio(self, t: float) -> None:
         r = self.report

@@ -50,6 +50,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="sign as the provider signs (default: its variable, e.g. $TWILIO_AUTH_TOKEN)",
     )
     parser.add_argument(
+        "--provider-api",
+        default="",
+        metavar="URL",
+        help="serve the provider's REST API here for the gateway's commands, as the provider would "
+        "(telnyx-callcontrol needs it: the gateway's TELNYX_API_BASE, e.g. http://127.0.0.1:8765/v2)",
+    )
+    parser.add_argument(
         "--turns", type=int, default=1, help="say --play this many times, each after the previous answer"
     )
     parser.add_argument(
@@ -66,6 +73,7 @@ def _options(args: argparse.Namespace) -> CallOptions:
     token = args.auth_token if args.auth_token is not None else os.environ.get(side.credential_env, "")
     return CallOptions(
         provider=args.provider,
+        provider_api=args.provider_api,
         to=args.to,
         from_=args.from_,
         gateway=args.gateway,

@@ -83,8 +83,9 @@ class CallerSide(ABC):
         """The messages the provider sends once the socket is open (``connected``, ``start``…)."""
 
     @abstractmethod
-    def media(self, report: CallReport, index: int, ulaw: bytes) -> str:
-        """One 20 ms frame of caller audio (μ-law 8 kHz; the side converts to its stream's format)."""
+    def media(self, report: CallReport, index: int, ulaw: bytes) -> str | None:
+        """One 20 ms frame of caller audio (μ-law 8 kHz; the side converts to its stream's format). None:
+        the provider sends it in a later message with the frames that follow (Exotel: 100 ms each)."""
 
     @abstractmethod
     def dtmf(self, report: CallReport, digit: str) -> str: ...
@@ -96,6 +97,10 @@ class CallerSide(ABC):
     @abstractmethod
     def stop(self, report: CallReport) -> str | None:
         """The provider's hang-up message, if it sends one before closing."""
+
+    def cleared(self, report: CallReport) -> str | None:
+        """The provider's acknowledgement of a clear (Plivo's ``clearedAudio``), if it sends one."""
+        return None
 
     @abstractmethod
     def receive(self, report: CallReport, text: str) -> Heard:
@@ -111,7 +116,7 @@ async def post_webhook(
     http: aiohttp.ClientSession,
     url: str,
     *,
-    data: dict[str, str] | None = None,
+    data: dict[str, str] | bytes | None = None,
     json_body: Any = None,
     headers: dict[str, str],
     what: str = "voice webhook",
@@ -292,8 +297,21 @@ def parse_twiml(text: str, webhook_url: str) -> Offer | None:
     return None
 
 
+# Each provider's side lives in its own module, which builds on the definitions above.
+from gateway.caller.side_exotel import ExotelSide  # noqa: E402
+from gateway.caller.side_plivo import PlivoSide  # noqa: E402
+from gateway.caller.side_signalwire import SignalWireSide  # noqa: E402
+from gateway.caller.side_telnyx import TelnyxCallControlSide, TelnyxSide  # noqa: E402
+
 #: provider name → its side, for ``gateway call --provider``.
-SIDES: dict[str, type[CallerSide]] = {"twilio": TwilioSide}
+SIDES: dict[str, type[CallerSide]] = {
+    "twilio": TwilioSide,
+    "plivo": PlivoSide,
+    "exotel": ExotelSide,
+    "signalwire": SignalWireSide,
+    "telnyx": TelnyxSide,
+    "telnyx-callcontrol": TelnyxCallControlSide,
+}
 
 
 def side_for(provider: str) -> CallerSide:

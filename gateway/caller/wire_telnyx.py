@@ -30,9 +30,9 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from gateway.errors import TelephonyProtocolError
+from gateway.errors import ConfigError, TelephonyProtocolError
 
 SIGNATURE_HEADER: Final = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER: Final = "telnyx-timestamp"
@@ -62,6 +62,26 @@ def new_signing_key() -> Ed25519PrivateKey:
 def public_key_b64(key: Ed25519PrivateKey) -> str:
     """The public half as Mission Control shows it: base64 of the 32 raw bytes."""
     return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def private_key_b64(key: Ed25519PrivateKey) -> str:
+    """The private half as base64 of its 32 raw bytes: what ``gateway call --auth-token`` takes."""
+    return base64.b64encode(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())).decode()
+
+
+def load_signing_key(encoded: str) -> Ed25519PrivateKey:
+    """A key from :func:`private_key_b64`'s form.
+
+    Raises:
+        ConfigError: not base64 of 32 bytes.
+    """
+    try:
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError("a Telnyx signing key is base64 of a 32-byte Ed25519 private key")
+    return Ed25519PrivateKey.from_private_bytes(raw)
 
 
 def signed_headers(key: Ed25519PrivateKey, body: bytes, *, timestamp: int) -> dict[str, str]:
@@ -105,6 +125,39 @@ def call_initiated(
                 "state": "parked",
                 "to": to,
             },
+            "record_type": "event",
+        },
+        "meta": {"attempt": 1, "delivered_to": delivered_to},
+    }
+    return json.dumps(doc).encode()
+
+
+def call_event(
+    event_type: str,
+    *,
+    call_control_id: str,
+    call_leg_id: str,
+    call_session_id: str,
+    connection_id: str,
+    delivered_to: str,
+    payload: Mapping[str, Any] | None = None,
+) -> bytes:
+    """Any later Call Control webhook (``call.answered``, ``streaming.started``, ``call.hangup``…): the
+    call's ids and ``payload``'s event-specific fields, shaped as ``call.initiated`` is."""
+    body: dict[str, Any] = {
+        "call_control_id": call_control_id,
+        "call_leg_id": call_leg_id,
+        "call_session_id": call_session_id,
+        "client_state": None,
+        "connection_id": connection_id,
+        **(payload or {}),
+    }
+    doc = {
+        "data": {
+            "event_type": event_type,
+            "id": new_id(),
+            "occurred_at": _now_iso(),
+            "payload": body,
             "record_type": "event",
         },
         "meta": {"attempt": 1, "delivered_to": delivered_to},

@@ -143,9 +143,18 @@ class StreamTokens:
         claims = self.check(token, call_sid=call_sid, now=now)
         if not await self._guard.claim(claims.nonce, claims.expires_at, now):
             raise AuthError("stream token was already used")
+        await self.claim_stream(call_sid, now)
+        return claims
+
+    async def claim_stream(self, call_sid: str, now: float) -> None:
+        """One media stream per call, for a day: also for streams without a token (a provider's static
+        stream URL, authenticated by its upgrade), whose call SID is not bound to any webhook.
+
+        Raises:
+            AuthError: the call already had a stream, or the guard cannot tell.
+        """
         if not await self._guard.claim(_CALL_KEY + call_sid, now + self.call_claim_s, now):
             raise AuthError("this call already had a media stream")
-        return claims
 
     async def first_webhook(self, call_sid: str, now: float) -> bool:
         """True the first time (in a day) a webhook for ``call_sid`` is seen, False for a repeat or when

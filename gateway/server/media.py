@@ -6,8 +6,10 @@ Everything else is the same for all of them and lives here, once.
 
 Security order on the media socket: the provider's upgrade check (a signature, where it has one), then
 ``start`` and the stream token the webhook issued (signed, bound to this call, short-lived,
-single-use), and only then the dialplan and Gemini. A socket that fails any check is closed with the
-codec's close code (1008 by default) and costs nothing.
+single-use), and only then the dialplan and Gemini. A stream no webhook preceded (Exotel's static URL)
+has no token: its upgrade's credential vouches for it and ``start`` says who the call is
+(``StreamRoute.start_claims``), still one stream per call. A socket that fails any check is closed
+with the codec's close code (1008 by default) and costs nothing.
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class StreamRoute:
     log: CallLogger
     #: The provider's REST client for hang-up and transfer, when its credentials are set.
     rest: Callable[[web.Application], CallControlRest | None] = lambda app: None
+    #: For a stream with no per-call token because no webhook came first to issue one (Exotel's static
+    #: stream URL), which ``upgrade_refusal`` authenticated by the upgrade alone (a configured secret):
+    #: the call's identity, read from ``start``. None (the default; a stream that brought a token): the
+    #: token decides. Raises TelephonyProtocolError or AuthError for an identity it cannot take.
+    start_claims: Callable[[CallStarted, web.Request], StreamClaims | None] = lambda start, request: None
 
 
 def public_base(request: web.Request) -> str:
@@ -207,8 +214,7 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
                 try:
                     start = await _await_start(events)
                     clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
-                    token = route.token(start, request)
-                    claims = await app[STREAM_TOKENS].verify(token, call_sid=start.call_sid, now=time.time())
+                    claims = await _claims(route, request, start)
                 finally:
                     ticket.bind(None)  # the deadline ends with this block; a later eviction must not touch it
         except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
@@ -238,6 +244,17 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
         return await _run_call(route, request, ws, codec, rate, events, start, claims, claimed, plan, clog)
     finally:
         slot.release()
+
+
+async def _claims(route: StreamRoute, request: web.Request, start: CallStarted) -> StreamClaims:
+    """Who the call is: the stream token's claims, or ``start``'s where the upgrade vouched for the stream
+    (then still one stream per call, as a token would allow)."""
+    tokens, now = request.app[STREAM_TOKENS], time.time()
+    claims = route.start_claims(start, request)
+    if claims is None:
+        return await tokens.verify(route.token(start, request), call_sid=start.call_sid, now=now)
+    await tokens.claim_stream(start.call_sid, now)
+    return claims
 
 
 async def _read_events(

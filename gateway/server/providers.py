@@ -7,13 +7,17 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from gateway.server import twilio
+from gateway.server import exotel, plivo, signalwire, telnyx, twilio
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: provider name → its routes (method, path, handler).
 PROVIDERS: dict[str, Sequence[tuple[str, str, Handler]]] = {
     "twilio": twilio.ROUTES,
+    "plivo": plivo.ROUTES,
+    "exotel": exotel.ROUTES,
+    "telnyx": telnyx.ROUTES,
+    "signalwire": signalwire.ROUTES,
 }
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "ExotelCodec",
     "ExotelState",
     "exotel_call",
+    "exotel_number",
     "static_stream_url",
     "verify_exotel_secret",
     "voicebot_answer",
@@ -370,7 +371,9 @@ class ExotelCodec:
         self._mark_prefix = '{"event":"mark",' + ids + ',"mark":{"name":'
         self._clear_text = '{"event":"clear",' + ids + "}"
         self.state = ExotelState.STREAMING
-        return CallStarted(stream_sid, call_sid, account_sid, ("inbound",), params, encoding, rate, 1)
+        return CallStarted(
+            stream_sid, call_sid, account_sid, ("inbound",), params, encoding, rate, 1, from_number, to_number
+        )
 
     # --- outbound ------------------------------------------------------------------------------
 
@@ -528,3 +531,30 @@ def exotel_call(query: Mapping[str, str]) -> ExotelCall:
         lowered.get("callfrom", lowered.get("from", "")),
         lowered.get("callto", lowered.get("to", "")),
     )
+
+
+#: Separators people and dashboards put in numbers (Exotel's shows ``080-472-59725``).
+_SEPARATORS: Final = str.maketrans("", "", " -().")
+
+
+def exotel_number(number: str, country_code: str = "91") -> str:
+    """``number`` in E.164 where Exotel wrote it otherwise, so dialplans (E.164) match it.
+
+    Exotel's applet URL requests carry ``CallFrom``/``CallTo`` in national form with the trunk prefix
+    (``09876543210``, its applet pages' examples), while its stream ``start`` and Passthru payloads use
+    E.164 (``+919876543210``). ``0`` + number becomes ``+<country_code>`` + number, ``00`` + number
+    ``+`` + number; an E.164 number loses its separators; anything else (a name, digits without a
+    prefix, whose country cannot be told) is returned as it came.
+    """
+    stripped = number.strip()
+    compact = stripped.translate(_SEPARATORS)
+    digits = compact.removeprefix("+")
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return stripped
+    if compact.startswith("+"):
+        return compact
+    if digits.startswith("00") and len(digits) > 2:
+        return "+" + digits[2:]
+    if digits.startswith("0") and len(digits) > 1:
+        return "+" + country_code + digits[1:]
+    return stripped

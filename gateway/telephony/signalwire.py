@@ -37,9 +37,16 @@ from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError
-from gateway.telephony.events import CallStarted
+from gateway.telephony.events import CallStarted, TelephonyEvent
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
-from gateway.telephony.twilio import CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, TwilioCodec
+from gateway.telephony.twilio import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_POLICY_VIOLATION,
+    TwilioCodec,
+    TwilioState,
+    _parse,
+)
 
 __all__ = [
     "CODECS",
@@ -104,6 +111,23 @@ class SignalWireCodec(TwilioCodec):
     def audio(self) -> AudioFormat:
         """The format ``start.mediaFormat`` announced (μ-law 8 kHz until then)."""
         return self._audio
+
+    # The MediaCodec protocol allows None ("nothing to do"); TwilioCodec never returns it, hence the ignore.
+    def receive_text(self, text: str) -> TelephonyEvent | None:  # type: ignore[override]
+        """As TwilioCodec, plus SignalWire's acknowledgement of our ``clear`` (None: nothing to do).
+
+        A later revision of the Stream page (signalwire/docs ``01670d0``, "Clear message") says SignalWire
+        sends a ``clear`` event back once it has flushed its queue. Twilio sends none, so TwilioCodec would
+        refuse it as an unknown event and end the call at the first barge-in. [U: confirm live]
+        """
+        if '"clear"' in text and _parse(text).get("event") == "clear":
+            if self.state is not TwilioState.STREAMING:
+                raise TelephonyProtocolError(
+                    f"'clear' received in state {self.state.value}", close_code=CLOSE_POLICY_VIOLATION
+                )
+            self.messages_in += 1
+            return None
+        return super().receive_text(text)
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         start = msg.get("start")

@@ -597,7 +597,7 @@ class RestRequest:
 class TelnyxRest:
     """Builds Call Control and TeXML REST requests with a Bearer API key; ``base_url`` is swappable.
 
-    Call Control: ``POST {base}/calls/{call_control_id}/actions/{answer,hangup,transfer,send_dtmf}``
+    Call Control: ``POST {base}/calls/{call_control_id}/actions/{answer,reject,hangup,transfer,send_dtmf}``
     with a JSON body. TeXML calls: ``POST {base}/texml/Accounts/{account_sid}/Calls/{call_sid}``,
     form-encoded ``Status``/``Texml`` (the TeXML "Update call" operation).
     """
@@ -647,6 +647,12 @@ class TelnyxRest:
         if command_id is not None:
             body["command_id"] = command_id
         return self._action(call_control_id, "answer", body)
+
+    def reject(
+        self, call_control_id: str, *, cause: Literal["CALL_REJECTED", "USER_BUSY"] = "USER_BUSY"
+    ) -> RestRequest:
+        """Refuse an inbound call that has not been answered (telnyx-python ``actions.reject``)."""
+        return self._action(call_control_id, "reject", {"cause": cause})
 
     def hangup(self, call_control_id: str) -> RestRequest:
         """Hang up (an already-ended call answers 422 with error code 90018: done anyway)."""

@@ -35,6 +35,7 @@ from gateway.telephony.exotel import (
     ExotelCodec,
     ExotelState,
     exotel_call,
+    exotel_number,
     static_stream_url,
     verify_exotel_secret,
     voicebot_answer,
@@ -684,3 +685,38 @@ async def test_a_call_over_a_loopback_socket(aiohttp_client: Any) -> None:
         MarkReached,
         CallStopped,
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("09876543210", "+919876543210"),  # the applet request's national form
+        ("080-472-59725", "+918047259725"),  # as Exotel's dashboard writes ExoPhones
+        ("+919876543210", "+919876543210"),
+        ("+91 98765 43210", "+919876543210"),
+        ("0065 6123 4567", "+6561234567"),
+        ("919876543210", "919876543210"),  # no prefix: which country cannot be told
+        ("Anonymous", "Anonymous"),
+        ("", ""),
+    ],
+)
+def test_exotel_numbers_become_e164_where_the_form_tells(raw: str, expected: str) -> None:
+    """National (0…) and international (00…) forms become E.164 so dialplans match; others stay."""
+    assert exotel_number(raw) == expected
+
+
+def test_start_carries_the_numbers_for_a_stream_without_a_token() -> None:
+    """CallStarted has start's from/to: the static URL's stream takes the call's identity from them."""
+    codec = ExotelCodec()
+    start = wire.start(
+        1,
+        stream_sid=STREAM_SID,
+        call_sid=CALL_SID,
+        account_sid=ACCOUNT_SID,
+        from_="+919876543210",
+        to="+918047491899",
+        custom_parameters={},
+    )
+    started = codec.receive_text(start)
+    assert isinstance(started, CallStarted)
+    assert (started.from_, started.to) == ("+919876543210", "+918047491899")

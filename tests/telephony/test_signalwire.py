@@ -191,6 +191,19 @@ def test_out_of_order_and_malformed_messages_are_refused(messages: list[str], co
     assert info.value.close_code == code
 
 
+def test_signalwires_clear_acknowledgement_needs_no_action() -> None:
+    """SignalWire answers our clear with its own ``clear``: nothing to do mid-stream, refused before start."""
+    ack = json.dumps({"event": "clear", "streamSid": STREAM_SID})
+    codec = streaming()
+    assert codec.receive_text(ack) is None
+    assert codec.receive_text(MARK) == MarkReached("my-custom-mark")  # the stream carries on
+    early = SignalWireCodec()
+    early.receive_text(CONNECTED)
+    with pytest.raises(TelephonyProtocolError) as info:
+        early.receive_text(ack)
+    assert info.value.close_code == 1008  # out of order, as TwilioCodec's other events
+
+
 def test_commands_encode_exactly_as_signalwire_documents() -> None:
     """media, mark, clear and dtmf frames are SignalWire's "Sending WebSocket messages" shapes."""
     codec = streaming()

@@ -1,0 +1,85 @@
+"""Plivo's REST API, the two requests call control needs: hang up and transfer.
+
+The requests themselves are built sans-I/O in :mod:`gateway.telephony.plivo` (``hangup_request``,
+``transfer_request``); this client sends them with the app's pooled HTTP client. A Plivo transfer
+names a URL, not a document: Plivo fetches ``aleg_url`` and runs the ``<Dial>`` it serves, so the
+gateway serves that document itself (``transfer_url``, see gateway/server/plivo.py).
+
+Every failure becomes a :class:`~gateway.errors.ToolError` whose message is safe to show the model:
+it never carries the credentials or the provider's raw reply.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import aiohttp
+
+from gateway.errors import ConfigError, ToolError
+from gateway.telephony.plivo import PLIVO_API_BASE, RestRequest, dial_xml, hangup_request, transfer_request
+
+__all__ = ["PlivoRest"]
+
+
+class PlivoRest:
+    """Hangs up and transfers live calls of one Plivo account."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        auth_id: str,
+        auth_token: str,
+        transfer_url: str,
+        base_url: str = PLIVO_API_BASE,
+        timeout_s: float = 10.0,
+    ) -> None:
+        """``transfer_url``: the gateway's public URL serving a transfer's ``<Dial>`` ("" when unknown)."""
+        if not auth_id or not auth_token:
+            raise ConfigError("Plivo REST needs PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN")
+        self._http = http
+        self._auth = {"auth_id": auth_id, "auth_token": auth_token, "base_url": base_url}
+        self.transfer_url = transfer_url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def send(self, request: RestRequest) -> int:
+        """Send one request; its status, which is one of ``request.ok``.
+
+        Raises:
+            ToolError: Plivo cannot be reached, or answered with another status.
+        """
+        try:
+            async with self._http.request(
+                request.method,
+                request.url,
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ToolError("the phone provider could not be reached; the call was not changed") from exc
+        if status not in request.ok:
+            raise ToolError(
+                f"the phone provider refused the request (HTTP {status}); the call was not changed"
+            )
+        return status
+
+    async def hang_up(self, call_sid: str) -> None:
+        """``DELETE …/Call/{uuid}/``; a call that has already ended (404) counts as success."""
+        await self.send(hangup_request(call_uuid=call_sid, **self._auth))
+
+    async def transfer(self, call_sid: str, number: str) -> None:
+        """Point the caller's leg at our ``<Dial>`` document for ``number`` (Plivo then ends the stream)."""
+        if not self.transfer_url:
+            raise ToolError(
+                "transfers are not set up on this line (no public URL); offer another way to help"
+            )
+        try:
+            dial_xml(number)  # refuse a target Plivo cannot dial now, not when Plivo fetches the document
+        except ConfigError as exc:
+            raise ToolError("the transfer number is not one the phone provider can dial") from exc
+        aleg_url = f"{self.transfer_url}?{urlencode({'to': number})}"
+        await self.send(transfer_request(call_uuid=call_sid, aleg_url=aleg_url, **self._auth))
