@@ -157,7 +157,19 @@ class Playout:
         return max(0.0, self._play_until - now)
 
     def mark_echoed(self, name: str) -> TurnPlayback | None:
-        """Twilio echoed a mark. Returns the turn whose heard count advanced, if any."""
+        """The provider echoed a mark. Returns the turn whose heard count advanced, if any.
+
+        Providers play and acknowledge in order, so every mark sent before this one is done too: a
+        provider that acknowledges only the newest mark a clear dropped (Plivo's ``clearedAudio``) must
+        not leave older ones pending for ever (the goodbye would never count as heard).
+        """
+        if name in self._pending:
+            for earlier in list(self._pending):
+                if earlier == name:
+                    break
+                del self._pending[earlier]
+                self._cleared.discard(earlier)
+                self.marks_acked += 1
         self.marks_acked += 1
         mark = self._pending.pop(name, None)
         if mark is None or name in self._cleared:

@@ -107,8 +107,11 @@ async def voice_webhook(request: web.Request) -> web.Response:
         codec=settings.signalwire_codec,
         auth_bearer_token=upgrade_bearer(key) if key else None,
     )
-    extra = {"call_sid": call_sid, "to": to, "from": from_, "verified": verified}
-    log.info("voice webhook", extra=extra | {"codec": settings.signalwire_codec})
+    codec = settings.signalwire_codec
+    log.info(
+        "voice webhook",
+        extra={"call_sid": call_sid, "to": to, "from": from_, "verified": verified, "codec": codec},
+    )
     return web.Response(text=cxml, content_type="text/xml")
 
 

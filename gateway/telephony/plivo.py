@@ -232,8 +232,8 @@ class PlivoCodec:
 
     # --- inbound -------------------------------------------------------------------------------
 
-    def receive_text(self, text: str) -> TelephonyEvent:
-        """Parse one text frame from Plivo into one event.
+    def receive_text(self, text: str) -> TelephonyEvent | None:
+        """Parse one text frame from Plivo into one event (None: a ``clearedAudio`` that dropped nothing).
 
         Raises:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
@@ -285,7 +285,7 @@ class PlivoCodec:
         self.bytes_in += len(audio)
         return event
 
-    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
+    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | None:
         state = self.state
         if event == "start":
             if state is not PlivoState.AWAITING_START:
@@ -305,8 +305,9 @@ class PlivoCodec:
             return DtmfPressed(digit)
         if event == "clearedAudio":
             dropped = self._clears.popleft() if self._clears else ()
-            # The newest dropped checkpoint; "" (a name we never set) answers a clear that dropped none.
-            return MarkReached(dropped[-1] if dropped else "")
+            # The newest dropped checkpoint; a clear that dropped none needs no action (an echo of a
+            # mark never sent would count as one acknowledged too many).
+            return MarkReached(dropped[-1]) if dropped else None
         if event == "stop":
             stop = msg.get("stop", msg)  # the Java SDK models a top-level reason; accept a "stop" object too
             if type(stop) is not dict:

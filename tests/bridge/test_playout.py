@@ -106,3 +106,15 @@ def test_new_reply_after_clear_starts_a_new_turn() -> None:
     assert end is not None
     assert end.turn == first.turn + 1
     assert end.queued == 4
+
+
+def test_an_echo_settles_every_earlier_mark() -> None:
+    """A provider that acknowledges only the newest of several cleared marks leaves none pending."""
+    p = Playout(lead_s=1.0, mark_every=1)
+    p.enqueue([b"a" * 160] * 3)
+    p.end_turn()
+    sent = [item.name for item in p.due(0.0) if isinstance(item, MarkOut)]
+    assert len(sent) >= 2
+    p.clear(0.01)
+    p.mark_echoed(sent[-1])
+    assert p.marks_acked == p.marks_sent

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,22 @@ def _assert_exotel_chunks(wire: _Wire, frame_bytes: int) -> None:
     assert all(s % (10 * frame_bytes) == 0 for s in sizes), sizes
 
 
+def _assert_padding_only_ends_a_reply(wire: _Wire) -> None:
+    """A reply of N frames takes ceil(N/10) messages: silence pads its last message only, never the middle
+    of the speech. (The gateway names each mark after its reply and the frames queued before it.)"""
+    turn, in_turn, since_mark = "", 0, 0
+    for frame in wire.frames:
+        if frame["event"] == "media":
+            since_mark += 1
+        elif frame["event"] == "mark":
+            match = re.fullmatch(r"t(\d+)f(\d+)", frame["mark"]["name"])
+            assert match, frame
+            if match[1] != turn:
+                turn, in_turn = match[1], 0
+            in_turn, since_mark = in_turn + since_mark, 0
+            assert in_turn == -(-int(match[2]) // 10), (frame, in_turn)
+
+
 def _realtime(emulator: Emulator, key: str) -> list[Any]:
     return [
         f.payload["realtimeInput"][key]
@@ -131,6 +148,7 @@ async def test_dynamic_url_call_greets_replies_and_speaks_exotels_wire(
     assert report.ended_by == "caller"
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
     _assert_exotel_chunks(wire, 320)
+    _assert_padding_only_ends_a_reply(wire)
     assert {"stream_sid", "streamSid"} <= set(wire.frames[0])
     audio = _realtime(emulator, "audio")
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
@@ -152,6 +170,7 @@ async def test_wideband_16k_stream(make_gateway: GatewayFactory, emulator: Emula
     assert report.greeting_ms is not None
     assert len(report.reply_ms) == 1
     _assert_exotel_chunks(wire, 640)
+    _assert_padding_only_ends_a_reply(wire)
     assert {a["mimeType"] for a in _realtime(emulator, "audio")} == {"audio/pcm;rate=16000"}
     assert emulator.sessions[0].audio_in_bytes >= 12 * 32000
 

@@ -183,6 +183,10 @@ async def test_barge_in_sends_clear_audio_and_the_cut_reply_is_recorded(
     assert len(cut[0]["heard"]) < len(cut[0]["text"])
     assert report.heard_ms < 9000
     assert report.ended_by == "caller"
+    # clearedAudio stands for the checkpoint the clear dropped, never for one that was not sent.
+    [record] = await gateway.wait_calls_ended(1)
+    assert record["clears"] >= 1
+    assert record["marks_sent"] - 1 <= record["marks_acked"] <= record["marks_sent"]
 
 
 async def test_dtmf_reaches_the_model(gateway: Gateway, emulator: Emulator) -> None:
