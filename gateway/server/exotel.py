@@ -78,8 +78,8 @@ async def voicebot(request: web.Request) -> web.Response:
         request, log, call_sid=call.call_sid, to=to, from_=from_, may_preconnect=True
     )
     if isinstance(accepted, Refused):
-        # The applet cannot speak a line without a stream: fail it, and the flow's next applet runs
-        # (an operator can put a "busy" greeting there).
+        # The applet cannot speak a line without a stream: fail its request; the flow goes on as the
+        # operator configured it.
         raise web.HTTPServiceUnavailable(text="over capacity")
     stream_url = ws_url(public_base(request) + MEDIA_PATH)
     body = voicebot_answer(stream_url, accepted.token, sample_rate=settings.exotel_sample_rate)
