@@ -28,9 +28,9 @@ from gateway import log as gateway_log
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
 from gateway.process import claim_port, tune_malloc
-from gateway.security.access import listens_on_loopback
 from gateway.security.sqlite_guard import SqliteReplayGuard
 from gateway.security.tokens import StreamTokens
+from gateway.server.access import listens_on_loopback
 from gateway.server.app import create_app
 from gateway.server.connections import GatewayRunner, raise_file_limit
 from gateway.server.limits import FileBudget
@@ -218,7 +218,7 @@ def _log_capacity(settings: Settings, budget: FileBudget, hard: int) -> None:
 
 
 def _admin_access(settings: Settings) -> str:
-    """Who may use /admin and /metrics, in words (gateway/security/access.py decides)."""
+    """Who may use /admin and /metrics, in words (gateway/server/access.py decides)."""
     if settings.admin_token:
         return "need Authorization: Bearer $GATEWAY_ADMIN_TOKEN"
     if listens_on_loopback(settings):

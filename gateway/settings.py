@@ -61,7 +61,7 @@ class Settings:
     #: (the phone's own rate, resampled by the service; ~25 % less gateway CPU per call, README Performance).
     uplink_rate: int = 16000
     #: Bearer token for /admin and /metrics; without one they answer direct loopback clients, and only
-    #: while the gateway listens on loopback alone (see gateway/security/access.py).
+    #: while the gateway listens on loopback alone (see gateway/server/access.py).
     admin_token: str = field(default="", repr=False)
     # --- security and limits (see gateway/server/limits.py and the README's Security section) ---
     #: Redis for the cross-process stream-token replay guard; in-memory (one process) when empty.

@@ -36,8 +36,9 @@ from gateway.caller.audio import (
     write_wav,
 )
 from gateway.caller.playout import Playout
+from gateway.caller.registry import side_for
 from gateway.caller.samples import builtin
-from gateway.caller.sides import CallerSide, Offer, side_for
+from gateway.caller.sides import CallerSide, Offer
 from gateway.errors import AuthError, ConfigError, TelephonyProtocolError
 
 FRAME_S = 0.02

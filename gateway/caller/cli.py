@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from gateway.caller.call import CallOptions, CallReport, admin_transcript, place_call
-from gateway.caller.sides import SIDES
+from gateway.caller.registry import SIDES
 from gateway.errors import ConfigError, GatewayError
 
 

@@ -30,7 +30,7 @@ from gateway.errors import AuthError, ConfigError, TelephonyProtocolError
 if TYPE_CHECKING:
     from gateway.caller.call import CallOptions, CallReport
 
-__all__ = ["SIDES", "CallerSide", "Heard", "Offer", "TwilioSide", "parse_twiml", "side_for", "ws_url"]
+__all__ = ["CallerSide", "Heard", "Offer", "TwilioSide", "parse_twiml", "post_webhook", "ws_url"]
 
 
 @dataclass
@@ -295,28 +295,3 @@ def parse_twiml(text: str, webhook_url: str) -> Offer | None:
             after=[v.tag for v in verbs[i + 1 :]],
         )
     return None
-
-
-# Each provider's side lives in its own module, which builds on the definitions above.
-from gateway.caller.side_exotel import ExotelSide  # noqa: E402
-from gateway.caller.side_plivo import PlivoSide  # noqa: E402
-from gateway.caller.side_signalwire import SignalWireSide  # noqa: E402
-from gateway.caller.side_telnyx import TelnyxCallControlSide, TelnyxSide  # noqa: E402
-
-#: provider name → its side, for ``gateway call --provider``.
-SIDES: dict[str, type[CallerSide]] = {
-    "twilio": TwilioSide,
-    "plivo": PlivoSide,
-    "exotel": ExotelSide,
-    "signalwire": SignalWireSide,
-    "telnyx": TelnyxSide,
-    "telnyx-callcontrol": TelnyxCallControlSide,
-}
-
-
-def side_for(provider: str) -> CallerSide:
-    """A fresh side for ``provider``. Raises ConfigError for an unknown one."""
-    try:
-        return SIDES[provider]()
-    except KeyError:
-        raise ConfigError(f"unknown provider {provider!r}; one of {', '.join(sorted(SIDES))}") from None

@@ -1,6 +1,6 @@
 """Operator endpoints: the admin API, ``/metrics`` and the live web page.
 
-Everything here answers only the operator (see :mod:`gateway.security.access`: a bearer
+Everything here answers only the operator (see :mod:`gateway.server.access`: a bearer
 ``GATEWAY_ADMIN_TOKEN`` when one is set, else direct loopback clients). The one exception is the
 page's static shell (HTML/JS, no data) when a token is set: a browser cannot attach a bearer
 header to a navigation, so the page asks for the token and sends it with each API request.
@@ -30,7 +30,7 @@ from gateway.errors import RecordError
 from gateway.metrics import CONTENT_TYPE, CallDepths
 from gateway.records.hub import Observability
 from gateway.records.model import CallRecord
-from gateway.security.access import admin_allowed, require_admin
+from gateway.server.access import admin_allowed, require_admin
 from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY, SETTINGS
 
 _LOG = logging.getLogger("gateway.admin")

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from gateway.dialplan.store import DialplanStore
 from gateway.gemini.session import LiveEndpoint
-from gateway.security.access import admin_allowed
 from gateway.security.replay import close_guard, replay_guard
 from gateway.security.tokens import StreamTokens
+from gateway.server.access import admin_allowed
 from gateway.server.admin import is_draining, setup_admin
 from gateway.server.calls import CallRegistry
 from gateway.server.connections import connection_state, handler_args, open_file_limit
@@ -135,7 +135,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"ready": False, "reason": "draining: shutting down"}, status=503)
     store = request.app[DIALPLANS]
     if not store.healthy:
-        # The reason names dialplan files and fields: operators only (see gateway.security.access).
+        # The reason names dialplan files and fields: operators only (see gateway.server.access).
         detail = {"reason": store.last_error} if admin_allowed(request) else {}
         return web.json_response({"ready": False, **detail}, status=503)
     return web.json_response({"ready": True})

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from gateway.errors import TelephonyProtocolError
 from gateway.log import call_logger
-from gateway.security.access import local_operator
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import TOKEN_PARAMETER, StreamClaims
+from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import SETTINGS
 from gateway.telephony.events import CallStarted

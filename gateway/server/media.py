@@ -30,9 +30,9 @@ from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyP
 from gateway.gemini.messages import SessionConfig
 from gateway.gemini.session import LiveSession
 from gateway.log import CallLogger, bind_call_context, reset_call_context
-from gateway.security.access import source_address
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import StreamClaims
+from gateway.server.access import source_address
 from gateway.server.limits import DurationCap, MessageRate
 from gateway.server.media_in import DirectHandler, MediaSocket, direct_failure
 from gateway.server.media_out import MediaSender

@@ -19,8 +19,8 @@ from multidict import MultiDict
 
 from gateway.errors import ConfigError
 from gateway.log import call_logger
-from gateway.security.access import local_operator
 from gateway.security.tokens import TOKEN_PARAMETER
+from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
@@ -97,7 +97,7 @@ async def _signed_params(request: web.Request, what: str) -> MultiDict[str]:
             raise web.HTTPForbidden(text="invalid signature")
     elif not settings.allow_unsigned_webhooks and not local_operator(request):
         # No auth token: anyone who can reach us could start sessions on the owner's bill. Only this
-        # machine is trusted, and only while nothing else can relay to us (gateway/security/access.py).
+        # machine is trusted, and only while nothing else can relay to us (gateway/server/access.py).
         log.warning(f"{what} rejected: unsigned, not local operator", extra={"peer": request.remote})
         raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     return params

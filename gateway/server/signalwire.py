@@ -24,8 +24,8 @@ from aiohttp import web
 
 from gateway.errors import ConfigError
 from gateway.log import call_logger
-from gateway.security.access import bearer_matches, local_operator
 from gateway.security.tokens import TOKEN_PARAMETER
+from gateway.server.access import bearer_matches, local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted

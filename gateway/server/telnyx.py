@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.errors import TelephonyProtocolError, ToolError
 from gateway.log import call_logger
-from gateway.security.access import local_operator
+from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.settings import Settings

@@ -11,8 +11,8 @@ from aiohttp import web
 from multidict import MultiDict
 
 from gateway.log import call_logger
-from gateway.security.access import local_operator
 from gateway.security.tokens import TOKEN_PARAMETER
+from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
@@ -54,7 +54,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         verified = True
     elif not settings.allow_unsigned_webhooks and not local_operator(request):
         # No auth token: anyone who can reach us could start sessions on the owner's bill. Only this
-        # machine is trusted, and only while nothing else can relay to us (gateway/security/access.py).
+        # machine is trusted, and only while nothing else can relay to us (gateway/server/access.py).
         log.warning("voice webhook rejected: unsigned, not local operator", extra={"peer": request.remote})
         raise web.HTTPForbidden(text=UNSIGNED_REFUSAL)
     call_sid, to, from_ = params.get("CallSid", ""), params.get("To", ""), params.get("From", "")

@@ -20,8 +20,8 @@ import pytest
 
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.caller.call import admin_transcript
+from gateway.caller.registry import SIDES
 from gateway.caller.side_exotel import ExotelSide
-from gateway.caller.sides import SIDES
 from gateway.emulator import Emulator
 from gateway.emulator.scenario import Rule
 from gateway.errors import AuthError

@@ -19,8 +19,9 @@ from aiohttp.test_utils import TestServer
 from gateway.bridge import control as call_control
 from gateway.caller import CallOptions, CallReport, place_call, wire_signalwire as wire
 from gateway.caller.call import admin_transcript
+from gateway.caller.registry import SIDES
 from gateway.caller.side_signalwire import SignalWireSide
-from gateway.caller.sides import SIDES, Heard
+from gateway.caller.sides import Heard
 from gateway.emulator import Emulator
 from gateway.emulator.scenario import Rule
 from gateway.errors import AuthError

@@ -7,7 +7,7 @@ import pytest
 from aiohttp import HttpVersion10
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.security.access import bearer_matches, is_direct_loopback, listens_on_loopback, source_address
+from gateway.server.access import bearer_matches, is_direct_loopback, listens_on_loopback, source_address
 from gateway.settings import Settings
 
 
