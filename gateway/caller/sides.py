@@ -269,29 +269,13 @@ class TwilioSide(CallerSide):
 
 
 def parse_twiml(text: str, webhook_url: str) -> Offer | None:
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise TelephonyProtocolError(f"voice webhook returned invalid TwiML: {exc}") from exc
-    if root.tag != "Response":
-        raise TelephonyProtocolError(f"TwiML root must be <Response>, got <{root.tag}>")
-    verbs = list(root)
-    for i, verb in enumerate(verbs):
-        if verb.tag != "Connect":
-            continue
-        stream = verb.find("Stream")
-        if stream is None or not stream.get("url"):
-            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
-        params: dict[str, str] = {}
-        for p in stream.findall("Parameter"):
-            name, value = p.get("name"), p.get("value")
-            if name is None or value is None:
-                raise TelephonyProtocolError("<Parameter> needs name and value")
-            params[name] = value
-        return Offer(
-            url=urljoin(webhook_url, stream.get("url", "")),
-            parameters=params,
-            status_callback=stream.get("statusCallback"),
-            after=[v.tag for v in verbs[i + 1 :]],
-        )
-    return None
+    found = wire.connect_stream(text, dialect="TwiML", source="voice webhook")
+    if found is None:
+        return None
+    stream, after = found
+    return Offer(
+        url=urljoin(webhook_url, stream.get("url", "")),
+        parameters=wire.stream_parameters(stream),
+        status_callback=stream.get("statusCallback"),
+        after=after,
+    )

@@ -12,7 +12,10 @@ import hashlib
 import hmac
 import json
 import secrets
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+
+from gateway.errors import TelephonyProtocolError
 
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 
@@ -26,6 +29,46 @@ def sign(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """``X-Twilio-Signature``: base64 HMAC-SHA1 over the URL and the name-sorted name+value pairs."""
     text = url + "".join(k + v for k, v in sorted(params.items()))
     return base64.b64encode(hmac.new(auth_token.encode(), text.encode(), hashlib.sha1).digest()).decode()
+
+
+def connect_stream(text: str, *, dialect: str, source: str) -> tuple[ET.Element, list[str]] | None:
+    """The ``<Stream url>`` of a TwiML-shaped answer's first ``<Connect>`` (TwiML, cXML, TeXML) and the verbs
+    after that ``<Connect>`` (what runs when the stream ends); None when the answer has no ``<Connect>``.
+
+    Raises:
+        TelephonyProtocolError: not XML, a root other than ``<Response>``, or a ``<Connect>`` without a
+            stream URL.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise TelephonyProtocolError(f"{source} returned invalid {dialect}: {exc}") from exc
+    if root.tag != "Response":
+        raise TelephonyProtocolError(f"{dialect} root must be <Response>, got <{root.tag}>")
+    verbs = list(root)
+    for i, verb in enumerate(verbs):
+        if verb.tag != "Connect":
+            continue
+        stream = verb.find("Stream")
+        if stream is None or not stream.get("url"):
+            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
+        return stream, [v.tag for v in verbs[i + 1 :]]
+    return None
+
+
+def stream_parameters(stream: ET.Element) -> dict[str, str]:
+    """A ``<Stream>``'s ``<Parameter name value>`` children.
+
+    Raises:
+        TelephonyProtocolError: a ``<Parameter>`` without name or value.
+    """
+    params: dict[str, str] = {}
+    for p in stream.findall("Parameter"):
+        name, value = p.get("name"), p.get("value")
+        if name is None or value is None:
+            raise TelephonyProtocolError("<Parameter> needs name and value")
+        params[name] = value
+    return params
 
 
 def voice_webhook_form(*, call_sid: str, account_sid: str, from_: str, to: str) -> dict[str, str]:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import hashlib
-import hmac
 import json
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Final, Literal
 from urllib.parse import urljoin, urlsplit
 
+from gateway.caller import wire
 from gateway.errors import TelephonyProtocolError
 
 #: ``<Stream codec=…>`` → the ``start.mediaFormat`` SignalWire announces for it.
@@ -39,10 +37,8 @@ def new_sid() -> str:
     return str(uuid.uuid4())
 
 
-def sign(signing_key: str, url: str, params: Mapping[str, str]) -> str:
-    """``X-SignalWire-Signature`` of a form webhook: base64 HMAC-SHA1 of the URL + name-sorted pairs."""
-    text = url + "".join(name + value for name, value in sorted(params.items()))
-    return base64.b64encode(hmac.new(signing_key.encode(), text.encode(), hashlib.sha1).digest()).decode()
+#: ``X-SignalWire-Signature`` of a form webhook is Twilio's: base64 HMAC-SHA1 of the URL + name-sorted pairs.
+sign = wire.sign
 
 
 def voice_webhook_form(*, call_sid: str, account_sid: str, from_: str, to: str) -> dict[str, str]:
@@ -79,44 +75,26 @@ def parse_cxml(text: str, webhook_url: str) -> StreamAnswer | None:
         TelephonyProtocolError: not cXML, a ``<Stream>`` SignalWire would refuse (no URL, not wss/ws,
             a query string, an unknown codec) or a ``<Parameter>`` without name and value.
     """
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise TelephonyProtocolError(f"voice webhook returned invalid cXML: {exc}") from exc
-    if root.tag != "Response":
-        raise TelephonyProtocolError(f"cXML root must be <Response>, got <{root.tag}>")
-    verbs = list(root)
-    for i, verb in enumerate(verbs):
-        if verb.tag != "Connect":
-            continue
-        stream = verb.find("Stream")
-        if stream is None or not stream.get("url"):
-            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
-        url = urljoin(webhook_url, stream.get("url", ""))
-        parts = urlsplit(url)
-        if parts.scheme not in ("wss", "ws") or parts.query:
-            raise TelephonyProtocolError(
-                f"SignalWire streams to wss:// URLs without a query string, not {url!r}"
-            )
-        codec = stream.get("codec", "PCMU@8000h")
-        if codec not in MEDIA_FORMATS:
-            raise TelephonyProtocolError(f"SignalWire has no stream codec {codec!r}")
-        params: dict[str, str] = {}
-        for p in stream.findall("Parameter"):
-            name, value = p.get("name"), p.get("value")
-            if name is None or value is None:
-                raise TelephonyProtocolError("<Parameter> needs name and value")
-            params[name] = value
-        return StreamAnswer(
-            url=url,
-            parameters=params,
-            codec=codec,
-            realtime=stream.get("realtime", "false").lower() == "true",
-            bearer_token=stream.get("authBearerToken"),
-            status_callback=stream.get("statusCallback"),
-            after=[v.tag for v in verbs[i + 1 :]],
-        )
-    return None
+    found = wire.connect_stream(text, dialect="cXML", source="voice webhook")
+    if found is None:
+        return None
+    stream, after = found
+    url = urljoin(webhook_url, stream.get("url", ""))
+    parts = urlsplit(url)
+    if parts.scheme not in ("wss", "ws") or parts.query:
+        raise TelephonyProtocolError(f"SignalWire streams to wss:// URLs without a query string, not {url!r}")
+    codec = stream.get("codec", "PCMU@8000h")
+    if codec not in MEDIA_FORMATS:
+        raise TelephonyProtocolError(f"SignalWire has no stream codec {codec!r}")
+    return StreamAnswer(
+        url=url,
+        parameters=wire.stream_parameters(stream),
+        codec=codec,
+        realtime=stream.get("realtime", "false").lower() == "true",
+        bearer_token=stream.get("authBearerToken"),
+        status_callback=stream.get("statusCallback"),
+        after=after,
+    )
 
 
 # --- messages SignalWire sends on the stream -------------------------------------------------------

@@ -23,7 +23,6 @@ import json
 import secrets
 import sys
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -32,6 +31,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from gateway.caller import wire
 from gateway.errors import ConfigError, TelephonyProtocolError
 
 SIGNATURE_HEADER: Final = "telnyx-signature-ed25519"
@@ -216,33 +216,23 @@ def parse_texml(text: str, webhook_url: str) -> StreamRequest | None:
     Raises:
         TelephonyProtocolError: not TeXML, no ``<Stream url>``, or a stream Telnyx would not run as asked.
     """
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError as exc:
-        raise TelephonyProtocolError(f"voice URL returned invalid TeXML: {exc}") from exc
-    if root.tag != "Response":
-        raise TelephonyProtocolError(f"TeXML root must be <Response>, got <{root.tag}>")
-    verbs = list(root)
-    for i, verb in enumerate(verbs):
-        if verb.tag != "Connect":
-            continue
-        stream = verb.find("Stream")
-        if stream is None or not stream.get("url"):
-            raise TelephonyProtocolError("<Connect> without a <Stream url=…>")
-        rate = stream.get("bidirectionalSamplingRate", "8000")
-        if rate != "8000":
-            raise TelephonyProtocolError(f"PCMU/PCMA run at 8000 Hz, not bidirectionalSamplingRate={rate}")
-        return _check(
-            StreamRequest(
-                url=urljoin(webhook_url, stream.get("url", "")),
-                track=stream.get("track", "inbound_track"),
-                codec=stream.get("codec", "default"),
-                bidirectional_mode=stream.get("bidirectionalMode", "mp3"),
-                bidirectional_codec=stream.get("bidirectionalCodec", "PCMU"),
-                after=[v.tag for v in verbs[i + 1 :]],
-            )
+    found = wire.connect_stream(text, dialect="TeXML", source="voice URL")
+    if found is None:
+        return None
+    stream, after = found
+    rate = stream.get("bidirectionalSamplingRate", "8000")
+    if rate != "8000":
+        raise TelephonyProtocolError(f"PCMU/PCMA run at 8000 Hz, not bidirectionalSamplingRate={rate}")
+    return _check(
+        StreamRequest(
+            url=urljoin(webhook_url, stream.get("url", "")),
+            track=stream.get("track", "inbound_track"),
+            codec=stream.get("codec", "default"),
+            bidirectional_mode=stream.get("bidirectionalMode", "mp3"),
+            bidirectional_codec=stream.get("bidirectionalCodec", "PCMU"),
+            after=after,
         )
-    return None
+    )
 
 
 def parse_action_path(path: str) -> tuple[str, str]:

@@ -31,7 +31,7 @@ from gateway.telephony.exotel import (
     verify_exotel_secret,
     voicebot_answer,
 )
-from gateway.telephony.twilio import CLOSE_POLICY_VIOLATION
+from gateway.telephony.jsonmsg import CLOSE_POLICY_VIOLATION
 
 VOICEBOT_PATH = "/exotel/voicebot"
 MEDIA_PATH = "/exotel/media"

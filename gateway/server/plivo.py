@@ -11,7 +11,6 @@ it: an upgrade without one is refused before any WebSocket exists, and a wrong o
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
+from gateway.server.transfer import remember_base, transfer_url
 from gateway.telephony.events import CallStarted
 from gateway.telephony.plivo import PlivoCodec, dial_xml, hangup_xml, stream_xml, verify_plivo_signature_v3
 from gateway.telephony.provider import AudioFormat
@@ -50,10 +50,6 @@ _PLIVO_NUMBER = re.compile(r"[0-9]{6,15}")
 _ENDED = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel"})
 
 log = call_logger("gateway.plivo")
-
-#: Where Plivo last reached this app's answer URL (scheme://host): the base of a transfer's ``aleg_url``
-#: when GATEWAY_PUBLIC_URL is not set. Weak, so a finished app (tests make many) leaves nothing behind.
-_ANSWER_BASE: weakref.WeakKeyDictionary[web.Application, str] = weakref.WeakKeyDictionary()
 
 
 def e164(number: str) -> str:
@@ -123,8 +119,7 @@ async def answer(request: web.Request) -> web.Response:
     )
     if isinstance(accepted, Refused):
         return web.Response(text=hangup_xml(accepted.message), content_type="application/xml")
-    base = public_base(request)
-    _ANSWER_BASE[request.app] = base
+    base = remember_base(request, "plivo")
     audio = AUDIO[settings.plivo_content_type]
     document = stream_xml(ws_url(base + MEDIA_PATH), accepted.token, audio=audio)
     log.info("answer request", extra={"call_sid": call_uuid, "to": to, "from": from_, "audio": audio.codec})
@@ -160,13 +155,12 @@ def _rest(app: web.Application) -> PlivoRest | None:
     settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
     if http is None or not (settings.plivo_auth_id and settings.plivo_auth_token):
         return None
-    base = settings.public_url or _ANSWER_BASE.get(app, "")
     return PlivoRest(
         http,
         auth_id=settings.plivo_auth_id,
         auth_token=settings.plivo_auth_token,
         base_url=settings.plivo_api_base,
-        transfer_url=base + TRANSFER_PATH if base else "",
+        transfer_url=transfer_url(app, "plivo", TRANSFER_PATH),
     )
 
 

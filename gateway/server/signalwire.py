@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import weakref
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -28,6 +27,7 @@ from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import bearer_matches, local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
 from gateway.server.state import HTTP_CLIENT, SETTINGS
+from gateway.server.transfer import remember_base, transfer_url
 from gateway.telephony.events import CallStarted
 from gateway.telephony.signalwire import (
     COMPAT_SIGNATURE_HEADER,
@@ -49,10 +49,6 @@ UNSIGNED_REFUSAL = (
 )
 
 log = call_logger("gateway.signalwire")
-
-#: Where SignalWire last reached this app's voice webhook (scheme://host): the base of a transfer's URL
-#: when GATEWAY_PUBLIC_URL is not set. Weak, so a finished app (tests make many) leaves nothing behind.
-_VOICE_BASE: weakref.WeakKeyDictionary[web.Application, str] = weakref.WeakKeyDictionary()
 
 
 async def _webhook_form(request: web.Request, what: str) -> tuple[dict[str, str], bool]:
@@ -98,8 +94,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     )
     if isinstance(accepted, Refused):
         return web.Response(text=say_hangup_twiml(accepted.message), content_type="text/xml")
-    base = public_base(request)
-    _VOICE_BASE[request.app] = base
+    base = remember_base(request, "signalwire")
     key = settings.signalwire_signing_key
     cxml = connect_stream_cxml(
         ws_url(base + MEDIA_PATH),
@@ -155,13 +150,12 @@ def _rest(app: web.Application) -> SignalWireCallControl | None:
         settings.signalwire_project_id and settings.signalwire_api_token and settings.signalwire_space_url
     ):
         return None
-    base = settings.public_url or _VOICE_BASE.get(app, "")
     return SignalWireCallControl(
         http,
         space_url=settings.signalwire_space_url,
         project_id=settings.signalwire_project_id,
         api_token=settings.signalwire_api_token,
-        transfer_url=base + TRANSFER_PATH if base else "",
+        transfer_url=transfer_url(app, "signalwire", TRANSFER_PATH),
     )
 
 

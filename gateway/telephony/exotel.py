@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import hmac
 import json
 import re
@@ -50,7 +49,6 @@ from typing import Any, ClassVar, Final, Literal, assert_never
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError
-from gateway.jsonfast import loads
 from gateway.telephony.events import (
     CallerAudio,
     CallStarted,
@@ -64,13 +62,18 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
-from gateway.telephony.provider import AudioFormat, Capabilities
-from gateway.telephony.twilio import (
+from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
-    CLOSE_INVALID_DATA,
-    CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
+    StreamState,
+    counter,
+    invalid,
+    object_field,
+    optional_string,
+    parse,
+    violation,
 )
+from gateway.telephony.provider import AudioFormat, Capabilities
 
 __all__ = [
     "CHUNK_MULTIPLE",
@@ -103,56 +106,8 @@ _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 _PCM_ENCODINGS: Final = frozenset({"raw", "audio/x-raw", "slin", "audio/l16", "audio/x-l16", "linear16"})
 
 
-class ExotelState(enum.Enum):
-    """Where a media socket is in Exotel's message sequence."""
-
-    AWAITING_CONNECTED = "awaiting_connected"
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-def _invalid(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
-
-
-def _violation(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        msg = loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _invalid(f"Exotel message is not valid JSON: {exc}") from exc
-    if type(msg) is not dict:
-        raise _invalid(f"Exotel message must be a JSON object, got {type(msg).__name__}")
-    return msg
-
-
-def _object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if type(value) is not dict:
-        raise _invalid(f"{key} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _optional_str(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key, "")
-    if type(value) is not str:
-        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _counter(value: object, name: str) -> int | None:
-    """A non-negative integer sent as a number or a decimal string (Exotel's pages differ)."""
-    if value is None:
-        return None
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    if type(value) is int and value >= 0:
-        return value
-    raise _invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
+#: Where a media socket is in Exotel's message sequence (the shared enum; the name stays for callers).
+ExotelState = StreamState
 
 
 def _sid_of(msg: Mapping[str, Any]) -> object:
@@ -204,7 +159,7 @@ class ExotelCodec:
         """``sample_rate``: the stream URL's ``?sample-rate=``; ``start.media_format`` replaces it."""
         if sample_rate not in RATES:
             raise ConfigError(f"Exotel streams at {', '.join(map(str, RATES))} Hz, not {sample_rate}")
-        self.state = ExotelState.AWAITING_CONNECTED
+        self.state = StreamState.AWAITING_CONNECTED
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.account_sid: str | None = None
@@ -235,46 +190,46 @@ class ExotelCodec:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
                 for another stream, an unknown event, or an audio format we cannot take.
         """
-        msg = _parse(text)
+        msg = parse(text, "Exotel")
         event = msg.get("event")
         if event == "media":
             return self._media(msg)
         if type(event) is not str:
-            raise _invalid("Exotel message has no string 'event' field")
+            raise invalid("Exotel message has no string 'event' field")
         result = self._control(event, msg)
         self.messages_in += 1
         return result
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = _parse(text)
+        msg = parse(text, "Exotel")
         return self._media(msg) if msg.get("event") == "media" else None
 
     def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not ExotelState.STREAMING:
-            raise _violation(f"media received in state {self.state.value}")
+        if self.state is not StreamState.STREAMING:
+            raise violation(f"media received in state {self.state.value}")
         sid = _sid_of(msg)
         if sid is not None and sid != self.stream_sid:
-            raise _violation("media for another stream")
+            raise violation("media for another stream")
         media = msg.get("media")
         if type(media) is not dict:
-            raise _invalid("media.media must be an object")
+            raise invalid("media.media must be an object")
         payload = media.get("payload")
         if type(payload) is not str:
-            raise _invalid("media.payload must be a base64 string")
+            raise invalid("media.payload must be a base64 string")
         track = media.get("track")  # only with the beta "both tracks" option, which we do not take
         if track is not None and track != "inbound":
-            raise _violation(f"unexpected media track {track!r}: configure the applet for the inbound track")
+            raise violation(f"unexpected media track {track!r}: configure the applet for the inbound track")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
-            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+            raise invalid(f"media.payload is not valid base64: {exc}") from exc
         if len(audio) & 1:
-            raise _invalid("media.payload has an odd byte count for 16-bit audio")
+            raise invalid("media.payload has an odd byte count for 16-bit audio")
         event = CallerAudio(
             audio,
-            _counter(media.get("timestamp"), "media.timestamp"),
-            _counter(media.get("chunk"), "media.chunk"),
+            counter(media.get("timestamp"), "media.timestamp"),
+            counter(media.get("chunk"), "media.chunk"),
         )
         self.messages_in += 1
         self.media_in += 1
@@ -284,77 +239,77 @@ class ExotelCodec:
     def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         state = self.state
         if event == "connected":
-            if state is not ExotelState.AWAITING_CONNECTED:
-                raise _violation(f"'connected' received in state {state.value}")
-            self.state = ExotelState.AWAITING_START
+            if state is not StreamState.AWAITING_CONNECTED:
+                raise violation(f"'connected' received in state {state.value}")
+            self.state = StreamState.AWAITING_START
             return Connected(
-                _optional_str(msg, "protocol", "connected"), _optional_str(msg, "version", "connected")
+                optional_string(msg, "protocol", "connected"), optional_string(msg, "version", "connected")
             )
         if event == "start":
-            if state not in (ExotelState.AWAITING_CONNECTED, ExotelState.AWAITING_START):
-                raise _violation(f"'start' received in state {state.value}")
+            if state not in (StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START):
+                raise violation(f"'start' received in state {state.value}")
             return self._start(msg)
         if event not in ("dtmf", "mark", "stop"):
-            raise _violation(f"unknown Exotel event {event[:40]!r}")
-        if state is not ExotelState.STREAMING:
-            raise _violation(f"{event!r} received in state {state.value}")
+            raise violation(f"unknown Exotel event {event[:40]!r}")
+        if state is not StreamState.STREAMING:
+            raise violation(f"{event!r} received in state {state.value}")
         sid = _sid_of(msg)
         if sid is not None and sid != self.stream_sid:
-            raise _violation(f"{event!r} for another stream")
+            raise violation(f"{event!r} for another stream")
         if event == "dtmf":
             body = msg.get("dtmf", msg)  # the beta guide shows the digit at the top level
             if type(body) is not dict or type(body.get("digit")) is not str:
-                raise _invalid("dtmf.digit must be a string")
+                raise invalid("dtmf.digit must be a string")
             digit = body["digit"].upper()
             if digit not in _DTMF_DIGITS:
-                raise _invalid(f"dtmf.digit {digit!r} is not a DTMF key")
+                raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
             return DtmfPressed(digit)
         if event == "mark":
-            name = _object(msg, "mark").get("name")
+            name = object_field(msg, "mark").get("name")
             if type(name) is not str:
-                raise _invalid("mark.name must be a string")
+                raise invalid("mark.name must be a string")
             return MarkReached(name)
         stop = msg.get("stop", {})
         if type(stop) is not dict:
-            raise _invalid("stop.stop must be an object")
+            raise invalid("stop.stop must be an object")
         call_sid = stop.get("call_sid", self.call_sid or "")
         reason = stop.get("reason")
         if type(call_sid) is not str or (reason is not None and type(reason) is not str):
-            raise _invalid("stop.call_sid and stop.reason must be strings")
+            raise invalid("stop.call_sid and stop.reason must be strings")
         self.stop_reason = reason
-        self.state = ExotelState.STOPPED
+        self.state = StreamState.STOPPED
         return CallStopped(call_sid)
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        start = _object(msg, "start")
+        start = object_field(msg, "start")
         top_sid = _sid_of(msg)
         stream_sid = _sid_of(start)
         if stream_sid is None:
             stream_sid = top_sid
         if type(stream_sid) is not str or not _SID_RE.fullmatch(stream_sid):
-            raise _invalid("start.stream_sid must be a plain identifier (letters, digits, '-', '_')")
+            raise invalid("start.stream_sid must be a plain identifier (letters, digits, '-', '_')")
         if top_sid is not None and top_sid != stream_sid:
-            raise _violation("start.stream_sid differs from the message's stream_sid")
+            raise violation("start.stream_sid differs from the message's stream_sid")
         call_sid = start.get("call_sid", start.get("callSid"))
         if type(call_sid) is not str:
-            raise _invalid("start.call_sid must be a string")
-        account_sid = _optional_str(start, "account_sid", "start.start")
-        from_number = _optional_str(start, "from", "start.start")
-        to_number = _optional_str(start, "to", "start.start")
+            raise invalid("start.call_sid must be a string")
+        account_sid = optional_string(start, "account_sid", "start.start")
+        from_number = optional_string(start, "from", "start.start")
+        to_number = optional_string(start, "to", "start.start")
         params_raw = start.get("custom_parameters")
         params: Mapping[str, str] = _EMPTY
         if params_raw is not None:
             if type(params_raw) is not dict or not all(type(v) is str for v in params_raw.values()):
-                raise _invalid("start.custom_parameters must be an object of strings")
+                raise invalid("start.custom_parameters must be an object of strings")
             params = MappingProxyType(dict(params_raw))
         rate = self._audio.rate
         encoding = "audio/x-raw"
         fmt = start.get("media_format")
         if fmt is not None:
             if type(fmt) is not dict:
-                raise _invalid("start.media_format must be an object")
-            encoding = _optional_str(fmt, "encoding", "start.media_format") or encoding
-            announced = _counter(fmt.get("sample_rate"), "start.media_format.sample_rate")
+                raise invalid("start.media_format must be an object")
+            encoding = optional_string(fmt, "encoding", "start.media_format") or encoding
+            announced = counter(fmt.get("sample_rate"), "start.media_format.sample_rate")
             rate = rate if announced is None else announced
             if encoding.partition(";")[0].strip().lower() not in _PCM_ENCODINGS or rate not in RATES:
                 raise TelephonyProtocolError(
@@ -370,7 +325,7 @@ class ExotelCodec:
         self._media_prefix = '{"event":"media",' + ids + ',"media":{"payload":"'
         self._mark_prefix = '{"event":"mark",' + ids + ',"mark":{"name":'
         self._clear_text = '{"event":"clear",' + ids + "}"
-        self.state = ExotelState.STREAMING
+        self.state = StreamState.STREAMING
         return CallStarted(
             stream_sid, call_sid, account_sid, ("inbound",), params, encoding, rate, 1, from_number, to_number
         )
@@ -525,7 +480,7 @@ def exotel_call(query: Mapping[str, str]) -> ExotelCall:
     lowered = {key.lower(): value for key, value in query.items()}
     call_sid = lowered.get("callsid", "")
     if not _SID_RE.fullmatch(call_sid):
-        raise _violation("Exotel's request has no valid CallSid")
+        raise violation("Exotel's request has no valid CallSid")
     return ExotelCall(
         call_sid,
         lowered.get("callfrom", lowered.get("from", "")),

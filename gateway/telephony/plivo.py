@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import hashlib
 import hmac
 import json
@@ -48,13 +47,11 @@ import re
 import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final, assert_never
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse, urlsplit, urlunparse, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError, ToolError
-from gateway.jsonfast import loads
 from gateway.telephony.events import (
     CallerAudio,
     CallStarted,
@@ -67,13 +64,19 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
-from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
-from gateway.telephony.twilio import (
+from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
-    CLOSE_INVALID_DATA,
-    CLOSE_POLICY_VIOLATION,
     CLOSE_UNSUPPORTED_DATA,
+    StreamState,
+    counter,
+    invalid,
+    object_field,
+    parse,
+    string_field,
+    violation,
 )
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
+from gateway.telephony.rest import RestRequest
 
 __all__ = [
     "PLIVO_API_BASE",
@@ -105,55 +108,8 @@ _CONTENT_TYPES: Final = {
 _MAX_OUTSTANDING: Final = 64
 
 
-class PlivoState(enum.Enum):
-    """Where a media socket is in Plivo's message sequence."""
-
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-def _invalid(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
-
-
-def _violation(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        msg = loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _invalid(f"Plivo message is not valid JSON: {exc}") from exc
-    if type(msg) is not dict:
-        raise _invalid(f"Plivo message must be a JSON object, got {type(msg).__name__}")
-    return msg
-
-
-def _object(obj: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if type(value) is not dict:
-        raise _invalid(f"{key} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _string(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if type(value) is not str:
-        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _counter(value: object, name: str) -> int | None:
-    """A non-negative integer sent as a number or a decimal string (Plivo's docs and samples differ)."""
-    if value is None:
-        return None
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    if type(value) is int and value >= 0:
-        return value
-    raise _invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
+#: Where a media socket is in Plivo's message sequence (the shared enum; the name stays for callers).
+PlivoState = StreamState
 
 
 def _extra_headers(value: object) -> dict[str, str]:
@@ -161,7 +117,7 @@ def _extra_headers(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if type(value) is not str:
-        raise _invalid("extra_headers must be a string")
+        raise invalid("extra_headers must be a string")
     pairs = (part.partition("=") for part in re.split(r"[;,]", value))
     return {key.strip(): val.strip() for key, eq, val in pairs if eq and key.strip()}
 
@@ -207,7 +163,7 @@ class PlivoCodec:
 
     def __init__(self, audio: AudioFormat = PCMU_8K) -> None:
         """``audio``: the format asked for in the answer XML; ``start.mediaFormat`` replaces it."""
-        self.state = PlivoState.AWAITING_START
+        self.state = StreamState.AWAITING_START
         self.stream_id: str | None = None
         self.call_id: str | None = None
         self.account_id: str | None = None
@@ -239,46 +195,46 @@ class PlivoCodec:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
                 for another stream, an unknown event, or an audio format we cannot take.
         """
-        msg = _parse(text)
+        msg = parse(text, "Plivo")
         event = msg.get("event")
         if event == "media":
             return self._media(msg)
         if type(event) is not str:
-            raise _invalid("Plivo message has no string 'event' field")
+            raise invalid("Plivo message has no string 'event' field")
         result = self._control(event, msg)
         self.messages_in += 1
         return result
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = _parse(text)
+        msg = parse(text, "Plivo")
         return self._media(msg) if msg.get("event") == "media" else None
 
     def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not PlivoState.STREAMING:
-            raise _violation(f"media received in state {self.state.value}")
+        if self.state is not StreamState.STREAMING:
+            raise violation(f"media received in state {self.state.value}")
         sid = msg.get("streamId")
         if sid is not None and sid != self.stream_id:
-            raise _violation("media for another stream")
+            raise violation("media for another stream")
         media = msg.get("media")
         if type(media) is not dict:
-            raise _invalid("media.media must be an object")
+            raise invalid("media.media must be an object")
         payload = media.get("payload")
         if type(payload) is not str:
-            raise _invalid("media.payload must be a base64 string")
+            raise invalid("media.payload must be a base64 string")
         track = media.get("track")
         if track is not None and track != "inbound":
-            raise _violation(f"unexpected media track {track!r} on a bidirectional stream")
+            raise violation(f"unexpected media track {track!r} on a bidirectional stream")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
-            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+            raise invalid(f"media.payload is not valid base64: {exc}") from exc
         if self._l16 and len(audio) & 1:
-            raise _invalid("media.payload has an odd byte count for 16-bit audio")
+            raise invalid("media.payload has an odd byte count for 16-bit audio")
         event = CallerAudio(
             audio,
-            _counter(media.get("timestamp"), "media.timestamp"),
-            _counter(media.get("chunk"), "media.chunk"),
+            counter(media.get("timestamp"), "media.timestamp"),
+            counter(media.get("chunk"), "media.chunk"),
         )
         self.messages_in += 1
         self.media_in += 1
@@ -288,20 +244,20 @@ class PlivoCodec:
     def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | None:
         state = self.state
         if event == "start":
-            if state is not PlivoState.AWAITING_START:
-                raise _violation(f"'start' received in state {state.value}")
+            if state is not StreamState.AWAITING_START:
+                raise violation(f"'start' received in state {state.value}")
             return self._start(msg)
         if event not in ("dtmf", "playedStream", "played", "clearedAudio", "stop"):
-            raise _violation(f"unknown Plivo event {event[:40]!r}")
-        if state is not PlivoState.STREAMING:
-            raise _violation(f"{event!r} received in state {state.value}")
+            raise violation(f"unknown Plivo event {event[:40]!r}")
+        if state is not StreamState.STREAMING:
+            raise violation(f"{event!r} received in state {state.value}")
         sid = msg.get("streamId")
         if sid is not None and sid != self.stream_id:
-            raise _violation(f"{event!r} for another stream")
+            raise violation(f"{event!r} for another stream")
         if event == "dtmf":
-            digit = _string(_object(msg, "dtmf"), "digit", "dtmf.dtmf").upper()
+            digit = string_field(object_field(msg, "dtmf"), "digit", "dtmf.dtmf").upper()
             if digit not in _DTMF_DIGITS:
-                raise _invalid(f"dtmf.digit {digit!r} is not a DTMF key")
+                raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
             return DtmfPressed(digit)
         if event == "clearedAudio":
             dropped = self._clears.popleft() if self._clears else ()
@@ -311,48 +267,48 @@ class PlivoCodec:
         if event == "stop":
             stop = msg.get("stop", msg)  # the Java SDK models a top-level reason; accept a "stop" object too
             if type(stop) is not dict:
-                raise _invalid("stop.stop must be an object")
+                raise invalid("stop.stop must be an object")
             reason = stop.get("reason")
             if reason is not None and type(reason) is not str:
-                raise _invalid("stop.reason must be a string")
+                raise invalid("stop.reason must be a string")
             self.stop_reason = reason
-            self.state = PlivoState.STOPPED
+            self.state = StreamState.STOPPED
             return CallStopped(self.call_id or "")
-        name = _string(msg, "name", event)
+        name = string_field(msg, "name", event)
         if name in self._outstanding:
             self._outstanding.remove(name)
         return MarkReached(name)
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        start = _object(msg, "start")
+        start = object_field(msg, "start")
         stream_id = start.get("streamId", msg.get("streamId"))
         if type(stream_id) is not str or not _ID_RE.fullmatch(stream_id):
-            raise _invalid("start.streamId must be a plain identifier (letters, digits, '-', '_')")
+            raise invalid("start.streamId must be a plain identifier (letters, digits, '-', '_')")
         top_id = msg.get("streamId")
         if top_id is not None and top_id != stream_id:
-            raise _violation("start.streamId differs from the message's streamId")
-        call_id = _string(start, "callId", "start.start")
+            raise violation("start.streamId differs from the message's streamId")
+        call_id = string_field(start, "callId", "start.start")
         if not _ID_RE.fullmatch(call_id):
-            raise _invalid("start.callId must be a plain identifier (letters, digits, '-', '_')")
+            raise invalid("start.callId must be a plain identifier (letters, digits, '-', '_')")
         account_id = start.get("accountId", "")
         if type(account_id) is not str:
-            raise _invalid("start.accountId must be a string")
+            raise invalid("start.accountId must be a string")
         tracks = start.get("tracks", ["inbound"])
         if type(tracks) is not list or not all(type(t) is str for t in tracks):
-            raise _invalid("start.tracks must be a list of strings")
+            raise invalid("start.tracks must be a list of strings")
         params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
         custom = start.get("customParameters")  # modelled by Plivo's Java stream SDK
         if custom is not None:
             if type(custom) is not dict or not all(type(v) is str for v in custom.values()):
-                raise _invalid("start.customParameters must be an object of strings")
+                raise invalid("start.customParameters must be an object of strings")
             params.update(custom)
-        fmt = _object(start, "mediaFormat")
-        encoding_text = _string(fmt, "encoding", "start.mediaFormat")
+        fmt = object_field(start, "mediaFormat")
+        encoding_text = string_field(fmt, "encoding", "start.mediaFormat")
         encoding, _, options = encoding_text.partition(";")
         encoding = encoding.strip().lower()
-        rate = _counter(fmt.get("sampleRate"), "start.mediaFormat.sampleRate")
+        rate = counter(fmt.get("sampleRate"), "start.mediaFormat.sampleRate")
         if rate is None:  # "audio/x-l16;rate=16000", the spelling of <Stream contentType>
-            rate = _counter(dict(parse_qsl(options.strip())).get("rate", "8000"), "mediaFormat rate")
+            rate = counter(dict(parse_qsl(options.strip())).get("rate", "8000"), "mediaFormat rate")
         codec, rates = _CODECS.get(encoding, ("", ()))
         if rate is None or rate not in rates:
             raise TelephonyProtocolError(
@@ -371,7 +327,7 @@ class PlivoCodec:
         )
         self._checkpoint_prefix = '{"event":"checkpoint","streamId":"' + stream_id + '","name":'
         self._clear_text = '{"event":"clearAudio","streamId":"' + stream_id + '"}'
-        self.state = PlivoState.STREAMING
+        self.state = StreamState.STREAMING
         return CallStarted(
             stream_id, call_id, account_id, tuple(tracks), MappingProxyType(params) if params else _EMPTY,
             encoding, rate, 1,
@@ -605,17 +561,6 @@ def verify_plivo_signature_v3(
 #: Plivo's API; the gateway's setting replaces it so tests use a local stand-in.
 PLIVO_API_BASE: Final = "https://api.plivo.com"
 _AUTH_ID_RE: Final = re.compile(r"[A-Za-z0-9]{2,64}")
-
-
-@dataclass(frozen=True, slots=True)
-class RestRequest:
-    """One HTTP request for the caller's client to send; ``ok`` lists the statuses that mean success."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = field(repr=False)  # carries the credentials: never in a log line
-    body: bytes | None = None
-    ok: frozenset[int] = frozenset({200})
 
 
 def _call_url(base_url: str, auth_id: str, auth_token: str, call_uuid: str) -> tuple[str, dict[str, str]]:

@@ -38,15 +38,17 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import CallStarted, TelephonyEvent
-from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
-from gateway.telephony.twilio import (
+from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
-    CLOSE_INVALID_DATA,
-    CLOSE_POLICY_VIOLATION,
-    TwilioCodec,
-    TwilioState,
-    _parse,
+    CLOSE_UNSUPPORTED_DATA,
+    StreamState,
+    invalid,
+    parse,
+    violation,
 )
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
+from gateway.telephony.rest import RestRequest
+from gateway.telephony.twilio import TwilioCodec
 
 __all__ = [
     "CODECS",
@@ -60,8 +62,6 @@ __all__ = [
     "signalwire_signature",
     "verify_signalwire_signature",
 ]
-
-CLOSE_UNSUPPORTED_DATA: Final = 1003
 
 #: The ``codec`` attribute values SignalWire documents for ``<Stream>``, and the format each gives.
 CODECS: Final[Mapping[str, AudioFormat]] = {
@@ -120,11 +120,9 @@ class SignalWireCodec(TwilioCodec):
         sends a ``clear`` event back once it has flushed its queue. Twilio sends none, so TwilioCodec would
         refuse it as an unknown event and end the call at the first barge-in. [U: confirm live]
         """
-        if '"clear"' in text and _parse(text).get("event") == "clear":
-            if self.state is not TwilioState.STREAMING:
-                raise TelephonyProtocolError(
-                    f"'clear' received in state {self.state.value}", close_code=CLOSE_POLICY_VIOLATION
-                )
+        if '"clear"' in text and parse(text, "Twilio").get("event") == "clear":
+            if self.state is not StreamState.STREAMING:
+                raise violation(f"'clear' received in state {self.state.value}")
             self.messages_in += 1
             return None
         return super().receive_text(text)
@@ -136,10 +134,7 @@ class SignalWireCodec(TwilioCodec):
             return super()._start(msg)  # the parent reports the missing object with its close code
         encoding, rate, channels = fmt.get("encoding"), fmt.get("sampleRate"), fmt.get("channels")
         if not isinstance(encoding, str) or type(rate) is not int or type(channels) is not int:
-            raise TelephonyProtocolError(
-                "start.mediaFormat needs a string encoding and integer sampleRate and channels",
-                close_code=CLOSE_INVALID_DATA,
-            )
+            raise invalid("start.mediaFormat needs a string encoding and integer sampleRate and channels")
         audio = _MEDIA_FORMATS.get((encoding.lower(), rate))
         if audio is None or channels != 1:
             raise TelephonyProtocolError(
@@ -325,16 +320,6 @@ def connect_stream_cxml(
 
 
 # --- Compatibility REST, as request descriptions -------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RestRequest:
-    """One HTTP request for the caller's client to send; headers hold credentials, so repr omits them."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = dataclasses.field(repr=False)
-    body: bytes = b""
 
 
 _ID: Final = re.compile(r"[A-Za-z0-9-]{1,64}")

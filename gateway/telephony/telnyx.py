@@ -34,7 +34,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import enum
 import json
 import re
 import warnings
@@ -63,7 +62,19 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.jsonmsg import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+    StreamState,
+    counter,
+    invalid,
+    object_field,
+    parse,
+    string_field,
+    violation,
+)
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
+from gateway.telephony.rest import RestRequest
 
 with warnings.catch_warnings():
     # PEP 594 deprecation on 3.11/3.12; the project depends on audioop-lts where it was removed.
@@ -89,10 +100,6 @@ __all__ = [
     "verify_telnyx_signature",
 ]
 
-CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_INVALID_DATA: Final = 1007
-CLOSE_POLICY_VIOLATION: Final = 1008
-CLOSE_INTERNAL_ERROR: Final = 1011
 
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _EMPTY_PARAMS: Final[Mapping[str, str]] = MappingProxyType({})
@@ -102,62 +109,14 @@ _CODECS: Final = {"PCMU": "ulaw", "PCMA": "alaw", "L16": "l16"}
 _INBOUND: Final = frozenset({"inbound", "inbound_track"})
 
 
-class TelnyxState(enum.Enum):
-    """Where a media socket is in Telnyx's message sequence."""
-
-    AWAITING_CONNECTED = "awaiting_connected"
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-def _invalid(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
-
-
-def _violation(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
-
-
-def _object(obj: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if type(value) is not dict:
-        raise _invalid(f"{where}.{key} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _string(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _counter(value: object, name: str) -> int | None:
-    """Telnyx sends counters as decimal strings (``"chunk": "2"``); ints and absence are accepted too."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if type(value) is int and value >= 0:
-        return value
-    raise _invalid(f"media.{name} must be a non-negative integer or decimal string, got {value!r}")
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        msg = loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise _invalid(f"Telnyx message is not valid JSON: {exc}") from exc
-    if type(msg) is not dict:
-        raise _invalid(f"Telnyx message must be a JSON object, got {type(msg).__name__}")
-    return msg
+#: Where a media socket is in Telnyx's message sequence (the shared enum; the name stays for callers).
+TelnyxState = StreamState
 
 
 def _audio_format(fmt: Mapping[str, Any]) -> AudioFormat:
     encoding, rate, channels = fmt.get("encoding"), fmt.get("sample_rate"), fmt.get("channels")
     if not isinstance(encoding, str) or type(rate) is not int or type(channels) is not int:
-        raise _invalid("start.media_format needs a string encoding and integer sample_rate and channels")
+        raise invalid("start.media_format needs a string encoding and integer sample_rate and channels")
     codec = _CODECS.get(encoding)
     try:
         audio = AudioFormat(codec, rate) if codec is not None and channels == 1 else None
@@ -208,7 +167,7 @@ class TelnyxCodec:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.state = TelnyxState.AWAITING_CONNECTED
+        self.state = StreamState.AWAITING_CONNECTED
         self.stream_id: str | None = None
         self.call_control_id: str | None = None
         self.user_id: str | None = None
@@ -236,46 +195,48 @@ class TelnyxCodec:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
                 for another stream, an unknown event, an unsupported format, or Telnyx's ``error``.
         """
-        msg = _parse(text)
+        msg = parse(text, "Telnyx")
         event = msg.get("event")
         if event == "media":
             return self._media(msg)
         if not isinstance(event, str):
-            raise _invalid("Telnyx message has no string 'event' field")
+            raise invalid("Telnyx message has no string 'event' field")
         result = self._receive_control(event, msg)
         self.messages_in += 1
         return result
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = _parse(text)
+        msg = parse(text, "Telnyx")
         return self._media(msg) if msg.get("event") == "media" else None
 
     def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not TelnyxState.STREAMING:
-            raise _violation(f"media received in state {self.state.value}")
+        if self.state is not StreamState.STREAMING:
+            raise violation(f"media received in state {self.state.value}")
         sid = msg.get("stream_id")
         if sid is not None and sid != self.stream_id:
-            raise _violation("media for another stream")
+            raise violation("media for another stream")
         media = msg.get("media")
         if type(media) is not dict:
-            raise _invalid("media.media must be an object")
+            raise invalid("media.media must be an object")
         payload = media.get("payload")
         if type(payload) is not str:
-            raise _invalid("media.payload must be a base64 string")
+            raise invalid("media.payload must be a base64 string")
         track = media.get("track")
         if track is not None and (type(track) is not str or track not in _INBOUND):
-            raise _violation(f"unexpected media track {track!r}; the gateway asks for inbound_track")
+            raise violation(f"unexpected media track {track!r}; the gateway asks for inbound_track")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
-            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+            raise invalid(f"media.payload is not valid base64: {exc}") from exc
         if self._swap:
             if len(audio) & 1:
-                raise _invalid("L16 media.payload has an odd number of bytes")
+                raise invalid("L16 media.payload has an odd number of bytes")
             audio = audioop.byteswap(audio, 2)
         event = CallerAudio(
-            audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
+            audio,
+            counter(media.get("timestamp"), "media.timestamp"),
+            counter(media.get("chunk"), "media.chunk"),
         )
         self.messages_in += 1
         self.media_in += 1
@@ -285,31 +246,31 @@ class TelnyxCodec:
     def _receive_control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         state = self.state
         if event == "connected":
-            if state is not TelnyxState.AWAITING_CONNECTED:
-                raise _violation(f"'connected' received in state {state.value}")
+            if state is not StreamState.AWAITING_CONNECTED:
+                raise violation(f"'connected' received in state {state.value}")
             version = msg.get("version", "")
             if not isinstance(version, str):
-                raise _invalid("connected.version must be a string")
-            self.state = TelnyxState.AWAITING_START
+                raise invalid("connected.version must be a string")
+            self.state = StreamState.AWAITING_START
             return Connected("", version)
         if event == "start":
-            if state not in (TelnyxState.AWAITING_CONNECTED, TelnyxState.AWAITING_START):
-                raise _violation(f"'start' received in state {state.value}")
+            if state not in (StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START):
+                raise violation(f"'start' received in state {state.value}")
             return self._start(msg)
         if event not in ("dtmf", "mark", "stop", "error"):
-            raise _violation(f"unknown Telnyx event {event[:40]!r}")
-        if state is not TelnyxState.STREAMING:
-            raise _violation(f"{event!r} received in state {state.value}")
+            raise violation(f"unknown Telnyx event {event[:40]!r}")
+        if state is not StreamState.STREAMING:
+            raise violation(f"{event!r} received in state {state.value}")
         sid = msg.get("stream_id")
         if sid is not None and sid != self.stream_id:
-            raise _violation(f"{event!r} for another stream")
+            raise violation(f"{event!r} for another stream")
         if event == "dtmf":
-            digit = _string(_object(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
+            digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
             if digit not in _DTMF_DIGITS:
-                raise _invalid(f"dtmf.digit {digit[:8]!r} is not a DTMF key")
+                raise invalid(f"dtmf.digit {digit[:8]!r} is not a DTMF key")
             return DtmfPressed(digit)
         if event == "mark":
-            return MarkReached(_string(_object(msg, "mark", "mark"), "name", "mark.mark"))
+            return MarkReached(string_field(object_field(msg, "mark", "mark"), "name", "mark.mark"))
         if event == "error":
             # Telnyx reports frames of ours it refused (100003 malformed_frame, 100004 invalid_media,
             # 100005 rate_limit_reached) or its own failure (100002): a bug to surface, not to skip.
@@ -323,37 +284,37 @@ class TelnyxCodec:
         call_id = self.call_control_id or ""
         if stop is not None:
             if type(stop) is not dict:
-                raise _invalid("stop.stop must be an object")
+                raise invalid("stop.stop must be an object")
             call_id = stop.get("call_control_id", call_id)
             if not isinstance(call_id, str):
-                raise _invalid("stop.call_control_id must be a string")
-        self.state = TelnyxState.STOPPED
+                raise invalid("stop.call_control_id must be a string")
+        self.state = StreamState.STOPPED
         return CallStopped(call_id)
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         stream_id = msg.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id:
-            raise _invalid("start.stream_id must be a non-empty string")
-        start = _object(msg, "start", "start")
-        call_control_id = _string(start, "call_control_id", "start.start")
+            raise invalid("start.stream_id must be a non-empty string")
+        start = object_field(msg, "start", "start")
+        call_control_id = string_field(start, "call_control_id", "start.start")
         if not call_control_id:
-            raise _invalid("start.call_control_id must not be empty")
+            raise invalid("start.call_control_id must not be empty")
         user_id = start.get("user_id", "")
         caller, callee = start.get("from"), start.get("to")
         if not isinstance(user_id, str) or not all(v is None or isinstance(v, str) for v in (caller, callee)):
-            raise _invalid("start.user_id, from and to must be strings")
+            raise invalid("start.user_id, from and to must be strings")
         params_raw = start.get("custom_parameters")
         params: Mapping[str, str] = _EMPTY_PARAMS
         if params_raw is not None:
             if type(params_raw) is not dict or not all(isinstance(v, str) for v in params_raw.values()):
-                raise _invalid("start.custom_parameters must be an object of strings")
+                raise invalid("start.custom_parameters must be an object of strings")
             params = MappingProxyType(dict(params_raw))
-        fmt = _object(start, "media_format", "start.start")
+        fmt = object_field(start, "media_format", "start.start")
         audio = _audio_format(fmt)
         self.stream_id, self.call_control_id, self.user_id = stream_id, call_control_id, user_id
         self.caller, self.callee = caller, callee
         self._audio, self._swap = audio, audio.codec == "l16"
-        self.state = TelnyxState.STREAMING
+        self.state = StreamState.STREAMING
         return CallStarted(
             stream_id, call_control_id, user_id, ("inbound",), params, fmt["encoding"], audio.rate, 1
         )
@@ -550,12 +511,12 @@ def parse_call_control_event(body: bytes) -> CallControlEvent:
     try:
         doc = loads(body)
     except (ValueError, RecursionError) as exc:
-        raise _invalid(f"Telnyx webhook is not valid JSON: {exc}") from exc
+        raise invalid(f"Telnyx webhook is not valid JSON: {exc}") from exc
     data = doc.get("data") if type(doc) is dict else None
     if type(data) is not dict:
-        raise _invalid("Telnyx webhook has no 'data' object")
-    event_type = _string(data, "event_type", "data")
-    payload = _object(data, "payload", "data")
+        raise invalid("Telnyx webhook has no 'data' object")
+    event_type = string_field(data, "event_type", "data")
+    payload = object_field(data, "payload", "data")
 
     def text(key: str) -> str:
         value = payload.get(key)
@@ -564,7 +525,7 @@ def parse_call_control_event(body: bytes) -> CallControlEvent:
     state = payload.get("client_state")
     return CallControlEvent(
         event_type,
-        _string(payload, "call_control_id", "data.payload"),
+        string_field(payload, "call_control_id", "data.payload"),
         call_leg_id=text("call_leg_id"),
         call_session_id=text("call_session_id"),
         connection_id=text("connection_id"),
@@ -582,16 +543,6 @@ DEFAULT_API_BASE: Final = "https://api.telnyx.com/v2"
 #: Call control ids look like ``v3:T02llQ…`` (base64url after a version prefix).
 _CALL_ID: Final = re.compile(r"[A-Za-z0-9:_.=-]{1,256}")
 _ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RestRequest:
-    """One HTTP request for the caller's client to send; headers hold the API key, so repr omits them."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str] = dataclasses.field(repr=False)
-    body: bytes = b""
 
 
 class TelnyxRest:

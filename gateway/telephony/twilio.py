@@ -20,7 +20,6 @@ The ``media`` paths in both directions run 50 times a second per call, so they a
 from __future__ import annotations
 
 import binascii
-import enum
 import json
 import re
 from collections.abc import Mapping
@@ -28,7 +27,6 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Final, assert_never
 
 from gateway.errors import TelephonyProtocolError
-from gateway.jsonfast import loads
 from gateway.telephony.events import (
     CallerAudio,
     CallStarted,
@@ -42,13 +40,18 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.jsonmsg import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_UNSUPPORTED_DATA,
+    StreamState,
+    counter,
+    invalid,
+    object_field,
+    parse,
+    string_field,
+    violation,
+)
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
-
-#: WebSocket close codes (RFC 6455 §7.4.1) attached to the errors below.
-CLOSE_UNSUPPORTED_DATA: Final = 1003
-CLOSE_INVALID_DATA: Final = 1007
-CLOSE_POLICY_VIOLATION: Final = 1008
-CLOSE_INTERNAL_ERROR: Final = 1011
 
 #: A stream SID is spliced unescaped into every outbound JSON message, so it must be this plain.
 #: Twilio's are ``MZ`` + 32 hex; Twilio-compatible platforms (SignalWire) use UUIDs.
@@ -56,57 +59,8 @@ _SID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _EMPTY_PARAMS: Final[Mapping[str, str]] = MappingProxyType({})
 
-
-class TwilioState(enum.Enum):
-    """Where a media socket is in Twilio's message sequence."""
-
-    AWAITING_CONNECTED = "awaiting_connected"
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-def _invalid(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
-
-
-def _violation(message: str) -> TelephonyProtocolError:
-    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
-
-
-def _str_field(obj: Mapping[str, Any], key: str, where: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise _invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _object_field(obj: Mapping[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = obj.get(key)
-    if not isinstance(value, dict):
-        raise _invalid(f"{where}.{key} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _counter(value: object, name: str) -> int | None:
-    """Twilio sends counters as decimal strings (``"chunk": "3"``); accept ints too, or absence."""
-    if value is None:
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    if type(value) is int and value >= 0:
-        return value
-    raise _invalid(f"media.{name} must be a non-negative integer or decimal string, got {value!r}")
-
-
-def _parse(text: str) -> dict[str, Any]:
-    try:
-        msg = loads(text)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-        raise _invalid(f"Twilio message is not valid JSON: {exc}") from exc
-    if type(msg) is not dict:
-        raise _invalid(f"Twilio message must be a JSON object, got {type(msg).__name__}")
-    return msg
+#: Where a media socket is in Twilio's message sequence (the shared enum; the name stays for callers).
+TwilioState = StreamState
 
 
 class TwilioCodec:
@@ -148,7 +102,7 @@ class TwilioCodec:
         return PCMU_8K
 
     def __init__(self) -> None:
-        self.state = TwilioState.AWAITING_CONNECTED
+        self.state = StreamState.AWAITING_CONNECTED
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
         self.account_sid: str | None = None
@@ -170,13 +124,13 @@ class TwilioCodec:
             TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of
                 order or for another stream, an unknown event, or an unsupported audio format.
         """
-        msg = _parse(text)
+        msg = parse(text, "Twilio")
         event = msg.get("event")
         # The media branch comes first and stays short: it is 50 messages/s per call.
         if event == "media":
             return self._media(msg)
         if not isinstance(event, str):
-            raise _invalid("Twilio message has no string 'event' field")
+            raise invalid("Twilio message has no string 'event' field")
         result = self._receive_control(event, msg)
         self.messages_in += 1
         return result
@@ -187,30 +141,32 @@ class TwilioCodec:
         None leaves the codec untouched, so the same text can still go through :meth:`receive_text`.
         Raises as :meth:`receive_text` does, for JSON that is not an object and for bad media.
         """
-        msg = _parse(text)
+        msg = parse(text, "Twilio")
         return self._media(msg) if msg.get("event") == "media" else None
 
     def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not TwilioState.STREAMING:
-            raise _violation(f"media received in state {self.state.value}")
+        if self.state is not StreamState.STREAMING:
+            raise violation(f"media received in state {self.state.value}")
         sid = msg.get("streamSid")
         if sid is not None and sid != self.stream_sid:
-            raise _violation("media for another stream")
+            raise violation("media for another stream")
         media = msg.get("media")
         if type(media) is not dict:
-            raise _invalid("media.media must be an object")
+            raise invalid("media.media must be an object")
         payload = media.get("payload")
         if type(payload) is not str:
-            raise _invalid("media.payload must be a base64 string")
+            raise invalid("media.payload must be a base64 string")
         track = media.get("track")
         if track is not None and track != "inbound":
-            raise _violation(f"unexpected media track {track!r} on a bidirectional stream")
+            raise violation(f"unexpected media track {track!r} on a bidirectional stream")
         try:
             audio = binascii.a2b_base64(payload, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
-            raise _invalid(f"media.payload is not valid base64: {exc}") from exc
+            raise invalid(f"media.payload is not valid base64: {exc}") from exc
         event = CallerAudio(
-            audio, _counter(media.get("timestamp"), "timestamp"), _counter(media.get("chunk"), "chunk")
+            audio,
+            counter(media.get("timestamp"), "media.timestamp"),
+            counter(media.get("chunk"), "media.chunk"),
         )
         self.messages_in += 1
         self.media_in += 1
@@ -220,68 +176,68 @@ class TwilioCodec:
     def _receive_control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         state = self.state
         if event == "connected":
-            if state is not TwilioState.AWAITING_CONNECTED:
-                raise _violation(f"'connected' received in state {state.value}")
+            if state is not StreamState.AWAITING_CONNECTED:
+                raise violation(f"'connected' received in state {state.value}")
             protocol = msg.get("protocol", "")
             version = msg.get("version", "")
             if not isinstance(protocol, str) or not isinstance(version, str):
-                raise _invalid("connected.protocol and connected.version must be strings")
-            self.state = TwilioState.AWAITING_START
+                raise invalid("connected.protocol and connected.version must be strings")
+            self.state = StreamState.AWAITING_START
             return Connected(protocol, version)
         if event == "start":
-            if state not in (TwilioState.AWAITING_CONNECTED, TwilioState.AWAITING_START):
-                raise _violation(f"'start' received in state {state.value}")
+            if state not in (StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START):
+                raise violation(f"'start' received in state {state.value}")
             return self._start(msg)
         if event in ("dtmf", "mark", "stop"):
-            if state is not TwilioState.STREAMING:
-                raise _violation(f"{event!r} received in state {state.value}")
+            if state is not StreamState.STREAMING:
+                raise violation(f"{event!r} received in state {state.value}")
             sid = msg.get("streamSid")
             if sid is not None and sid != self.stream_sid:
-                raise _violation(f"{event!r} for another stream")
+                raise violation(f"{event!r} for another stream")
             if event == "dtmf":
-                digit = _str_field(_object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
+                digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
                 if digit not in _DTMF_DIGITS:
-                    raise _invalid(f"dtmf.digit {digit!r} is not a DTMF key")
+                    raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
                 return DtmfPressed(digit)
             if event == "mark":
-                return MarkReached(_str_field(_object_field(msg, "mark", "mark"), "name", "mark.mark"))
+                return MarkReached(string_field(object_field(msg, "mark", "mark"), "name", "mark.mark"))
             stop = msg.get("stop")
             call_sid = self.call_sid or ""
             if stop is not None:
                 if not isinstance(stop, dict):
-                    raise _invalid("stop.stop must be an object")
+                    raise invalid("stop.stop must be an object")
                 call_sid = stop.get("callSid", call_sid)
                 if not isinstance(call_sid, str):
-                    raise _invalid("stop.callSid must be a string")
-            self.state = TwilioState.STOPPED
+                    raise invalid("stop.callSid must be a string")
+            self.state = StreamState.STOPPED
             return CallStopped(call_sid)
-        raise _violation(f"unknown Twilio event {event[:40]!r}")
+        raise violation(f"unknown Twilio event {event[:40]!r}")
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        start = _object_field(msg, "start", "start")
+        start = object_field(msg, "start", "start")
         stream_sid = start.get("streamSid", msg.get("streamSid"))
         if not isinstance(stream_sid, str) or not _SID_RE.fullmatch(stream_sid):
-            raise _invalid("start.streamSid must be a plain identifier (letters, digits, '-', '_')")
+            raise invalid("start.streamSid must be a plain identifier (letters, digits, '-', '_')")
         top_sid = msg.get("streamSid")
         if top_sid is not None and top_sid != stream_sid:
-            raise _violation("start.streamSid differs from the message's streamSid")
-        call_sid = _str_field(start, "callSid", "start.start")
-        account_sid = _str_field(start, "accountSid", "start.start")
+            raise violation("start.streamSid differs from the message's streamSid")
+        call_sid = string_field(start, "callSid", "start.start")
+        account_sid = string_field(start, "accountSid", "start.start")
         tracks_raw = start.get("tracks", ["inbound"])
         if not isinstance(tracks_raw, list) or not all(isinstance(t, str) for t in tracks_raw):
-            raise _invalid("start.tracks must be a list of strings")
+            raise invalid("start.tracks must be a list of strings")
         params_raw = start.get("customParameters")
         params: Mapping[str, str] = _EMPTY_PARAMS
         if params_raw is not None:
             if not isinstance(params_raw, dict) or not all(isinstance(v, str) for v in params_raw.values()):
-                raise _invalid("start.customParameters must be an object of strings")
+                raise invalid("start.customParameters must be an object of strings")
             params = MappingProxyType(dict(params_raw))
-        fmt = _object_field(start, "mediaFormat", "start.start")
-        encoding = _str_field(fmt, "encoding", "start.mediaFormat")
+        fmt = object_field(start, "mediaFormat", "start.start")
+        encoding = string_field(fmt, "encoding", "start.mediaFormat")
         rate = fmt.get("sampleRate")
         channels = fmt.get("channels")
         if type(rate) is not int or type(channels) is not int:
-            raise _invalid("start.mediaFormat.sampleRate and channels must be integers")
+            raise invalid("start.mediaFormat.sampleRate and channels must be integers")
         if (encoding, rate, channels) != ("audio/x-mulaw", 8000, 1):
             raise TelephonyProtocolError(
                 f"unsupported media format {encoding} {rate} Hz x{channels}; only audio/x-mulaw 8000 Hz mono",
@@ -294,7 +250,7 @@ class TwilioCodec:
         self._media_prefix = '{"event":"media","streamSid":"' + stream_sid + '","media":{"payload":"'
         self._mark_prefix = '{"event":"mark","streamSid":"' + stream_sid + '","mark":{"name":'
         self._clear_text = '{"event":"clear","streamSid":"' + stream_sid + '"}'
-        self.state = TwilioState.STREAMING
+        self.state = StreamState.STREAMING
         return CallStarted(
             stream_sid, call_sid, account_sid, tuple(tracks_raw), params, encoding, rate, channels
         )

@@ -16,7 +16,9 @@ from urllib.parse import urlencode
 import aiohttp
 
 from gateway.errors import ConfigError, ToolError
-from gateway.telephony.plivo import PLIVO_API_BASE, RestRequest, dial_xml, hangup_request, transfer_request
+from gateway.telephony.plivo import PLIVO_API_BASE, dial_xml, hangup_request, transfer_request
+from gateway.telephony.rest import RestRequest
+from gateway.tools import rest_call
 
 __all__ = ["PlivoRest"]
 
@@ -48,24 +50,7 @@ class PlivoRest:
         Raises:
             ToolError: Plivo cannot be reached, or answered with another status.
         """
-        try:
-            async with self._http.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.body,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ToolError("the phone provider could not be reached; the call was not changed") from exc
-        if status not in request.ok:
-            raise ToolError(
-                f"the phone provider refused the request (HTTP {status}); the call was not changed"
-            )
-        return status
+        return (await rest_call.send(self._http, request, client_timeout=self._timeout)).status
 
     async def hang_up(self, call_sid: str) -> None:
         """``DELETE …/Call/{uuid}/``; a call that has already ended (404) counts as success."""

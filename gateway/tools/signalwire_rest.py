@@ -17,8 +17,11 @@ from urllib.parse import urlencode
 import aiohttp
 
 from gateway.errors import ConfigError, ToolError
-from gateway.telephony.signalwire import RestRequest, SignalWireRest
+from gateway.telephony.rest import RestRequest
+from gateway.telephony.signalwire import SignalWireRest
 from gateway.telephony.twiml import dial_twiml
+from gateway.tools import rest_call
+from gateway.tools.rest_call import RestRefused
 
 __all__ = ["SignalWireCallControl"]
 
@@ -52,28 +55,13 @@ class SignalWireCallControl:
         Raises:
             ToolError: SignalWire cannot be reached, or answered with an error status.
         """
-        try:
-            async with self._http.request(
-                request.method,
-                request.url,
-                headers=dict(request.headers),
-                data=request.body,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ToolError("the phone provider could not be reached; the call was not changed") from exc
-        if status >= 400:
-            raise _RestError(status)
-        return status
+        return (await rest_call.send(self._http, request, client_timeout=self._timeout)).status
 
     async def hang_up(self, call_sid: str) -> None:
         """``Status=completed``; a call that has already ended (404) counts as success."""
         try:
             await self.send(self._requests.hangup(call_sid))
-        except _RestError as exc:
+        except RestRefused as exc:
             if exc.status != 404:
                 raise
         except ConfigError as exc:  # the SID is not SignalWire's
@@ -93,9 +81,3 @@ class SignalWireCallControl:
         except ConfigError as exc:
             raise ToolError("the call or the transfer number is not one the phone provider can use") from exc
         await self.send(request)
-
-
-class _RestError(ToolError):
-    def __init__(self, status: int) -> None:
-        self.status = status
-        super().__init__(f"the phone provider refused the request (HTTP {status}); the call was not changed")

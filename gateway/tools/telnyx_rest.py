@@ -20,7 +20,10 @@ from typing import Any, Literal
 import aiohttp
 
 from gateway.errors import ConfigError, ToolError
-from gateway.telephony.telnyx import DEFAULT_API_BASE, RestRequest, TelnyxRest
+from gateway.telephony.rest import RestRequest
+from gateway.telephony.telnyx import DEFAULT_API_BASE, TelnyxRest
+from gateway.tools import rest_call
+from gateway.tools.rest_call import RestRefused
 
 __all__ = ["TelnyxCallControl"]
 
@@ -71,7 +74,7 @@ class TelnyxCallControl:
         """End the call. A call that has already ended counts as success."""
         try:
             await self._send(self._build(lambda: self._requests.hangup(call_sid)))
-        except _RestError as exc:
+        except RestRefused as exc:
             if exc.status == 404 or _ALREADY_ENDED in exc.codes:
                 return
             raise
@@ -91,26 +94,10 @@ class TelnyxCallControl:
         Raises:
             ToolError: Telnyx cannot be reached, or answered with an error (its codes are included).
         """
-        try:
-            async with self._http.request(
-                request.method,
-                request.url,
-                data=request.body,
-                headers=dict(request.headers),
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = None
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ToolError("the phone provider could not be reached; the call was not changed") from exc
-        reply: dict[str, Any] = body if isinstance(body, dict) else {}
-        if status >= 400:
-            raise _RestError(status, _error_codes(reply))
-        return reply
+        reply = await rest_call.send(
+            self._http, request, client_timeout=self._timeout, provider="Telnyx", error_codes=_error_codes
+        )
+        return reply.body
 
 
 def _error_codes(reply: dict[str, Any]) -> tuple[str, ...]:
@@ -120,11 +107,3 @@ def _error_codes(reply: dict[str, Any]) -> tuple[str, ...]:
         return ()
     codes = (e.get("code") for e in errors if isinstance(e, dict))
     return tuple(str(c)[:12] for c in codes if isinstance(c, str | int))
-
-
-class _RestError(ToolError):
-    def __init__(self, status: int, codes: tuple[str, ...]) -> None:
-        self.status = status
-        self.codes = codes
-        detail = f"HTTP {status}" + (f", Telnyx error {', '.join(codes[:3])}" if codes else "")
-        super().__init__(f"the phone provider refused the request ({detail}); the call was not changed")

@@ -15,18 +15,22 @@ from __future__ import annotations
 import base64
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 from gateway.errors import ConfigError, ToolError
+from gateway.telephony.rest import RestRequest
 from gateway.telephony.twiml import dial_twiml
+from gateway.tools import rest_call
+from gateway.tools.rest_call import RestRefused
 
 __all__ = ["DEFAULT_BASE_URL", "TwilioRest"]
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
 _SID = re.compile(r"[A-Za-z0-9]{2,64}")
 #: Twilio's "resource not found": the call already ended, which is what a hang-up wants anyway.
-_NOT_FOUND = 20404
+_NOT_FOUND = "20404"
 
 
 class TwilioRest:
@@ -61,23 +65,16 @@ class TwilioRest:
         Raises:
             ToolError: Twilio cannot be reached, or answered with an error (its code is included).
         """
-        url = self.call_url(call_sid)
-        try:
-            async with self._http.post(
-                url, data=form, headers=self._headers, timeout=self._timeout, allow_redirects=False
-            ) as resp:
-                try:
-                    body = await resp.json(content_type=None)
-                except ValueError:
-                    body = None
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ToolError("the phone provider could not be reached; the call was not changed") from exc
-        reply: dict[str, Any] = body if isinstance(body, dict) else {}
-        if status >= 400:
-            code = reply.get("code")
-            raise _RestError(status, code if isinstance(code, int) else None)
-        return reply
+        request = RestRequest(
+            "POST",
+            self.call_url(call_sid),
+            self._headers | {"Content-Type": "application/x-www-form-urlencoded"},
+            urlencode(form).encode(),
+        )
+        reply = await rest_call.send(
+            self._http, request, client_timeout=self._timeout, provider="Twilio", error_codes=_error_codes
+        )
+        return reply.body
 
     async def transfer(self, call_sid: str, number: str, *, caller_id: str | None = None) -> None:
         """Move the call to ``number`` with ``<Dial>`` (the media stream then ends)."""
@@ -87,15 +84,13 @@ class TwilioRest:
         """End the call. A call that has already ended counts as success."""
         try:
             await self.update_call(call_sid, {"Status": "completed"})
-        except _RestError as exc:
-            if exc.status == 404 or exc.code == _NOT_FOUND:
+        except RestRefused as exc:
+            if exc.status == 404 or _NOT_FOUND in exc.codes:
                 return
             raise
 
 
-class _RestError(ToolError):
-    def __init__(self, status: int, code: int | None) -> None:
-        self.status = status
-        self.code = code
-        detail = f"HTTP {status}" + (f", Twilio error {code}" if code is not None else "")
-        super().__init__(f"the phone provider refused the request ({detail}); the call was not changed")
+def _error_codes(reply: dict[str, Any]) -> tuple[str, ...]:
+    """Twilio's error code (``{"code": 20404, …}``), when its reply has one."""
+    code = reply.get("code")
+    return (str(code),) if isinstance(code, int) else ()

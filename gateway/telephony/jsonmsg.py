@@ -1,0 +1,109 @@
+"""What every JSON-text media codec repeats, sans-I/O: close codes, the two error kinds, parsing one
+message, typed field getters and the stream state.
+
+One place so the providers (Twilio, SignalWire, Plivo, Telnyx, Exotel) reject bad input with the same
+close codes and wording. The getters are plain functions, not methods, so a codec's media path calls
+them exactly as often as it did its own private copies.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.errors import TelephonyProtocolError
+from gateway.jsonfast import loads
+
+__all__ = [
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_UNSUPPORTED_DATA",
+    "StreamState",
+    "counter",
+    "invalid",
+    "object_field",
+    "optional_string",
+    "parse",
+    "string_field",
+    "violation",
+]
+
+#: WebSocket close codes (RFC 6455 §7.4.1) a codec's errors carry: the server closes the socket with them.
+CLOSE_UNSUPPORTED_DATA: Final = 1003
+CLOSE_INVALID_DATA: Final = 1007
+CLOSE_POLICY_VIOLATION: Final = 1008
+CLOSE_INTERNAL_ERROR: Final = 1011
+
+
+class StreamState(enum.Enum):
+    """Where a media socket is in its provider's message sequence (Plivo has no ``connected`` step)."""
+
+    AWAITING_CONNECTED = "awaiting_connected"
+    AWAITING_START = "awaiting_start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+def invalid(message: str) -> TelephonyProtocolError:
+    """Undecodable or mistyped data (1007)."""
+    return TelephonyProtocolError(message, close_code=CLOSE_INVALID_DATA)
+
+
+def violation(message: str) -> TelephonyProtocolError:
+    """A protocol violation: wrong order, unknown event, another stream's message (1008)."""
+    return TelephonyProtocolError(message, close_code=CLOSE_POLICY_VIOLATION)
+
+
+def parse(text: str, provider: str) -> dict[str, Any]:
+    """One text frame as a JSON object; ``provider`` names the sender in the error."""
+    try:
+        msg = loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise invalid(f"{provider} message is not valid JSON: {exc}") from exc
+    if type(msg) is not dict:
+        raise invalid(f"{provider} message must be a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def _name(key: str, where: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def object_field(obj: Mapping[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    """``obj[key]``, which must be an object; ``where`` prefixes the key in the error."""
+    value = obj.get(key)
+    if type(value) is not dict:
+        raise invalid(f"{_name(key, where)} must be an object, got {type(value).__name__}")
+    return value
+
+
+def string_field(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """``obj[key]``, which must be a string."""
+    value = obj.get(key)
+    if type(value) is not str:
+        raise invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def optional_string(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """``obj[key]`` if present (then a string), else ""."""
+    value = obj.get(key, "")
+    if type(value) is not str:
+        raise invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def counter(value: object, name: str) -> int | None:
+    """A non-negative integer sent as a decimal string (``"chunk": "3"``) or a number, or absent (None).
+
+    Providers' docs and samples disagree on which, so both are accepted everywhere.
+    """
+    if value is None:
+        return None
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    if type(value) is int and value >= 0:
+        return value
+    raise invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
