@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Capacity and latency of the gateway under N concurrent simulated Twilio calls, all on loopback.
+"""Capacity and latency of the gateway under N concurrent simulated calls, all on loopback.
 
 Three kinds of processes, so the gateway's CPU and memory are measured alone:
 
@@ -10,8 +10,18 @@ Three kinds of processes, so the gateway's CPU and memory are measured alone:
   (:mod:`gateway.emulator.load`), which plays the echo persona (each thing the caller says comes
   back, so the bot talks about half the time) at a fraction of the full emulator's CPU; it finds the
   callers' probes in the audio the gateway forwards and notes when each reply's first audio left it;
-* **load generators** (``--role loader``, one per 1000 calls): lean Twilio callers
-  (:mod:`gateway.caller.load`), each call talking in bursts, barging in every 4th reply, echoing marks.
+* **load generators** (``--role loader``, one per 1000 calls): lean callers (:mod:`gateway.caller.load`),
+  each call talking in bursts, barging in every 4th reply, echoing marks.
+
+**Providers.** ``--provider NAME`` (default ``twilio``) picks whose protocol the calls speak: Twilio's
+is the load caller's own pre-encoded path (the reference); the others (signalwire, telnyx,
+telnyx-callcontrol, plivo, exotel) go through that provider's simulated side (gateway/caller/side_*.py),
+the same load pattern, with the gateway configured to check their signatures. Each runs its default
+stream format (μ-law 8 kHz; Exotel L16 8 kHz); ``--env GATEWAY_SIGNALWIRE_CODEC=L16@16000h`` and the
+like switch the gateway, and with it the simulated provider, to wideband. Telnyx Call Control is
+answered through Telnyx's API: the load generator serves a stand-in (gateway/caller/telnyx_api.py) that
+the gateway's ``TELNYX_API_BASE`` points at. ``--compare-providers`` runs each provider in turn
+(alternating order across ``--repeat``) and prints one table.
 
 **CPUs.** The gateway (and its workers) run pinned to ``--gateway-cpus`` (default: one CPU per
 worker from CPU 0, always leaving one); the Live server and the load generators run on the other
@@ -39,6 +49,8 @@ ramp-up.
     python bench/load.py --find-max --workers 2
     python bench/load.py --calls 500 --gateway-cpus 0 --json    # the default on a 2-CPU machine
     python bench/load.py --compare-tls --calls 100 --seconds 15 --repeat 3
+    python bench/load.py --provider plivo --calls 100 --seconds 15 --json
+    python bench/load.py --compare-providers --calls 100 --seconds 15 --repeat 1
 """
 
 from __future__ import annotations
@@ -67,15 +79,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from gateway.caller.load import (  # noqa: E402 - after the path fix-up so a fresh clone runs as is
+from gateway.caller import wire_telnyx  # noqa: E402 - after the path fix-up so a fresh clone runs as is
+from gateway.caller.load import (  # noqa: E402
     analyse,
     echo_rtt,
     percentile,
     run_calls,
 )
+from gateway.caller.registry import SIDES  # noqa: E402
 from gateway.workers import run_loop  # noqa: E402
 
 AUTH_TOKEN = "bench-auth-token-not-a-secret"
+TELNYX_API_KEY = "KEYbench-telnyx-api-key-not-a-secret"
+#: The loader's signing secret, when not AUTH_TOKEN (Telnyx's private key): in its environment, not argv.
+CALLER_SECRET_ENV = "BENCH_LOAD_CALLER_SECRET"
+PROVIDERS = tuple(SIDES)
 #: One load generator process up to this many calls: each process adds its own 500 wake-ups a
 #: second, and one process was measured cheaper than three at 500 calls (26.5 vs 32.0 % of a core).
 CALLS_PER_LOADER = 1000
@@ -300,7 +318,9 @@ def loader_role(args: argparse.Namespace) -> int:
             start_at=args.start_at,
             ramp_s=args.ramp,
             until=args.until,
-            auth_token=AUTH_TOKEN,
+            auth_token=os.environ.get(CALLER_SECRET_ENV) or AUTH_TOKEN,
+            provider=args.provider,
+            provider_api=args.provider_api or "",
         )
         return {"calls": calls, "lag": lag, "rtt": rtt}
 
@@ -336,6 +356,30 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise RuntimeError(f"the gateway did not answer {url} within {timeout} s")
 
 
+def provider_setup(provider: str) -> tuple[dict[str, str], str, str]:
+    """(the gateway's environment for ``provider``'s signatures, the callers' signing secret, the
+    address the load generator serves the provider's API at, or "").
+
+    Every provider is checked as in production: a throw-away Ed25519 key stands in for Telnyx's."""
+    if provider in ("twilio", "signalwire", "plivo", "exotel"):
+        name = {
+            "twilio": "TWILIO_AUTH_TOKEN",
+            "signalwire": "SIGNALWIRE_SIGNING_KEY",
+            "plivo": "PLIVO_AUTH_TOKEN",
+            "exotel": "EXOTEL_STREAM_SECRET",
+        }[provider]
+        return {name: AUTH_TOKEN}, AUTH_TOKEN, ""
+    if provider not in ("telnyx", "telnyx-callcontrol"):
+        raise SystemExit(f"--provider {provider}: one of {', '.join(PROVIDERS)}")
+    key = wire_telnyx.new_signing_key()
+    env = {"TELNYX_PUBLIC_KEY": wire_telnyx.public_key_b64(key)}
+    api = ""
+    if provider == "telnyx-callcontrol":
+        api = f"http://127.0.0.1:{_free_port()}/v2"
+        env |= {"TELNYX_API_KEY": TELNYX_API_KEY, "TELNYX_API_BASE": api}
+    return env, wire_telnyx.private_key_b64(key), api
+
+
 def _ms(value: float) -> float | None:
     return None if math.isnan(value) else round(value * 1000, 2)
 
@@ -352,12 +396,19 @@ def run_once(
     extra_env: dict[str, str] | None = None,
     gateway_cpus: str | None = None,
     tls: bool = True,
+    provider: str = "twilio",
 ) -> dict[str, Any]:
     """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures.
 
     ``tls``: the gateway reaches the Live server over ``wss://``, trusting a throw-away CA through
-    ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``."""
+    ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``. ``provider``: whose
+    protocol the calls speak."""
     me = str(Path(__file__).resolve())
+    provider_env, caller_secret, provider_api = provider_setup(provider)
+    if provider_api and n > CALLS_PER_LOADER:
+        raise SystemExit(
+            f"--provider {provider}: one load generator serves the API, so at most {CALLS_PER_LOADER} calls"
+        )
     gw_cpus, load_cpus = cpu_plan(gateway_cpus, workers)
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="gateway-load-") as tmp_name:
@@ -396,6 +447,7 @@ def run_once(
                 "GATEWAY_MAX_STREAM_RATE": "1000",
                 "GATEWAY_DATA_DIR": str(tmp / "data"),
                 "GATEWAY_LOG_LEVEL": log_level,
+                **provider_env,
                 **tls_env,
                 **(extra_env or {}),
             }
@@ -435,8 +487,11 @@ def run_once(
                 cmd = [py, me, "--role", "loader", "--numbers", f"{first}:{last}", "--gateway"]
                 cmd += [f"http://127.0.0.1:{port}", "--start-at", repr(start_at), "--ramp", repr(ramp)]
                 cmd += ["--until", repr(until), "--out", str(out)]
-                cmd += ["--echo-url", ports["echo_url"]]
-                p = subprocess.Popen(cmd, preexec_fn=_pinned(load_cpus))
+                cmd += ["--echo-url", ports["echo_url"], "--provider", provider]
+                if provider_api:
+                    cmd += ["--provider-api", provider_api]
+                loader_env = {**os.environ, CALLER_SECRET_ENV: caller_secret}
+                p = subprocess.Popen(cmd, env=loader_env, preexec_fn=_pinned(load_cpus))
                 procs.append(p)
                 loader_procs.append(p)
 
@@ -493,6 +548,7 @@ def run_once(
     down = [v - rtt for v in down_raw]
     lag_list = list(lag)
     return {
+        "provider": provider,
         "calls": n,
         "seconds": seconds,
         "workers": workers,
@@ -578,6 +634,7 @@ def held(r: dict[str, Any], limit_ms: float) -> bool:
 
 def _short(r: dict[str, Any]) -> str:
     keys = (
+        "provider",
         "calls",
         "cpu_per_call_pct",
         "gateway_cpu_pct",
@@ -679,6 +736,72 @@ def _print_comparison(summary: dict[str, Any]) -> None:
     )
 
 
+#: The --compare-providers table: (key, heading, how runs combine: "median" or "sum").
+PROVIDER_COLUMNS = (
+    ("cpu_per_call_pct", "CPU/call %", "median"),
+    ("gateway_cpu_pct", "gateway %", "median"),
+    ("uplink_ms_p50", "up p50 ms", "median"),
+    ("uplink_ms_p99", "up p99 ms", "median"),
+    ("downlink_ms_p50", "down p50 ms", "median"),
+    ("downlink_ms_p99", "down p99 ms", "median"),
+    ("frames_late", "late", "sum"),
+    ("frames_lost", "lost", "sum"),
+    ("calls_failed", "failed", "sum"),
+    ("loadgen_lag_ms_p99", "loader lag p99", "median"),
+    ("loadgen_cpu_pct", "loader %", "median"),
+)
+
+
+def compare_providers(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """``--repeat`` rounds of one run per provider at ``--calls``, the order reversed every other round
+    (as ``--compare-tls`` alternates), so the machine's drift does not favour whoever runs first.
+    Per provider: the median over its runs of CPU and latency, the sum of frames late or lost and calls
+    failed (a failure in any run shows)."""
+    providers: list[str] = args.providers
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in providers}
+    for i in range(args.repeat):
+        for provider in providers if i % 2 == 0 else providers[::-1]:
+            result = run_once(args.calls, args.seconds, **{**opts, "provider": provider})
+            runs[provider].append(result)
+            print(f"round {i + 1} " + _short(result), file=sys.stderr, flush=True)
+    table: dict[str, dict[str, Any]] = {}
+    for provider, results in runs.items():
+        row: dict[str, Any] = {}
+        for key, _, how in PROVIDER_COLUMNS:
+            values = [r[key] for r in results if r[key] is not None]
+            if how == "sum":
+                row[key] = sum(values)
+            else:
+                row[key] = round(statistics.median(values), 4) if values else None
+        row["failures"] = [f for r in results for f in r["failures"]][:3]
+        table[provider] = row
+    return {
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        "providers": table,
+        "calibration_us_per_frame": [r["calibration_us_per_frame"] for rs in runs.values() for r in rs],
+        "machine": machine(),
+        "runs": runs,
+    }
+
+
+def _print_providers(summary: dict[str, Any]) -> None:
+    print(
+        f"providers, {summary['calls']} calls, {summary['seconds']:g} s steady state, {summary['repeat']} "
+        "round(s) in alternating order; CPU and latency: median over rounds; late, lost, failed: total"
+    )
+    print(f"  {'provider':19}" + "".join(f"{heading:>15}" for _, heading, _ in PROVIDER_COLUMNS))
+    for provider, row in summary["providers"].items():
+        cells = "".join(
+            f"{'-' if row[key] is None else f'{row[key]:.4g}':>15}" for key, _, _ in PROVIDER_COLUMNS
+        )
+        print(f"  {provider:19}{cells}")
+        for failure in row["failures"]:
+            print(f"      {failure}")
+    print(f"  calibration µs/frame {summary['calibration_us_per_frame']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -728,6 +851,25 @@ def main(argv: list[str] | None = None) -> int:
         "per-pair ratios (--json: the figures and every run)",
     )
     parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default="twilio",
+        help="whose protocol the simulated calls speak (default twilio, the reference)",
+    )
+    parser.add_argument(
+        "--compare-providers",
+        action="store_true",
+        help="--repeat rounds of one run per provider at --calls, alternating order: one table "
+        "(--json: the figures and every run)",
+    )
+    parser.add_argument(
+        "--providers",
+        type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+        default=list(PROVIDERS),
+        metavar="LIST",
+        help=f"the providers --compare-providers runs, comma-separated (default: all, {','.join(PROVIDERS)})",
+    )
+    parser.add_argument(
         "--role", choices=("bench", "emulator", "loader"), default="bench", help=argparse.SUPPRESS
     )
     parser.add_argument("--pki-dir", help=argparse.SUPPRESS)
@@ -738,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--echo-url", help=argparse.SUPPRESS)
+    parser.add_argument("--provider-api", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -749,6 +892,19 @@ def main(argv: list[str] | None = None) -> int:
     opts["profile"] = args.profile
     opts["extra_env"] = dict(item.split("=", 1) for item in args.env)
     opts["gateway_cpus"] = args.gateway_cpus
+    if args.compare_providers:
+        if args.find_max or args.compare_tls:
+            parser.error("--compare-providers runs every provider at --calls; drop --find-max/--compare-tls")
+        unknown = [p for p in args.providers if p not in PROVIDERS]
+        if unknown or not args.providers:
+            parser.error(f"--providers: one or more of {', '.join(PROVIDERS)}")
+        summary = compare_providers(args, {**opts, "tls": not args.plain_ws})
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _print_providers(summary)
+        return 0
+    opts["provider"] = args.provider
     if args.compare_tls:
         if args.find_max or args.plain_ws:
             parser.error("--compare-tls runs both ws:// and wss:// at --calls; drop --find-max/--plain-ws")

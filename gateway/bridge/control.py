@@ -95,7 +95,7 @@ class BridgeControl:
         self._spawn(self._stop_after(TRANSFER_GRACE_S, by, f"transferred to {label}"))
 
     async def send_dtmf(self, digits: str) -> None:
-        frames = dtmf_frames(digits)
+        frames = dtmf_frames(digits, self.bridge.audio)
         bridge = self.bridge
         bridge.playout.enqueue(frames)
         if bridge._turn_flushed:

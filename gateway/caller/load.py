@@ -1,4 +1,4 @@
-"""Lean simulated Twilio callers for load tests: hundreds of calls in one process, and their analysis.
+"""Lean simulated callers for load tests: hundreds of calls in one process, and their analysis.
 
 :func:`gateway.caller.call.place_call` is the full-featured caller (recording, transcripts, reports);
 this is its lean counterpart for ``bench/load.py``. It speaks Twilio's protocol field for field:
@@ -16,6 +16,12 @@ message's payload length (its frame count), a mark's name, a clear. All calls of
 drift-free 20 ms schedule driven by ``loop.call_at``: every call sits on one of ten 2 ms phase
 slots, so a process wakes 500 times a second, not 50 times per call.
 
+Other providers (``run_calls(provider=...)``) run the same plan, schedule and socket, but their
+messages are built and read by the provider's :class:`~gateway.caller.sides.CallerSide`
+(:class:`SideCall`): the webhook exchange, signatures, opening, each frame in the stream's format
+(a probe's μ-law frame converted as the side converts any audio: it survives the 8→16 kHz L16
+conversion as it survives the gateway's own), mark echoes, clears and their acknowledgements.
+
 Measuring needs the same frame timed at both ends. Caller audio therefore carries *probes*: runs of
 four 20 ms frames, each a constant level below any speech threshold, whose levels spell the call's
 number and a sequence number. :class:`SessionProbe` (fed by the Live server with the PCM16 the
@@ -29,6 +35,7 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import secrets
@@ -36,21 +43,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from gateway.caller import leanws, wire
 from gateway.caller.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.caller.sides import parse_twiml, ws_url as stream_ws_url
-from gateway.errors import TelephonyProtocolError
+from gateway.caller.sides import CallerSide, parse_twiml, ws_url as stream_ws_url
+from gateway.errors import GatewayError, TelephonyProtocolError
+
+if TYPE_CHECKING:
+    from gateway.caller.call import CallOptions, CallReport
 
 __all__ = [
     "PROBE_LEVELS",
     "CallPattern",
     "LoadCall",
     "SessionProbe",
+    "SideCall",
     "analyse",
     "echo_rtt",
     "percentile",
@@ -93,6 +104,10 @@ _SILENCE_PAYLOAD = _b64(_ulaw_frame([0] * FRAME_BYTES))
 _SPEECH_PAYLOAD = _b64(
     _ulaw_frame([round(4000 * math.sin(2 * math.pi * 400 * i / 8000)) for i in range(FRAME_BYTES)])
 )
+#: The μ-law frame behind each cached payload, for providers whose side encodes (or converts) it itself.
+_ULAW_OF_PAYLOAD = {
+    payload: base64.b64decode(payload) for payload in (*_PROBE_PAYLOADS, _SILENCE_PAYLOAD, _SPEECH_PAYLOAD)
+}
 #: A media message up to its payload; sequence number, chunk and timestamp are filled in per frame.
 _MEDIA_HEAD = (
     b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",'
@@ -456,6 +471,72 @@ class LoadCall:
         }
 
 
+@dataclass(slots=True, kw_only=True)
+class SideCall(LoadCall):
+    """A load call over another provider's protocol (``run_calls(provider=...)``): the same plan, frames,
+    probes and mark timing as :class:`LoadCall`, but every message built and read by the provider's
+    :class:`~gateway.caller.sides.CallerSide` (the tested description of its wire), so the gateway
+    sees exactly what that provider sends. Costlier per frame than Twilio's pre-encoded messages (a
+    side formats, and may convert, each frame and decodes what it hears), which only the load side pays.
+    """
+
+    side: CallerSide
+    report: CallReport
+    #: Probes before this index in :attr:`probes` have left in a message (see :meth:`tick`).
+    stamped: int = 0
+
+    def tick(self, now: float) -> bool:
+        sock = self.sock
+        if sock is None:
+            return False
+        frame = self.frame
+        ulaw = _ULAW_OF_PAYLOAD[self._payload(now)]
+        self.frame = frame + 1
+        text = self.side.media(self.report, frame, ulaw)
+        if text is not None:
+            if not sock.send_text(text.encode()):
+                return False
+            probes = self.probes
+            # A side may carry several frames in one message (Exotel: 100 ms): a probe leaves with it.
+            for i in range(self.stamped, len(probes)):
+                probes[i] = (probes[i][0], now, probes[i][2])
+            self.stamped = len(probes)
+        elif sock.closing:
+            return False
+        self.sent.append(now)
+        marks = self.marks
+        while marks and marks[0][0] <= now:
+            self._echo(marks.popleft()[1])
+        return True
+
+    def _echo(self, name: str) -> None:
+        assert self.sock is not None
+        self.marks_echoed += 1
+        self.sock.send_text(self.side.mark_played(self.report, name).encode())
+
+    def on_text(self, data: bytes) -> None:
+        """One message from the gateway, parsed and checked by the side (a ValueError: what the provider
+        would reject; the socket closes with it as the call's error)."""
+        now = time.monotonic()
+        heard = self.side.receive(self.report, data.decode())
+        if heard.kind == "media":
+            # μ-law 8 kHz by now; a side's resampler may leave a frame a few samples short: round.
+            self._audio(now, len(heard.audio) + FRAME_BYTES // 2)
+        elif heard.kind == "mark":
+            self.marks.append((self.play_end, heard.name))
+        else:
+            self.clears.append(now)
+            self.play_end = now
+            if self.side.clear_echoes_marks:
+                while self.marks:
+                    self._echo(self.marks.popleft()[1])
+            else:  # Plivo: cleared checkpoints are never answered
+                self.marks.clear()
+            ack = self.side.cleared(self.report)
+            if ack is not None and self.sock is not None:
+                self.sock.send_text(ack.encode())
+
+
 class _Ticker:
     """The process's one 20 ms schedule: slot ``k % SLOTS`` is due at ``base + k * SLOT_S``, always
     computed from ``k`` so lateness never accumulates; lateness is recorded, not hidden.
@@ -576,6 +657,60 @@ async def _one_call(
             sock.transport.abort()
 
 
+async def _one_side_call(
+    http: aiohttp.ClientSession,
+    call: SideCall,
+    ticker: _Ticker,
+    *,
+    opts: CallOptions,
+    until: float,
+) -> None:
+    """:func:`_one_call` for any provider: the side's webhook exchange, upgrade headers, opening, stream
+    status notifications (Telnyx Call Control's webhooks) and hang-up, on the lean socket."""
+    await asyncio.sleep(max(0.0, call.start_at - time.monotonic()))
+    side, report = call.side, call.report
+    call.t_webhook = time.monotonic()
+    sock: _ClientSocket | None = None
+    try:
+        offer = await side.request_call(http, opts, report)
+        call.call_sid = report.call_sid
+        if offer is None:
+            call.error = f"the gateway answered without a stream (then {report.after_stream})"
+            return
+        report.stream_url = offer.url.split("?", 1)[0]
+        async with asyncio.timeout(30):
+            call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text)
+        await side.stream_status(http, offer, opts, report, "stream-started")
+        for message in side.opening(report, offer):
+            sock.send_text(message.encode())
+        call.t_media = time.monotonic()
+        ticker.add(call)
+        done, _ = await asyncio.wait({sock.closed}, timeout=max(0.0, until - time.monotonic()))
+        ticker.remove(call)
+        call.t_stop = time.monotonic()
+        if not done and not sock.closing:
+            stop = side.stop(report)
+            if stop is not None:
+                sock.send_text(stop.encode())
+            sock.close(1000)
+            await sock.wait_closed(10.0)
+        elif sock.error:
+            call.error = call.error or sock.error
+        else:
+            call.error = call.error or f"gateway closed the stream early (code {sock.close_code})"
+        await side.stream_status(http, offer, opts, report, "stream-stopped")
+        if report.protocol_errors:
+            call.error = call.error or f"{side.name}: {report.protocol_errors[0]}"
+    except (aiohttp.ClientError, OSError, TimeoutError, GatewayError, ValueError) as exc:
+        call.error = call.error or f"{type(exc).__name__}: {exc}"
+    finally:
+        ticker.remove(call)
+        if not call.t_stop:
+            call.t_stop = time.monotonic()
+        if sock is not None and not sock.closed.done() and sock.transport is not None:
+            sock.transport.abort()
+
+
 async def run_calls(
     gateway: str,
     numbers: list[int],
@@ -585,28 +720,72 @@ async def run_calls(
     until: float,
     auth_token: str = "",
     pattern: CallPattern | None = None,
+    provider: str = "twilio",
+    provider_api: str = "",
 ) -> tuple[list[dict[str, Any]], array.array[float]]:
     """Place one call per number, started evenly over ``ramp_s`` from ``start_at``, all hung up at
-    ``until`` (monotonic times). Returns each call's :meth:`LoadCall.result` and the schedule's lag."""
+    ``until`` (monotonic times). Returns each call's :meth:`LoadCall.result` and the schedule's lag.
+
+    ``provider``: whose protocol the calls speak (a name of :data:`gateway.caller.registry.SIDES`);
+    Twilio's is this module's own pre-encoded path, the others go through their side
+    (:class:`SideCall`). ``provider_api``: where this process serves the provider's API for the
+    gateway's commands (Telnyx Call Control is answered there: the gateway's ``TELNYX_API_BASE``).
+
+    Raises:
+        ConfigError: an unknown provider, or an API address that cannot be served.
+    """
     if any(not 0 <= n <= MAX_CALL_NUMBER for n in numbers):
         raise ValueError(f"call numbers must be in 0..{MAX_CALL_NUMBER}")
     lead, cycle = (pattern or CallPattern()).kinds()
     count = max(1, len(numbers))
-    calls = [
-        LoadCall(number=n, start_at=start_at + ramp_s * i / count, lead=lead, cycle=cycle)
-        for i, n in enumerate(numbers)
-    ]
     ticker = _Ticker()
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_read=None)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout)
+        )
+        calls: list[LoadCall]
+        if provider == "twilio":
+            calls = [
+                LoadCall(number=n, start_at=start_at + ramp_s * i / count, lead=lead, cycle=cycle)
+                for i, n in enumerate(numbers)
+            ]
+            runs = [
+                _one_call(http, c, ticker, gateway=gateway, auth_token=auth_token, until=until) for c in calls
+            ]
+        else:
+            # Imported here: the sides pull in numpy, soxr and cryptography, which the Live server
+            # process (importing this module for SessionProbe) and the Twilio path do without.
+            from gateway.caller.call import CallOptions, CallReport
+            from gateway.caller.registry import side_for
+            from gateway.caller.telnyx_api import serving
+
+            opts = CallOptions(
+                to="+15551230000",
+                from_="+15550000000",
+                gateway=gateway,
+                auth_token=auth_token,
+                provider=provider,
+                provider_api=provider_api,
+            )
+            if provider_api and provider.startswith("telnyx"):
+                await stack.enter_async_context(serving(provider_api))  # one API for every call
+            side_calls = [
+                SideCall(
+                    number=n,
+                    start_at=start_at + ramp_s * i / count,
+                    lead=lead,
+                    cycle=cycle,
+                    side=side_for(provider),
+                    report=CallReport(call_sid=wire.new_sid("CA"), account_sid=ACCOUNT_SID),
+                )
+                for i, n in enumerate(numbers)
+            ]
+            calls = list(side_calls)
+            runs = [_one_side_call(http, c, ticker, opts=opts, until=until) for c in side_calls]
         ticker.start()
         try:
-            await asyncio.gather(
-                *(
-                    _one_call(http, c, ticker, gateway=gateway, auth_token=auth_token, until=until)
-                    for c in calls
-                )
-            )
+            await asyncio.gather(*runs)
         finally:
             ticker.stop()
     return [c.result() for c in calls], ticker.lag

@@ -4,17 +4,26 @@ Media streams carry audio only (Twilio has no outbound DTMF message), so ``send_
 tones like any other bot audio. Each digit is the sum of its row and column frequencies (ITU-T
 Q.23) for :data:`TONE_MS`, followed by :data:`GAP_MS` of silence: both comfortably above the 40 ms
 minimum receivers need (Q.24). ``w`` is a half-second pause, as on a phone's dialler.
-Rules: no I/O; the output is whole 20 ms frames of 8 kHz μ-law.
+Rules: no I/O; the output is whole 20 ms frames in the stream's own format (μ-law 8 kHz for Twilio,
+L16 16 kHz for a wideband stream…), synthesised at the stream's rate.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
-from gateway.audio.g711 import pcm16_to_ulaw
+from gateway.audio.g711 import pcm16_to_alaw, pcm16_to_ulaw
 from gateway.errors import ToolError
+from gateway.telephony.provider import PCMU_8K, AudioFormat
+
+_ENCODE: dict[str, Callable[[bytes], bytes]] = {
+    "ulaw": pcm16_to_ulaw,
+    "alaw": pcm16_to_alaw,
+    "l16": lambda pcm: pcm,  # PCM16 little-endian already
+}
 
 __all__ = ["DIGITS", "GAP_MS", "TONE_MS", "dtmf_frames", "normalise_digits"]
 
@@ -45,29 +54,31 @@ def normalise_digits(digits: str) -> str:
     return cleaned
 
 
-def _tone(low: float, high: float) -> np.ndarray:
-    t = np.arange(RATE * TONE_MS // 1000) / RATE
+def _tone(low: float, high: float, rate: int = RATE) -> np.ndarray:
+    t = np.arange(rate * TONE_MS // 1000) / rate
     wave = np.sin(2 * np.pi * low * t) + np.sin(2 * np.pi * high * t)
     # 5 ms raised-cosine edges keep clicks (and their spurious frequencies) out of the detector.
-    ramp = RATE * 5 // 1000
+    ramp = rate * 5 // 1000
     edge = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, ramp))
     wave[:ramp] *= edge
     wave[-ramp:] *= edge[::-1]
     return np.asarray(wave * (_AMPLITUDE / 2), dtype=np.float64)
 
 
-def dtmf_frames(digits: str) -> list[bytes]:
-    """``digits`` (already normalised or not) as 20 ms μ-law frames: tone, gap, tone, gap…"""
+def dtmf_frames(digits: str, audio: AudioFormat = PCMU_8K) -> list[bytes]:
+    """``digits`` (already normalised or not) as 20 ms frames in ``audio``'s format: tone, gap, tone…"""
+    rate = audio.rate
     pieces: list[np.ndarray] = []
     for key in normalise_digits(digits):
         if key == "w":
-            pieces.append(np.zeros(RATE * PAUSE_MS // 1000))
+            pieces.append(np.zeros(rate * PAUSE_MS // 1000))
             continue
-        pieces.append(_tone(*_FREQS[key]))
-        pieces.append(np.zeros(RATE * GAP_MS // 1000))
+        pieces.append(_tone(*_FREQS[key], rate=rate))
+        pieces.append(np.zeros(rate * GAP_MS // 1000))
     samples = np.concatenate(pieces)
-    pad = -len(samples) % FRAME_SAMPLES
+    frame_samples = rate * 20 // 1000
+    pad = -len(samples) % frame_samples
     pcm = np.concatenate([samples, np.zeros(pad)]).round().astype("<i2").tobytes()
-    ulaw = pcm16_to_ulaw(pcm)
-    frames = [ulaw[i : i + FRAME_SAMPLES] for i in range(0, len(ulaw), FRAME_SAMPLES)]
-    return frames
+    coded = _ENCODE[audio.codec](pcm)
+    size = audio.frame_bytes
+    return [coded[i : i + size] for i in range(0, len(coded), size)]

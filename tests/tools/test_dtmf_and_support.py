@@ -10,6 +10,7 @@ import pytest
 from gateway.audio.g711 import ulaw_to_pcm16
 from gateway.errors import ToolError
 from gateway.handlers.support import lookup_order
+from gateway.telephony.provider import AudioFormat
 from gateway.tools import builtin
 from gateway.tools.dtmf import FRAME_SAMPLES, GAP_MS, TONE_MS, dtmf_frames, normalise_digits
 
@@ -72,3 +73,19 @@ def test_lookup_order_understands_spoken_numbers() -> None:
     with pytest.raises(ToolError, match="no order 'B2' was found") as info:
         lookup_order("b2", context(metadata={"support_email": "help@acme.example"}))
     assert "help@acme.example" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("audio", "size"), [(AudioFormat("l16", 16000), 640), (AudioFormat("alaw", 8000), 160)]
+)
+def test_dtmf_comes_in_the_streams_format(audio: AudioFormat, size: int) -> None:
+    """On a wideband or A-law stream the tones are whole 20 ms frames of that stream, at its rate."""
+    frames = dtmf_frames("5", audio)
+    assert {len(f) for f in frames} == {size}
+    assert len(frames) == (TONE_MS + GAP_MS) // 20
+    if audio.codec == "l16":
+        pcm = np.frombuffer(b"".join(frames[: TONE_MS // 20]), "<i2").astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(pcm))
+        peaks = sorted(np.argsort(spectrum)[-2:] * audio.rate / len(pcm))
+        assert abs(peaks[0] - 770) < 20  # the key 5: 770 Hz …
+        assert abs(peaks[1] - 1336) < 20  # … plus 1336 Hz
