@@ -652,12 +652,15 @@ class CallBridge:
         everything due at once (media, marks) in one send, i.e. one write() on the socket."""
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
             encode, recording, per = self._encode, self.observer.recording, self._per_message
+            marks = self.capabilities.marks
             texts: list[str] = []
             now = self._clock()
             run, self._carry = self._carry, []
             fresh = not run  # the run left after the loop began in this pump (not carried from before)
             for item in self.playout.due(now):
                 if isinstance(item, MarkOut):
+                    if not marks:
+                        continue  # the provider has none: what was heard comes from the playout clock
                     if run:
                         texts.append(encode(PlayAudio(b"".join(self._padded(run)))))
                         run, fresh = [], True

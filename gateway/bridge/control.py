@@ -106,14 +106,15 @@ class BridgeControl:
 
     # --- playback ------------------------------------------------------------------------------------
     def heard_out(self) -> bool:
-        """Whether everything queued for the caller has been sent, played and its marks echoed."""
-        playout = self.bridge.playout
-        now = self.bridge._clock()
-        return (
-            playout.next_wakeup(now) is None
-            and playout.marks_acked >= playout.marks_sent
-            and playout.buffered_s(now) <= 0.0
-        )
+        """Whether everything queued for the caller has been sent, played and its marks echoed.
+
+        A provider without playback marks (``Capabilities.marks`` false) is judged by the playout clock
+        alone: sent, and its time to play has passed, so ``end_call`` never waits out its timeout there.
+        """
+        bridge = self.bridge
+        playout, now = bridge.playout, bridge._clock()
+        echoed = playout.marks_acked >= playout.marks_sent or not bridge.capabilities.marks
+        return playout.next_wakeup(now) is None and echoed and playout.buffered_s(now) <= 0.0
 
     async def wait_heard(self, max_s: float) -> bool:
         """Wait until :meth:`heard_out` (True) or ``max_s`` passes (False)."""

@@ -116,13 +116,25 @@ class Observability:
 
     # --- calls ----------------------------------------------------------------------------------
     def observer(
-        self, *, call_id: str, stream_id: str, from_number: str, to_number: str, plan: Dialplan
+        self,
+        *,
+        call_id: str,
+        stream_id: str,
+        from_number: str,
+        to_number: str,
+        plan: Dialplan,
+        audio_codec: str = "ulaw",
+        audio_rate: int = 8000,
     ) -> CallObserver:
-        """A started call's observer: its record is opened and it counts as active from now on."""
+        """A started call's observer: its record is opened and it counts as active from now on.
+        ``audio_codec``/``audio_rate``: the stream's format, which a recording keeps."""
         recording = None
         if plan.recording.enabled:
             recording = CallRecording(
-                recording_path(self.recordings_root, plan.name, call_id), self._recording_thread()
+                recording_path(self.recordings_root, plan.name, call_id),
+                self._recording_thread(),
+                codec=audio_codec,
+                rate=audio_rate,
             )
         observer = CallObserver(
             call_id=call_id,

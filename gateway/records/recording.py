@@ -5,9 +5,12 @@ caller (after barge-in clears, so it is what the line carried, not everything Ge
 The caller's 20 ms frames are the clock: each one is paired with the next bot frame sent (or
 silence), which keeps the legs aligned to within the playout lead without timestamps.
 
-Cost on the media path while recording: one interleave of two 160-byte frames by slice assignment
-(done in C) per caller frame. Decoding μ-law to PCM16 and file writes run on a worker thread, one
-second of audio at a time, so the event loop never waits on the disk.
+Both legs are in the stream's own format (μ-law or A-law 8 kHz, L16 at 8/16/24 kHz from a wideband
+provider), and the WAV is written at the stream's rate.
+
+Cost on the media path while recording: one interleave of two frames by slice assignment (done in C,
+one per byte of a sample) per caller frame. Decoding G.711 to PCM16 and file writes run on a worker
+thread, one second of audio at a time, so the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -17,20 +20,24 @@ import logging
 import time
 import wave
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
 
-from gateway.audio.g711 import ULAW_SILENCE, ulaw_to_pcm16
+from gateway.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_to_pcm16, ulaw_to_pcm16
 
 _LOG = logging.getLogger("gateway.records")
 
 RATE = 8000
-#: Interleaved μ-law bytes handed to the writer thread at once: one second of stereo audio.
-CHUNK_BYTES = 2 * RATE
 #: Bot frames waiting for a caller frame to pair with; more means the caller's stream stalled.
 MAX_BOT_BACKLOG = 250
-_SILENT_FRAME = bytes([ULAW_SILENCE]) * 160
+_DECODE: dict[str, Callable[[bytes], bytes]] = {
+    "ulaw": ulaw_to_pcm16,
+    "alaw": alaw_to_pcm16,
+    "l16": lambda pcm: pcm,  # PCM16 little-endian already
+}
+_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
+_WIDTH = {"ulaw": 1, "alaw": 1, "l16": 2}
 
 
 def recording_path(root: Path, dialplan: str, call_id: str, now: float | None = None) -> Path:
@@ -43,9 +50,15 @@ def recording_path(root: Path, dialplan: str, call_id: str, now: float | None = 
 class CallRecording:
     """Records one call to ``path``. Call :meth:`close` (awaited) when the call ends."""
 
-    def __init__(self, path: Path, executor: Executor) -> None:
+    def __init__(self, path: Path, executor: Executor, *, codec: str = "ulaw", rate: int = RATE) -> None:
         self.path = path
         self._executor = executor
+        self._decode = _DECODE[codec]
+        self._width = _WIDTH[codec]
+        self._rate = rate
+        #: Interleaved bytes handed to the writer thread at once: one second of stereo audio.
+        self._chunk_bytes = 2 * rate * self._width
+        self._silent_frame = bytes([_SILENCE[codec]]) * (rate // 50 * self._width)
         self._bot: deque[bytes] = deque(maxlen=MAX_BOT_BACKLOG)
         self._buf = bytearray()
         self._writer: wave.Wave_write | None = None
@@ -56,18 +69,20 @@ class CallRecording:
     # --- media path -------------------------------------------------------------------------------
     def caller(self, payload: bytes) -> None:
         """One caller frame arrived: write it beside the bot frame playing at the same time."""
-        n = len(payload)
-        bot = self._bot.popleft() if self._bot else _SILENT_FRAME
+        n, width, silent = len(payload), self._width, self._silent_frame
+        bot = self._bot.popleft() if self._bot else silent
         if len(bot) != n:
-            bot = (bot + _SILENT_FRAME * (n // 160 + 1))[:n]
+            bot = (bot + silent * (n // len(silent) + 1))[:n]
         buf = self._buf
         start = len(buf)
         buf.extend(payload)
         buf.extend(bot)
-        buf[start : start + 2 * n : 2] = payload
-        buf[start + 1 : start + 2 * n : 2] = bot
+        step, end = 2 * width, start + 2 * n
+        for b in range(width):  # sample by sample: caller left, bot right
+            buf[start + b : end : step] = payload[b::width]
+            buf[start + width + b : end : step] = bot[b::width]
         self.frames += 1
-        if len(buf) >= CHUNK_BYTES:
+        if len(buf) >= self._chunk_bytes:
             self._hand_off()
 
     def bot(self, frame: bytes) -> None:
@@ -96,10 +111,10 @@ class CallRecording:
                 writer = wave.open(str(self.path), "wb")  # noqa: SIM115  closed in _finish
                 writer.setnchannels(2)
                 writer.setsampwidth(2)
-                writer.setframerate(RATE)
+                writer.setframerate(self._rate)
                 self._writer = writer
-            # μ-law decodes byte by byte, so the interleaved stereo stays interleaved.
-            self._writer.writeframesraw(ulaw_to_pcm16(chunk))
+            # G.711 decodes byte by byte (and L16 is samples already): the stereo stays interleaved.
+            self._writer.writeframesraw(self._decode(chunk))
         except (OSError, wave.Error) as exc:
             self._failed = True
             _LOG.error(

@@ -362,6 +362,8 @@ async def _run_call(
             from_number=claims.from_,
             to_number=claims.to,
             plan=plan,
+            audio_codec=codec.audio.codec,
+            audio_rate=codec.audio.rate,
         ),
         tools=tool_router(app, plan, route.rest(app)),
         uplink_rate=settings.uplink_rate,

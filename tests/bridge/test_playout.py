@@ -118,3 +118,26 @@ def test_an_echo_settles_every_earlier_mark() -> None:
     p.clear(0.01)
     p.mark_echoed(sent[-1])
     assert p.marks_acked == p.marks_sent
+
+
+def test_without_marks_the_goodbye_counts_as_heard_by_the_clock() -> None:
+    """A provider with no playback marks: end_call's wait ends when the clock says the audio played,
+    not after its 20 s timeout (marks that were never sent cannot come back)."""
+    from types import SimpleNamespace
+
+    from gateway.bridge.control import BridgeControl
+    from gateway.telephony.provider import Capabilities
+
+    now = [0.0]
+    playout = Playout(lead_s=0.1)
+    playout.enqueue([b"a" * 160] * 5)
+    playout.end_turn()
+    playout.due(0.0)  # the marks count as sent: a provider with marks would have to echo them
+    while playout.next_wakeup(now[0]) is not None:
+        now[0] = playout.next_wakeup(now[0]) or now[0]
+        playout.due(now[0])
+    for marks, heard in ((True, False), (False, True)):
+        bridge = SimpleNamespace(
+            playout=playout, _clock=lambda: now[0] + 1.0, capabilities=Capabilities(marks=marks)
+        )
+        assert BridgeControl(bridge, rest=None).heard_out() is heard  # type: ignore[arg-type]

@@ -59,6 +59,34 @@ async def test_recording_keeps_caller_left_and_bot_right(tmp_path: Path) -> None
     assert np.abs(right[100 * 160 :]).max() < 50  # silence after the bot's 100 frames and after the clear
 
 
+async def test_a_wideband_stream_is_recorded_at_its_own_rate(tmp_path: Path) -> None:
+    """L16 16 kHz legs (a wideband provider) are recorded as they are, 16 kHz stereo, not as μ-law."""
+    path = tmp_path / "wide.wav"
+
+    def l16(freq: float, frames: int) -> list[bytes]:
+        pcm = (8000 * np.sin(2 * np.pi * freq * np.arange(frames * 320) / 16000)).astype("<i2").tobytes()
+        return [pcm[i * 640 : (i + 1) * 640] for i in range(frames)]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        rec = CallRecording(path, pool, codec="l16", rate=16000)
+        caller, bot = l16(440, 100), l16(3000, 60)
+        for i in range(100):
+            if i < 60:
+                rec.bot(bot[i])
+            rec.caller(caller[i])
+        await rec.close()
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (2, 2, 16000)
+        assert w.getnframes() == 100 * 320
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2).astype(float)
+    left, right = pcm[:, 0], pcm[:, 1]
+    assert np.array_equal(left[:320], np.frombuffer(caller[0], "<i2"))  # the caller's samples, exactly
+    assert np.array_equal(right[:320], np.frombuffer(bot[0], "<i2"))
+    spectrum = np.abs(np.fft.rfft(right[: 60 * 320]))
+    assert float(np.argmax(spectrum) * 16000 / (60 * 320)) == pytest.approx(3000, abs=10)
+    assert np.abs(right[60 * 320 :]).max() == 0
+
+
 def test_purge_applies_each_plans_retention(tmp_path: Path) -> None:
     """Recordings older than their plan's retention go; other plans' and unknown plans' stay."""
     now = time.time()
