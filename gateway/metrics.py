@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 #: ``Content-Type`` of :meth:`GatewayMetrics.render` (Prometheus text format 0.0.4).
@@ -65,6 +65,26 @@ class _DepthCollector(Collector):
         resampler.add_metric(["max"], max(held, default=0.0))
         yield queue
         yield resampler
+
+
+class _DialplanCollector(Collector):
+    """Whether the newest dialplan edit was accepted, and how many were rejected: read from the store
+    at scrape time. A rejected edit keeps the last good plans serving, so it is reported here, not by
+    failing /readyz."""
+
+    def __init__(self, source: Callable[[], tuple[bool, int]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        healthy, failures = self._source()
+        yield GaugeMetricFamily(
+            "gateway_dialplans_healthy",
+            "1 when the newest dialplan edit is in force, 0 while it is rejected (the last good plans serve)",
+            value=1 if healthy else 0,
+        )
+        yield CounterMetricFamily(
+            "gateway_dialplan_reload_failures", "Dialplan reloads rejected since start-up", value=failures
+        )
 
 
 class GatewayMetrics:
@@ -169,6 +189,10 @@ class GatewayMetrics:
         )
         if depths is not None:
             r.register(_DepthCollector(depths))
+
+    def watch_dialplans(self, source: Callable[[], tuple[bool, int]]) -> None:
+        """Export the dialplan store's state: ``source`` returns (healthy, rejected reloads)."""
+        self.registry.register(_DialplanCollector(source))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""

@@ -458,11 +458,13 @@ class CallBridge:
                     if turn is not None and turn.finished and turn.heard >= turn.queued:
                         self.playout.forget(turn.turn)
                 elif isinstance(event, DtmfPressed):
-                    self.transcript.note("dtmf", event.digit)
+                    key_text = f"[The caller pressed the phone key {event.digit}]"
+                    # One transcript entry per key: the model's transcription of key_text is dropped.
+                    self.transcript.note("dtmf", event.digit, sent_as=key_text)
                     self.log.info("dtmf", extra={"digit": event.digit})
                     self.guard.caller_active()
                     try:
-                        session.send_text(f"[The caller pressed the phone key {event.digit}]")
+                        session.send_text(key_text)
                     except LiveSessionError:
                         pass  # the session just ended; the downlink task is ending the call
                 elif isinstance(event, CallStopped):

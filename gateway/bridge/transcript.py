@@ -52,6 +52,9 @@ class Transcript:
     on_turn: Callable[[Turn], None] | None = None
     _caller: Turn | None = None
     _bot: Turn | None = None
+    #: Text the gateway sent the model on the caller's behalf (a key press as text), which the model's
+    #: input transcription echoes back: that echo is not something the caller said.
+    _echoes: list[str] = field(default_factory=list)
 
     def _finished(self, turn: Turn) -> None:
         self.turns.append(turn)
@@ -59,6 +62,9 @@ class Transcript:
             self.on_turn(turn)
 
     def caller_text(self, text: str, now: float | None = None) -> None:
+        if text.strip() in self._echoes:
+            self._echoes.remove(text.strip())
+            return
         if self._caller is None:
             self._caller = Turn("caller", "", now if now is not None else time.time())
         self._caller.text += text
@@ -70,7 +76,11 @@ class Transcript:
             self._bot = Turn("bot", "", now if now is not None else time.time())
         self._bot.text += text
 
-    def note(self, role: Role, text: str, now: float | None = None) -> Turn:
+    def note(self, role: Role, text: str, now: float | None = None, *, sent_as: str = "") -> Turn:
+        """A turn that is not transcribed (a key press); ``sent_as``: the text the model got for it."""
+        if sent_as:
+            self._echoes.append(sent_as.strip())
+            del self._echoes[:-16]  # a model that never echoes must not grow this
         turn = Turn(role, text, now if now is not None else time.time())
         turn.ended_at = turn.started_at
         self._finished(turn)
@@ -81,6 +91,9 @@ class Transcript:
         if turn is None or not turn.text.strip():
             return None
         turn.text = turn.text.strip()
+        if turn.text in self._echoes:  # the echo came in fragments
+            self._echoes.remove(turn.text)
+            return None
         turn.ended_at = now if now is not None else time.time()
         self._finished(turn)
         return turn

@@ -16,12 +16,13 @@ import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+from yarl import URL
 
 from gateway.caller import wire
 from gateway.caller.audio import (
@@ -39,7 +40,7 @@ from gateway.caller.playout import Playout
 from gateway.caller.registry import side_for
 from gateway.caller.samples import builtin
 from gateway.caller.sides import CallerSide, Offer
-from gateway.errors import AuthError, ConfigError, TelephonyProtocolError
+from gateway.errors import AudioError, AuthError, ConfigError, TelephonyProtocolError
 
 FRAME_S = 0.02
 SILENCE_FRAME = b"\xff" * FRAME_BYTES
@@ -65,6 +66,14 @@ class CallOptions:
     dtmf: str = ""
     dtmf_interval_s: float = 0.3
     hangup_after_s: float | None = None
+    #: Hang up once everything the caller had to do is done (every turn said, every key pressed, the
+    #: last reply waited for has played) and the line has been quiet this long; None: wait for the
+    #: gateway (or ``hangup_after_s``). ``gateway call`` sets it when given ``--play`` and no
+    #: ``--hangup-after``, so a scripted conversation ends with itself rather than on silence timeouts.
+    hangup_when_done_s: float | None = None
+    #: The URL the provider would have used (the gateway's public URL, e.g. behind a load balancer):
+    #: requests are signed over it but sent to ``gateway``, as if through that public front.
+    public_url: str = ""
     #: Sign requests with ``X-Twilio-Signature`` when set (use the gateway's TWILIO_AUTH_TOKEN).
     auth_token: str = field(default="", repr=False)
     #: Start speaking this many seconds after the stream starts; None: once the greeting has played.
@@ -109,6 +118,8 @@ class CallReport:
     after_stream: list[str] = field(default_factory=list)
     greeting_ms: float | None = None
     reply_ms: list[float] = field(default_factory=list)
+    #: For each key press answered: the press → the first bot audio after it.
+    dtmf_reply_ms: list[float] = field(default_factory=list)
     frames_sent: int = 0
     frames_received: int = 0
     bytes_received: int = 0
@@ -146,7 +157,15 @@ def _caller_frames(play: Path | str | None) -> list[tuple[bytes, bool]]:
         except KeyError:
             raise ConfigError(f"unknown built-in sample {text!r}; try builtin:hello") from None
     else:
-        samples, rate = read_wav(Path(text))
+        path = Path(text)
+        try:
+            with path.open("rb") as f:
+                head = f.read(12)
+        except OSError as exc:
+            raise AudioError(f"--play {text}: cannot open it: {exc.strerror or exc}") from exc
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise AudioError(f"--play {text}: not a WAV file (no RIFF/WAVE header); give a PCM .wav file")
+        samples, rate = read_wav(path)
     pcm = to_pcm16_8k(samples, rate)
     pad = -len(pcm) % (FRAME_BYTES * 2)
     pcm += b"\x00" * pad
@@ -160,7 +179,12 @@ class _Call:
     """One live media stream; two tasks share it: the 20 ms ticker and the receiver."""
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, opts: CallOptions, report: CallReport, side: CallerSide
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        opts: CallOptions,
+        report: CallReport,
+        side: CallerSide,
+        utterance: list[tuple[bytes, bool]],
     ) -> None:
         self.ws = ws
         self.side = side
@@ -169,7 +193,8 @@ class _Call:
         self.loop = asyncio.get_running_loop()
         self.t0 = 0.0
         self.playout = Playout()
-        self.utterance = _caller_frames(opts.play)
+        self.utterance = utterance
+        self.turn = 0
         self.utterance_at: float | None = opts.speak_at_s
         self.utterance_pos = 0
         self.turns_left = max(1, opts.turns) - 1
@@ -178,8 +203,17 @@ class _Call:
         self.first_audible_at: float | None = None
         self.last_audible_at = -math.inf
         self.speaking = False
-        self.utterance_end: float | None = None
+        #: The caller's last input (an utterance's end or a key press): what a reply answers.
+        self.input_at: float | None = None
+        self.input_label = ""
+        self.input_is_key = False
         self.awaiting_reply = False
+        #: Where the last audible bot audio queued ends (8 kHz samples): when the caller stops hearing it.
+        self.audible_end = 0
+        #: Marks echoed in the current bot turn: the live log shows the first and then a count.
+        self.turn_marks = 0
+        #: The last "waiting for ..." line, so each is said once.
+        self.waiting_for = ""
         self.ended_at = 0.0
 
     def _say(self, text: str) -> None:
@@ -229,13 +263,20 @@ class _Call:
             if self.ws.closed:
                 return
             now = self._now()
+            sample = self._sample()
             hangup_due = opts.hangup_after_s is not None and now >= opts.hangup_after_s
-            if hangup_due or now >= opts.max_duration_s or (opts.hangup_event and opts.hangup_event.is_set()):
+            if (
+                hangup_due
+                or now >= opts.max_duration_s
+                or (opts.hangup_event and opts.hangup_event.is_set())
+                or (opts.hangup_when_done_s is not None and self._done(opts.hangup_when_done_s, sample))
+            ):
                 await self._hang_up()
                 return
-            sample = self._sample()
             for name in self.playout.due_marks(sample):
                 await self._echo_mark(name)
+            if self.turn_marks and sample - self.audible_end >= _GREETING_QUIET_S * RATE:
+                self._marks_summary()
             frame, speech = self._next_frame(now, sample)
             message = self.side.media(r, n, frame)
             if message is not None:
@@ -245,11 +286,12 @@ class _Call:
                 if not self.speaking:
                     self._say("caller speaking")
                 self.speaking = True
-                self.utterance_end = now + FRAME_S
+                self.input_at = now + FRAME_S
+                self.input_label, self.input_is_key = f"turn {self.turn}", False
                 self.awaiting_reply = True
             elif self.speaking:
                 self.speaking = False
-                self._say("caller utterance ended")
+                self._say(f"caller utterance ended (turn {self.turn})")
             await self._maybe_dtmf(now)
             n += 1
 
@@ -270,13 +312,45 @@ class _Call:
             self.utterance_at = now
         if self.utterance_at is None or now < self.utterance_at:
             return SILENCE_FRAME, False
+        if self.utterance_pos == 0:
+            self.turn += 1
         frame = self.utterance[self.utterance_pos]
         self.utterance_pos += 1
         return frame
 
+    def _done(self, quiet_s: float, sample: int) -> bool:
+        """Whether the caller has done all it was asked and the last reply it waited for has played.
+
+        Says, once each, what it is still waiting for, so a quiet line is never a mystery.
+        """
+        if not self.utterance and not self.opts.dtmf:
+            return False  # nothing scripted: the call is the gateway's to end
+        if self.speaking or self.utterance_pos < len(self.utterance) or self.turns_left or self.dtmf_queue:
+            return False
+        if self.awaiting_reply:
+            self._waiting(f"waiting for the bot's reply to {self.input_label} (Ctrl-C hangs up)")
+            return False
+        self._waiting(
+            f"all done; hanging up once the reply has played and the line is quiet for {quiet_s:g} s"
+        )
+        return sample - self.audible_end >= quiet_s * RATE
+
+    def _waiting(self, what: str) -> None:
+        if what != self.waiting_for:
+            self.waiting_for = what
+            self._say(what)
+
     async def _maybe_dtmf(self, now: float) -> None:
         if not self.dtmf_queue or self.speaking or self.utterance_pos < len(self.utterance):
             return  # keys come after the utterance, if there is one
+        if not self.input_is_key and self.input_at is not None:
+            # After an utterance, the first key waits for its reply to play (as a person would), so each
+            # reply is put down to what it answers; a reply that never comes holds keys only so long.
+            waited = self.awaiting_reply and now - self.input_at >= self.opts.greeting_timeout_s
+            if not waited and (
+                self.awaiting_reply or self._sample() - self.audible_end < _GREETING_QUIET_S * RATE
+            ):
+                return
         if self.dtmf_next_at is None:
             if not self._greeting_over(now, self._sample()):
                 return
@@ -287,11 +361,14 @@ class _Call:
         await self._send(self.side.dtmf(self.report, digit))
         self.report.dtmf_sent += digit
         self.dtmf_next_at = now + self.opts.dtmf_interval_s
+        self.input_at, self.input_label, self.input_is_key = now, f"key {digit}", True
+        self.awaiting_reply = True
         self._say(f"pressed {digit}")
 
     async def _hang_up(self) -> None:
         r = self.report
         r.ended_by = r.ended_by or "caller"
+        self._marks_summary()
         self._say("caller hangs up")
         stop = self.side.stop(r)
         if stop is not None:
@@ -306,10 +383,20 @@ class _Call:
             # The gateway went away between our check and the write; the receiver reports it.
             pass
 
-    async def _echo_mark(self, name: str, why: str = "played") -> None:
+    async def _echo_mark(self, name: str, why: str = "played", *, quiet: bool = False) -> None:
         await self._send(self.side.mark_played(self.report, name))
         self.report.marks_acked += 1
-        self._say(f"mark {name!r} {why}")
+        if quiet:
+            return
+        if not self.turn_marks:
+            # Marks come several a second: the first of a bot turn shows they flow, a count follows.
+            self._say(f"mark {name!r} {why} (echoing this bot turn's marks as they play)")
+        self.turn_marks += 1
+
+    def _marks_summary(self) -> None:
+        if self.turn_marks:
+            self._say(f"bot turn played: {self.turn_marks} mark(s) echoed")
+            self.turn_marks = 0
 
     # --- the receiver: what the gateway sends -----------------------------------------------------
 
@@ -339,8 +426,9 @@ class _Call:
                 1, -(-len(audio) // FRAME_BYTES)
             )  # 20 ms frames; a message may hold more
             r.bytes_received += len(audio)
-            self.playout.media(sample, audio)
+            start = self.playout.media(sample, audio)
             if is_audible(audio):
+                self.audible_end = start + len(audio)
                 self._on_bot_audio(sample / RATE)
         elif heard.kind == "mark":
             r.marks_sent += 1
@@ -350,13 +438,17 @@ class _Call:
             r.clears += 1
             dropped = self.playout.dropped_samples
             pending = self.playout.clear(sample)
+            self.audible_end = min(self.audible_end, sample)
             self.last_audible_at = -math.inf
-            self._say(
-                f"clear: dropped {(self.playout.dropped_samples - dropped) * 1000 // RATE} ms of bot audio"
+            # The same measure as the report's dropped_ms: queued, unplayed bot audio, in ms.
+            ms = round((self.playout.dropped_samples - dropped) * 1000 / RATE)
+            echoed = (
+                f"; {len(pending)} pending mark(s) echoed" if self.side.clear_echoes_marks and pending else ""
             )
+            self._say(f"clear: dropped {ms} ms of unplayed bot audio{echoed}")
             if self.side.clear_echoes_marks:
                 for name in pending:
-                    await self._echo_mark(name, "cleared")
+                    await self._echo_mark(name, "cleared", quiet=True)
             if (ack := self.side.cleared(r)) is not None:
                 await self._send(ack)
 
@@ -365,18 +457,47 @@ class _Call:
         if (
             self.awaiting_reply
             and not self.speaking
-            and self.utterance_end is not None
-            and t >= self.utterance_end
+            and self.input_at is not None
+            and t >= self.input_at
             and t - self.last_audible_at > _BURST_GAP_S
         ):
+            # A reply answers the caller's latest input: a key pressed after an utterance, not the utterance.
             self.awaiting_reply = False
-            r.reply_ms.append(round((t - self.utterance_end) * 1000, 1))
-            self._say(f"bot replies after {r.reply_ms[-1]:.0f} ms")
+            ms = round((t - self.input_at) * 1000, 1)
+            (r.dtmf_reply_ms if self.input_is_key else r.reply_ms).append(ms)
+            self._marks_summary()
+            self._say(f"bot replies to {self.input_label} after {ms:.0f} ms")
         if self.first_audible_at is None:
             self.first_audible_at = t
             r.greeting_ms = round(t * 1000, 1)
             self._say(f"bot audio starts (greeting after {r.greeting_ms:.0f} ms)")
         self.last_audible_at = t
+
+
+def _via(public: str, gateway: str) -> aiohttp.ClientMiddlewareType:
+    """A client middleware sending requests for the public URL (and its ws/wss form) to the gateway.
+
+    The request keeps its Host header, as a reverse proxy in front of the gateway would forward it.
+    """
+    pub, gw = URL(public.rstrip("/")), URL(gateway.rstrip("/"))
+    as_ws = {"http": "ws", "https": "wss"}
+    pairs = [(pub, gw)]
+    if pub.scheme in as_ws and gw.scheme in as_ws:
+        pairs.append((pub.with_scheme(as_ws[pub.scheme]), gw.with_scheme(as_ws[gw.scheme])))
+
+    async def middleware(
+        req: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        for src, dst in pairs:
+            if (req.url.scheme, req.url.host, req.url.port) == (src.scheme, src.host, src.port):
+                base = src.path.rstrip("/")
+                if req.url.path.startswith(base):
+                    tail = req.url.path[len(base) :]
+                    req.url = dst.with_path(dst.path.rstrip("/") + tail).with_query(req.url.query)
+                    break
+        return await handler(req)
+
+    return middleware
 
 
 async def place_call(opts: CallOptions) -> CallReport:
@@ -389,12 +510,19 @@ async def place_call(opts: CallOptions) -> CallReport:
         AudioError: the ``play`` file cannot be read.
     """
     side = side_for(opts.provider)
+    # Before the call is placed: a bad --play must not ring the gateway first.
+    utterance = _caller_frames(opts.play)
     account_sid = opts.account_sid or wire.new_sid("AC")
     report = CallReport(call_sid=wire.new_sid("CA"), account_sid=account_sid)
     say = opts.on_event or (lambda _line: None)
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=15)
+    middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()
+    if opts.public_url:
+        # The sides sign over opts.gateway; make that the public URL and route its requests to the gateway.
+        middlewares = (_via(opts.public_url, opts.gateway),)
+        opts = replace(opts, gateway=opts.public_url)
     started = time.monotonic()
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with aiohttp.ClientSession(timeout=timeout, middlewares=middlewares) as http:
         offer = await side.request_call(http, opts, report)
         say(f"webhook answered {opts.to}")
         if offer is None:
@@ -419,7 +547,7 @@ async def place_call(opts: CallOptions) -> CallReport:
             raise TelephonyProtocolError(f"media stream handshake failed: HTTP {exc.status}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConfigError(f"cannot open the media stream {report.stream_url}: {exc}") from exc
-        call = _Call(ws, opts, report, side)
+        call = _Call(ws, opts, report, side, utterance)
         try:
             await side.stream_status(http, offer, opts, report, "stream-started")
             await call.run(offer)

@@ -244,7 +244,8 @@ def _language(check: _Check, value: str, field: str = "language") -> str | None:
     if primary not in LANGUAGES:
         check.error(
             field,
-            f"{primary!r} is not a Live API language (gemini-live.md §7.3)" + _suggest(primary, LANGUAGES),
+            f"{primary!r} is not a Live API language (the list: LANGUAGES in gateway/dialplan/model.py)"
+            + _suggest(primary, LANGUAGES),
         )
         return None
     # Canonical BCP-47 casing, so logs and the setup message agree whatever the file wrote.
@@ -321,6 +322,9 @@ class _Parsed:
     errors: list[DialplanError]
     #: Whether the file asked to be the default, even if it failed: avoids a spurious "no default".
     declared_default: bool
+    #: False when the file could not be read or parsed at all: whether it declared the default is unknown,
+    #: so "no plan has default = true" would be a guess stacked on the file's own error.
+    parsed: bool = True
 
 
 def _parse(path: Path, known_tools: Collection[str]) -> _Parsed:
@@ -329,12 +333,12 @@ def _parse(path: Path, known_tools: Collection[str]) -> _Parsed:
         raw = _read_bounded(path)
     except OSError as exc:
         check.error("(file)", f"cannot read: {exc.strerror or exc}")
-        return _Parsed(None, check.errors, False)
+        return _Parsed(None, check.errors, False, parsed=False)
     try:
         data = tomllib.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         check.error("(file)", "not UTF-8 text")
-        return _Parsed(None, check.errors, False)
+        return _Parsed(None, check.errors, False, parsed=False)
     except tomllib.TOMLDecodeError as exc:
         # tomllib puts the position in the message: "(at line 3, column 9)" or "(at end of document)".
         message = str(exc)
@@ -345,7 +349,7 @@ def _parse(path: Path, known_tools: Collection[str]) -> _Parsed:
             field, column = ("end of file" if "end of document" in message else "(syntax)"), ""
         reason = _TOML_WHERE.sub("", message).strip()
         check.error(field, f"invalid TOML: {reason}{column}")
-        return _Parsed(None, check.errors, False)
+        return _Parsed(None, check.errors, False, parsed=False)
     return _validate(check, path, raw, data, known_tools)
 
 
@@ -598,7 +602,7 @@ def load_dialplans(directory: Path, *, known_tools: Collection[str] | None = Non
     for path in files:
         parsed = _parse(path, tools)
         errors += parsed.errors
-        declared_default = declared_default or parsed.declared_default
+        declared_default = declared_default or parsed.declared_default or not parsed.parsed
         if parsed.plan is not None:
             plans.append(parsed.plan)
     errors += book_problems(plans)

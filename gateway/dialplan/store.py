@@ -6,7 +6,9 @@ Rules:
   :class:`~gateway.dialplan.model.DialplanBook`. Calls in progress keep the ``Dialplan`` they
   started with; only new calls see an edit.
 * A broken edit is rejected as a whole: the last good book stays in force, the reason is logged
-  per file and field, and :attr:`healthy` turns false until a good edit arrives.
+  per file and field, :attr:`reload_failures` counts it and :attr:`healthy` turns false until a good
+  edit arrives. It does not fail readiness: the instance still serves calls with the last good book,
+  and a typo must not take a whole fleet out of its load balancer (reported on /metrics instead).
 * Change detection polls names, sizes and mtimes (no inotify dependency). A half-written file
   is rejected and then picked up again on the next poll once the editor finishes writing.
 """
@@ -50,8 +52,11 @@ class DialplanStore:
         self.known_tools = known_tools
         self.poll_interval_s = poll_interval_s
         self.log: Logger = logger or logging.getLogger("gateway.dialplan")
+        #: False while the newest edit is rejected (the last good book still serves calls).
         self.healthy = True
         self.last_error: str | None = None
+        #: Rejected (or failed) reloads since start-up: ``gateway_dialplan_reload_failures_total``.
+        self.reload_failures = 0
         self._lock = threading.Lock()
         self._snapshot = self._scan(None)
         self.current: DialplanBook = load_dialplans(directory, known_tools=known_tools)
@@ -96,6 +101,7 @@ class DialplanStore:
             except DialplanErrors as exc:
                 self.healthy = False
                 self.last_error = str(exc)
+                self.reload_failures += 1
                 for error in exc.errors:
                     self.log.warning(
                         "dialplan edit rejected; last good dialplans stay in force",
@@ -149,6 +155,7 @@ class DialplanStore:
                 except Exception:
                     # The watcher must outlive any surprise; the last good book stays in force.
                     self.healthy = False
+                    self.reload_failures += 1
                     self.log.exception("dialplan reload failed unexpectedly; last good dialplans stay")
         finally:
             if installed and sighup is not None:

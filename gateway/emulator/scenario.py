@@ -38,8 +38,9 @@ class Rule:
 
     Triggers:
       * ``text_contains``: the user's text turn contains this (case-insensitive);
-      * ``turn``: the Nth user turn of the conversation (1-based, spoken or typed; resumed sessions
-        keep counting);
+      * ``turn``: the Nth caller turn of the conversation (1-based, spoken or typed; resumed sessions
+        keep counting). The opening clientContent before the model has spoken (the gateway's greeting
+        instruction) and bracketed client notes (``[Say exactly this …]``) are not caller turns;
       * ``dtmf``: the text turn carries exactly these keypad digits as one token, e.g. ``"5"`` matches
         ``"5"``, ``"DTMF 5"`` or ``"The caller pressed 5"`` but not ``"55"``.
 
@@ -134,14 +135,14 @@ class Scenario:
     #: Close 1007 on a ``toolResponse`` id that matches no pending call (default: ignore it).
     strict_tool_ids: bool = False
     #: Close 1007 on ``activityStart``/``activityEnd`` under automatic activity detection and on
-    #: ``audioStreamEnd`` under manual detection (§2.4: each is only valid in the other mode).
+    #: ``audioStreamEnd`` under manual detection (each is only valid in the other mode).
     strict_activity: bool = True
     #: Send ``voiceActivity`` ACTIVITY_START/END when the emulator's VAD hears the caller start and stop.
-    #: Off by default: the service is not known to send it to ordinary clients (gemini-live.md §3.8).
+    #: Off by default: the service is not known to send it to ordinary clients.
     voice_activity: bool = False
     #: Send server messages as text frames instead of binary (the real server uses binary).
     text_frames: bool = False
-    #: The greeting spoken in reply to the first text turn.
+    #: The greeting spoken in reply to the opening instruction (unless it quotes the words to say).
     greeting: str = DEFAULT_GREETING
     rules: list[Rule] = field(default_factory=list)
 

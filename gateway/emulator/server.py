@@ -32,7 +32,7 @@ _PATH = re.compile(
     r"(?P<method>BidiGenerateContent|BidiGenerateContentConstrained)"
 )
 LIVE_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-#: Vertex AI's Live path (gemini-live.md §1.1); google-genai uses v1beta1 by default.
+#: Vertex AI's Live path; google-genai uses v1beta1 by default.
 _VERTEX_PATH = re.compile(
     r"/+ws/google\.cloud\.aiplatform\.(?P<version>v1|v1beta1)\.LlmBidiService/(?P<method>BidiGenerateContent)"
 )
@@ -41,10 +41,10 @@ VERTEX_LIVE_PATH = "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGener
 _VERTEX_MODEL = re.compile(
     r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/publishers/google/models/(?P<model>[^/]+)"
 )
-#: Served in regions only: on ``global`` setup is closed 1008 "Publisher model … was not found" (§1.1).
+#: Served in regions only: on ``global`` setup is closed 1008 "Publisher model … was not found".
 REGIONAL_ONLY_MODELS = frozenset({"gemini-live-2.5-flash-native-audio"})
 
-#: Live model ids served today (gemini-live.md §7.1).
+#: Live model ids served today.
 KNOWN_MODELS = frozenset(
     {
         "gemini-3.8-live",

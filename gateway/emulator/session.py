@@ -12,6 +12,7 @@ import asyncio
 import collections
 import functools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -144,6 +145,30 @@ def _speech_chunks(text: str, chunk_bytes: int) -> tuple[str, ...]:
 def _chunk(pcm: bytes, chunk_bytes: int) -> tuple[str, ...]:
     view = memoryview(pcm)
     return tuple(b64encode(view[i : i + chunk_bytes]) for i in range(0, len(pcm), chunk_bytes))
+
+
+#: What a client asks the model to say word for word: the gateway's ``say_prompt`` (gateway/bridge/guard.py,
+#: ``[Say exactly this to the caller, and nothing else: "…"]``) or a greeting like ``Say: 'Thanks.'``.
+#: The real model speaks the quoted text rather than reading the instruction aloud, so the emulator does too.
+_SAY_EXACTLY = re.compile(
+    r'^\s*\[\s*say exactly this[^:"]*:\s*"(?P<text>.*)"\s*\]\s*$', re.IGNORECASE | re.DOTALL
+)
+_SAY_QUOTED = re.compile(r"""^\s*say\s*:?\s*(?P<q>["'‘“])(?P<text>.+?)(?:(?P=q)|[’”])(?=\s|$|[.,;])""",
+                         re.IGNORECASE | re.DOTALL)  # fmt: skip
+
+
+def _asked_to_say(text: str | None) -> str | None:
+    """The text a client instruction asks to be spoken verbatim, or None if it asks for nothing exact."""
+    if not text:
+        return None
+    match = _SAY_EXACTLY.match(text) or _SAY_QUOTED.match(text)
+    return match.group("text").strip() if match else None
+
+
+def _is_instruction(text: str | None) -> bool:
+    """A bracketed client-content turn is the client's note to the model (guard prompts, reconnect notes)."""
+    stripped = (text or "").strip()
+    return stripped.startswith("[") and stripped.endswith("]")
 
 
 def _is_dtmf(text: str) -> bool:
@@ -505,7 +530,7 @@ class EmulatedSession:
         if body.get("turnComplete"):
             text = " ".join(self._buffered_text)
             self._buffered_text.clear()
-            await self._user_turn(text=text)
+            await self._user_turn(text=text, from_client=True)
 
     async def _on_tool_response(self, body: dict[str, Any]) -> None:
         responses = body.get("functionResponses", [])
@@ -577,18 +602,27 @@ class EmulatedSession:
         text: str | None = None,
         audio: tuple[bytes, int, float] | None = None,
         realtime: bool = False,
+        from_client: bool = False,
     ) -> None:
+        """A user turn. ``from_client``: sent as clientContent, which may be the client's own instruction."""
         if self._turn_open:
             if self._no_interrupt:
                 self._queued.append(
-                    functools.partial(self._user_turn, text=text, audio=audio, realtime=realtime)
+                    functools.partial(
+                        self._user_turn, text=text, audio=audio, realtime=realtime, from_client=from_client
+                    )
                 )
                 return
             await self._interrupt()
         conversation = self.conversation
         assert conversation is not None
         earlier = len(conversation.history)
-        conversation.user_turns += 1
+        # Rules number *caller* turns: the opening clientContent before the model has said anything (the
+        # greeting instruction) and bracketed client notes are the client talking to the model, not a caller.
+        said_before = any(h["role"] == "model" for h in conversation.history)
+        instruction = from_client and (not said_before or _is_instruction(text))
+        if not instruction:
+            conversation.user_turns += 1
         if audio is not None:
             label = f"[speech {audio[2]:.1f} s]"
             conversation.history.append({"role": "user", "text": label})
@@ -599,7 +633,7 @@ class EmulatedSession:
             conversation.history.append({"role": "user", "text": text or ""})
             if realtime and self._input_tx and text:
                 await self.send({"serverContent": {"inputTranscription": {"text": text}}})
-        self._start_reply(self._plan(conversation, text, audio, earlier))
+        self._start_reply(self._plan(conversation, text, audio, earlier, instruction))
 
     def _plan(
         self,
@@ -607,13 +641,19 @@ class EmulatedSession:
         text: str | None,
         audio: tuple[bytes, int, float] | None,
         earlier: int,
+        instruction: bool = False,
     ) -> list[_Step]:
         for index, rule in enumerate(self._scenario.rules):
             if rule.once and index in conversation.fired_rules:
                 continue
+            if rule.turn is not None and instruction:
+                continue  # turn rules answer the caller, never the client's own instructions
             if rule.matches(conversation.user_turns, text):
                 conversation.fired_rules.add(index)
                 return self._rule_steps(rule)
+        verbatim = _asked_to_say(text) if audio is None else None
+        if verbatim:
+            return [_Say(verbatim)]
         if audio is not None:
             pcm, rate, seconds = audio
             echo = voice.chime() + voice.resample(pcm, rate)
@@ -624,6 +664,8 @@ class EmulatedSession:
         if self._turn_id == 0 and self.resumed_from is not None:
             return [_Say(f"Welcome back! This conversation already has {earlier} turns.")]
         assert text is not None
+        if instruction:
+            return [_Say("Okay.")]  # a note to the model (e.g. a reconnect): acted on, never read aloud
         if _is_dtmf(text):
             return [_Say("You pressed " + " ".join(text.replace(" ", "")) + ".")]
         return [_Say(f"You said: {text}")]
@@ -676,7 +718,7 @@ class EmulatedSession:
                 )
                 self._pending[call_id] = _Pending(step.name, turn_id, step.reply, future)
                 call: dict[str, Any] = {"name": step.name, "args": step.args}
-                if not self.vertex:  # Vertex sends no ids and matches answers by name (gemini-live.md §2.5)
+                if not self.vertex:  # Vertex sends no ids and matches answers by name
                     call = {"id": call_id, **call}
                 await self.send({"toolCall": {"functionCalls": [call]}})
                 if future is not None:

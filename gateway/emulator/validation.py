@@ -1,6 +1,6 @@
 """What the real Live service refuses in a ``setup``, and the per-model rules behind it.
 
-The emulator is strict where Google is (gemini-live.md §2.2, §6, §7.1, §9.3), so a client mistake
+The emulator is strict where Google is (setup fields, tools, per-model rules), so a client mistake
 fails our tests instead of a production call: :func:`check_setup` raises :class:`CloseRequest` with the
 close code and reason the service uses, and returns the :class:`SetupFacts` the session acts on.
 Independent of ``gateway.gemini`` on purpose (its own model table), like the rest of the emulator.
@@ -8,7 +8,7 @@ Independent of ``gateway.gemini`` on purpose (its own model table), like the res
 Reasons: proto3 JSON parse errors use the service's wording (``Invalid JSON payload received. Unknown
 name …`` for an unknown field, ``Invalid value at '…' (type.googleapis.com/…), "X"`` for a bad enum
 value); documented rejections whose exact text is unknown use the generic "Request contains an invalid
-argument." with 1007; "Cannot extract voices from a non-audio request." is the observed text (§5.3).
+argument." with 1007; "Cannot extract voices from a non-audio request." is the observed text.
 
 Deliberately *not* rejected: ``speechConfig.languageCode`` on native-audio models. The docs only say
 they "don't support explicitly setting the language code"; field reports show such sessions working
@@ -73,7 +73,7 @@ SCHEDULINGS = ("SCHEDULING_UNSPECIFIED", "SILENT", "WHEN_IDLE", "INTERRUPT")
 
 @dataclass(frozen=True, slots=True)
 class ModelRules:
-    """One model generation as the service treats it (§6, §7.1)."""
+    """One model generation as the service treats it (tools, turn rules, voices)."""
 
     family: str
     #: What an omitted function ``behavior`` means.

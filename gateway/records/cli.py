@@ -31,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--dialplan", help="only calls answered by this dialplan")
     show = sub.add_parser("show", help="one call: ids, outcome, transcript, tool calls, events")
     show.add_argument("call_id", metavar="ID", help="call SID, or a unique prefix of one")
+    for action in (listing, show):
+        # Also after the action (`calls show ID --json`); SUPPRESS keeps a --json given before it.
+        action.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +60,7 @@ async def _run(args: argparse.Namespace, url: str, data_dir: Path) -> int:
             if args.json:
                 print(json.dumps([_summary(r) for r in records], indent=2))
             else:
-                print(format_list(records))
+                print(format_list(records, dialplan=args.dialplan))
             return 0
         record = await store.get_call(args.call_id)
         if record is None:
@@ -88,10 +91,10 @@ def _duration(record: CallRecord) -> str:
     return f"{record.ended_at - record.started_at:.1f}s"
 
 
-def format_list(records: list[CallRecord]) -> str:
+def format_list(records: list[CallRecord], *, dialplan: str | None = None) -> str:
     """One line per call: when, id, numbers, dialplan, duration, turns, who ended it."""
     if not records:
-        return "no calls recorded yet"
+        return f"no calls for dialplan {dialplan!r}" if dialplan is not None else "no calls recorded yet"
     header = ("started", "call", "from", "to", "dialplan", "duration", "turns", "ended by")
     rows = [
         (
@@ -130,7 +133,8 @@ def format_call(record: CallRecord) -> str:
     out.append("transcript")
     if not record.turns:
         out.append("  (no turns)")
-    for t in record.turns:
+    # Turns are stored as they finish: a caller turn ends after the bot turn it interrupted began.
+    for t in sorted(record.turns, key=lambda t: t.started_at):
         clock = time.strftime("%H:%M:%S", time.localtime(t.started_at))
         line = f"  {clock}  {t.role:<6}  {t.text}"
         if t.interrupted:

@@ -167,6 +167,8 @@ class StreamTokens:
 
     def check(self, token: str, *, call_sid: str, now: float) -> StreamClaims:
         """Everything :meth:`verify` checks except single use; does not consume the token."""
+        if not token:  # a start without one: say so, rather than blame a token that was never sent
+            raise AuthError("stream token is missing")
         # compare_digest refuses non-ASCII str, and attackers choose these strings: check first.
         if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise AuthError("stream token is malformed")

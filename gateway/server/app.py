@@ -29,6 +29,7 @@ from gateway.server.state import (
     LIMITS,
     LIVE_ENDPOINT,
     MEDIA_SOCKETS,
+    OBSERVABILITY,
     PRECONNECT,
     SETTINGS,
     STREAM_TOKENS,
@@ -68,6 +69,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app)
+    app[OBSERVABILITY].metrics.watch_dialplans(lambda: (dialplans.healthy, dialplans.reload_failures))
     app.cleanup_ctx.append(_dialplan_watch)
     app.cleanup_ctx.append(_http_client)
     app.on_shutdown.append(_close_preconnects)
@@ -133,9 +135,12 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if is_draining(request.app):
         return web.json_response({"ready": False, "reason": "draining: shutting down"}, status=503)
+    # Ready means this instance can serve calls: its plans loaded (the store refuses to start without
+    # them). A rejected edit leaves the last good plans serving, so it is reported (log, /metrics
+    # gateway_dialplans_healthy, the admin page) but does not take the instance out of its load balancer.
     store = request.app[DIALPLANS]
-    if not store.healthy:
+    if not store.healthy and admin_allowed(request):
         # The reason names dialplan files and fields: operators only (see gateway.server.access).
-        detail = {"reason": store.last_error} if admin_allowed(request) else {}
-        return web.json_response({"ready": False, **detail}, status=503)
+        rejected = {"last_edit_rejected": True, "reason": store.last_error}
+        return web.json_response({"ready": True, "dialplans": rejected})
     return web.json_response({"ready": True})

@@ -41,3 +41,23 @@ def test_live_turns_are_visible_before_they_end() -> None:
     t = Transcript()
     t.caller_text("still talking")
     assert t.as_list() == [{"role": "caller", "text": "still talking", "at": t.as_list()[0]["at"]}]
+
+
+def test_a_key_sent_as_text_is_not_also_a_caller_turn() -> None:
+    """The model transcribes the text a key press was sent as; that echo is not the caller speaking."""
+    t = Transcript()
+    key_text = "[The caller pressed the phone key 1]"
+    t.note("dtmf", "1", now=1.0, sent_as=key_text)
+    t.caller_text(key_text, now=1.1)  # whole
+    t.note("dtmf", "2", now=2.0, sent_as=key_text.replace("1", "2"))
+    t.caller_text("[The caller pressed", now=2.1)  # or in fragments
+    t.caller_text(" the phone key 2]", now=2.2)
+    t.bot_text("You pressed 1 and 2.", now=2.5)
+    t.caller_text("one more thing", now=3.0)
+    t.close(now=4.0)
+    assert [(x.role, x.text) for x in t.turns] == [
+        ("dtmf", "1"),
+        ("dtmf", "2"),
+        ("caller", "one more thing"),
+        ("bot", "You pressed 1 and 2."),
+    ]

@@ -576,6 +576,17 @@ def test_broken_default_file_does_not_also_report_no_default(tmp_path: Path) -> 
     assert [e.field for e in info.value.errors] == ["voice"]
 
 
+def test_default_file_with_a_toml_syntax_error_does_not_also_report_no_default(tmp_path: Path) -> None:
+    """A TOML syntax error hides whether the file was the default: report the syntax error alone."""
+    write(tmp_path, "default.toml", MINIMAL_DEFAULT + 'voice = "Puck\n')
+    write(tmp_path, "a.toml", plan('"+15550100100"'))
+    with pytest.raises(DialplanErrors) as info:
+        load_dialplans(tmp_path)
+    assert [Path(e.file).name for e in info.value.errors] == ["default.toml"]
+    assert "invalid TOML" in info.value.errors[0].problem
+    assert "default = true" not in str(info.value)
+
+
 def test_missing_or_empty_folder(tmp_path: Path) -> None:
     """A missing folder or one without plans is a clear error, not a crash."""
     with pytest.raises(DialplanErrors, match="not a directory"):

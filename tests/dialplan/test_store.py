@@ -84,6 +84,7 @@ def test_broken_edit_is_rejected_and_logged(folder: Path, caplog: pytest.LogCapt
     assert not store.healthy
     assert store.last_error is not None
     assert "support.toml: voice:" in store.last_error
+    assert store.reload_failures == 1
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert record.__dict__["file"] == str(folder / "support.toml")
     assert record.__dict__["field"] == "voice"
@@ -92,6 +93,7 @@ def test_broken_edit_is_rejected_and_logged(folder: Path, caplog: pytest.LogCapt
     assert store.reload() is True
     assert store.healthy
     assert store.last_error is None
+    assert store.reload_failures == 1  # a count since start-up, not a state
 
 
 def test_deleting_a_plan_removes_it(folder: Path) -> None:

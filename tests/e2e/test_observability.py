@@ -170,6 +170,11 @@ async def test_admin_token_protects_admin_metrics_and_data(make_gateway: Gateway
         assert (await _json(gw.url + path, token="wrong"))[0] == 403, path
     assert (await _json(gw.url + "/admin/calls", token="t" * 32))[0] == 200
     assert (await _json(gw.url + "/metrics", token="t" * 32))[0] == 200
+    async with aiohttp.ClientSession() as http, http.get(gw.url + "/admin/calls") as refused:
+        text = await refused.text()
+    assert "GATEWAY_ADMIN_TOKEN" in text  # the fix is the token, not loopback, once one is set
+    assert "loopback" not in text
+    assert "127.0.0.1" not in text
     async with aiohttp.ClientSession() as http, http.get(gw.url + "/admin/") as resp:
         assert resp.status == 200
         assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
@@ -183,6 +188,40 @@ async def test_readyz_is_not_ready_while_draining(make_gateway: GatewayFactory) 
     status, doc = await _json(gw.url + "/readyz")
     assert (status, doc["ready"]) == (503, False)
     assert "draining" in doc["reason"]
+
+
+async def test_a_rejected_dialplan_edit_is_reported_without_failing_readiness(
+    make_gateway: GatewayFactory, dialplan_dir: Path
+) -> None:
+    """A typo must not take the fleet out of its load balancer: /readyz stays 200 (the last good plans
+    serve calls) while /metrics and the operator's /readyz report the rejected edit until it is fixed."""
+    gw = await make_gateway()
+
+    async def dialplan_metrics() -> tuple[float, float]:
+        status, text = await _json(gw.url + "/metrics")
+        assert status == 200
+        found = _metrics(text)
+        return found[("gateway_dialplans_healthy", ())], found[("gateway_dialplan_reload_failures_total", ())]
+
+    assert await dialplan_metrics() == (1.0, 0.0)
+    (dialplan_dir / "typo.toml").write_text('numbers = ["+15550009999"]\nvoise = "Puck"\n')
+
+    async def rejected() -> bool:
+        return (await dialplan_metrics())[0] == 0.0
+
+    await _until(rejected, limit_s=10, what="the edit to be rejected")
+    assert (await dialplan_metrics())[1] >= 1.0
+    status, doc = await _json(gw.url + "/readyz")
+    assert status == 200
+    assert doc["ready"] is True
+    assert "typo.toml" in doc["dialplans"]["reason"]
+    (dialplan_dir / "typo.toml").unlink()
+
+    async def healthy() -> bool:
+        return (await dialplan_metrics())[0] == 1.0
+
+    await _until(healthy, limit_s=10, what="the fixed folder to be accepted")
+    assert (await _json(gw.url + "/readyz"))[1] == {"ready": True}
 
 
 async def test_recording_writes_both_legs(
@@ -391,3 +430,31 @@ async def test_web_page_shows_a_live_call_in_chromium(
     assert sid in row_text
     assert "No active calls." in after
     assert report.ended_by == "gateway"
+
+
+@pytest.mark.slow
+async def test_web_page_without_the_admin_token_says_it_is_not_authorised(
+    make_gateway: GatewayFactory, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Refused (403), the page says it is not authorised rather than claiming there are no calls."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(HOWTO)
+    pytest.importorskip("selenium", reason=HOWTO)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gw = await make_gateway(admin_token="t" * 32)
+    driver = await asyncio.to_thread(_browser, tmp_path / "chromium-profile")
+    try:
+
+        def active_text() -> str:
+            driver.get(gw.url + "/admin/")
+            wait = WebDriverWait(driver, 15)
+            wait.until(lambda d: d.find_element(By.ID, "token-form").is_displayed())
+            return str(driver.find_element(By.ID, "active").text)
+
+        shown = await asyncio.to_thread(active_text)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert "Not authorised" in shown
+    assert "No active calls" not in shown

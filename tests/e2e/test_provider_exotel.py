@@ -212,8 +212,8 @@ async def test_end_call_closes_the_stream_after_the_goodbye(
 ) -> None:
     """end_call: Exotel has no hang-up command, so once the goodbye has played (marks echoed) the gateway
     closes the socket normally, which ends the applet."""
-    emulator.scenario.rules = [Rule(turn=1, say="Thanks for calling. Goodbye!", tool="end_call",
-                                    args={"reason": "caller done"}, reply="")]  # fmt: skip
+    emulator.scenario.rules = [Rule(text_contains="Greet the caller", say="Thanks for calling. Goodbye!",
+                                    tool="end_call", args={"reason": "caller done"}, reply="")]  # fmt: skip
     gw = await make_gateway()
     report = await place_call(_options(gw, max_duration_s=20.0))
     assert report.ended_by == "gateway"
@@ -231,8 +231,9 @@ async def test_transfer_is_not_available_and_the_model_hears_so(
 ) -> None:
     """The applet cannot transfer: transfer_call answers the model with that, and the call goes on."""
     emulator.scenario.rules = [
-        Rule(turn=1, tool="transfer_call", args={"target": "agent"}, reply="Sorry: {result}")
-    ]
+        Rule(text_contains="Greet the caller", tool="transfer_call", args={"target": "agent"},
+             reply="Sorry: {result}")
+    ]  # fmt: skip
     gw = await make_gateway()
     hangup = asyncio.Event()
     caller = asyncio.create_task(place_call(_options(gw, hangup_event=hangup, max_duration_s=15.0)))

@@ -213,7 +213,9 @@ async def test_end_call_hangs_up_by_rest_after_the_goodbye_played(
 ) -> None:
     """end_call: the goodbye plays out (every checkpoint answered), then DELETE …/Call/{CallUUID}/ with
     Basic auth_id:auth_token, and the gateway closes the stream."""
-    emulator.scenario.rules = [Rule(turn=1, say="Thanks for calling. Goodbye!", tool="end_call", reply="")]
+    emulator.scenario.rules = [
+        Rule(text_contains="Greet the caller", say="Thanks for calling. Goodbye!", tool="end_call", reply="")
+    ]
     gw = await _tool_gateway(make_gateway, dialplan_dir, plivo_api)
     report = await place_call(_options(gw, max_duration_s=20.0))
     assert report.ended_by == "gateway"
@@ -238,8 +240,9 @@ async def test_transfer_call_points_the_leg_at_a_dial_document(
     signed fetch of it gets <Dial><Number> of the plan's number (digits, as Plivo writes them)."""
     monkeypatch.setattr(call_control, "TRANSFER_GRACE_S", 0.3)
     emulator.scenario.rules = [
-        Rule(turn=1, say="I'm transferring you now.", tool="transfer_call", args={"target": "agent"})
-    ]
+        Rule(text_contains="Greet the caller", say="I'm transferring you now.", tool="transfer_call",
+             args={"target": "agent"})
+    ]  # fmt: skip
     gw = await _tool_gateway(make_gateway, dialplan_dir, plivo_api)
     report = await place_call(_options(gw, max_duration_s=20.0))
     [(method, path, _, body)] = plivo_api.requests

@@ -192,8 +192,9 @@ async def test_end_call_completes_the_call_over_rest(
     """end_call: once the goodbye has played, ``Status=completed`` with Basic ProjectID:APIToken."""
     (dialplan_dir / "default.toml").write_text(TOOLS_PLAN)
     emulator.scenario.rules = [
-        Rule(turn=1, say="Goodbye!", tool="end_call", args={"reason": "done"}, reply="")
-    ]
+        Rule(text_contains="Greet the caller", say="Goodbye!", tool="end_call", args={"reason": "done"},
+             reply="")
+    ]  # fmt: skip
     gw = await _signed_gateway(make_gateway, signalwire_api)
     report = await place_call(_options(gw, max_duration_s=20.0))
     assert report.ended_by == "gateway"
@@ -218,8 +219,9 @@ async def test_transfer_redirects_the_call_to_a_signed_dial_document(
     monkeypatch.setattr(call_control, "TRANSFER_GRACE_S", 0.3)
     (dialplan_dir / "default.toml").write_text(TOOLS_PLAN)
     emulator.scenario.rules = [
-        Rule(turn=1, say="Transferring you now.", tool="transfer_call", args={"target": "agent"})
-    ]
+        Rule(text_contains="Greet the caller", say="Transferring you now.", tool="transfer_call",
+             args={"target": "agent"})
+    ]  # fmt: skip
     gw = await _signed_gateway(make_gateway, signalwire_api)
     report = await place_call(_options(gw, max_duration_s=20.0))
     [(path, _, form)] = signalwire_api.requests

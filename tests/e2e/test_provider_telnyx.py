@@ -90,8 +90,8 @@ def realtime_input(emulator: Emulator, key: str) -> list[Any]:
 
 
 def script(emulator: Emulator, **rule: Any) -> None:
-    """The model's answer to the greeting prompt calls a tool as ``rule`` says."""
-    emulator.scenario.rules = [Rule(turn=1, **rule)]
+    """The model's answer to the greeting prompt (not a caller turn) calls a tool as ``rule`` says."""
+    emulator.scenario.rules = [Rule(text_contains="Greet the caller", **rule)]
 
 
 # --- TeXML ----------------------------------------------------------------------------------------

@@ -206,8 +206,10 @@ async def tool_gateway(
 
 
 def script(emulator: Emulator, **rule: Any) -> None:
-    """The model's first turn (answering the greeting prompt) calls a tool as ``rule`` says."""
-    emulator.scenario.rules = [Rule(turn=1, **rule)]
+    """The model's first turn (answering the greeting prompt) calls a tool as ``rule`` says.
+
+    Matched by the greeting's text: the greeting is the gateway's instruction, not caller turn 1."""
+    emulator.scenario.rules = [Rule(text_contains="Greet the caller", **rule)]
 
 
 def tool_responses(emulator: Emulator) -> list[dict[str, Any]]:

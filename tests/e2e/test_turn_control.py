@@ -161,8 +161,8 @@ async def test_extended_thinking_speaks_twice_for_one_request_and_declares_only_
     """The tool runs non-blocking (the model's only mode); the first turnComplete is IN_PROGRESS, so the
     call waits for the answer's turn (IDLE); the setup carries the plan's thinking level."""
     emulator.scenario.rules = [
-        Rule(turn=1, say="Let me check that order.", tool="lookup_order", args={"order_id": "A1001"},
-             reply="Your order is on its way.")
+        Rule(text_contains="Greet the caller", say="Let me check that order.", tool="lookup_order",
+             args={"order_id": "A1001"}, reply="Your order is on its way.")
     ]  # fmt: skip
     done = asyncio.Event()
     task = asyncio.create_task(
@@ -210,7 +210,9 @@ async def test_search_grounding_reaches_the_call_record_and_transcripts_use_the_
 ) -> None:
     """google_search = true declares the tool; the model's groundingMetadata becomes a "grounding" event
     in the call record. The plan's language goes to the transcriptions, not to speechConfig."""
-    emulator.scenario.rules = [Rule(turn=1, say="Abrimos a las nueve.", search="horario acme")]
+    emulator.scenario.rules = [
+        Rule(text_contains="Saluda", say="Abrimos a las nueve.", search="horario acme")
+    ]
     report = await place_call(CallOptions(to=SEARCH, gateway=gateway.url, hangup_after_s=6.0))
     assert report.protocol_errors == []
     setup = emulator.sessions[0].setup

@@ -294,8 +294,11 @@ async def test_dtmf_rule_and_scripted_close() -> None:
 
 
 async def test_resumption_updates_and_resumed_session_keeps_history() -> None:
-    """Updates carry fresh handles; a resumed session keeps the history and the turn count."""
-    rule = Rule(turn=4, say="Fourth turn.")
+    """Updates carry fresh handles; a resumed session keeps the history and the turn count.
+
+    The first GREET is the opening instruction, not a caller turn: the 4th text sent is caller turn 3.
+    """
+    rule = Rule(turn=3, say="Third caller turn.")
     async with Emulator(fast(rules=[rule])) as emu:
         client = await LiveClient.connect(emu)
         await client.setup(sessionResumption={})
@@ -315,7 +318,7 @@ async def test_resumption_updates_and_resumed_session_keeps_history() -> None:
         await resumed.send(GREET)
         assert transcript(await resumed.turn()) == "Welcome back! This conversation already has 4 turns."
         await resumed.send(GREET)
-        assert transcript(await resumed.turn()) == "Fourth turn."  # the turn count continued
+        assert transcript(await resumed.turn()) == "Third caller turn."  # the turn count continued
 
 
 async def test_resumption_update_not_resumable_while_call_pending() -> None:

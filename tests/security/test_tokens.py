@@ -201,3 +201,9 @@ def test_fuzz_mutated_tokens_raise_only_auth_error(data: st.DataObject) -> None:
         return
     with pytest.raises(AuthError):
         tokens.check(mutated, call_sid=SID, now=1.0)
+
+
+async def test_a_missing_token_is_reported_as_missing() -> None:
+    """A start without a token says the token is missing, not that it is malformed."""
+    with pytest.raises(AuthError, match="stream token is missing"):
+        await _tokens().verify("", call_sid=SID, now=1.0)

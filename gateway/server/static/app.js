@@ -24,6 +24,7 @@ async function api(path, options) {
   const response = await fetch(path, Object.assign({}, options, { headers }));
   if (response.status === 403) {
     document.getElementById("token-form").style.display = "block";
+    showUnauthorised();
     throw new Error("forbidden: enter the admin token");
   }
   if (!response.ok) throw new Error(path + ": " + response.status + " " + (await response.text()));
@@ -58,6 +59,14 @@ async function hangUp(sid, button) {
     setStatus(err.message, true);
     button.disabled = false;
   }
+}
+
+// Refused: say so where the calls would be, rather than claim there are none.
+function showUnauthorised() {
+  document.getElementById("active-count").textContent = "";
+  document.getElementById("active").replaceChildren(
+    el("p", { class: "empty unauthorised" }, "Not authorised: enter the admin token to see calls."));
+  document.getElementById("records").replaceChildren();
 }
 
 function renderActive(calls) {
@@ -130,6 +139,13 @@ async function refresh() {
       renderRecords((await api("/admin/records?limit=25")).records);
     } catch (err) {
       setStatus("records unavailable: " + err.message, true);
+      return;
+    }
+    // A rejected dialplan edit keeps the gateway ready (the last good plans serve): say so here.
+    const ready = await api("/readyz");
+    if (ready.dialplans && ready.dialplans.last_edit_rejected) {
+      setStatus("dialplan edit rejected; the last good dialplans are serving calls: " +
+        ready.dialplans.reason, true);
       return;
     }
     setStatus("updated " + new Date().toLocaleTimeString(), false);
