@@ -106,7 +106,7 @@ async def test_a_tool_call_without_ids_is_answered(
     """Vertex's id-less function call runs the shipped handler; the answer goes back by name alone."""
     emulator.scenario.rules = [
         Rule(
-            turn=1,
+            text_contains="Greet the caller",  # the greeting instruction (caller turns count from 1)
             say="Let me look that up.",
             tool="lookup_order",
             args={"order_id": "a 1001"},
