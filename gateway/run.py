@@ -49,7 +49,9 @@ EMULATOR_KEY = "local-emulator"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="listen address (GATEWAY_HOST, default 0.0.0.0)")
+    parser.add_argument(
+        "--host", help="listen address (GATEWAY_HOST, default 0.0.0.0; 127.0.0.1 with --emulator)"
+    )
     parser.add_argument("--port", type=int, help="listen port (GATEWAY_PORT, default 8080)")
     parser.add_argument(
         "--dialplans", type=Path, help="dialplan folder (GATEWAY_DIALPLANS, default dialplans)"
@@ -107,6 +109,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, object] = {"embedded_emulator": bool(args.emulator)}
     if args.host:
         overrides["host"] = args.host
+    elif args.emulator and "GATEWAY_HOST" not in os.environ:
+        # Trying the gateway on the emulator is a local affair: listen on this machine only, so
+        # `gateway call` and /admin/ work from it unsigned, as with `make run` (README, Security).
+        overrides["host"] = "127.0.0.1"
     if args.port:
         overrides["port"] = args.port
     if args.dialplans:

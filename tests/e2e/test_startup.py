@@ -169,10 +169,11 @@ async def test_doctor_command_prints_one_line_per_check(emu: Emulator, tmp_path:
 
 
 async def test_serve_with_emulator_says_so(tmp_path: Path) -> None:
-    """`make run` without a key runs `gateway serve --emulator`: the banner says calls get the emulator."""
+    """`make run` without a key runs `gateway serve --emulator`: the banner says calls get the emulator,
+    and with no host given it listens on this machine only (so `gateway call` works unsigned)."""
     port = _closed_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--emulator", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "gateway", "serve", "--emulator", "--port", str(port),
         "--dialplans", str(_plans(tmp_path)),
         env=_env(GATEWAY_DATA_DIR=str(tmp_path / "data")), cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -189,6 +190,7 @@ async def test_serve_with_emulator_says_so(tmp_path: Path) -> None:
         proc.terminate()
         await proc.wait()
     assert any("--emulator: calls are answered by the embedded Gemini Live emulator" in s for s in seen)
+    assert any(f"listening on 127.0.0.1:{port}" in s for s in seen)
 
 
 def _plans(tmp_path: Path) -> Path:
