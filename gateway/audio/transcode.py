@@ -21,7 +21,7 @@ from gateway.audio.g711 import (
 from gateway.audio.resample import StreamResampler
 from gateway.errors import AudioError
 
-__all__ = ["Downlink", "Uplink"]
+__all__ = ["DECODERS", "ENCODERS", "SILENCE_BYTE", "Downlink", "Uplink"]
 
 
 def _same(pcm: bytes) -> bytes:
@@ -29,9 +29,10 @@ def _same(pcm: bytes) -> bytes:
     return pcm
 
 
-_DECODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": ulaw_to_pcm16, "alaw": alaw_to_pcm16, "l16": _same}
-_ENCODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": pcm16_to_ulaw, "alaw": pcm16_to_alaw, "l16": _same}
-_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
+#: codec → PCM16 decoder, encoder from PCM16, and the byte of silence: every layer converts with these.
+DECODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": ulaw_to_pcm16, "alaw": alaw_to_pcm16, "l16": _same}
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {"ulaw": pcm16_to_ulaw, "alaw": pcm16_to_alaw, "l16": _same}
+SILENCE_BYTE: dict[str, int] = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
 
 
 class Uplink:
@@ -54,7 +55,7 @@ class Uplink:
         self.codec = check_codec(codec)
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._decode = _DECODERS[codec]
+        self._decode = DECODERS[codec]
         self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
         #: Algorithmic latency added by this direction.
         self.delay_ms = self._resampler.delay_ms if self._resampler else 0.0
@@ -103,12 +104,12 @@ class Downlink:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.frame_ms = frame_ms
-        self._encode = _ENCODERS[codec]
+        self._encode = ENCODERS[codec]
         self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
         #: Algorithmic latency added by this direction (excluding partial-frame waits).
         self.delay_ms = self._resampler.delay_ms if self._resampler else 0.0
         width = CODEC_WIDTH[codec]
-        self._framer = Reframer(frame_bytes(out_rate, width, frame_ms), _SILENCE[codec])
+        self._framer = Reframer(frame_bytes(out_rate, width, frame_ms), SILENCE_BYTE[codec])
         self._bytes_per_ms = out_rate * width / 1000
         self._active = False
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -21,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from gateway.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, pcm16_to_alaw, pcm16_to_ulaw
+from gateway.audio.transcode import ENCODERS, SILENCE_BYTE
 from gateway.dialplan.model import Dialplan
 from gateway.errors import AudioError
 from gateway.telephony.provider import PCMU_8K, AudioFormat
-
-_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
 
 __all__ = [
     "DEFAULT_FALLBACK_WAV",
@@ -36,11 +33,6 @@ __all__ = [
     "wav_to_ulaw_frames",
 ]
 
-_ENCODE: dict[str, Callable[[bytes], bytes]] = {
-    "ulaw": pcm16_to_ulaw,
-    "alaw": pcm16_to_alaw,
-    "l16": lambda pcm: pcm,  # PCM16 little-endian already
-}
 #: At most this much audio is played: a fallback is a sentence, not a recording.
 _MAX_S = 30.0
 _ASSET = "assets/fallback.wav"
@@ -89,10 +81,10 @@ def wav_to_frames(data: bytes, where: str = "WAV", audio: AudioFormat = PCMU_8K)
     if rate != audio.rate:
         samples = soxr.resample(samples, rate, audio.rate)
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    coded = _ENCODE[audio.codec](pcm)
+    coded = ENCODERS[audio.codec](pcm)
     size = audio.frame_bytes
     if len(coded) % size:
-        coded += bytes([_SILENCE[audio.codec]]) * (size - len(coded) % size)
+        coded += bytes([SILENCE_BYTE[audio.codec]]) * (size - len(coded) % size)
     return tuple(coded[i : i + size] for i in range(0, len(coded), size))
 
 

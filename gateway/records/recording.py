@@ -20,24 +20,18 @@ import logging
 import time
 import wave
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from pathlib import Path
 
-from gateway.audio.g711 import ALAW_SILENCE, ULAW_SILENCE, alaw_to_pcm16, ulaw_to_pcm16
+from gateway.audio.formats import CODEC_WIDTH
+from gateway.audio.transcode import DECODERS, SILENCE_BYTE
 
 _LOG = logging.getLogger("gateway.records")
 
 RATE = 8000
 #: Bot frames waiting for a caller frame to pair with; more means the caller's stream stalled.
 MAX_BOT_BACKLOG = 250
-_DECODE: dict[str, Callable[[bytes], bytes]] = {
-    "ulaw": ulaw_to_pcm16,
-    "alaw": alaw_to_pcm16,
-    "l16": lambda pcm: pcm,  # PCM16 little-endian already
-}
-_SILENCE = {"ulaw": ULAW_SILENCE, "alaw": ALAW_SILENCE, "l16": 0}
-_WIDTH = {"ulaw": 1, "alaw": 1, "l16": 2}
 
 
 def recording_path(root: Path, dialplan: str, call_id: str, now: float | None = None) -> Path:
@@ -53,12 +47,12 @@ class CallRecording:
     def __init__(self, path: Path, executor: Executor, *, codec: str = "ulaw", rate: int = RATE) -> None:
         self.path = path
         self._executor = executor
-        self._decode = _DECODE[codec]
-        self._width = _WIDTH[codec]
+        self._decode = DECODERS[codec]
+        self._width = CODEC_WIDTH[codec]
         self._rate = rate
         #: Interleaved bytes handed to the writer thread at once: one second of stereo audio.
         self._chunk_bytes = 2 * rate * self._width
-        self._silent_frame = bytes([_SILENCE[codec]]) * (rate // 50 * self._width)
+        self._silent_frame = bytes([SILENCE_BYTE[codec]]) * (rate // 50 * self._width)
         self._bot: deque[bytes] = deque(maxlen=MAX_BOT_BACKLOG)
         self._buf = bytearray()
         self._writer: wave.Wave_write | None = None

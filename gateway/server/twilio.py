@@ -23,8 +23,6 @@ from gateway.tools.twilio_rest import TwilioRest
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
-#: A 20 ms media message is ~300 bytes; anything near this limit is not Twilio (see server/limits.py).
-MAX_MEDIA_MESSAGE = 64 * 1024
 UNSIGNED_REFUSAL = (
     "unsigned webhook refused: set TWILIO_AUTH_TOKEN; for local experiments listen on 127.0.0.1 "
     "(--host 127.0.0.1, as `make run` does) and call from this machine, or set GATEWAY_ALLOW_UNSIGNED=1"

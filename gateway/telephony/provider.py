@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gateway.audio.formats import CODEC_WIDTH, FRAME_MS, check_codec, frame_bytes
+from gateway.audio.transcode import SILENCE_BYTE
 from gateway.telephony.events import CallerAudio, TelephonyCommand, TelephonyEvent
 
 __all__ = ["PCMU_8K", "AudioFormat", "Capabilities", "MediaCodec"]
@@ -43,8 +44,7 @@ class AudioFormat:
     @property
     def silence(self) -> bytes:
         """One 20 ms frame of silence in this format."""
-        byte = {"ulaw": 0xFF, "alaw": 0xD5, "l16": 0x00}[self.codec]
-        return bytes([byte]) * self.frame_bytes
+        return bytes([SILENCE_BYTE[self.codec]]) * self.frame_bytes
 
     @property
     def wideband(self) -> bool:

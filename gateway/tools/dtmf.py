@@ -11,19 +11,12 @@ L16 16 kHz for a wideband stream…), synthesised at the stream's rate.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import numpy as np
 
-from gateway.audio.g711 import pcm16_to_alaw, pcm16_to_ulaw
+from gateway.audio.transcode import ENCODERS
 from gateway.errors import ToolError
 from gateway.telephony.provider import PCMU_8K, AudioFormat
-
-_ENCODE: dict[str, Callable[[bytes], bytes]] = {
-    "ulaw": pcm16_to_ulaw,
-    "alaw": pcm16_to_alaw,
-    "l16": lambda pcm: pcm,  # PCM16 little-endian already
-}
 
 __all__ = ["DIGITS", "GAP_MS", "TONE_MS", "dtmf_frames", "normalise_digits"]
 
@@ -79,6 +72,6 @@ def dtmf_frames(digits: str, audio: AudioFormat = PCMU_8K) -> list[bytes]:
     frame_samples = rate * 20 // 1000
     pad = -len(samples) % frame_samples
     pcm = np.concatenate([samples, np.zeros(pad)]).round().astype("<i2").tobytes()
-    coded = _ENCODE[audio.codec](pcm)
+    coded = ENCODERS[audio.codec](pcm)
     size = audio.frame_bytes
     return [coded[i : i + size] for i in range(0, len(coded), size)]
