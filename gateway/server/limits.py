@@ -135,6 +135,10 @@ class CallSlot:
             self._admission._remove(self.plan)
 
 
+def _no_pressure() -> str | None:
+    return None
+
+
 class CallAdmission:
     """Counts calls (reserved at the webhook, then active) against the global and per-plan limits."""
 
@@ -155,6 +159,9 @@ class CallAdmission:
         self.total = 0
         self._by_plan: dict[str, int] = {}
         self.refused = 0
+        #: Why this instance takes no new calls at all right now (draining, overloaded), or None. Asked
+        #: before the counts, and only for new places: a call whose webhook was answered keeps its place.
+        self.pressure: Callable[[], str | None] = _no_pressure
 
     def plan_limit(self, plan: str) -> int:
         return self._per_plan.get(plan, self._per_plan.get(ANY_PLAN, 0))
@@ -167,6 +174,8 @@ class CallAdmission:
     def refusal(self, plan: str) -> str | None:
         """Why a new call for ``plan`` would be refused now, or None. Meant for logs, not callers."""
         self._expire()
+        if (why := self.pressure()) is not None:
+            return why
         if self.max_calls and self.total >= self.max_calls:
             return f"gateway at its limit of {self.max_calls} concurrent calls"
         limit = self.plan_limit(plan)
