@@ -99,6 +99,13 @@ class GatewayMetrics:
             ["outcome", "dialplan"],
             registry=r,
         )
+        self.calls_refused = Counter(
+            "gateway_calls_refused",
+            "New calls refused at admission, by cause: capacity (a configured limit), draining "
+            "(shutting down) or overload (CPU or event-loop lag past its threshold)",
+            ["cause"],
+            registry=r,
+        )
         self.call_failures = Counter(
             "gateway_call_failures",
             "Unexpected errors that ended a call through the fallback, by the call task that raised them",
@@ -186,6 +193,13 @@ class GatewayMetrics:
         )
         self.records_pending = Gauge(
             "gateway_records_pending", "Call-record operations waiting to be written", registry=r
+        )
+        self.records_orphans_closed = Counter(
+            "gateway_records_orphans_closed",
+            "Call records closed for a gateway that never closed them, by check: lease (a replica "
+            "stopped heartbeating), startup (an earlier process on this host), shutdown (end unwritten)",
+            ["check"],
+            registry=r,
         )
         if depths is not None:
             r.register(_DepthCollector(depths))

@@ -9,6 +9,7 @@ import ctypes.util
 import logging
 import socket
 import sys
+from pathlib import Path
 
 from gateway.errors import ConfigError
 
@@ -69,3 +70,27 @@ def claim_port(host: str, port: int) -> None:
             f"another gateway already serves {host}:{port}: stop it, or choose another --port"
         ) from None
     _claims.append(claim)
+
+
+def cpu_allowance(cgroup_root: str = "/sys/fs/cgroup") -> float:
+    """How many cores the event loop may use: one, or less under a container's CPU quota.
+
+    Read from the cgroup the process runs in (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us`` and
+    ``cpu.cfs_period_us``; Kubernetes CPU limits and ``docker run --cpus`` set these). A single
+    event loop never uses more than one core, so a larger quota still means one.
+    """
+    root = Path(cgroup_root)
+    quota = period = 0.0
+    try:
+        text = (root / "cpu.max").read_text().split()
+        if text and text[0] != "max":
+            quota, period = float(text[0]), float(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            quota = float((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = float((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota > 0 and period > 0:
+        return min(1.0, quota / period)
+    return 1.0

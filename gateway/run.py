@@ -33,6 +33,7 @@ from gateway.security.tokens import StreamTokens
 from gateway.server.access import listens_on_loopback
 from gateway.server.app import create_app
 from gateway.server.connections import GatewayRunner, raise_file_limit
+from gateway.server.drain import drain
 from gateway.server.limits import FileBudget
 from gateway.server.state import LIMITS, STREAM_TOKENS
 from gateway.settings import DEFAULT_MODEL, Settings
@@ -122,6 +123,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = settings.with_(**overrides)
     if not settings.embedded_emulator and not settings.gemini_api_key and not settings.vertex:
         raise ConfigError(NO_CREDENTIALS)
+    if (problem := settings.cluster_problem()) is not None:  # several replicas share one secret
+        raise ConfigError(problem)
     return settings
 
 
@@ -155,7 +158,8 @@ async def serve(
     replay_db: Path | None = None,
     banner: bool = True,
 ) -> None:
-    """Run until SIGINT/SIGTERM. ``reuse_port``/``replay_db``: as one of several workers (gateway.workers)."""
+    """Run until SIGINT/SIGTERM, then drain the calls (gateway/server/drain.py).
+    ``reuse_port``/``replay_db``: as one of several workers (gateway.workers)."""
     before, files, hard = raise_file_limit()  # sockets are files: 1024 would stop us at ~1000 sockets
     if files > before:
         logger.info("open-file limit raised to the hard limit", extra={"from": before, "to": files})
@@ -197,7 +201,9 @@ async def serve(
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        logger.info("shutting down")
+        logger.info("shutting down", extra={"drain_s": settings.drain_s})
+        stop.clear()  # a second SIGTERM or Ctrl-C cuts the drain short
+        await drain(app, settings.drain_s, interrupted=stop)
 
 
 @contextlib.asynccontextmanager

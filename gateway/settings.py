@@ -64,8 +64,14 @@ class Settings:
     #: while the gateway listens on loopback alone (see gateway/server/access.py).
     admin_token: str = field(default="", repr=False)
     # --- security and limits (see gateway/server/limits.py and the README's Security section) ---
-    #: Redis for the cross-process stream-token replay guard; in-memory (one process) when empty.
+    #: Redis for the cross-process stream-token replay guard; in-memory (one process) when empty. When
+    #: set the gateway runs as one replica of several (gateway/server/cluster.py): admission limits,
+    #: active calls and the admin API are shared through it, and ``gateway_secret`` is required.
     redis_url: str = field(default="", repr=False)
+    #: Prefix of every Redis key and channel, so deployments (and parallel tests) can share one Redis.
+    redis_prefix: str = "gateway:"
+    #: A replica's places and calls outlive its last heartbeat by this long (a SIGKILLed one's free then).
+    cluster_lease_s: float = 15.0
     #: Without TWILIO_AUTH_TOKEN, answer unsigned webhooks from anyone, not only direct loopback clients.
     allow_unsigned_webhooks: bool = False
     #: Concurrent calls, all dialplans together (0: no limit).
@@ -78,6 +84,14 @@ class Settings:
     max_call_s: float = 7200.0
     #: A call whose caller sent no media frame for this long has lost its caller (0: never checked).
     media_timeout_s: float = 5.0
+    #: After SIGTERM, calls in progress may go on this long while new ones are refused; then each
+    #: remaining call ends with a spoken goodbye (0: at once). See gateway/server/drain.py.
+    drain_s: float = 300.0
+    #: New calls are refused while the process, counting one more call, would use more than this
+    #: percentage of the CPU it may use (one core, or its container's quota); 0: no check.
+    max_cpu_percent: int = 85
+    #: New calls are refused while the event loop runs this many milliseconds late (0: no check).
+    max_loop_lag_ms: int = 40
     #: Media sockets allowed at once before they present a valid stream token (the oldest gives way).
     max_pending_streams: int = 100
     #: Of those, from one source address (behind a proxy on this host: the client it forwards for).
@@ -93,6 +107,9 @@ class Settings:
     database_url: str = field(default="", repr=False)
     #: Keep a durable record of every call (turns, tools, reconnects); off only for throwaway setups.
     records: bool = True
+    #: A gateway whose records heartbeat is this old is taken for dead: its calls' records are closed
+    #: (``GATEWAY_RECORDS_LEASE_S``; it renews every fifth of that; see gateway/records/hub.py).
+    records_lease_s: float = 30.0
     # --- tools (see gateway/tools/ and the README's Tools section) ---
     #: Python modules whose @tool functions are offered to dialplans (comma-separated in the env).
     tool_modules: tuple[str, ...] = ("gateway.handlers.support",)
@@ -142,6 +159,17 @@ class Settings:
     #: ``GATEWAY_SIGNALWIRE_CODEC``: the ``<Stream codec>`` asked for: PCMU@8000h, or wideband L16@16000h
     #: / L16@24000h.
     signalwire_codec: str = "PCMU@8000h"
+    # --- Vonage (gateway/server/vonage.py): the Vonage SDKs' variable names ---
+    #: ``VONAGE_APPLICATION_ID``: the Voice application whose JWT authorises hang-up and transfer.
+    vonage_application_id: str = ""
+    #: ``VONAGE_PRIVATE_KEY``: the application's RSA private key (PEM text, or a path to the .key file).
+    vonage_private_key: str = field(default="", repr=False)
+    #: ``VONAGE_SIGNATURE_SECRET``: signs Vonage's webhooks (JWT, HS256); with it only signed ones are served.
+    vonage_signature_secret: str = field(default="", repr=False)
+    #: ``VONAGE_API_BASE``: the Voice REST base URL; tests point it at a local stand-in.
+    vonage_api_base: str = "https://api.nexmo.com"
+    #: ``GATEWAY_VONAGE_SAMPLE_RATE``: the L16 rate the NCCO asks for (16000: wideband; 8000 or 24000).
+    vonage_sample_rate: int = 16000
     #: ``TOOL_*`` environment variables, which a tools file may use in its headers (${TOOL_X}).
     tool_env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -185,12 +213,17 @@ class Settings:
             uplink_rate=_uplink_rate(env.get("GATEWAY_UPLINK_RATE", "")),
             admin_token=env.get("GATEWAY_ADMIN_TOKEN", ""),
             redis_url=env.get("GATEWAY_REDIS_URL", ""),
+            redis_prefix=_redis_prefix(env),
+            cluster_lease_s=_seconds(env, "GATEWAY_CLUSTER_LEASE_S", 15.0),
             allow_unsigned_webhooks=_flag(env, "GATEWAY_ALLOW_UNSIGNED", False),
             max_calls=_number(env, "GATEWAY_MAX_CALLS", 200),
             max_calls_per_dialplan=_per_plan(env.get("GATEWAY_MAX_CALLS_PER_DIALPLAN", "")),
             max_stream_messages_per_s=_number(env, "GATEWAY_MAX_STREAM_RATE", 100),
             max_call_s=float(_number(env, "GATEWAY_MAX_CALL_S", 7200)),
             media_timeout_s=_seconds(env, "GATEWAY_MEDIA_TIMEOUT_S", 5.0, allow_zero=True),
+            drain_s=_seconds(env, "GATEWAY_DRAIN_S", 300.0, allow_zero=True),
+            max_cpu_percent=_number(env, "GATEWAY_MAX_CPU_PERCENT", 85),
+            max_loop_lag_ms=_number(env, "GATEWAY_MAX_LOOP_LAG_MS", 40),
             max_pending_streams=_number(env, "GATEWAY_MAX_PENDING_STREAMS", 100),
             max_pending_per_source=_number(env, "GATEWAY_MAX_PENDING_PER_SOURCE", 20),
             max_connections=_number(env, "GATEWAY_MAX_CONNECTIONS", 0),
@@ -198,6 +231,7 @@ class Settings:
             http_body_timeout_s=_seconds(env, "GATEWAY_HTTP_BODY_TIMEOUT_S", 10.0),
             database_url=env.get("GATEWAY_DATABASE_URL", ""),
             records=_flag(env, "GATEWAY_RECORDS", True),
+            records_lease_s=_seconds(env, "GATEWAY_RECORDS_LEASE_S", 30.0),
             tool_modules=tuple(
                 m.strip()
                 for m in env.get("GATEWAY_TOOL_MODULES", "gateway.handlers.support").split(",")
@@ -223,7 +257,18 @@ class Settings:
             signalwire_signing_key=env.get("SIGNALWIRE_SIGNING_KEY", "").strip(),
             signalwire_space_url=_signalwire_space(env),
             signalwire_codec=_signalwire_codec(env),
+            vonage_application_id=_vonage_application_id(env),
+            vonage_private_key=_vonage_private_key(env),
+            vonage_signature_secret=env.get("VONAGE_SIGNATURE_SECRET", "").strip(),
+            vonage_api_base=_http_url(env, "VONAGE_API_BASE") or "https://api.nexmo.com",
+            vonage_sample_rate=_vonage_rate(env),
         )
+
+    def cluster_problem(self) -> str | None:
+        """Why these settings cannot run as one of several replicas, or None (or not clustered)."""
+        if self.redis_url and not self.gateway_secret:
+            return CLUSTER_NEEDS_SECRET
+        return None
 
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in logs (see :mod:`gateway.log`)."""
@@ -235,6 +280,8 @@ class Settings:
             self.exotel_stream_secret,
             self.signalwire_api_token,
             self.signalwire_signing_key,
+            self.vonage_private_key,
+            self.vonage_signature_secret,
             self.gateway_secret,
             self.admin_token,
             _url_password(self.redis_url),
@@ -242,6 +289,21 @@ class Settings:
             *(value for _, value in self.tool_env),
         )
         return tuple(s for s in values if s)
+
+
+#: GATEWAY_REDIS_URL makes this process one replica of several: a call's webhook and its media stream may
+#: reach different replicas, so each must verify the tokens the others sign.
+CLUSTER_NEEDS_SECRET = (
+    "GATEWAY_REDIS_URL is set (several replicas) but GATEWAY_SECRET is not: set the same GATEWAY_SECRET "
+    "on every replica (e.g. `openssl rand -hex 32`), so a stream token one replica issues verifies on another"
+)
+
+
+def _redis_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("GATEWAY_REDIS_PREFIX", "gateway:")
+    if not raw or len(raw) > 100 or not raw.isprintable() or any(c.isspace() for c in raw):
+        raise ConfigError(f"GATEWAY_REDIS_PREFIX={raw!r} must be 1-100 printable characters without spaces")
+    return raw
 
 
 def _vertex(env: Mapping[str, str]) -> tuple[bool, str, str]:
@@ -503,3 +565,36 @@ def _signalwire_codec(env: Mapping[str, str]) -> str:
         if raw.lower() == codec.lower():
             return codec
     raise ConfigError(f"GATEWAY_SIGNALWIRE_CODEC={raw!r} is not one of {', '.join(_SIGNALWIRE_CODECS)}")
+
+
+def _vonage_application_id(env: Mapping[str, str]) -> str:
+    """``VONAGE_APPLICATION_ID``: a UUID from Vonage's dashboard (it goes into every application JWT)."""
+    raw = env.get("VONAGE_APPLICATION_ID", "").strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", raw):
+        raise ConfigError(f"VONAGE_APPLICATION_ID={raw[:80]!r} is not an application ID like 1a2b3c4d-…")
+    return raw
+
+
+def _vonage_private_key(env: Mapping[str, str]) -> str:
+    """``VONAGE_PRIVATE_KEY``: the PEM itself (``\\n`` escapes allowed) or the path of the key file."""
+    raw = env.get("VONAGE_PRIVATE_KEY", "").strip()
+    if not raw:
+        return ""
+    if "-----BEGIN" in raw:
+        return raw.replace("\\n", "\n")
+    try:
+        text = Path(raw).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"VONAGE_PRIVATE_KEY: cannot read the key file {raw!r}: {exc}") from None
+    if "-----BEGIN" not in text:
+        raise ConfigError(f"VONAGE_PRIVATE_KEY: {raw!r} holds no PEM private key")
+    return text
+
+
+def _vonage_rate(env: Mapping[str, str]) -> int:
+    raw = env.get("GATEWAY_VONAGE_SAMPLE_RATE", "").strip()
+    if not raw:
+        return 16000
+    if raw not in ("8000", "16000", "24000"):
+        raise ConfigError(f"GATEWAY_VONAGE_SAMPLE_RATE={raw!r} is not one of 8000, 16000, 24000")
+    return int(raw)

@@ -27,6 +27,7 @@ import multiprocessing
 import secrets
 import signal
 import tempfile
+import time
 from collections.abc import Coroutine
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -109,10 +110,18 @@ async def _supervise(
             process.start()
             workers.append(process)
         stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():  # a second signal: the workers cut their drain short too
+                for worker in workers:
+                    if worker.is_alive():
+                        worker.terminate()
+            stop.set()
+
         running = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
-                running.add_signal_handler(sig, stop.set)
+                running.add_signal_handler(sig, on_signal)
         failed = False
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -124,15 +133,17 @@ async def _supervise(
                 break
         for worker in workers:
             if worker.is_alive():
-                worker.terminate()  # SIGTERM: each worker shuts down gracefully (calls closed with 1001)
-        await asyncio.to_thread(_join, workers)
+                worker.terminate()  # SIGTERM: each worker drains its calls (gateway/server/drain.py)
+        # The drain, the goodbyes (bounded at ~15 s) and the server's own shutdown, then SIGKILL.
+        await asyncio.to_thread(_join, workers, settings.drain_s + 30.0)
         return 1 if failed else 0
     raise AssertionError("unreachable")  # pragma: no cover - the exit stack never swallows
 
 
-def _join(workers: list[BaseProcess], timeout_s: float = 15.0) -> None:
+def _join(workers: list[BaseProcess], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     for worker in workers:
-        worker.join(timeout_s)
+        worker.join(max(0.0, deadline - time.monotonic()))
         if worker.is_alive():
             worker.kill()
             worker.join()

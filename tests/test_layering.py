@@ -124,7 +124,7 @@ ALLOWED: dict[str, set[str]] = {
     "gateway.server": {
         "gateway.errors", "gateway.log", "gateway.wsframes", "gateway.audio", "gateway.telephony",
         "gateway.gemini", "gateway.dialplan", "gateway.tools", "gateway.records", "gateway.metrics",
-        "gateway.security", "gateway.bridge", "gateway.settings",
+        "gateway.security", "gateway.bridge", "gateway.settings", "gateway.process",
     },
     # The stand-ins: the simulated caller may share only the leaves; the emulator, the caller.
     "gateway.caller": {"gateway.errors", "gateway.wsframes", "gateway.audio"},

@@ -69,10 +69,14 @@ from gateway.telephony.events import (
     TelephonyCommand,
     TelephonyEvent,
 )
-from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
+from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities, Frame
 
 if TYPE_CHECKING:
     from gateway.tools.router import ToolRouter
+
+#: Lead of a stream paced in real time (``frames_per_message=1``, ``provider_buffers=False``): a reply's
+#: first two frames leave at once, then one every 20 ms, so a wake-up up to 20 ms late leaves no gap.
+PACED_LEAD_S = 0.04
 
 #: Teardowns in flight, referenced until done (see :meth:`CallBridge.run`).
 _teardowns: set[asyncio.Future[None]] = set()
@@ -99,7 +103,7 @@ class LiveSessionLike(Protocol):
 
 
 class CommandEncoder(Protocol):
-    def encode(self, command: TelephonyCommand) -> str: ...
+    def encode(self, command: TelephonyCommand) -> Frame: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,7 @@ class CallBridge:
         dialplan: Dialplan,
         session: LiveSessionLike,
         encoder: CommandEncoder,
-        send: Callable[[Sequence[str]], Awaitable[None]],
+        send: Callable[[Sequence[Frame]], Awaitable[None]],
         log: CallLogger,
         clock: Callable[[], float] = time.monotonic,
         playout_lead_s: float = 0.12,
@@ -189,7 +193,12 @@ class CallBridge:
         #: When the carried run must go out, padded, if the reply's next frames have not come (see _hold).
         self._carry_until = 0.0
         self.downlink = Downlink(audio.codec, out_rate=audio.rate)
-        self.playout = Playout(lead_s=playout_lead_s)
+        if caps.frames_per_message == 1 and not caps.provider_buffers:
+            # One 20 ms frame per message, paced in real time (Vonage): one message per wake-up, a
+            # short lead so the provider's queue never runs dry on a late wake-up and stays barge-in short.
+            self.playout = Playout(lead_s=min(playout_lead_s, PACED_LEAD_S), batch=1)
+        else:
+            self.playout = Playout(lead_s=playout_lead_s)
         #: ``[vad] disabled``: the gateway marks the caller's turns itself (see :meth:`_manual_turns`).
         self._vad = manual_vad(dialplan, uplink_rate)
         # Audio outside an activity only counts with turn_coverage = "all_input" (§2.2): else not sent.
@@ -390,6 +399,18 @@ class CallBridge:
             return False
         self._end(by, reason)
         task.cancel()
+        return True
+
+    def wind_down(self, goodbye: str, reason: str) -> bool:
+        """End the call politely from outside (the gateway is shutting down): the model says
+        ``goodbye``, and once the caller has heard it (bounded) the call hangs up as ``gateway``.
+
+        Returns False when the call is not running.
+        """
+        task = self._uplink_task
+        if task is None or task.done():
+            return False
+        self.spawn("wind down", self.guard.wind_down(goodbye, reason))
         return True
 
     def _turn_finished(self, turn: Turn) -> None:
@@ -655,7 +676,7 @@ class CallBridge:
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
             encode, recording, per = self._encode, self.observer.recording, self._per_message
             marks = self.capabilities.marks
-            texts: list[str] = []
+            texts: list[Frame] = []
             now = self._clock()
             run, self._carry = self._carry, []
             fresh = not run  # the run left after the loop began in this pump (not carried from before)

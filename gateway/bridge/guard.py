@@ -143,6 +143,17 @@ class CallGuard:
             return
         bridge._end("gateway", why)
 
+    async def wind_down(self, goodbye: str, why: str) -> None:
+        """Say ``goodbye``, wait until it is heard (bounded), hang up: the gateway is going away."""
+        if self._acting:
+            return  # already ending through the fallback
+        self._acting = True
+        self.bridge.log.info("ending the call with a goodbye", extra={"why": why})
+        # Not over the bot's sentence: let what is already playing finish first (bounded).
+        await self._until_heard(self.bridge._clock() + SAY_TIMEOUT_S / 2)
+        await self._say_and_wait(goodbye)
+        self.bridge.hang_up("gateway", why)
+
     # --- fallback -----------------------------------------------------------------------------------
     async def fall_back(self, error: BaseException) -> None:
         """Gemini is unreachable, or the call failed inside the gateway: play the fallback line, wait

@@ -7,9 +7,12 @@ header to a navigation, so the page asks for the token and sends it with each AP
 
 Routes:
 
-* ``GET /admin/calls`` — active calls (with live transcripts) and recently finished ones;
-* ``GET /admin/calls/{sid}`` — one call: live while active, then from memory or the record store;
-* ``POST /admin/calls/{sid}/hangup`` — end a call (JSON body, so a cross-site form cannot);
+* ``GET /admin/calls`` — active calls (with live transcripts) and recently finished ones; with several
+  replicas (gateway/server/cluster.py) the active calls of every live replica, each with its ``instance``;
+* ``GET /admin/calls/{sid}`` — one call: live while active (here or on another replica), then from
+  memory or the record store;
+* ``POST /admin/calls/{sid}/hangup`` — end a call, on whichever replica carries it (JSON body, so a
+  cross-site form cannot);
 * ``GET /admin/records[?limit=&dialplan=]``, ``GET /admin/records/{id}`` — the durable records;
 * ``GET /metrics`` — Prometheus text format;
 * ``GET /admin/`` — the web page.
@@ -20,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import Histogram
@@ -31,9 +35,13 @@ from gateway.metrics import CONTENT_TYPE, CallDepths
 from gateway.records.hub import Observability
 from gateway.records.model import CallRecord
 from gateway.server.access import admin_allowed, require_admin
-from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY, SETTINGS
+from gateway.server.state import CALLS, CLUSTER, DIALPLANS, LIMITS, OBSERVABILITY, SETTINGS
+
+if TYPE_CHECKING:
+    from gateway.server.cluster import Cluster
 
 _LOG = logging.getLogger("gateway.admin")
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 #: How often recordings past their retention are looked for.
 PURGE_INTERVAL_S = 3600.0
@@ -74,7 +82,7 @@ async def _observability(app: web.Application) -> AsyncIterator[None]:
     hub = app[OBSERVABILITY]
     await hub.start()
     purge = asyncio.create_task(_purge_loop(app), name="recordings-purge")
-    lag = asyncio.create_task(_loop_lag(hub.metrics.loop_lag), name="loop-lag")
+    lag = asyncio.create_task(_loop_lag(app, hub.metrics.loop_lag), name="loop-lag")
     yield
     for task in (purge, lag):
         task.cancel()
@@ -87,13 +95,17 @@ async def _observability(app: web.Application) -> AsyncIterator[None]:
 LAG_INTERVAL_S = 0.25
 
 
-async def _loop_lag(histogram: Histogram) -> None:
-    """Sample how late the loop runs a timer: calls feel a busy loop as late audio before anything else."""
+async def _loop_lag(app: web.Application, histogram: Histogram) -> None:
+    """Sample how late the loop runs a timer: calls feel a busy loop as late audio before anything else.
+    Each sample also feeds overload protection (gateway/server/load.py), with the CPU share."""
     loop = asyncio.get_running_loop()
+    load, calls = app[LIMITS].load, app[CALLS]
     while True:
         due = loop.time() + LAG_INTERVAL_S
         await asyncio.sleep(LAG_INTERVAL_S)
-        histogram.observe(max(0.0, loop.time() - due))
+        lag = max(0.0, loop.time() - due)
+        histogram.observe(lag)
+        load.sample(lag, len(calls.active))
 
 
 async def _purge_loop(app: web.Application) -> None:
@@ -124,7 +136,27 @@ async def list_calls(request: web.Request) -> web.Response:
     records = (
         writer.health() if writer is not None else {"pending": 0, "failing": False, "error": "", "dropped": 0}
     )
-    return web.json_response({**request.app[CALLS].list(), "records": records})
+    doc = request.app[CALLS].list()
+    instance = request.app[OBSERVABILITY].instance
+    for call in doc["active"]:
+        call["instance"] = instance
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        doc["cluster"] = await _cluster_calls(cluster, doc["active"])
+    return web.json_response({**doc, "records": records})
+
+
+async def _cluster_calls(cluster: Cluster, active: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add the other replicas' active calls to ``active``; what the listing knows of the cluster."""
+    from gateway.server.cluster_admission import REDIS_ERRORS
+
+    try:
+        remote, instances = await cluster.remote_calls()
+    except REDIS_ERRORS as exc:
+        _LOG.warning("admin: the other replicas' calls are unavailable", extra={"error": str(exc)})
+        return {"instance": cluster.instance, "instances": [], "error": f"Redis: {type(exc).__name__}"}
+    active.extend(remote)
+    return {"instance": cluster.instance, "instances": instances}
 
 
 async def show_call(request: web.Request) -> web.Response:
@@ -133,7 +165,12 @@ async def show_call(request: web.Request) -> web.Response:
     call_sid = request.match_info["call_sid"]
     doc = request.app[CALLS].get(call_sid)
     if doc is not None:
-        return web.json_response(doc)
+        return web.json_response({**doc, "instance": request.app[OBSERVABILITY].instance})
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:
+        remote = await _on_cluster(cluster.find_call(call_sid))
+        if remote is not None:
+            return web.json_response({"state": "active", **remote})
     record = await _record(request, call_sid)
     return web.json_response({"state": "ended" if record.ended else "unfinished", **record.as_dict()})
 
@@ -145,12 +182,34 @@ async def hang_up(request: web.Request) -> web.Response:
         raise web.HTTPUnsupportedMediaType(text="send Content-Type: application/json")
     call_sid = request.match_info["call_sid"]
     bridge = request.app[CALLS].active.get(call_sid)
+    cluster = request.app.get(CLUSTER)
+    if bridge is None and cluster is not None:
+        # Carried by another replica: its control channel does it, and says whether it could.
+        outcome, owner = await _on_cluster(cluster.hang_up(call_sid, peer=request.remote or ""))
+        if outcome == "taken":
+            body = {"call_sid": call_sid, "hung_up": True, "instance": owner}
+            return web.json_response(body, status=202)
+        if outcome == "ending":
+            raise web.HTTPConflict(text="the call is already ending")
+        if outcome == "unreachable":
+            raise web.HTTPServiceUnavailable(text=f"the replica carrying the call ({owner}) did not answer")
     if bridge is None:
         raise web.HTTPNotFound(text="no such active call")
     if not bridge.hang_up("admin", "hung up from the admin API"):
         raise web.HTTPConflict(text="the call is already ending")
     bridge.log.info("hang-up requested by the operator", extra={"peer": request.remote})
     return web.json_response({"call_sid": call_sid, "hung_up": True}, status=202)
+
+
+async def _on_cluster(work: Awaitable[T]) -> T:
+    """``work`` against the cluster's Redis; unreachable, the request gets a 503 saying so."""
+    from gateway.server.cluster_admission import REDIS_ERRORS
+
+    try:
+        return await work
+    except REDIS_ERRORS as exc:
+        _LOG.warning("admin: the cluster registry is unavailable", extra={"error": str(exc)})
+        raise web.HTTPServiceUnavailable(text="the other replicas cannot be reached (Redis)") from exc
 
 
 async def list_records(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -19,11 +19,13 @@ from gateway.server.access import admin_allowed
 from gateway.server.admin import is_draining, setup_admin
 from gateway.server.calls import CallRegistry
 from gateway.server.connections import connection_state, handler_args, open_file_limit
+from gateway.server.drain import DRAINING
 from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
 from gateway.server.providers import add_routes
 from gateway.server.state import (
     CALLS,
+    CLUSTER,
     DIALPLANS,
     HTTP_CLIENT,
     LIMITS,
@@ -58,7 +60,8 @@ def create_app(
     app[LIVE_ENDPOINT] = live_endpoint(settings)
     app.cleanup_ctx.append(_live_credentials)
     secret = settings.gateway_secret.encode() if settings.gateway_secret else secrets.token_bytes(32)
-    app[STREAM_TOKENS] = StreamTokens(secret, guard=replay_guard(settings.redis_url))
+    guard = replay_guard(settings.redis_url, prefix=settings.redis_prefix + "stream-nonce:")
+    app[STREAM_TOKENS] = StreamTokens(secret, guard=guard)
     app[LIMITS] = LimitState.from_settings(
         settings, reserve_s=app[STREAM_TOKENS].ttl_s, files=open_file_limit()
     )
@@ -69,6 +72,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app)
+    if settings.redis_url:
+        _join_cluster(app)  # before the pressure is set: it goes to the cluster's admission
+    app[LIMITS].admission.pressure = _pressure(app)
     app[OBSERVABILITY].metrics.watch_dialplans(lambda: (dialplans.healthy, dialplans.reload_failures))
     app.cleanup_ctx.append(_dialplan_watch)
     app.cleanup_ctx.append(_http_client)
@@ -76,6 +82,44 @@ def create_app(
     app.on_cleanup.append(_close_replay_guard)
     app.on_shutdown.append(_close_media_sockets)
     return app
+
+
+def _join_cluster(app: web.Application) -> None:
+    """One replica of several (GATEWAY_REDIS_URL): admission, active calls and the admin API are shared
+    through Redis (gateway/server/cluster.py); the per-process file budget still caps this replica."""
+    from gateway.server.cluster import Cluster  # needs the 'redis' extra, only when clustered
+
+    limits = app[LIMITS]
+    cluster = Cluster.from_settings(
+        app[SETTINGS],
+        instance=app[OBSERVABILITY].instance,
+        calls=app[CALLS],
+        preconnect=app[PRECONNECT],
+        local_cap=limits.budget.calls,
+        reserve_s=app[STREAM_TOKENS].ttl_s,
+    )
+    limits.admission = cluster.admission
+    app[CLUSTER] = cluster
+
+    async def membership(app: web.Application) -> AsyncIterator[None]:
+        await cluster.start()
+        yield
+        await cluster.stop()
+
+    app.cleanup_ctx.append(membership)
+
+
+def _pressure(app: web.Application) -> Callable[[], str | None]:
+    """Why this instance takes no new call at all now: draining, or overloaded (server/load.py)."""
+    limits, hub = app[LIMITS], app[OBSERVABILITY]
+
+    def pressure() -> str | None:
+        if hub.draining:
+            return DRAINING
+        load = limits.load
+        return load.refusal(limits.admission.total) if load.enabled else None
+
+    return pressure
 
 
 def live_endpoint(settings: Settings) -> LiveEndpoint:

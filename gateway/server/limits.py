@@ -35,9 +35,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from gateway.errors import TelephonyProtocolError
+from gateway.process import cpu_allowance
+from gateway.server.load import LoadMonitor
 from gateway.settings import Settings
 
 #: Largest WebSocket message a media socket accepts. A 20 ms media message is ~300 bytes and the
@@ -139,6 +141,48 @@ def _no_pressure() -> str | None:
     return None
 
 
+class Place(Protocol):
+    """An admitted call's place (:class:`CallSlot`, or a Redis-leased one across replicas)."""
+
+    @property
+    def plan(self) -> str: ...
+
+    def release(self) -> None:
+        """Give the place back when the call ends; idempotent."""
+        ...
+
+
+class Admission(Protocol):
+    """What the media handlers ask of admission: :class:`CallAdmission` in one process, or
+    :class:`gateway.server.cluster_admission.RedisAdmission` across replicas (awaited: a round trip)."""
+
+    #: Why this instance takes no new calls (draining, overloaded), or None; asked first, for new places.
+    pressure: Callable[[], str | None]
+
+    @property
+    def max_calls(self) -> int: ...
+
+    @property
+    def total(self) -> int:
+        """Calls this instance counts now (reserved + active)."""
+        ...
+
+    @property
+    def refused(self) -> int: ...
+
+    def in_use(self, plan: str | None = None) -> int: ...
+
+    def refusal(self, plan: str) -> str | None: ...
+
+    async def reserve_call(self, call_sid: str, plan: str) -> bool:
+        """:meth:`CallAdmission.reserve`."""
+        ...
+
+    async def admit_call(self, call_sid: str, plan: str) -> Place | None:
+        """:meth:`CallAdmission.admit`."""
+        ...
+
+
 class CallAdmission:
     """Counts calls (reserved at the webhook, then active) against the global and per-plan limits."""
 
@@ -208,6 +252,14 @@ class CallAdmission:
             return None
         self._add(plan)
         return CallSlot(self, plan)
+
+    async def reserve_call(self, call_sid: str, plan: str) -> bool:
+        """:meth:`reserve`, as the :class:`Admission` interface awaits it."""
+        return self.reserve(call_sid, plan)
+
+    async def admit_call(self, call_sid: str, plan: str) -> CallSlot | None:
+        """:meth:`admit`, as the :class:`Admission` interface awaits it."""
+        return self.admit(call_sid, plan)
 
     def _add(self, plan: str) -> None:
         self.total += 1
@@ -457,10 +509,13 @@ class LimitState:
     """A running gateway's limits and their counters (one per application)."""
 
     config: ServerLimits
-    admission: CallAdmission
+    #: CallAdmission; across replicas the cluster's (gateway/server/cluster.py swaps it in).
+    admission: Admission
     pending: Gate
     budget: FileBudget
     connections: ConnectionCap[Hashable]
+    #: CPU and event-loop lag, asked before a new call is counted (gateway/server/load.py).
+    load: LoadMonitor
 
     @classmethod
     def from_settings(cls, settings: Settings, *, reserve_s: float = 30.0, files: int = 0) -> LimitState:
@@ -476,4 +531,9 @@ class LimitState:
             pending=Gate(config.max_pending_streams, config.max_pending_per_source),
             budget=budget,
             connections=ConnectionCap(budget.connections, budget.idle_connections),
+            load=LoadMonitor(
+                max_cpu=settings.max_cpu_percent / 100,
+                max_lag_s=settings.max_loop_lag_ms / 1000,
+                cpu_allowance=cpu_allowance(),
+            ),
         )

@@ -34,7 +34,7 @@ from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import StreamClaims
 from gateway.server.access import source_address
 from gateway.server.limits import DurationCap, MessageRate
-from gateway.server.media_in import DirectHandler, MediaSocket, direct_failure
+from gateway.server.media_in import BinaryHandler, DirectHandler, MediaSocket, direct_failure
 from gateway.server.media_out import MediaSender
 from gateway.server.preconnect import await_session
 from gateway.server.state import (
@@ -50,7 +50,7 @@ from gateway.server.state import (
 )
 from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
 from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
-from gateway.telephony.provider import MediaCodec
+from gateway.telephony.provider import BinaryMediaCodec, MediaCodec
 from gateway.tools.call_rest import CallControlRest
 
 __all__ = [
@@ -158,8 +158,8 @@ async def accept_call(
     clog = log.bind(call_sid=call_sid)
     plan = app[DIALPLANS].current.match(to, from_)
     admission = app[LIMITS].admission
-    if not admission.reserve(call_sid, plan.name):
-        clog.warning("call refused: over capacity", extra={"reason": admission.refusal(plan.name)})
+    if not await admission.reserve_call(call_sid, plan.name):  # across replicas: a Redis round trip
+        _refused(app, clog, plan.name)
         return Refused(plan.fallback.message)
     tokens, now = app[STREAM_TOKENS], time.time()
     token = tokens.issue(call_sid=call_sid, to=to, from_=from_, now=now)
@@ -175,6 +175,18 @@ async def accept_call(
             lambda: LiveSession.connect(endpoint, config, logger=clog, setup_timeout_s=setup_timeout_s),
         )
     return Accepted(token, plan)
+
+
+def _refused(app: web.Application, log: CallLogger, plan: str) -> None:
+    """Log and count a call that admission turned away: over a limit, draining, or overloaded."""
+    reason = app[LIMITS].admission.refusal(plan) or "over capacity"
+    cause = "capacity"
+    if reason.startswith("draining"):
+        cause = "draining"
+    elif reason.startswith("overloaded"):
+        cause = "overload"
+    app[OBSERVABILITY].metrics.calls_refused.labels(cause).inc()
+    log.warning("call refused", extra={"reason": reason, "cause": cause})
 
 
 def media_stream_handler(route: StreamRoute) -> Callable[[web.Request], Awaitable[web.WebSocketResponse]]:
@@ -233,9 +245,9 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
 
     claimed = app[PRECONNECT].claim(start.call_sid)
     plan = claimed[1] if claimed else app[DIALPLANS].current.match(claims.to, claims.from_)
-    slot = limits.admission.admit(start.call_sid, plan.name)
+    slot = await limits.admission.admit_call(start.call_sid, plan.name)
     if slot is None:
-        clog.warning("call refused: over capacity", extra={"reason": limits.admission.refusal(plan.name)})
+        _refused(app, clog, plan.name)
         if claimed:
             await _abandon(claimed[0])
         await ws.close(code=1013, message=b"try again later")
@@ -257,13 +269,27 @@ async def _claims(route: StreamRoute, request: web.Request, start: CallStarted) 
     return claims
 
 
+def _binary_codec(codec: MediaCodec) -> BinaryMediaCodec | None:
+    """``codec`` when its caller audio comes in binary frames (``Capabilities.binary_audio``), else None.
+
+    Raises:
+        TypeError: a codec that declares binary audio without ``receive_binary`` (a programming error).
+    """
+    if not codec.capabilities.binary_audio:
+        return None
+    if not isinstance(codec, BinaryMediaCodec):
+        raise TypeError(f"{type(codec).__name__} declares binary_audio but has no receive_binary")
+    return codec
+
+
 async def _read_events(
     ws: web.WebSocketResponse, codec: MediaCodec, rate: MessageRate
 ) -> AsyncIterator[TelephonyEvent]:
-    """The socket's reader: the provider's text frames → events, except the caller audio that
-    :func:`_direct_uplink` takes once the call runs. A binary frame is a protocol error (1003) for the
-    text-only providers this handler serves."""
+    """The socket's reader: the provider's frames → events, except the caller audio that
+    :func:`_direct_uplink` takes once the call runs. Text frames go to ``receive_text``; binary frames
+    to ``receive_binary`` where the codec has binary audio, else they are a protocol error (1003)."""
     tick = rate.tick
+    binary = _binary_codec(codec)
     async for msg in ws:
         tick()  # flood check: one increment and compare per message
         if msg.type is WSMsgType.TEXT:
@@ -271,7 +297,11 @@ async def _read_events(
             if event is not None:  # None: a frame that needs no action (an acknowledgement)
                 yield event
         elif msg.type is WSMsgType.BINARY:
-            raise TelephonyProtocolError("binary frame on a text media stream", close_code=1003)
+            if binary is None:
+                raise TelephonyProtocolError("binary frame on a text media stream", close_code=1003)
+            audio = binary.receive_binary(msg.data)
+            if audio is not None:
+                yield audio
         elif msg.type is WSMsgType.ERROR:
             if (failure := direct_failure(msg)) is not None:
                 raise failure  # from the direct uplink (see _direct_uplink), in its place in the stream
@@ -288,6 +318,24 @@ def _direct_uplink(codec: MediaCodec, bridge: CallBridge, rate: MessageRate) -> 
         if event is None:
             return False
         tick()  # flood check, as _read_events does for the messages it reads
+        caller_audio(event)
+        return True
+
+    return handle
+
+
+def _direct_binary_uplink(codec: MediaCodec, bridge: CallBridge, rate: MessageRate) -> BinaryHandler | None:
+    """:func:`_direct_uplink` for the caller audio of a binary-frame provider (None: a text-only one)."""
+    binary = _binary_codec(codec)
+    if binary is None:
+        return None
+    receive_binary, caller_audio, tick = binary.receive_binary, bridge.caller_audio, rate.tick
+
+    def handle(data: bytes) -> bool:
+        event = receive_binary(data)
+        if event is None:
+            return False
+        tick()
         caller_audio(event)
         return True
 
@@ -381,7 +429,7 @@ async def _run_call(
             bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
 
     cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
-    ws.handle_directly(_direct_uplink(codec, bridge, rate))
+    ws.handle_directly(_direct_uplink(codec, bridge, rate), _direct_binary_uplink(codec, bridge, rate))
     try:
         async with cap:
             result = await bridge.run(events)
