@@ -15,7 +15,8 @@ Three kinds of processes, so the gateway's CPU and memory are measured alone:
 
 **Providers.** ``--provider NAME`` (default ``twilio``) picks whose protocol the calls speak: Twilio's
 is the load caller's own pre-encoded path (the reference); the others (signalwire, telnyx,
-telnyx-callcontrol, plivo, exotel) go through that provider's simulated side (gateway/caller/side_*.py),
+telnyx-callcontrol, plivo, exotel, vonage) go through that provider's simulated side
+(gateway/caller/side_*.py),
 the same load pattern, with the gateway configured to check their signatures. Each runs its default
 stream format (μ-law 8 kHz; Exotel L16 8 kHz); ``--env GATEWAY_SIGNALWIRE_CODEC=L16@16000h`` and the
 like switch the gateway, and with it the simulated provider, to wideband. Telnyx Call Control is
@@ -51,6 +52,10 @@ ramp-up.
     python bench/load.py --compare-tls --calls 100 --seconds 15 --repeat 3
     python bench/load.py --provider plivo --calls 100 --seconds 15 --json
     python bench/load.py --compare-providers --calls 100 --seconds 15 --repeat 1
+    python bench/load.py --overload --calls 200 --seconds 15 --repeat 3   # twice the held capacity
+
+**Overload protection** (gateway/server/load.py) is off in every run except ``--overload``'s "on"
+runs, so a capacity run measures every call it places.
 """
 
 from __future__ import annotations
@@ -361,12 +366,13 @@ def provider_setup(provider: str) -> tuple[dict[str, str], str, str]:
     address the load generator serves the provider's API at, or "").
 
     Every provider is checked as in production: a throw-away Ed25519 key stands in for Telnyx's."""
-    if provider in ("twilio", "signalwire", "plivo", "exotel"):
+    if provider in ("twilio", "signalwire", "plivo", "exotel", "vonage"):
         name = {
             "twilio": "TWILIO_AUTH_TOKEN",
             "signalwire": "SIGNALWIRE_SIGNING_KEY",
             "plivo": "PLIVO_AUTH_TOKEN",
             "exotel": "EXOTEL_STREAM_SECRET",
+            "vonage": "VONAGE_SIGNATURE_SECRET",
         }[provider]
         return {name: AUTH_TOKEN}, AUTH_TOKEN, ""
     if provider not in ("telnyx", "telnyx-callcontrol"):
@@ -397,8 +403,12 @@ def run_once(
     gateway_cpus: str | None = None,
     tls: bool = True,
     provider: str = "twilio",
+    protected: bool = False,
 ) -> dict[str, Any]:
     """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures.
+
+    ``protected``: the gateway's overload protection on, at its defaults (gateway/server/load.py);
+    off otherwise, so a capacity run measures every call it places.
 
     ``tls``: the gateway reaches the Live server over ``wss://``, trusting a throw-away CA through
     ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``. ``provider``: whose
@@ -445,6 +455,7 @@ def run_once(
                 "GATEWAY_MAX_CALLS": "0",
                 "GATEWAY_MAX_PENDING_STREAMS": "100000",
                 "GATEWAY_MAX_STREAM_RATE": "1000",
+                **({} if protected else {"GATEWAY_MAX_CPU_PERCENT": "0", "GATEWAY_MAX_LOOP_LAG_MS": "0"}),
                 "GATEWAY_DATA_DIR": str(tmp / "data"),
                 "GATEWAY_LOG_LEVEL": log_level,
                 **provider_env,
@@ -578,6 +589,9 @@ def run_once(
         "greeting_ms_p99": _ms(percentile(a.greeting_s, 99)),
         "calls_failed": len(a.failed),
         "failures": a.failed[:5],
+        "calls_refused": a.refused,
+        "calls_accepted": n - a.refused - len(a.failed),
+        "overload_protection": protected,
         "uplink_samples": len(up),
         "downlink_samples": len(down),
         "probes_sent": a.probes_sent,
@@ -666,6 +680,47 @@ COMPARED = (
     ("greeting_ms_p50", "ms", "diff"),
     ("emulator_cpu_pct", "% core", "ratio"),
 )
+
+
+def compare_overload(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """--overload: ``--calls`` (meant as about twice what one process holds) with the gateway's overload
+    protection off and on, alternating over ``--repeat`` rounds. Off, every call is taken and all degrade
+    together; on, the calls past the threshold are refused at the webhook and the accepted ones should
+    keep the 20 ms p99 target. Figures: median over rounds (counts: the median round's)."""
+    runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+    for i in range(args.repeat):
+        for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            result = run_once(args.calls, args.seconds, **opts, protected=mode == "on")
+            print(f"{mode:3} " + _short(result), file=sys.stderr, flush=True)
+            runs[mode].append(result)
+    keys = (
+        "calls_accepted", "calls_refused", "calls_failed", "uplink_ms_p99", "downlink_ms_p99",
+        "frames_late", "frames_lost", "gateway_cpu_pct", "greeting_ms_p99", "loadgen_lag_ms_p99",
+    )  # fmt: skip
+    summary: dict[str, Any] = {"calls": args.calls, "seconds": args.seconds, "rounds": args.repeat}
+    for mode, results in runs.items():
+        results.sort(key=_worse_p99)
+        median = results[len(results) // 2]
+        summary[mode] = {k: median[k] for k in keys}
+    summary["runs"] = runs
+    return summary
+
+
+def _print_overload(summary: dict[str, Any]) -> None:
+    print(
+        f"{summary['calls']} calls placed, {summary['seconds']:g} s steady state, "
+        f"{summary['rounds']} round(s) each, alternating; median round"
+    )
+    print(f"{'overload protection':<22}{'off':>12}{'on':>12}")
+    rows = (
+        ("calls accepted", "calls_accepted"), ("calls refused", "calls_refused"),
+        ("calls failed", "calls_failed"), ("uplink p99 ms", "uplink_ms_p99"),
+        ("downlink p99 ms", "downlink_ms_p99"), ("frames late", "frames_late"),
+        ("frames lost", "frames_lost"), ("gateway CPU %", "gateway_cpu_pct"),
+        ("greeting p99 ms", "greeting_ms_p99"), ("loadgen lag p99 ms", "loadgen_lag_ms_p99"),
+    )  # fmt: skip
+    for label, key in rows:
+        print(f"{label:<22}{summary['off'][key]!s:>12}{summary['on'][key]!s:>12}")
 
 
 def compare_tls(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
@@ -812,6 +867,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--find-max", action="store_true", help="raise the calls until the target breaks")
+    parser.add_argument(
+        "--overload",
+        action="store_true",
+        help="--calls (about twice the held capacity) with overload protection off and on, alternating "
+        "--repeat rounds: calls accepted and refused, and the accepted calls' p99 and late frames",
+    )
     parser.add_argument("--limit-ms", type=float, default=20.0, help="p99 added latency allowed (--find-max)")
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per --find-max step; most must hold (default 1)"
@@ -915,6 +976,15 @@ def main(argv: list[str] | None = None) -> int:
             _print_comparison(summary)
         return 0
     opts["tls"] = not args.plain_ws
+    if args.overload:
+        if args.find_max:
+            parser.error("--overload runs --calls with protection off and on; drop --find-max")
+        summary = compare_overload(args, opts)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _print_overload(summary)
+        return 0
     if not args.find_max:
         result = run_once(args.calls, args.seconds, **opts)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))

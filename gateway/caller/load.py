@@ -50,7 +50,7 @@ import aiohttp
 
 from gateway.caller import leanws, wire
 from gateway.caller.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from gateway.caller.sides import CallerSide, parse_twiml, ws_url as stream_ws_url
+from gateway.caller.sides import CallerSide, Heard, parse_twiml, ws_url as stream_ws_url
 from gateway.errors import GatewayError, TelephonyProtocolError
 
 if TYPE_CHECKING:
@@ -169,7 +169,13 @@ class _ClientSocket(asyncio.BufferedProtocol):
     :attr:`error` what was wrong with what it sent, if anything.
     """
 
-    def __init__(self, request: bytes, key: str, on_text: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        key: str,
+        on_text: Callable[[bytes], None],
+        on_binary: Callable[[bytes], None] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -182,6 +188,8 @@ class _ClientSocket(asyncio.BufferedProtocol):
         self._head = b""
         self._reader: leanws.FrameReader | None = None
         self._on_text = on_text
+        #: Binary messages (Vonage's audio); without a callback they are ignored.
+        self._on_binary = on_binary
 
     # -- transport callbacks
 
@@ -253,6 +261,8 @@ class _ClientSocket(asyncio.BufferedProtocol):
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode == leanws.TEXT:
             self._on_text(payload)
+        elif opcode == leanws.BINARY and self._on_binary is not None:
+            self._on_binary(payload)
         elif opcode == leanws.PING:
             self._send(leanws.PONG, payload)
         elif opcode == leanws.CLOSE:
@@ -278,6 +288,14 @@ class _ClientSocket(asyncio.BufferedProtocol):
         transport.write(leanws.masked_frame(leanws.TEXT, data))
         return True
 
+    def send_binary(self, data: bytes) -> bool:
+        """Write one binary message; False when the socket is closing or gone."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        transport.write(leanws.masked_frame(leanws.BINARY, data))
+        return True
+
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame; the server answers and drops the connection (see :meth:`wait_closed`)."""
         if not self.closing:
@@ -293,7 +311,12 @@ class _ClientSocket(asyncio.BufferedProtocol):
                 self.transport.abort()
 
 
-async def _ws_open(url: str, headers: dict[str, str], on_text: Callable[[bytes], None]) -> _ClientSocket:
+async def _ws_open(
+    url: str,
+    headers: dict[str, str],
+    on_text: Callable[[bytes], None],
+    on_binary: Callable[[bytes], None] | None = None,
+) -> _ClientSocket:
     """Open ``ws://host[:port]/path`` with extra handshake ``headers`` (the Twilio signature)."""
     parts = urlsplit(url)
     if parts.scheme != "ws" or parts.hostname is None:
@@ -311,7 +334,7 @@ async def _ws_open(url: str, headers: dict[str, str], on_text: Callable[[bytes],
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     loop = asyncio.get_running_loop()
     transport, sock = await loop.create_connection(
-        lambda: _ClientSocket(request, key, on_text), parts.hostname, parts.port or 80
+        lambda: _ClientSocket(request, key, on_text, on_binary), parts.hostname, parts.port or 80
     )
     try:
         await sock.opened
@@ -362,6 +385,9 @@ class LoadCall:
     t_media: float = 0.0
     t_stop: float = 0.0
     error: str = ""
+    #: The gateway answered the webhook without a stream (over capacity, draining, overloaded): a
+    #: polite refusal, not a failure.
+    refused: bool = False
     play_end: float = 0.0
     marks_echoed: int = 0
     #: (sequence, send time, index of its first frame) per probe sent.
@@ -459,6 +485,7 @@ class LoadCall:
             "number": self.number,
             "call_sid": self.call_sid,
             "error": self.error,
+            "refused": self.refused,
             "t_webhook": self.t_webhook,
             "t_media": self.t_media,
             "t_stop": self.t_stop,
@@ -494,7 +521,7 @@ class SideCall(LoadCall):
         self.frame = frame + 1
         text = self.side.media(self.report, frame, ulaw)
         if text is not None:
-            if not sock.send_text(text.encode()):
+            if not (sock.send_text(text.encode()) if isinstance(text, str) else sock.send_binary(text)):
                 return False
             probes = self.probes
             # A side may carry several frames in one message (Exotel: 100 ms): a probe leaves with it.
@@ -517,8 +544,13 @@ class SideCall(LoadCall):
     def on_text(self, data: bytes) -> None:
         """One message from the gateway, parsed and checked by the side (a ValueError: what the provider
         would reject; the socket closes with it as the call's error)."""
-        now = time.monotonic()
-        heard = self.side.receive(self.report, data.decode())
+        self._heard(time.monotonic(), self.side.receive(self.report, data.decode()))
+
+    def on_binary(self, data: bytes) -> None:
+        """One binary message (Vonage's audio), checked by the side as :meth:`on_text`."""
+        self._heard(time.monotonic(), self.side.receive_binary(self.report, data))
+
+    def _heard(self, now: float, heard: Heard) -> None:
         if heard.kind == "media":
             # μ-law 8 kHz by now; a side's resampler may leave a frame a few samples short: round.
             self._audio(now, len(heard.audio) + FRAME_BYTES // 2)
@@ -612,7 +644,10 @@ async def _one_call(
                 return
         stream = parse_twiml(body, webhook_url)
         if stream is None:
-            call.error = "no <Stream> in the TwiML"
+            if "<Hangup" in body:  # the gateway's refusal: its fallback line, then hang-up
+                call.refused = True
+            else:
+                call.error = "no <Stream> in the TwiML"
             return
         ws_url, _ = stream_ws_url(stream.url, keep_query=False)
         ws_headers = {"User-Agent": "Twilio.TmeWs/1.0"}
@@ -679,7 +714,7 @@ async def _one_side_call(
             return
         report.stream_url = offer.url.split("?", 1)[0]
         async with asyncio.timeout(30):
-            call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text)
+            call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text, call.on_binary)
         await side.stream_status(http, offer, opts, report, "stream-started")
         for message in side.opening(report, offer):
             sock.send_text(message.encode())
@@ -909,6 +944,8 @@ class Analysis:
     turns: int = 0
     barge_ins: int = 0
     failed: list[str] = field(default_factory=list)
+    #: Calls the gateway refused politely at the webhook (admission: a limit, draining, overload).
+    refused: int = 0
 
 
 def analyse(
@@ -924,6 +961,9 @@ def analyse(
     out = Analysis()
     by_number = {s["number"]: s for s in sessions if s["number"] >= 0}
     for call in calls:
+        if call.get("refused"):
+            out.refused += 1
+            continue
         if call["error"]:
             out.failed.append(f"call {call['number']}: {call['error']}")
         out.frames_sent += call["frames_sent"]

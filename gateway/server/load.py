@@ -10,8 +10,8 @@ frame):
 
 * **CPU, projected**: the process's CPU share over the last two seconds, as a fraction of what it may
   use (one core for the event loop, or less under a container's CPU quota), plus what one more call
-  costs. A call's cost is learnt from the running calls (share ÷ calls, smoothed, over windows where
-  their number held still), and the calls admission counts are also projected at that cost: a burst
+  costs. A call's cost is learnt from the running calls (CPU per call-second, smoothed), and the calls
+  admission counts are also projected at that cost: a burst
   of webhooks cannot all slip in during the seconds before their audio shows up as CPU.
 * **Event-loop lag**, sustained over the last two seconds (a quarter of the samples or more): the
   symptom callers hear, whatever its cause (CPU stolen by a neighbour, a blocking handler), and the
@@ -36,7 +36,7 @@ LAG_WINDOW_S = 2.0
 #: ... by the lateness that a quarter of its samples or more reached: sustained lateness refuses
 #: calls, one garbage-collection pause or slow disk write does not.
 LAG_QUANTILE = 0.75
-#: Per-call cost is learnt only from this many streaming calls or more (fewer: mostly noise).
+#: Per-call cost is learnt only from this many streaming calls or more, on average (fewer: noise).
 MIN_CALLS_TO_LEARN = 4
 #: Weight of a new per-call cost sample in the running average.
 COST_SMOOTHING = 0.2
@@ -88,11 +88,12 @@ class LoadMonitor:
         if t1 - t0 < CPU_WINDOW_S / 2:
             return  # not enough history for a share yet
         self.share = max(0.0, (c1 - c0) / (t1 - t0)) / self.cpu_allowance
-        # Learn a call's cost only over a window where the number of calls held still: while calls
-        # ramp up, the share lags behind the count and would make calls look cheap.
-        low, high = min(r[2] for r in readings), max(r[2] for r in readings)
-        if low >= MIN_CALLS_TO_LEARN and high - low <= high // 10:
-            cost = self.share / high
+        # A call's cost: CPU per call-second over the window (the mean number of calls streaming in
+        # it), so a ramp-up is read right too. A call's first seconds (its Gemini session's TLS
+        # set-up) cost more than its steady state, so a ramp errs on the safe side.
+        calls = sum(r[2] for r in list(readings)[1:]) / (len(readings) - 1)
+        if calls >= MIN_CALLS_TO_LEARN:
+            cost = self.share / calls
             per_call = self.per_call
             self.per_call = cost if per_call is None else per_call + COST_SMOOTHING * (cost - per_call)
 

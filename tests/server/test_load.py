@@ -53,14 +53,23 @@ def test_a_burst_is_judged_by_count_before_its_cpu_shows() -> None:
     assert mon.refusal(20) is None
 
 
-def test_the_cost_is_not_learnt_while_calls_ramp_up() -> None:
+def test_the_cost_is_learnt_while_calls_ramp_up() -> None:
     m = Machine()
     mon = _monitor(m)
-    for calls in range(1, 60, 5):  # the count climbs faster than the share follows
+    for calls in range(0, 100, 5):  # 20 calls a second arrive, each costing 1 % of the core
         m.run(0.25, 0.01 * calls)
         mon.sample(0.001, calls)
+    assert mon.per_call is not None and abs(mon.per_call - 0.01) < 0.002
+    why = mon.refusal(95)
+    assert why is not None and "CPU to 96" in why
+
+
+def test_nothing_is_refused_on_cpu_before_a_cost_is_known() -> None:
+    m = Machine()
+    mon = _monitor(m)
+    _steady(mon, m, calls=2, share=0.9)
     assert mon.per_call is None
-    assert mon.refusal(100) is None  # nothing known: only the lag can refuse
+    assert mon.refusal(100) is None  # only the lag can refuse
 
 
 def test_sustained_event_loop_lag_refuses_then_lets_calls_in_again() -> None:
