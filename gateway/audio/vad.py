@@ -1,7 +1,7 @@
 """The gateway's own voice activity detection, for manual turn-taking (``[vad] disabled = true``).
 
 With Gemini's automatic activity detection off, the server treats only audio between a client's
-``activityStart`` and ``activityEnd`` as the caller's turn and answers after the end (gemini-live.md
+``activityStart`` and ``activityEnd`` as the caller's turn and answers after the end (docs/gemini-live.md
 §2.4); without them a call goes silent. :class:`LocalVad` decides those edges from the caller's PCM,
 one frame at a time. Sans-I/O and clock-free: durations are counted in samples fed.
 

@@ -446,7 +446,7 @@ class CallBridge:
     def _manual_turns(self, vad: LocalVad, pcm: bytes) -> None:
         """Manual activity detection: ``activityStart``, the pre-roll and the speech, ``activityEnd``.
 
-        The server discards audio outside an activity (gemini-live.md §2.4) unless the plan's turns
+        The server discards audio outside an activity (docs/gemini-live.md §2.4) unless the plan's turns
         cover all input, so between turns nothing is sent: a silent line costs no bandwidth. The pre-roll
         (the onset and the audio just before it) follows ``activityStart`` so no syllable is clipped.
         """

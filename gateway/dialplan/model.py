@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from gateway.errors import DialplanError, DialplanErrors
 
-#: The 30 prebuilt voices native-audio Live models accept (gemini-live.md §7.2).
+#: The 30 prebuilt voices native-audio Live models accept (docs/gemini-live.md §7.2).
 VOICES: tuple[str, ...] = (
     "Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
     "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
@@ -30,7 +30,7 @@ VOICES: tuple[str, ...] = (
     "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat",
 )  # fmt: skip
 
-#: Primary language subtags of the 70 Live API languages (gemini-live.md §7.3), plus the modern
+#: Primary language subtags of the 70 Live API languages (docs/gemini-live.md §7.3), plus the modern
 #: codes of three legacy ones the table uses (he = iw, nb = no, tl ≈ fil).
 LANGUAGES: frozenset[str] = frozenset((
     "af", "sq", "am", "ar", "hy", "as", "az", "eu", "be", "bn", "bs", "bg", "ca", "zh", "hr", "cs", "da",
@@ -40,7 +40,7 @@ LANGUAGES: frozenset[str] = frozenset((
     "vi", "zu", "he", "nb", "tl",
 ))  # fmt: skip
 
-#: Model ids Google has shut down (gemini-live.md §7.1); naming one would fail every call.
+#: Model ids Google has shut down (docs/gemini-live.md §7.1); naming one would fail every call.
 RETIRED_MODELS: frozenset[str] = frozenset({"gemini-2.0-flash-live-001", "gemini-live-2.5-flash-preview"})
 
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9.-]{0,127}")

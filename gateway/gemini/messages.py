@@ -745,7 +745,7 @@ def _grounding(gm: dict[str, Any]) -> Grounding:
     )
 
 
-#: Prefix of the ids given to function calls the server sent without one (Vertex, gemini-live.md §2.5).
+#: Prefix of the ids given to function calls the server sent without one (Vertex, docs/gemini-live.md §2.5).
 LOCAL_CALL_ID_PREFIX = "local-call-"
 _local_ids = itertools.count(1)
 

@@ -192,7 +192,7 @@ class LiveProtocol:
         does not read them (3.1, extended thinking): sending what a model does not support is how a
         session gets closed with 1007."""
         self._require_ready()
-        # Vertex drops scheduling (gemini-live.md §2.5, §6) and google-genai refuses willContinue there.
+        # Vertex drops scheduling (docs/gemini-live.md §2.5, §6) and google-genai refuses willContinue there.
         if (self.vertex or not self._scheduling) and any(
             r.scheduling is not None or r.will_continue is not None for r in responses
         ):

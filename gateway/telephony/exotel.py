@@ -11,7 +11,7 @@ Errors are :class:`~gateway.errors.TelephonyProtocolError` with the close codes 
 :mod:`gateway.telephony.twilio` (1007 bad data, 1008 order or unknown event, 1003 a format we cannot
 take, 1011 our own misuse).
 
-What this follows (telephony-providers.md §5, re-checked with the search tool in Exotel's docs
+What this follows (docs/telephony-providers.md §5, re-checked with the search tool in Exotel's docs
 (rahulkumar-exo/exotel-docs ``docs/agentstream/websocket-protocol.md`` and
 ``stream-voicebot-applet.md``) and Exotel's own exotel/Agent-Stream code):
 

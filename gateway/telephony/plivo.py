@@ -10,7 +10,7 @@ Plivo sends no ``connected`` frame: ``start`` is first. Errors are
 :class:`~gateway.errors.TelephonyProtocolError` with the close codes of :mod:`gateway.telephony.twilio`
 (1007 bad data, 1008 order or unknown event, 1003 a format we cannot take, 1011 our own misuse).
 
-What this follows (telephony-providers.md §3, re-checked on Plivo's pages with the search tool):
+What this follows (docs/telephony-providers.md §3, re-checked on Plivo's pages with the search tool):
 
 * message shapes: plivo.com/docs/voice/audio-streaming/audio-streaming, the checkpoint, playAudio and
   clearAudio pages, and docs.plivo.com/docs/voice/xml/audiostream for ``<Stream>``'s attributes;

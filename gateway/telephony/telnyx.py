@@ -3,7 +3,7 @@
 Sources: Telnyx "Stream call media over WebSocket" (AsyncAPI page, developers.telnyx.com), the TeXML
 ``<Stream>`` page, the Call Control ``answer``/``hangup``/``transfer`` types and
 ``lib/webhook_verification.py`` of team-telnyx/telnyx-python (``6d68c8c``, 2026-08-21); see
-shared/docs/telephony-providers.md §2.
+docs/telephony-providers.md §2.
 
 State table (one :class:`TelnyxCodec` per media socket)::
 

@@ -90,7 +90,7 @@ class TwilioCodec:
 
     #: Twilio plays any number of frames per message and buffers them; marks and ``clear`` exist;
     #: hanging up is closing the stream (no TwiML follows ``<Connect>``); transfer and DTMF go
-    #: through the REST API (telephony-providers.md §1).
+    #: through the REST API (docs/telephony-providers.md §1).
     capabilities: ClassVar[Capabilities] = Capabilities(
         marks=True, clear=True, frames_per_message=None, provider_buffers=True, hangup="close",
         transfer="rest", dtmf_out="inband", binary_audio=False, continuous_media=True,

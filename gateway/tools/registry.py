@@ -8,7 +8,7 @@ explicit ``parameters`` schema; HTTP tools come from configuration (:mod:`gatewa
 A dialplan enables tools by name; :meth:`ToolRegistry.session_tools` picks them for one Live session,
 lets a tool adapt its declaration to the plan (``transfer_call`` lists the plan's targets) and
 applies what the model supports: ``gemini-3.1-*`` only runs blocking functions, the 3.8
-extended-thinking model only non-blocking ones (gemini-live.md §6, §7.1).
+extended-thinking model only non-blocking ones (docs/gemini-live.md §6, §7.1).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ class ToolRegistry:
         if default_timeout_s <= 0:
             raise ConfigError("tool default timeout must be > 0")
         self.default_timeout_s = default_timeout_s
-        #: Larger answers are refused: big tool responses have made Live sessions fail (peers.md §3.8).
+        #: Larger answers are refused: big tool responses have made Live sessions fail (docs/peers.md §3.8).
         self.max_result_bytes = max_result_bytes
         self._tools: dict[str, Tool] = {}
         self._sync_workers = sync_workers

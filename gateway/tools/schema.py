@@ -1,6 +1,6 @@
 """Tool parameter schemas: derived from Python signatures, checked, and used to validate arguments.
 
-Gemini declares function parameters in an OpenAPI subset (gemini-live.md §6): a keyword outside it
+Gemini declares function parameters in an OpenAPI subset (docs/gemini-live.md §6): a keyword outside it
 fails the whole ``setup`` with close 1007, so every schema (derived or declared by hand) is checked
 against :data:`KEYWORDS` when a tool is registered, at start-up, not on a live call.
 

@@ -27,7 +27,7 @@ from gateway.tools.rest_call import RestRefused
 
 __all__ = ["TelnyxCallControl"]
 
-#: Telnyx's "call has already ended": what a hang-up wants anyway (telephony-providers.md §2.4).
+#: Telnyx's "call has already ended": what a hang-up wants anyway (docs/telephony-providers.md §2.4).
 _ALREADY_ENDED = "90018"
 
 

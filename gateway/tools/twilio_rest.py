@@ -1,7 +1,7 @@
 """Twilio's REST API, the two requests call control needs: transfer (``<Dial>``) and hang up.
 
 ``POST {base}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP Basic
-``AccountSid:AuthToken`` and a form body (telephony-providers.md §1.7): ``Twiml=<Response><Dial>…``
+``AccountSid:AuthToken`` and a form body (docs/telephony-providers.md §1.7): ``Twiml=<Response><Dial>…``
 moves the live call to a new number (and ends its media stream); ``Status=completed`` hangs up even
 an in-progress call. The HTTP client and the base URL are injected, so tests point them at a local
 stand-in and production shares the app's pooled client.
