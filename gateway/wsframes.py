@@ -17,13 +17,14 @@ try:  # websockets' C routine: 0.1 µs for a 460-byte message, where its pure-Py
 except ImportError:  # pragma: no cover - only where websockets was installed without its extension
     from websockets.utils import apply_mask
 
-__all__ = ["apply_mask", "frame_header", "text_frame_header"]
+__all__ = ["apply_mask", "binary_frame_header", "frame_header", "text_frame_header"]
 
 _SHORT = struct.Struct("!BB").pack
 _MID = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack
 _FIN = 0x80
 _TEXT = 0x1
+_BINARY = 0x2
 
 
 def frame_header(opcode: int, length: int, *, masked: bool) -> bytes:
@@ -39,3 +40,8 @@ def frame_header(opcode: int, length: int, *, masked: bool) -> bytes:
 def text_frame_header(length: int, *, masked: bool) -> bytes:
     """Header of one unfragmented text frame: what the media path sends."""
     return frame_header(_TEXT, length, masked=masked)
+
+
+def binary_frame_header(length: int, *, masked: bool) -> bytes:
+    """Header of one unfragmented binary frame: raw audio of the binary-frame providers (Vonage…)."""
+    return frame_header(_BINARY, length, masked=masked)

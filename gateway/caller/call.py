@@ -39,7 +39,7 @@ from gateway.caller.audio import (
 from gateway.caller.playout import Playout
 from gateway.caller.registry import side_for
 from gateway.caller.samples import builtin
-from gateway.caller.sides import CallerSide, Offer
+from gateway.caller.sides import CallerSide, Heard, Offer
 from gateway.errors import AudioError, AuthError, ConfigError, TelephonyProtocolError
 
 FRAME_S = 0.02
@@ -136,6 +136,8 @@ class CallReport:
     warnings: list[str] = field(default_factory=list)
     transcript: list[dict[str, str]] = field(default_factory=list)
     record: str | None = None
+    #: How the gateway paced its audio, for providers that check it (Vonage: message sizes, spacing).
+    pacing: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -376,9 +378,9 @@ class _Call:
                 await self.ws.send_str(stop)
         await self.ws.close()
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str | bytes) -> None:
         try:
-            await self.ws.send_str(text)
+            await (self.ws.send_str(text) if isinstance(text, str) else self.ws.send_bytes(text))
         except (ConnectionError, aiohttp.ClientError):
             # The gateway went away between our check and the write; the receiver reports it.
             pass
@@ -405,7 +407,12 @@ class _Call:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 await self._on_text(msg.data)
             elif msg.type is aiohttp.WSMsgType.BINARY:
-                self._error(f"binary frame ({self.side.name} accepts JSON text frames only)")
+                try:
+                    heard = self.side.receive_binary(self.report, msg.data)
+                except ValueError as exc:
+                    self._error(str(exc))
+                else:
+                    await self._on_heard(heard)
             else:
                 break
         if not self.report.ended_by:
@@ -419,6 +426,10 @@ class _Call:
         except ValueError as exc:
             self._error(str(exc))
             return
+        await self._on_heard(heard)
+
+    async def _on_heard(self, heard: Heard) -> None:
+        r = self.report
         sample = self._sample()
         if heard.kind == "media":
             audio = heard.audio

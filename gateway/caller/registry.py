@@ -10,6 +10,7 @@ from gateway.caller.side_exotel import ExotelSide
 from gateway.caller.side_plivo import PlivoSide
 from gateway.caller.side_signalwire import SignalWireSide
 from gateway.caller.side_telnyx import TelnyxCallControlSide, TelnyxSide
+from gateway.caller.side_vonage import VonageSide
 from gateway.caller.sides import CallerSide, TwilioSide
 from gateway.errors import ConfigError
 
@@ -23,6 +24,7 @@ SIDES: dict[str, type[CallerSide]] = {
     "telnyx-callcontrol": TelnyxCallControlSide,
     "plivo": PlivoSide,
     "exotel": ExotelSide,
+    "vonage": VonageSide,
 }
 
 

@@ -83,9 +83,10 @@ class CallerSide(ABC):
         """The messages the provider sends once the socket is open (``connected``, ``start``…)."""
 
     @abstractmethod
-    def media(self, report: CallReport, index: int, ulaw: bytes) -> str | None:
+    def media(self, report: CallReport, index: int, ulaw: bytes) -> str | bytes | None:
         """One 20 ms frame of caller audio (μ-law 8 kHz; the side converts to its stream's format). None:
-        the provider sends it in a later message with the frames that follow (Exotel: 100 ms each)."""
+        the provider sends it in a later message with the frames that follow (Exotel: 100 ms each).
+        ``bytes``: a binary message (Vonage)."""
 
     @abstractmethod
     def dtmf(self, report: CallReport, digit: str) -> str: ...
@@ -105,6 +106,12 @@ class CallerSide(ABC):
     @abstractmethod
     def receive(self, report: CallReport, text: str) -> Heard:
         """Parse one message from the gateway. Raises ValueError naming what the provider would reject."""
+
+    def receive_binary(self, report: CallReport, data: bytes) -> Heard:
+        """Parse one binary message from the gateway (only binary-frame providers take any).
+
+        Raises ValueError naming what the provider would reject."""
+        raise ValueError(f"binary frame ({self.name} accepts JSON text frames only)")
 
     async def stream_status(  # noqa: B027 - optional: only some providers send status callbacks
         self, http: aiohttp.ClientSession, offer: Offer, opts: CallOptions, report: CallReport, event: str

@@ -155,7 +155,9 @@ class CallRecord:
             "recording": self.recording,
             "gemini_sessions": self.gemini_sessions,
             "turn_count": self.turn_count or len(self.turns),
-            "turns": [t.as_dict() for t in self.turns],
+            # In the order they were spoken: a turn is stored when it ends, so a bot turn cut by the
+            # caller is stored after the caller's turn that began later.
+            "turns": [t.as_dict() for t in sorted(self.turns, key=lambda t: (t.started_at, t.seq))],
             "tool_calls": [t.as_dict() for t in self.tool_calls],
             "events": [e.as_dict() for e in self.events],
         }

@@ -11,8 +11,10 @@ Performance).
 synchronous *direct handler* first (:meth:`MediaSocket.handle_directly`). The handler takes the
 messages it wants (caller audio) and returns ``False`` for the rest, which take aiohttp's normal path
 to the reading task, as does everything while the queue holds anything (so order is kept), and every
-close, ping or binary frame. An exception in the handler ends direct handling and reaches the reading
-task in order, as an ``ERROR`` message carrying it (:func:`direct_failure` recovers it).
+close or ping frame; binary messages likewise go to an optional binary handler (the caller audio of the
+binary-frame providers, Vonage and the PBX connectors), else the usual way. An exception in a handler
+ends direct handling and reaches the reading task in order, as an ``ERROR`` message carrying it
+(:func:`direct_failure` recovers it).
 
 This relies on two aiohttp internals: ``WebSocketResponse._post_start`` builds the queue, and the
 queue's ``feed_data`` is overridable. When either is missing, :meth:`MediaSocket.handle_directly`
@@ -27,10 +29,12 @@ from typing import Any
 
 from aiohttp import WSMessage, WSMsgType, web
 
-__all__ = ["DirectHandler", "MediaSocket", "direct_failure"]
+__all__ = ["BinaryHandler", "DirectHandler", "MediaSocket", "direct_failure"]
 
 #: Takes one text message; True: handled here, False: deliver it to the reading task as usual.
 DirectHandler = Callable[[str], bool]
+#: The same for one binary message (the caller audio of the binary-frame providers: Vonage…).
+BinaryHandler = Callable[[bytes], bool]
 
 try:  # aiohttp's message queue (its C version when built) and parser; both internal
     from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
@@ -43,6 +47,7 @@ else:
         """aiohttp's queue, offering each text message to the direct handler before queueing it."""
 
         handler: DirectHandler | None = None
+        binary: BinaryHandler | None = None
 
         def feed_data(self, data: Any, size: int) -> None:
             handler = self.handler
@@ -51,7 +56,14 @@ else:
                     if handler(data[1]):
                         return
                 except Exception as exc:  # the reading task raises it, after what came before
-                    self.handler = None
+                    self.handler = self.binary = None
+                    data, size = WSMessage(WSMsgType.ERROR, _Failed(exc), None), 0
+            elif (binary := self.binary) is not None and data[0] is WSMsgType.BINARY and not self._buffer:
+                try:
+                    if binary(data[1]):
+                        return
+                except Exception as exc:  # as for text: in order, through the reading task
+                    self.handler = self.binary = None
                     data, size = WSMessage(WSMsgType.ERROR, _Failed(exc), None), 0
             super().feed_data(data, size)
 
@@ -95,10 +107,11 @@ class MediaSocket(web.WebSocketResponse):
         request.protocol.set_parser(self._parser, data_received_cb=data_received)
         request.protocol.keep_alive(False)  # as aiohttp does: no HTTP keep-alive after an upgrade
 
-    def handle_directly(self, handler: DirectHandler | None) -> bool:
-        """Offer text messages to ``handler`` from now on (None: stop). False: not supported here."""
+    def handle_directly(self, handler: DirectHandler | None, binary: BinaryHandler | None = None) -> bool:
+        """Offer text messages to ``handler`` and binary ones to ``binary`` from now on (None: stop).
+        False: not supported here."""
         queue = self._reader
         if _DirectQueue is None or not isinstance(queue, _DirectQueue):
             return False
-        queue.handler = handler
+        queue.handler, queue.binary = handler, binary
         return True

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.wsframes import text_frame_header
+from gateway.telephony.provider import Frame
+from gateway.wsframes import binary_frame_header, text_frame_header
 
 __all__ = ["BACKLOG_BYTES", "MediaSender"]
 
@@ -26,7 +27,8 @@ BACKLOG_BYTES = 64 * 1024
 
 
 class MediaSender:
-    """``await sender(texts)``: send text messages in order, in one write when nothing is in the way."""
+    """``await sender(frames)``: send messages in order (``str`` as text frames, ``bytes`` as binary
+    frames), in one write when nothing is in the way."""
 
     __slots__ = ("_request", "_ws")
 
@@ -36,7 +38,7 @@ class MediaSender:
         self._request = request
         self._ws = ws
 
-    async def __call__(self, texts: Sequence[str]) -> None:
+    async def __call__(self, texts: Sequence[Frame]) -> None:
         transport = self._request.transport
         if (
             transport is None
@@ -45,11 +47,16 @@ class MediaSender:
             or transport.get_write_buffer_size() > BACKLOG_BYTES
         ):
             for text in texts:
-                await self._ws.send_str(text)  # raises on a closed socket, waits on a slow peer
+                # Raises on a closed socket, waits on a slow peer.
+                await (self._ws.send_str(text) if isinstance(text, str) else self._ws.send_bytes(text))
             return
         parts: list[bytes] = []
         for text in texts:
-            payload = text.encode()
-            parts.append(text_frame_header(len(payload), masked=False))
-            parts.append(payload)
+            if isinstance(text, str):
+                payload = text.encode()
+                parts.append(text_frame_header(len(payload), masked=False))
+                parts.append(payload)
+            else:  # raw audio of a binary-frame provider
+                parts.append(binary_frame_header(len(text), masked=False))
+                parts.append(text)
         transport.write(b"".join(parts))

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from gateway.server import exotel, plivo, signalwire, telnyx, twilio
+from gateway.server import exotel, plivo, signalwire, telnyx, twilio, vonage
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -18,6 +18,7 @@ PROVIDERS: dict[str, Sequence[tuple[str, str, Handler]]] = {
     "exotel": exotel.ROUTES,
     "telnyx": telnyx.ROUTES,
     "signalwire": signalwire.ROUTES,
+    "vonage": vonage.ROUTES,
 }
 
 

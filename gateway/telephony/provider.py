@@ -2,7 +2,7 @@
 
 Every provider codec (``telephony/twilio.py`` and the next ones) is sans-I/O and declares a
 :class:`Capabilities`; the bridge, the playout and the call control read the flags instead of
-assuming Twilio. The shape follows ``shared/docs/provider-interface.md``: flags for what differs
+assuming Twilio. The shape follows ``docs/provider-interface.md``: flags for what differs
 between providers (marks, clear, message sizes, pacing, how to hang up and transfer), one
 :class:`AudioFormat` for the stream, and a :class:`MediaCodec` protocol of frames in → neutral events,
 commands out → frames.
@@ -11,13 +11,17 @@ commands out → frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from gateway.audio.formats import CODEC_WIDTH, FRAME_MS, check_codec, frame_bytes
 from gateway.audio.transcode import SILENCE_BYTE
 from gateway.telephony.events import CallerAudio, TelephonyCommand, TelephonyEvent
 
-__all__ = ["PCMU_8K", "AudioFormat", "Capabilities", "MediaCodec"]
+__all__ = ["PCMU_8K", "AudioFormat", "BinaryMediaCodec", "Capabilities", "Frame", "MediaCodec"]
+
+#: One outbound WebSocket message: ``str`` goes as a text frame, ``bytes`` as a binary frame (raw audio
+#: of the binary-frame providers: Vonage, and the PBX connectors built the same way).
+Frame = str | bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +88,12 @@ class Capabilities:
 class MediaCodec(Protocol):
     """A provider's media-stream protocol, sans-I/O: one per socket.
 
-    ``receive_text``/``receive_binary`` turn one frame into one event (or ``None`` for a frame that
-    needs no action); ``receive_media`` is the hot path for caller audio (``None``: not a media frame,
-    let ``receive_text`` have it) so the socket's parser can hand audio to the bridge with no task
-    switch; ``encode`` turns a command into one frame. Malformed input raises
-    :class:`~gateway.errors.TelephonyProtocolError` with the close code to use.
+    ``receive_text`` turns one text frame into one event (or ``None`` for a frame that needs no action);
+    ``receive_media`` is the hot path for caller audio (``None``: not a media frame, let
+    ``receive_text`` have it) so the socket's parser can hand audio to the bridge with no task switch;
+    ``encode`` turns a command into one frame: text (``str``) for the JSON providers, and for the
+    binary-frame ones (:class:`BinaryMediaCodec`) raw audio as ``bytes`` and control as ``str``.
+    Malformed input raises :class:`~gateway.errors.TelephonyProtocolError` with the close code to use.
     """
 
     @property
@@ -105,4 +110,16 @@ class MediaCodec(Protocol):
 
     def receive_media(self, text: str) -> CallerAudio | None: ...
 
-    def encode(self, command: TelephonyCommand) -> str: ...
+    def encode(self, command: TelephonyCommand) -> Frame: ...
+
+
+@runtime_checkable
+class BinaryMediaCodec(MediaCodec, Protocol):
+    """A codec whose caller audio arrives in binary frames (``Capabilities.binary_audio``).
+
+    ``receive_binary`` is the hot path: one binary frame → its :class:`CallerAudio` (or ``None`` for a
+    frame that needs no action), called where the socket's parser delivers it. Text frames still carry
+    the control messages, through ``receive_text``; ``receive_media`` may answer ``None`` for every text.
+    """
+
+    def receive_binary(self, data: bytes) -> CallerAudio | None: ...
