@@ -139,6 +139,9 @@ class Settings:
     #: ``GATEWAY_PLIVO_CONTENT_TYPE``: the ``<Stream contentType>`` asked for (μ-law 8 kHz, L16 8/16 kHz).
     plivo_content_type: str = "audio/x-mulaw;rate=8000"
     # --- Exotel (gateway/server/exotel.py): its SDKs name no variables for these ---
+    #: ``GATEWAY_PBX_SECRET``: authenticates the PBX connectors' media sockets (Asterisk, FreeSWITCH,
+    #: jambonz) as ``?token=`` or the basic-auth password; without it only direct loopback peers are served.
+    pbx_secret: str = field(default="", repr=False)
     #: ``EXOTEL_STREAM_SECRET``: authenticates the static stream URL (Basic-auth password or ``?secret=``)
     #: and, when set, is required on the dynamic URL's request too. Without it only loopback is served.
     exotel_stream_secret: str = field(default="", repr=False)
@@ -250,6 +253,7 @@ class Settings:
             plivo_api_base=_http_url(env, "PLIVO_API_BASE") or "https://api.plivo.com",
             plivo_content_type=_plivo_content_type(env),
             exotel_stream_secret=_exotel_secret(env),
+            pbx_secret=env.get("GATEWAY_PBX_SECRET", "").strip(),
             exotel_sample_rate=_exotel_rate(env),
             exotel_country_code=_exotel_country_code(env),
             signalwire_project_id=_signalwire_project(env),
@@ -278,6 +282,7 @@ class Settings:
             self.plivo_auth_token,
             self.telnyx_api_key,
             self.exotel_stream_secret,
+            self.pbx_secret,
             self.signalwire_api_token,
             self.signalwire_signing_key,
             self.vonage_private_key,
