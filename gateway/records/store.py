@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError, RecordError
@@ -84,12 +84,46 @@ SCHEMA: tuple[str, ...] = (
         detail TEXT NOT NULL,
         PRIMARY KEY (call_id, seq)
     )""",
+    # The lease: every running gateway upserts its row every few seconds (wall-clock ``seen_at``);
+    # the calls of an instance whose row went stale are closed by whichever instance notices first.
+    """CREATE TABLE IF NOT EXISTS instances (
+        instance TEXT PRIMARY KEY,
+        seen_at DOUBLE PRECISION NOT NULL
+    )""",
+    # Only running calls: small whatever the history, and what the lease sweep and start-up check read.
+    "CREATE INDEX IF NOT EXISTS calls_open ON calls (instance) WHERE ended_at IS NULL",
 )
+
+#: ``end_reason`` of calls closed by somebody other than the gateway that ran them.
+REASON_RESTART = "the gateway process handling the call ended before closing it (killed or crashed)"
+REASON_LEASE = (
+    "the gateway replica handling the call stopped (killed or crashed): "
+    "no heartbeat within GATEWAY_RECORDS_LEASE_S"
+)
+REASON_SHUTDOWN = "the gateway shut down before the end of the call was recorded"
+#: ``kind`` of the event added to a call closed that way.
+ORPHAN_EVENT = "orphan_closed"
 
 _CALL_COLUMNS = (
     "call_id, stream_id, from_number, to_number, dialplan, dialplan_version, instance, started_at, "
     "ended_at, ended_by, end_reason, prompt_tokens, response_tokens, total_tokens, stats, recording"
 )
+
+
+#: The writer's last heartbeat, when it came after the call started: the best estimate of its end.
+_LAST_SEEN = (
+    "SELECT i.seen_at FROM instances i WHERE i.instance = calls.instance AND i.seen_at >= calls.started_at"
+)
+#: Call ids per UPDATE (well under SQLite's and PostgreSQL's limits on parameters).
+_CHUNK = 500
+
+
+class ClosedCall(NamedTuple):
+    """A call record closed on behalf of the gateway that ran it."""
+
+    call_id: str
+    instance: str
+    ended_at: float
 
 
 def _json(value: object) -> str:
@@ -231,14 +265,14 @@ class RecordStore(ABC):
 
     async def close_orphans(
         self, *, instance: str, alive: Callable[[str], bool], max_call_s: float, now: float
-    ) -> list[str]:
-        """Close the records of calls a gateway process never closed (it was killed, or crashed).
+    ) -> list[ClosedCall]:
+        """At start-up, close the records of calls a gateway process never closed (killed, or crashed).
 
         A running call is an orphan when the process that wrote it is gone (``alive`` says, for an
-        instance ``host:pid``; it only knows this host's processes), when it was written by a previous
-        process with this process's own identity (a restarted container is pid 1 again), or when it
-        started longer ago than any call may last. Other instances' live calls are left alone.
-        Returns the ids closed.
+        instance ``host:pid[:start]``; it only knows this host's processes), when it was written by a
+        previous process with this process's own identity (one an operator fixed), or when it
+        started longer ago than any call may last. Other instances' calls are left to the lease
+        (:meth:`close_expired`). Each ends at its writer's last heartbeat when known, else ``now``.
         """
         rows = await self._fetch("SELECT call_id, instance, started_at FROM calls WHERE ended_at IS NULL", ())
         orphans = [
@@ -248,18 +282,107 @@ class RecordStore(ABC):
             or not alive(str(owner))
             or (max_call_s > 0 and float(started_at) < now - max_call_s - 60.0)
         ]
-        reason = "the gateway process handling the call ended before closing it (killed or crashed)"
+        ended_at = f"COALESCE(({_LAST_SEEN}), ?)"
+        return await self._close(orphans, (ended_at, (now,)), REASON_RESTART, "startup", instance)
+
+    async def heartbeat(self, instance: str, now: float) -> None:
+        """Renew ``instance``'s lease: it is alive at ``now`` (its wall clock)."""
         await self._execute(
             [
                 (
-                    "UPDATE calls SET ended_at = ?, ended_by = ?, end_reason = ? "
-                    "WHERE call_id = ? AND ended_at IS NULL",
-                    (now, "gateway", reason, call_id),
+                    "INSERT INTO instances (instance, seen_at) VALUES (?, ?) "
+                    "ON CONFLICT (instance) DO UPDATE SET seen_at = excluded.seen_at",
+                    (instance, now),
                 )
-                for call_id in orphans
             ]
         )
-        return orphans
+
+    async def close_expired(self, *, instance: str, lease_s: float, now: float) -> list[ClosedCall]:
+        """Close the running calls of every other instance whose last heartbeat is older than ``lease_s``.
+
+        Each call ends at its instance's last heartbeat (or its own start, if later). Safe to run on
+        every replica at once: a call is closed (and gets its event) by exactly one of them. The
+        stale instances' rows are deleted; one that was only cut off re-creates its row with its
+        next heartbeat, and the end it records for each call overwrites the one written here.
+        """
+        cutoff = now - lease_s
+        stale = "SELECT instance FROM instances WHERE seen_at < ? AND instance <> ?"
+        if not await self._fetch(stale, (cutoff, instance)):
+            return []  # the usual answer: one read of a table with a row per replica, no write
+        rows = await self._fetch(
+            "SELECT c.call_id FROM instances i JOIN calls c ON c.instance = i.instance "
+            "WHERE i.seen_at < ? AND i.instance <> ? AND c.ended_at IS NULL",
+            (cutoff, instance),
+        )
+        ended_at = f"COALESCE(({_LAST_SEEN}), calls.started_at)"
+        # Re-checked by the UPDATE itself: an instance that heartbeated since the SELECT keeps its calls.
+        fresh = (
+            "EXISTS (SELECT 1 FROM instances i WHERE i.instance = calls.instance AND i.seen_at < ?)",
+            cutoff,
+        )
+        closed = await self._close(
+            [str(r[0]) for r in rows], (ended_at, ()), REASON_LEASE, "lease", instance, fresh
+        )
+        await self._execute(
+            [("DELETE FROM instances WHERE seen_at < ? AND instance <> ?", (cutoff, instance))]
+        )
+        return closed
+
+    async def retire(self, instance: str, now: float) -> list[ClosedCall]:
+        """A clean shutdown: close what ``instance`` left running (nothing, normally) and drop its lease,
+        so no other instance waits for it to expire."""
+        rows = await self._fetch(
+            "SELECT call_id FROM calls WHERE instance = ? AND ended_at IS NULL", (instance,)
+        )
+        closed = await self._close(
+            [str(r[0]) for r in rows], ("?", (now,)), REASON_SHUTDOWN, "shutdown", instance
+        )
+        await self._execute([("DELETE FROM instances WHERE instance = ?", (instance,))])
+        return closed
+
+    async def _close(
+        self,
+        call_ids: Sequence[str],
+        ended_at: tuple[str, tuple[Any, ...]],
+        reason: str,
+        check: str,
+        closed_by: str,
+        guard: tuple[str, Any] | None = None,
+    ) -> list[ClosedCall]:
+        """Close ``call_ids`` that are still running (``ended_by=gateway``), each with an event saying
+        why. ``UPDATE … RETURNING`` tells which this instance closed, so two instances closing the same
+        call at once record one event and count it once."""
+        closed: list[ClosedCall] = []
+        end_sql, end_params = ended_at
+        extra, extra_params = (f" AND {guard[0]}", (guard[1],)) if guard else ("", ())
+        for i in range(0, len(call_ids), _CHUNK):
+            chunk = tuple(call_ids[i : i + _CHUNK])
+            rows = await self._fetch(
+                f"UPDATE calls SET ended_at = {end_sql}, ended_by = 'gateway', end_reason = ? "
+                f"WHERE ended_at IS NULL AND call_id IN ({', '.join('?' * len(chunk))}){extra} "
+                "RETURNING call_id, instance, ended_at",
+                (*end_params, reason, *chunk, *extra_params),
+            )
+            closed += [ClosedCall(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+        if closed:
+            await self._execute(
+                [
+                    (
+                        "INSERT INTO call_events (call_id, seq, at, kind, detail) "
+                        "SELECT ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ? FROM call_events WHERE call_id = ? "
+                        "ON CONFLICT (call_id, seq) DO NOTHING",
+                        (
+                            c.call_id,
+                            c.ended_at,
+                            ORPHAN_EVENT,
+                            _json({"check": check, "instance": c.instance, "closed_by": closed_by}),
+                            c.call_id,
+                        ),
+                    )
+                    for c in closed
+                ]
+            )
+        return closed
 
     async def list_calls(self, *, limit: int = 50, dialplan: str | None = None) -> list[CallRecord]:
         """The most recent calls first, without their turns (``turn_count`` says how many)."""

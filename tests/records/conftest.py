@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -87,12 +88,10 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await store.close()
 
 
-@pytest.fixture
-async def postgres_store() -> AsyncIterator[RecordStore]:
-    """A PostgresStore on a fresh schema of the `test` database, dropped afterwards."""
+@contextlib.asynccontextmanager
+async def pg_schema() -> AsyncIterator[str]:
+    """The URL of a fresh, empty schema of the `test` database (dropped afterwards); skips without one."""
     psycopg = pytest.importorskip("psycopg")
-    from gateway.records.postgres import PostgresStore
-
     schema = "records_test_" + secrets.token_hex(4)
     try:
         admin = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=3)
@@ -100,14 +99,30 @@ async def postgres_store() -> AsyncIterator[RecordStore]:
         pytest.skip(PG_HOWTO.format(url=PG_URL, error=str(exc).strip().splitlines()[0]))
     await admin.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
-    store = PostgresStore(f"{PG_URL}{sep}options=-csearch_path%3D{schema}")
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    async with pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[RecordStore]:
+    """A PostgresStore on a fresh schema of the `test` database, dropped afterwards."""
+    from gateway.records.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
     try:
         await store.open()
         yield store
     finally:
         await store.close()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 StoreFactory = Callable[[], RecordStore]

@@ -141,8 +141,8 @@ async def _orphans(store: RecordStore) -> None:
     closed = await store.close_orphans(
         instance="gw-a:7", alive=lambda owner: owner in alive, max_call_s=7200, now=now
     )
-    assert sorted(closed) == ["CA-ancient", "CA-dead", "CA-self"]
-    for call_id in closed:
+    assert sorted(c.call_id for c in closed) == ["CA-ancient", "CA-dead", "CA-self"]
+    for call_id in (c.call_id for c in closed):
         record = await store.get_call(call_id)
         assert record is not None
         assert record.ended_by == "gateway"

@@ -56,4 +56,5 @@ def test_the_identity_comes_from_metadata_or_the_url() -> None:
     assert claims.to == "+15559990000"
     with pytest.raises(TelephonyProtocolError) as exc:
         pbx_claims(_request("/asterisk/media"), "abc")
-    assert "?to=" in str(exc.value) and exc.value.close_code == 1008
+    assert "?to=" in str(exc.value)
+    assert exc.value.close_code == 1008
