@@ -77,6 +77,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -404,11 +405,14 @@ def run_once(
     tls: bool = True,
     provider: str = "twilio",
     protected: bool = False,
+    server: Callable[[int, Path], list[str]] | None = None,
 ) -> dict[str, Any]:
     """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures.
 
     ``protected``: the gateway's overload protection on, at its defaults (gateway/server/load.py);
-    off otherwise, so a capacity run measures every call it places.
+    off otherwise, so a capacity run measures every call it places. ``server``: another voice server
+    to measure in the gateway's place (``bench/peers.py``), as its command given the port and the run's
+    temporary directory; it must answer ``GET /healthz`` and the Twilio voice webhook.
 
     ``tls``: the gateway reaches the Live server over ``wss://``, trusting a throw-away CA through
     ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``. ``provider``: whose
@@ -468,6 +472,8 @@ def run_once(
                 command += ["--workers", str(workers)]
             if loop != "default":
                 command += ["--loop", loop]
+            if server is not None:
+                command = server(port, tmp)
             log_path = tmp / "gateway.log"
             with open(log_path, "wb") as log:
                 gateway = subprocess.Popen(
