@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean test-container
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ run: $(STAMP_RUN)
 	@$(if $(CREDENTIALS),,echo "make run: no GEMINI_API_KEY set, so the gateway starts on the embedded Gemini Live emulator (gateway serve --emulator)")
 	$(BIN)/gateway serve $(SERVE_HOST) $(SERVE_FLAGS)
 
+# The deployment files too: hadolint and kubernetes-validate ship their rules and schemas (no network).
+K8S_MANIFESTS := $(filter-out docker/k8s/kustomization.yaml,$(wildcard docker/k8s/*.yaml))
+
 lint: $(STAMP_DEV)
 	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/hadolint docker/Dockerfile
+	$(BIN)/kubernetes-validate --strict --kubernetes-version 1.30.0 --quiet $(K8S_MANIFESTS)
 
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy
@@ -45,6 +50,11 @@ pytest: $(STAMP_DEV)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 test: lint typecheck pytest
+
+# The image built, run and called with podman (tests/container/test_image.py): root, podman, runc and
+# debootstrap, which .ci/run installs. The base image is made once with debootstrap and kept.
+test-container: $(STAMP_DEV)
+	$(BIN)/python -m pytest -m container tests/container -v -s --durations=0
 
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/audio.py

@@ -29,6 +29,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("gateway.doctor", "check that the configured Gemini Live endpoint, key and model work"),
     "emulator": ("gateway.emulator.cli", "run the local Gemini Live emulator"),
     "call": ("gateway.caller.cli", "place a simulated phone call to a gateway (Twilio, or --provider NAME)"),
+    "dial": ("gateway.server.dial", "ask a running gateway to place an outbound call (its admin API)"),
+    "network": (
+        "gateway.caller.network",
+        "run the simulated phone network (Twilio's Calls API) for `gateway dial`",
+    ),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),
     "tools": ("gateway.tools.cli", "list the tools dialplans may enable, as the model sees them"),
     "calls": ("gateway.records.cli", "list call records, or show one call's transcript and tool calls"),

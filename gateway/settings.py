@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -142,6 +143,19 @@ class Settings:
     #: ``GATEWAY_PBX_SECRET``: authenticates the PBX connectors' media sockets (Asterisk, FreeSWITCH,
     #: jambonz) as ``?token=`` or the basic-auth password; without it only direct loopback peers are served.
     pbx_secret: str = field(default="", repr=False)
+    # --- Asterisk AudioSocket (gateway/server/audiosocket.py): plain TCP, no authentication of its own ---
+    #: ``GATEWAY_AUDIOSOCKET_PORT``: the TCP port of the AudioSocket listener; 0 (the default): off.
+    audiosocket_port: int = 0
+    #: ``GATEWAY_AUDIOSOCKET_HOST``: the address it binds; loopback unless the PBX is on another host.
+    audiosocket_host: str = "127.0.0.1"
+    #: ``GATEWAY_AUDIOSOCKET_ALLOW``: source networks (CIDR, comma-separated) served; others are closed
+    #: before anything is read. Loopback only by default.
+    audiosocket_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    #: ``GATEWAY_AUDIOSOCKET_TO``: the number an AudioSocket call counts as dialled (picks its dialplan).
+    audiosocket_to: str = "audiosocket"
+    #: ``GATEWAY_AUDIOSOCKET_ROUTES``: ``UUID-PREFIX=NUMBER`` pairs (comma-separated): a call whose UUID
+    #: starts with the prefix counts as dialled to the number (longest prefix wins; else ``audiosocket_to``).
+    audiosocket_routes: tuple[tuple[str, str], ...] = ()
     #: ``EXOTEL_STREAM_SECRET``: authenticates the static stream URL (Basic-auth password or ``?secret=``)
     #: and, when set, is required on the dynamic URL's request too. Without it only loopback is served.
     exotel_stream_secret: str = field(default="", repr=False)
@@ -254,6 +268,11 @@ class Settings:
             plivo_content_type=_plivo_content_type(env),
             exotel_stream_secret=_exotel_secret(env),
             pbx_secret=env.get("GATEWAY_PBX_SECRET", "").strip(),
+            audiosocket_port=_audiosocket_port(env),
+            audiosocket_host=env.get("GATEWAY_AUDIOSOCKET_HOST", "").strip() or "127.0.0.1",
+            audiosocket_allow=_networks(env, "GATEWAY_AUDIOSOCKET_ALLOW", ("127.0.0.0/8", "::1/128")),
+            audiosocket_to=_audiosocket_to(env),
+            audiosocket_routes=_audiosocket_routes(env),
             exotel_sample_rate=_exotel_rate(env),
             exotel_country_code=_exotel_country_code(env),
             signalwire_project_id=_signalwire_project(env),
@@ -333,6 +352,58 @@ def _vertex(env: Mapping[str, str]) -> tuple[bool, str, str]:
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _audiosocket_port(env: Mapping[str, str]) -> int:
+    port = _number(env, "GATEWAY_AUDIOSOCKET_PORT", 0)
+    if port > 65535:
+        raise ConfigError(
+            f"GATEWAY_AUDIOSOCKET_PORT must be a port number from 1 to 65535 (0: off), got {port}"
+        )
+    return port
+
+
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated networks (``10.0.0.0/8``) or addresses, each checked; normalised CIDR strings."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    out: list[str] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an address or network like 10.0.0.0/8") from None
+    if not out:
+        raise ConfigError(f"{name}={raw!r} names no network")
+    return tuple(out)
+
+
+_AUDIOSOCKET_NUMBER = re.compile(r"[+0-9A-Za-z*#._-]{1,64}")
+_UUID_PREFIX = re.compile(r"[0-9a-fA-F-]{1,36}")
+
+
+def _audiosocket_to(env: Mapping[str, str]) -> str:
+    raw = env.get("GATEWAY_AUDIOSOCKET_TO", "").strip()
+    if raw and not _AUDIOSOCKET_NUMBER.fullmatch(raw):
+        raise ConfigError(f"GATEWAY_AUDIOSOCKET_TO={raw!r} is not a number or extension")
+    return raw or "audiosocket"
+
+
+def _audiosocket_routes(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``"10000000=+15550100,2000=+15550200"`` → ((uuid prefix, number), …), longest prefix first."""
+    raw = env.get("GATEWAY_AUDIOSOCKET_ROUTES", "").strip()
+    pairs: list[tuple[str, str]] = []
+    for item in (part.strip() for part in raw.split(",") if part.strip()):
+        prefix, sep, number = (x.strip() for x in item.partition("="))
+        if not sep or not _UUID_PREFIX.fullmatch(prefix) or not _AUDIOSOCKET_NUMBER.fullmatch(number):
+            raise ConfigError(
+                f"GATEWAY_AUDIOSOCKET_ROUTES: {item!r} is not UUID-PREFIX=NUMBER (e.g. 10000000=+15550100)"
+            )
+        pairs.append((prefix.lower(), number))
+    return tuple(sorted(pairs, key=lambda pair: -len(pair[0])))
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

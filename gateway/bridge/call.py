@@ -63,6 +63,7 @@ from gateway.telephony.events import (
     ClearPlayback,
     Connected,
     DtmfPressed,
+    FlowControl,
     MarkReached,
     PlayAudio,
     SetMark,
@@ -212,6 +213,10 @@ class CallBridge:
         #: The playout task waits on ``_wake`` with nothing queued (see :meth:`_on_server_event`).
         self._parked = False
         self._sending = asyncio.Lock()
+        #: Live levels for the call inspector (gateway/server/inspector.py samples and resets them): the
+        #: caller's loudest PCM16 peak since the last sample, and the peak of Gemini's latest audio chunk.
+        self.level_in = 0
+        self.level_out = 0
         self._turn_flushed = False
         self._bot_audio = False
         self._uplink_task: asyncio.Task[None] | None = None
@@ -435,7 +440,10 @@ class CallBridge:
         else:
             self._manual_turns(vad, pcm)
         # For the reply-latency histogram: when the caller last made a sound.
-        if peak(pcm, 2) > VOICE_PEAK:
+        level = peak(pcm, 2)
+        if level > self.level_in:  # the call inspector's live meter (one integer, read 5 times a second)
+            self.level_in = level
+        if level > VOICE_PEAK:
             # Also feeds the silence timeout, so it works with input transcription off.
             self.observer.last_voice_at = now = self._clock()
             self.guard.caller_active_at(now)
@@ -488,6 +496,13 @@ class CallBridge:
                         session.send_text(key_text)
                     except LiveSessionError:
                         pass  # the session just ended; the downlink task is ending the call
+                elif isinstance(event, FlowControl):
+                    # The provider's queue is full (Asterisk MEDIA_XOFF): hold frames until it has room.
+                    self.playout.paused = event.paused
+                    self.log.info("provider flow control", extra={"paused": event.paused})
+                    if not event.paused:
+                        with contextlib.suppress(ConnectionError):  # gone: the stream's end follows
+                            await self._pump()
                 elif isinstance(event, CallStopped):
                     self._end("caller", "stop")
                     return
@@ -541,6 +556,7 @@ class CallBridge:
             if not self._bot_audio:
                 self._bot_audio = True
                 self.observer.bot_audio_started()
+            self.level_out = peak(event.pcm, 2)  # per chunk from Gemini, not per frame sent
             frames = self.downlink.process(event.pcm)
             if frames:
                 self.playout.enqueue(frames)
@@ -635,7 +651,8 @@ class CallBridge:
         self.turns_ended += 1
         async with self._sending:  # after any send in progress, never in the middle of one
             self._carry = []  # frames held back for a whole message are the cut reply's too
-            await self._send([self._encode(ClearPlayback())])
+            if self.capabilities.clear:  # without one (AudioSocket) only the paced lead was ahead
+                await self._send([self._encode(ClearPlayback())])
         self.observer.barge_in(turn.queued - turn.heard if turn is not None else 0)
         fraction = (turn.heard / turn.queued) if turn is not None and turn.queued else 0.0
         cut = self.transcript.end_bot(heard_fraction=min(fraction, 0.999))

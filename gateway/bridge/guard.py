@@ -188,5 +188,8 @@ class CallGuard:
                 "action": plan.fallback.action.kind,
             },
         )
+        bridge.observer.event(
+            "fallback", {"error": str(error)[:300], "source": source, "action": plan.fallback.action.kind}
+        )
         await self._until_heard(clock() + len(frames) * bridge.playout.frame_s + 3.0)
         await self._act(plan.fallback.action, f"fallback: {error}")

@@ -26,6 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 FRAME_S = 0.020
+#: While the provider has paused us, how often the playout looks again (a rare state: no per-frame cost).
+PAUSED_POLL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,9 @@ class Playout:
     marks_sent: int = 0
     marks_acked: int = 0
     clears: int = 0
+    #: The provider asked for no more audio for now (flow control, Asterisk's MEDIA_XOFF): frames stay
+    #: queued here, nothing is lost, and they go on once it resumes.
+    paused: bool = False
 
     # --- producer side -------------------------------------------------------------------------
     def _current(self) -> TurnPlayback:
@@ -115,6 +120,8 @@ class Playout:
         out: list[Outgoing] = []
         if self._play_until < now:
             self._play_until = now
+        if self.paused:
+            return out
         while self._queue:
             item = self._queue[0]
             if isinstance(item, MarkOut):
@@ -145,6 +152,8 @@ class Playout:
         """When ``due`` will next have something to send, or None when the queue is empty."""
         if not self._queue:
             return None
+        if self.paused:  # look again shortly; resuming also sends at once (the bridge's flow control)
+            return now + PAUSED_POLL_S
         ahead = self.batch if self._nframes >= self.batch else 1
         return max(now, self._play_until + ahead * self.frame_s - self.lead_s)
 

@@ -102,6 +102,11 @@ class CallOptions:
     on_event: Callable[[str], None] | None = None
     #: Set it to hang up now (Ctrl-C in the CLI).
     hangup_event: asyncio.Event | None = None
+    #: The call's SID when the provider already gave it one (an outbound call); else a new one.
+    call_sid: str = ""
+    #: The provider's side to play instead of ``provider``'s default one (the simulated phone network's
+    #: callee answering an outbound call: gateway/caller/network.py).
+    side: CallerSide | None = None
 
 
 @dataclass
@@ -236,7 +241,7 @@ class _Call:
     async def run(self, offer: Offer) -> None:
         r = self.report
         for message in self.side.opening(r, offer):
-            await self.ws.send_str(message)
+            await (self.ws.send_str(message) if isinstance(message, str) else self.ws.send_bytes(message))
         self.t0 = self.loop.time()
         self._say(f"stream {r.stream_sid} started")
         ticker = asyncio.create_task(self._tick())
@@ -375,7 +380,7 @@ class _Call:
         stop = self.side.stop(r)
         if stop is not None:
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                await self.ws.send_str(stop)
+                await (self.ws.send_str(stop) if isinstance(stop, str) else self.ws.send_bytes(stop))
         await self.ws.close()
 
     async def _send(self, text: str | bytes) -> None:
@@ -431,6 +436,8 @@ class _Call:
     async def _on_heard(self, heard: Heard) -> None:
         r = self.report
         sample = self._sample()
+        if heard.kind == "control":
+            return  # call control the side has noted (Asterisk's ANSWER, HANGUP)
         if heard.kind == "media":
             audio = heard.audio
             r.frames_received += max(
@@ -520,11 +527,11 @@ async def place_call(opts: CallOptions) -> CallReport:
         TelephonyProtocolError: the gateway answered with something the provider could not follow.
         AudioError: the ``play`` file cannot be read.
     """
-    side = side_for(opts.provider)
+    side = opts.side if opts.side is not None else side_for(opts.provider)
     # Before the call is placed: a bad --play must not ring the gateway first.
     utterance = _caller_frames(opts.play)
     account_sid = opts.account_sid or wire.new_sid("AC")
-    report = CallReport(call_sid=wire.new_sid("CA"), account_sid=account_sid)
+    report = CallReport(call_sid=opts.call_sid or wire.new_sid("CA"), account_sid=account_sid)
     say = opts.on_event or (lambda _line: None)
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=15)
     middlewares: tuple[aiohttp.ClientMiddlewareType, ...] = ()
@@ -549,7 +556,7 @@ async def place_call(opts: CallOptions) -> CallReport:
         report.custom_parameters = {k: _mask(k, v) for k, v in offer.parameters.items()}
         report.after_stream = offer.after
         try:
-            ws = await http.ws_connect(
+            ws = await side.connect(http, offer) or await http.ws_connect(
                 offer.url, headers=offer.headers, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
             )
         except aiohttp.WSServerHandshakeError as exc:

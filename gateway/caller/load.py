@@ -717,7 +717,7 @@ async def _one_side_call(
             call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text, call.on_binary)
         await side.stream_status(http, offer, opts, report, "stream-started")
         for message in side.opening(report, offer):
-            sock.send_text(message.encode())
+            sock.send_text(message.encode()) if isinstance(message, str) else sock.send_binary(message)
         call.t_media = time.monotonic()
         ticker.add(call)
         done, _ = await asyncio.wait({sock.closed}, timeout=max(0.0, until - time.monotonic()))
@@ -726,7 +726,7 @@ async def _one_side_call(
         if not done and not sock.closing:
             stop = side.stop(report)
             if stop is not None:
-                sock.send_text(stop.encode())
+                sock.send_text(stop.encode()) if isinstance(stop, str) else sock.send_binary(stop)
             sock.close(1000)
             await sock.wait_closed(10.0)
         elif sock.error:

@@ -7,6 +7,8 @@ imported on its own.
 from __future__ import annotations
 
 from gateway.caller.side_exotel import ExotelSide
+from gateway.caller.side_freeswitch import FreeSwitchSide
+from gateway.caller.side_jambonz import JambonzSide
 from gateway.caller.side_plivo import PlivoSide
 from gateway.caller.side_signalwire import SignalWireSide
 from gateway.caller.side_telnyx import TelnyxCallControlSide, TelnyxSide
@@ -25,6 +27,8 @@ SIDES: dict[str, type[CallerSide]] = {
     "plivo": PlivoSide,
     "exotel": ExotelSide,
     "vonage": VonageSide,
+    "freeswitch": FreeSwitchSide,
+    "jambonz": JambonzSide,
 }
 
 

@@ -14,7 +14,13 @@ import numpy.typing as npt
 #: Formant frequencies (F1, F2, F3) in Hz of the three "syllables": roughly /a/, /e/, /o/.
 _VOWELS = ((730.0, 1090.0, 2440.0), (530.0, 1840.0, 2480.0), (570.0, 840.0, 2410.0))
 _BANDWIDTH = 90.0
-BUILTINS = ("hello",)
+BUILTINS = ("hello", "machine")
+#: The answering machine's greeting (``machine``): speech this long, a pause, then the beep.
+MACHINE_SPEECH_S = 2.0
+MACHINE_PAUSE_S = 0.3
+BEEP_S = 0.5
+BEEP_HZ = 1000.0
+MACHINE_GREETING_S = MACHINE_SPEECH_S + MACHINE_PAUSE_S + BEEP_S
 
 
 def hello_utterance(rate: int = 16000, *, duration_s: float = 1.5) -> npt.NDArray[np.float32]:
@@ -43,12 +49,24 @@ def hello_utterance(rate: int = 16000, *, duration_s: float = 1.5) -> npt.NDArra
     return out.astype(np.float32)
 
 
+def machine_greeting(rate: int = 16000) -> npt.NDArray[np.float32]:
+    """An answering machine's greeting: a spoken-like message, a short pause, and the beep (a 1 kHz tone)."""
+    speech = hello_utterance(rate, duration_s=MACHINE_SPEECH_S)
+    pause = np.zeros(int(rate * MACHINE_PAUSE_S), dtype=np.float32)
+    t = np.arange(int(rate * BEEP_S), dtype=np.float64) / rate
+    edges = np.minimum(1.0, np.minimum(t, BEEP_S - t) / 0.01)
+    beep = (0.4 * np.sin(2 * np.pi * BEEP_HZ * t) * edges).astype(np.float32)
+    return np.concatenate([speech, pause, beep])
+
+
 def builtin(name: str, rate: int) -> npt.NDArray[np.float32]:
-    """A built-in sample by name (``hello``), at ``rate``.
+    """A built-in sample by name (``hello``, ``machine``), at ``rate``.
 
     Raises:
         KeyError: no such built-in.
     """
     if name == "hello":
         return hello_utterance(rate)
+    if name == "machine":
+        return machine_greeting(rate)
     raise KeyError(name)

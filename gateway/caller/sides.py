@@ -18,6 +18,7 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -49,9 +50,10 @@ class Offer:
 
 @dataclass(frozen=True, slots=True)
 class Heard:
-    """One message from the gateway: audio (μ-law 8 kHz), a mark to echo once played, or a clear."""
+    """One message from the gateway: audio (μ-law 8 kHz), a mark to echo once played, a clear, or call
+    control the side has noted itself (``control``: Asterisk's ANSWER/HANGUP; nothing for the caller)."""
 
-    kind: Literal["media", "mark", "clear"]
+    kind: Literal["media", "mark", "clear", "control"]
     audio: bytes = b""
     name: str = ""
 
@@ -79,8 +81,9 @@ class CallerSide(ABC):
         """
 
     @abstractmethod
-    def opening(self, report: CallReport, offer: Offer) -> list[str]:
-        """The messages the provider sends once the socket is open (``connected``, ``start``…)."""
+    def opening(self, report: CallReport, offer: Offer) -> Sequence[str | bytes]:
+        """The messages the provider sends once the socket is open (``connected``, ``start``…; bytes:
+        binary, AudioSocket's UUID)."""
 
     @abstractmethod
     def media(self, report: CallReport, index: int, ulaw: bytes) -> str | bytes | None:
@@ -96,8 +99,14 @@ class CallerSide(ABC):
         """The provider's echo of a mark (checkpoint, notify…) whose audio has played."""
 
     @abstractmethod
-    def stop(self, report: CallReport) -> str | None:
+    def stop(self, report: CallReport) -> str | bytes | None:
         """The provider's hang-up message, if it sends one before closing."""
+
+    async def connect(
+        self, http: aiohttp.ClientSession, offer: Offer
+    ) -> aiohttp.ClientWebSocketResponse | None:
+        """Open the media stream itself (AudioSocket: TCP); None: the WebSocket at ``offer.url``."""
+        return None
 
     def cleared(self, report: CallReport) -> str | None:
         """The provider's acknowledgement of a clear (Plivo's ``clearedAudio``), if it sends one."""

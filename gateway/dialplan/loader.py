@@ -41,6 +41,7 @@ from gateway.dialplan.model import (
     Vad,
     book_problems,
 )
+from gateway.dialplan.outbound import parse_outbound
 from gateway.errors import DialplanError, DialplanErrors
 from gateway.gemini.models import capabilities
 
@@ -60,7 +61,7 @@ _TOML_WHERE = re.compile(r"\(at [^)]*\)")
 _TOP_KEYS = (
     "name", "numbers", "callers", "default", "model", "voice", "language", "system_instruction",
     "system_instruction_file", "greeting", "tools", "vad", "transcription", "limits", "transfer",
-    "fallback", "metadata", "recording", "thinking", "google_search",
+    "fallback", "metadata", "recording", "thinking", "google_search", "outbound",
 )  # fmt: skip
 _VAD_KEYS = (
     "disabled", "start_sensitivity", "end_sensitivity", "silence_duration_ms", "prefix_padding_ms",
@@ -366,7 +367,8 @@ def _validate(
 
     numbers = check.strings(data, "numbers", _number_or_pattern(check))
     callers = check.strings(data, "callers", _number_or_pattern(check))
-    if not default and data.get("numbers", []) == []:
+    # An outbound-only plan answers no number of its own (gateway/dialplan/outbound.py).
+    if not default and data.get("numbers", []) == [] and not data.get("outbound"):
         check.error("numbers", "a plan that is not the default must list the numbers it answers")
     if callers and default:
         check.error(
@@ -408,6 +410,12 @@ def _validate(
         check.error("system_instruction", "missing: give system_instruction or system_instruction_file")
 
     greeting = check.string(data, "greeting", blank_ok=True)
+    greeting = greeting.strip() if greeting else None
+    # [outbound]: the instruction and greeting become templates with {placeholders} (outbound.py).
+    outbound_parsed = parse_outbound(check, check.table(data, "outbound"), instruction, greeting)
+    outbound = None
+    if outbound_parsed is not None:
+        outbound, instruction, greeting = outbound_parsed
 
     targets: dict[str, str] = {}
     for target_name, number in check.table(data, "transfer").items():
@@ -478,7 +486,7 @@ def _validate(
         voice=voice,
         language=language,
         system_instruction=instruction,
-        greeting=greeting.strip() if greeting else None,
+        greeting=greeting,
         tools=tools,
         vad=vad,
         transcription=transcription,
@@ -490,6 +498,7 @@ def _validate(
         recording=recording,
         metadata=_freeze(metadata),
         instruction_file=instruction_file,
+        outbound=outbound,
     )
     return _Parsed(plan, [], default)
 

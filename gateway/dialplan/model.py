@@ -182,6 +182,35 @@ class Recording:
     retention_days: int | None = None
 
 
+MachineAction = Literal["message", "hangup", "continue"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """``[outbound]``: the plan may place calls (gateway/dialplan/outbound.py renders and checks them).
+
+    ``params`` name the ``{placeholders}`` the instruction, greeting and machine message may use; each
+    must be given when a call is placed, unless ``defaults`` has it (inbound calls get the defaults, or
+    the empty string). ``hours`` are ``(start, end)`` minutes after local midnight in ``timezone`` on
+    ``days`` (0 = Monday). ``machine``: what an answering machine gets (Twilio's AMD says which).
+    The ``*_template`` fields keep the unrendered texts; the plan itself holds them rendered with defaults.
+    """
+
+    params: tuple[str, ...] = ()
+    defaults: Mapping[str, str] = field(default_factory=_empty, hash=False)
+    caller_id: str | None = None
+    max_concurrent: int | None = None
+    hours: tuple[tuple[int, int], ...] = ()
+    days: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
+    timezone: str | None = None
+    machine: MachineAction = "continue"
+    machine_message: str | None = None
+    #: Seconds the callee's phone may ring (Twilio's ``Timeout``).
+    ring_timeout_s: int = 30
+    instruction_template: str = field(default="", repr=False)
+    greeting_template: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Dialplan:
     """Everything that differs between numbers: prompt, voice, language, tools, limits.
@@ -219,6 +248,8 @@ class Dialplan:
     metadata: Mapping[str, Any] = field(default_factory=_empty, hash=False, repr=False)
     #: The ``system_instruction_file`` the instruction came from, so the store can watch it.
     instruction_file: Path | None = None
+    #: ``[outbound]``: the plan may place calls; None: inbound only.
+    outbound: Outbound | None = None
 
 
 def is_prefix_pattern(number: str) -> bool:

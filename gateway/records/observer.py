@@ -168,11 +168,19 @@ class CallObserver:
                 self.reply_s.append(latency)
                 if m is not None:
                     m.reply_latency.labels(self.dialplan).observe(latency)
+                # Per reply in the record too (the call inspector's timeline): when the caller's speech
+                # ended, in wall time, and how long the first bot audio took after it.
+                wall = time.time()
+                self.event(
+                    "reply",
+                    {"latency_ms": round(latency * 1000.0, 1), "speech_end_at": round(wall - latency, 3)},
+                )
         elif not self._greeted:
             self._greeted = True
             self.greeting_s = now - self.started_mono
             if m is not None:
                 m.greeting_latency.labels(self.dialplan).observe(self.greeting_s)
+            self.event("greeting", {"latency_ms": round(self.greeting_s * 1000.0, 1)})
 
     def barge_in(self, unheard_frames: int) -> None:
         if self.recording is not None:

@@ -76,9 +76,10 @@ class RedisReplayGuard:
         await self._client.aclose()
 
 
-def replay_guard(redis_url: str) -> ReplayGuard:
-    """The guard a process should use: Redis when ``redis_url`` is set, else in-memory."""
-    return RedisReplayGuard.from_url(redis_url) if redis_url else InMemoryReplayGuard()
+def replay_guard(redis_url: str, *, prefix: str = DEFAULT_PREFIX) -> ReplayGuard:
+    """The guard a process should use: Redis when ``redis_url`` is set (keys under ``prefix``), else
+    in-memory."""
+    return RedisReplayGuard.from_url(redis_url, prefix=prefix) if redis_url else InMemoryReplayGuard()
 
 
 async def close_guard(guard: ReplayGuard) -> None:

@@ -35,6 +35,7 @@ from gateway.metrics import CONTENT_TYPE, CallDepths
 from gateway.records.hub import Observability
 from gateway.records.model import CallRecord
 from gateway.server.access import admin_allowed, require_admin
+from gateway.server.inspector import call_page, setup_inspector, wants_page
 from gateway.server.state import CALLS, CLUSTER, DIALPLANS, LIMITS, OBSERVABILITY, SETTINGS
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def setup_admin(app: web.Application) -> None:
     app.router.add_get("/admin", page)
     app.router.add_get("/admin/", page)
     app.router.add_get("/admin/app.js", script)
+    setup_inspector(app)  # the call page's data, search, summary (gateway/server/inspector.py)
     app.cleanup_ctx.append(_observability)
     app.on_shutdown.insert(0, _begin_drain)
 
@@ -159,8 +161,11 @@ async def _cluster_calls(cluster: Cluster, active: list[dict[str, Any]]) -> dict
     return {"instance": cluster.instance, "instances": instances}
 
 
-async def show_call(request: web.Request) -> web.Response:
-    """A call from memory (live transcript while active); older ones from the record store."""
+async def show_call(request: web.Request) -> web.StreamResponse:
+    """A call from memory (live transcript while active); older ones from the record store. A browser
+    navigating here gets the call page instead (gateway/server/inspector.py)."""
+    if wants_page(request):
+        return await call_page(request)
     require_admin(request)
     call_sid = request.match_info["call_sid"]
     doc = request.app[CALLS].get(call_sid)

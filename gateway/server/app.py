@@ -17,10 +17,12 @@ from gateway.security.replay import close_guard, replay_guard
 from gateway.security.tokens import StreamTokens
 from gateway.server.access import admin_allowed
 from gateway.server.admin import is_draining, setup_admin
+from gateway.server.audiosocket import audiosocket_listener
 from gateway.server.calls import CallRegistry
 from gateway.server.connections import connection_state, handler_args, open_file_limit
 from gateway.server.drain import DRAINING
 from gateway.server.limits import LimitState
+from gateway.server.outbound import setup_outbound
 from gateway.server.preconnect import Preconnector
 from gateway.server.providers import add_routes
 from gateway.server.state import (
@@ -72,12 +74,15 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     setup_admin(app)
+    setup_outbound(app, secret)  # POST /admin/api/calls and Twilio's outbound callbacks
     if settings.redis_url:
         _join_cluster(app)  # before the pressure is set: it goes to the cluster's admission
     app[LIMITS].admission.pressure = _pressure(app)
     app[OBSERVABILITY].metrics.watch_dialplans(lambda: (dialplans.healthy, dialplans.reload_failures))
     app.cleanup_ctx.append(_dialplan_watch)
     app.cleanup_ctx.append(_http_client)
+    # Last in, first out: AudioSocket calls end before the HTTP client and the rest they use close.
+    app.cleanup_ctx.append(audiosocket_listener)
     app.on_shutdown.append(_close_preconnects)
     app.on_cleanup.append(_close_replay_guard)
     app.on_shutdown.append(_close_media_sockets)

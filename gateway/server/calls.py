@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -16,12 +17,18 @@ class CallRegistry:
         self.active: dict[str, CallBridge] = {}
         self._done: OrderedDict[str, CallResult] = OrderedDict()
         self._keep = keep
+        #: Told ``(bridge, running)`` when a call starts and ends (the cluster's shared registry).
+        self.watchers: list[Callable[[CallBridge, bool], None]] = []
 
     def started(self, bridge: CallBridge) -> None:
         self.active[bridge.info.call_sid] = bridge
+        for watch in self.watchers:
+            watch(bridge, True)
 
     def finished(self, bridge: CallBridge, result: CallResult) -> None:
         self.active.pop(bridge.info.call_sid, None)
+        for watch in self.watchers:
+            watch(bridge, False)
         self._done[result.call_sid] = result
         while len(self._done) > self._keep:
             self._done.popitem(last=False)

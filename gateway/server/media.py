@@ -15,9 +15,11 @@ with the codec's close code (1008 by default) and costs nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import WSMsgType, web
@@ -50,15 +52,20 @@ from gateway.server.state import (
 )
 from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
 from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
-from gateway.telephony.provider import BinaryMediaCodec, MediaCodec
+from gateway.telephony.provider import BinaryMediaCodec, CallCommands, Frame, MediaCodec
 from gateway.tools.call_rest import CallControlRest
 
 __all__ = [
     "START_TIMEOUT_S",
     "Accepted",
+    "CallLink",
+    "MediaTransport",
     "Refused",
     "StreamRoute",
     "accept_call",
+    "admit_and_run",
+    "await_start",
+    "close_reason",
     "live_config",
     "media_stream_handler",
     "public_base",
@@ -93,6 +100,13 @@ class StreamRoute:
     #: the call's identity, read from ``start``. None (the default; a stream that brought a token): the
     #: token decides. Raises TelephonyProtocolError or AuthError for an identity it cannot take.
     start_claims: Callable[[CallStarted, web.Request], StreamClaims | None] = lambda start, request: None
+    #: The call's dialplan when the stream says which (an outbound call's signed plan, with its parameters
+    #: rendered: gateway/server/outbound_state.py); None: the dialled number picks it, as for any call.
+    #: Raises AuthError for a plan token it cannot take.
+    plan: Callable[[CallStarted, web.Request], Dialplan | None] = lambda start, request: None
+    #: WebSocket subprotocols the route answers with when the client offers one (jambonz:
+    #: ``audio.jambonz.org``); empty: none.
+    protocols: tuple[str, ...] = ()
 
 
 def public_base(request: web.Request) -> str:
@@ -138,14 +152,22 @@ class Refused:
 
 
 async def accept_call(
-    request: web.Request, log: CallLogger, *, call_sid: str, to: str, from_: str, may_preconnect: bool
+    request: web.Request,
+    log: CallLogger,
+    *,
+    call_sid: str,
+    to: str,
+    from_: str,
+    may_preconnect: bool,
+    plan: Dialplan | None = None,
 ) -> Accepted | Refused:
     """The provider-neutral half of a voice webhook (or answer request), once the provider's own
     signature check has passed: identity checked, dialplan chosen, a place reserved, a stream token
     issued, and Gemini preconnected when allowed.
 
     ``may_preconnect``: the request was authenticated (or explicit insecure development mode). Only the
-    first webhook of a call preconnects: a replayed signed webhook must open nothing.
+    first webhook of a call preconnects: a replayed signed webhook must open nothing. ``plan``: the
+    dialplan when the caller already knows it (an outbound call's answer); else the dialled number's.
 
     Raises:
         web.HTTPBadRequest: a missing or malformed call id or number.
@@ -156,7 +178,7 @@ async def accept_call(
         raise web.HTTPBadRequest(text=problem)
     app, settings = request.app, request.app[SETTINGS]
     clog = log.bind(call_sid=call_sid)
-    plan = app[DIALPLANS].current.match(to, from_)
+    plan = plan or app[DIALPLANS].current.match(to, from_)
     admission = app[LIMITS].admission
     if not await admission.reserve_call(call_sid, plan.name):  # across replicas: a Redis round trip
         _refused(app, clog, plan.name)
@@ -213,7 +235,12 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
     ticket = limits.pending.enter(source_address(request))
     clog = route.log.bind(peer=request.remote)
     try:
-        ws = MediaSocket(max_msg_size=limits.config.max_message_bytes, autoping=True, compress=False)
+        ws = MediaSocket(
+            max_msg_size=limits.config.max_message_bytes,
+            autoping=True,
+            compress=False,
+            protocols=route.protocols,
+        )
         await ws.prepare(request)
         app[MEDIA_SOCKETS].add(ws)
         codec = route.codec()
@@ -224,9 +251,10 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
             async with asyncio.timeout(START_TIMEOUT_S) as deadline:
                 ticket.bind(lambda: deadline.reschedule(-1.0))
                 try:
-                    start = await _await_start(events)
+                    start = await await_start(events)
                     clog = clog.bind(call_sid=start.call_sid, stream_sid=start.stream_sid)
                     claims = await _claims(route, request, start)
+                    chosen = route.plan(start, request)
                 finally:
                     ticket.bind(None)  # the deadline ends with this block; a later eviction must not touch it
         except (TelephonyProtocolError, AuthError, TimeoutError) as exc:
@@ -238,22 +266,65 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
                 reason = "no start within timeout"
             clog.warning("media stream rejected", extra={"reason": reason})
             app[OBSERVABILITY].metrics.rejected_streams.labels(kind).inc()
-            await ws.close(code=code, message=_close_reason(reason))
+            await ws.close(code=code, message=close_reason(reason))
             return ws
     finally:
         ticket.leave()
 
+    link = CallLink(ws, MediaSender(request, ws), codec, rate, events, route.rest(app))
+    await admit_and_run(app, link, start, claims, clog, chosen=chosen)
+    return ws
+
+
+class MediaTransport(Protocol):
+    """What a call needs of its connection to the provider besides sending: the WebSocket
+    (:class:`MediaSocket`) or AudioSocket's TCP stream (gateway/server/audiosocket.py)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def handle_directly(self, handler: DirectHandler | None, binary: BinaryHandler | None = None) -> bool:
+        """Caller audio straight from the parser to the bridge (gateway/server/media_in.py)."""
+        ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> object: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallLink:
+    """One started stream, however it arrived: its connection, how frames go out (one write per
+    wake-up), its codec, the flood check, the events still to read, and the provider's REST client."""
+
+    transport: MediaTransport
+    send: Callable[[Sequence[Frame]], Awaitable[None]]
+    codec: MediaCodec
+    rate: MessageRate
+    events: AsyncIterator[TelephonyEvent]
+    rest: CallControlRest | None = None
+
+
+async def admit_and_run(
+    app: web.Application,
+    link: CallLink,
+    start: CallStarted,
+    claims: StreamClaims,
+    clog: CallLogger,
+    *,
+    chosen: Dialplan | None = None,
+) -> None:
+    """A started, authenticated stream: its dialplan, a place under the limits (the same admission the
+    graceful drain waits on), then the call until it ends. Refused: closed with 1013, nothing opened."""
     claimed = app[PRECONNECT].claim(start.call_sid)
-    plan = claimed[1] if claimed else app[DIALPLANS].current.match(claims.to, claims.from_)
-    slot = await limits.admission.admit_call(start.call_sid, plan.name)
+    plan = claimed[1] if claimed else chosen or app[DIALPLANS].current.match(claims.to, claims.from_)
+    slot = await app[LIMITS].admission.admit_call(start.call_sid, plan.name)
     if slot is None:
         _refused(app, clog, plan.name)
         if claimed:
             await _abandon(claimed[0])
-        await ws.close(code=1013, message=b"try again later")
-        return ws
+        await link.transport.close(code=1013, message=b"try again later")
+        return
     try:
-        return await _run_call(route, request, ws, codec, rate, events, start, claims, claimed, plan, clog)
+        await _run_call(app, link, start, claims, claimed, plan, clog)
     finally:
         slot.release()
 
@@ -342,7 +413,8 @@ def _direct_binary_uplink(codec: MediaCodec, bridge: CallBridge, rate: MessageRa
     return handle
 
 
-async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
+async def await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
+    """The stream's ``start`` (after any ``connected``); anything else first is a protocol error."""
     async for event in events:
         if isinstance(event, CallStarted):
             return event
@@ -351,7 +423,7 @@ async def _await_start(events: AsyncIterator[TelephonyEvent]) -> CallStarted:
     raise TelephonyProtocolError("stream closed before start")
 
 
-def _close_reason(text: str) -> bytes:
+def close_reason(text: str) -> bytes:
     """A close reason that fits the 123-byte limit of a close frame, without splitting a character."""
     return text.encode()[:120].decode("utf-8", "ignore").encode()
 
@@ -367,20 +439,16 @@ async def _abandon(task: asyncio.Task[LiveSession]) -> None:
 
 
 async def _run_call(
-    route: StreamRoute,
-    request: web.Request,
-    ws: MediaSocket,
-    codec: MediaCodec,
-    rate: MessageRate,
-    events: AsyncIterator[TelephonyEvent],
+    app: web.Application,
+    link: CallLink,
     start: CallStarted,
     claims: StreamClaims,
     claimed: tuple[asyncio.Task[LiveSession], Dialplan] | None,
     plan: Dialplan,
     clog: CallLogger,
-) -> web.WebSocketResponse:
+) -> None:
     """An authenticated, admitted stream: open (or take over) its Gemini session and bridge the call."""
-    app = request.app
+    transport, codec, rate = link.transport, link.codec, link.rate
     settings = app[SETTINGS]
     clog = clog.bind(dialplan=plan.name, dialplan_version=plan.version)
     # Connects (or takes over the preconnect) in the bridge's downlink, survives goAway and drops, and
@@ -402,7 +470,7 @@ async def _run_call(
         dialplan=plan,
         session=session,
         encoder=codec,
-        send=MediaSender(request, ws),
+        send=link.send,
         log=clog,
         observer=app[OBSERVABILITY].observer(
             call_id=start.call_sid,
@@ -413,7 +481,7 @@ async def _run_call(
             audio_codec=codec.audio.codec,
             audio_rate=codec.audio.rate,
         ),
-        tools=tool_router(app, plan, route.rest(app)),
+        tools=tool_router(app, plan, link.rest),
         uplink_rate=settings.uplink_rate,
         media_timeout_s=settings.media_timeout_s,
         audio=codec.audio,
@@ -421,7 +489,7 @@ async def _run_call(
     )
     session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)
-    close_code, close_reason = 1000, b""
+    close_code, close_message = 1000, b""
 
     def cap_reached() -> None:
         # Before the bridge is cancelled, so its "call ended" line already says why.
@@ -429,29 +497,35 @@ async def _run_call(
             bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
 
     cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
-    ws.handle_directly(_direct_uplink(codec, bridge, rate), _direct_binary_uplink(codec, bridge, rate))
+    transport.handle_directly(_direct_uplink(codec, bridge, rate), _direct_binary_uplink(codec, bridge, rate))
+    commands = codec if codec.capabilities.hangup == "command" and isinstance(codec, CallCommands) else None
     try:
+        if commands is not None and (answer := commands.answer_frame()) is not None:
+            await link.send([answer])  # admitted: a PBX waiting for our answer connects the caller now
         async with cap:
-            result = await bridge.run(events)
+            result = await bridge.run(link.events)
     except TimeoutError:
         if not cap.reached:
             raise
         clog.warning("call hit the hard duration cap", extra={"max_call_s": cap.max_s})
-        close_reason = b"maximum call duration"
+        close_message = b"maximum call duration"
         result = bridge.result
     except TelephonyProtocolError as exc:
         clog.warning("media stream ended: protocol error", extra={"reason": str(exc)})
-        close_code, close_reason = exc.close_code, _close_reason(str(exc))
+        close_code, close_message = exc.close_code, close_reason(str(exc))
         result = bridge.result
     except GatewayError as exc:
         clog.exception("call failed")
-        close_code, close_reason = 1011, _close_reason(str(exc))
+        close_code, close_message = 1011, close_reason(str(exc))
         result = bridge.result
     finally:
-        ws.handle_directly(None)
+        transport.handle_directly(None)
         app[CALLS].finished(bridge, bridge.result)
         reset_call_context(log_context)
-    if not ws.closed:
-        await ws.close(code=close_code, message=close_reason)
+    if commands is not None and not transport.closed and result.ended_by != "caller":
+        # The stream's own hang-up (Asterisk's HANGUP, AudioSocket's 0x00) before the socket closes.
+        with contextlib.suppress(ConnectionError):
+            await link.send([commands.hangup_frame()])
+    if not transport.closed:
+        await transport.close(code=close_code, message=close_message)
     clog.info("transcript", extra={"turns": result.transcript})
-    return ws

@@ -41,6 +41,8 @@ class Preconnector:
         self.started = 0
         self.claimed = 0
         self.expired = 0
+        #: Closed because the call's stream went to another replica (gateway/server/cluster.py).
+        self.released = 0
 
     def start(self, call_sid: str, dialplan: Dialplan, connect: Callable[[], Awaitable[LiveSession]]) -> bool:
         """Begin connecting for ``call_sid``. False when over the limit (the media handler connects then)."""
@@ -80,6 +82,17 @@ class Preconnector:
             pending.timer.cancel()
         self.claimed += 1
         return pending.task, pending.dialplan
+
+    def release(self, call_sid: str) -> bool:
+        """``call_sid``'s stream started on another replica: close its session now, not at the TTL."""
+        pending = self._pending.pop(call_sid, None)
+        if pending is None:
+            return False
+        if pending.timer is not None:
+            pending.timer.cancel()
+        self.released += 1
+        _discard(pending.task)
+        return True
 
     def _expire(self, now: float) -> None:
         for sid in [s for s, p in self._pending.items() if p.expires_at < now]:

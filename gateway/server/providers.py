@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from gateway.server import exotel, plivo, signalwire, telnyx, twilio, vonage
+from gateway.server import browser, exotel, plivo, signalwire, telnyx, twilio, vonage
+from gateway.server import freeswitch, jambonz
+from gateway.server import asterisk
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -19,6 +21,12 @@ PROVIDERS: dict[str, Sequence[tuple[str, str, Handler]]] = {
     "telnyx": telnyx.ROUTES,
     "signalwire": signalwire.ROUTES,
     "vonage": vonage.ROUTES,
+    "freeswitch": freeswitch.ROUTES,
+    "jambonz": jambonz.ROUTES,
+    # chan_websocket; AudioSocket is a TCP listener of its own (gateway/server/audiosocket.py).
+    "asterisk": asterisk.ROUTES,
+    # The softphone page at /phone and its socket (16 kHz PCM16 both ways): gateway/server/browser.py.
+    "browser": browser.ROUTES,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -16,6 +17,9 @@ from gateway.server.limits import LimitState
 from gateway.server.preconnect import Preconnector
 from gateway.settings import Settings
 from gateway.tools.registry import ToolRegistry
+
+if TYPE_CHECKING:
+    from gateway.server.cluster import Cluster  # imports redis: only where it is installed
 
 SETTINGS = web.AppKey("settings", Settings)
 DIALPLANS = web.AppKey("dialplans", DialplanStore)
@@ -31,3 +35,5 @@ OBSERVABILITY = web.AppKey("observability", Observability)
 TOOLS = web.AppKey("tools", ToolRegistry)
 #: The shared outbound HTTP client (HTTP tools, Twilio REST); opened and closed with the app.
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+#: This replica's link to the others (gateway/server/cluster.py); present only with GATEWAY_REDIS_URL.
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")

@@ -14,6 +14,7 @@ from gateway.log import call_logger
 from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
+from gateway.server.outbound_state import stream_plan
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
 from gateway.telephony.signature import verify_twilio_signature
@@ -120,6 +121,7 @@ ROUTE = StreamRoute(
     token=_token,
     log=log,
     rest=_rest,
+    plan=stream_plan,  # an outbound call's signed plan (gateway/server/outbound.py)
 )
 media_stream = media_stream_handler(ROUTE)
 

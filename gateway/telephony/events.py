@@ -73,7 +73,18 @@ class CallStopped:
     call_sid: str
 
 
-TelephonyEvent = Connected | CallStarted | CallerAudio | DtmfPressed | MarkReached | CallStopped
+@dataclass(frozen=True, slots=True)
+class FlowControl:
+    """The provider's queue of our audio is full (``paused``: send nothing more) or has room again.
+
+    Asterisk chan_websocket's ``MEDIA_XOFF``/``MEDIA_XON``: audio sent while paused would be dropped, so
+    the playout holds its frames (nothing is lost) until the provider resumes.
+    """
+
+    paused: bool
+
+
+TelephonyEvent = Connected | CallStarted | CallerAudio | DtmfPressed | MarkReached | CallStopped | FlowControl
 """Everything a provider codec's ``receive_text`` can return."""
 
 

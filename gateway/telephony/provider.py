@@ -17,7 +17,15 @@ from gateway.audio.formats import CODEC_WIDTH, FRAME_MS, check_codec, frame_byte
 from gateway.audio.transcode import SILENCE_BYTE
 from gateway.telephony.events import CallerAudio, TelephonyCommand, TelephonyEvent
 
-__all__ = ["PCMU_8K", "AudioFormat", "BinaryMediaCodec", "Capabilities", "Frame", "MediaCodec"]
+__all__ = [
+    "PCMU_8K",
+    "AudioFormat",
+    "BinaryMediaCodec",
+    "CallCommands",
+    "Capabilities",
+    "Frame",
+    "MediaCodec",
+]
 
 #: One outbound WebSocket message: ``str`` goes as a text frame, ``bytes`` as a binary frame (raw audio
 #: of the binary-frame providers: Vonage, and the PBX connectors built the same way).
@@ -123,3 +131,18 @@ class BinaryMediaCodec(MediaCodec, Protocol):
     """
 
     def receive_binary(self, data: bytes) -> CallerAudio | None: ...
+
+
+@runtime_checkable
+class CallCommands(Protocol):
+    """A codec whose stream carries call control of its own (``Capabilities.hangup == "command"``):
+    Asterisk's ``ANSWER``/``HANGUP`` text commands, AudioSocket's hang-up frame.
+
+    ``answer_frame`` is sent once the gateway has admitted the call (None: nothing to send), so a PBX
+    that waits for it (chan_websocket's ``n`` dial option) answers only calls the gateway takes;
+    ``hangup_frame`` is sent before the gateway closes a call it ended itself.
+    """
+
+    def answer_frame(self) -> Frame | None: ...
+
+    def hangup_frame(self) -> Frame: ...

@@ -76,6 +76,24 @@ class TwilioRest:
         )
         return reply.body
 
+    async def create_call(self, form: list[tuple[str, str]]) -> dict[str, Any]:
+        """Place an outbound call: ``POST …/Accounts/{AccountSid}/Calls.json`` with ``form``
+        (:func:`gateway.telephony.twilio_calls.create_call_form`); Twilio's reply (201, ``sid``…).
+
+        Raises:
+            ToolError: Twilio cannot be reached. RestRefused: it refused (its code is included).
+        """
+        request = RestRequest(
+            "POST",
+            f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Calls.json",
+            self._headers | {"Content-Type": "application/x-www-form-urlencoded"},
+            urlencode(form).encode(),
+        )
+        reply = await rest_call.send(
+            self._http, request, client_timeout=self._timeout, provider="Twilio", error_codes=_error_codes
+        )
+        return reply.body
+
     async def transfer(self, call_sid: str, number: str, *, caller_id: str | None = None) -> None:
         """Move the call to ``number`` with ``<Dial>`` (the media stream then ends)."""
         await self.update_call(call_sid, {"Twiml": dial_twiml(number, caller_id=caller_id)})

@@ -1,4 +1,4 @@
-// The gateway's call view: active calls with live transcripts, recent records, hang-up.
+// The dashboard's live part: active calls with live transcripts, hang-up, the page's status line.
 // Plain DOM, no build step. Caller speech is untrusted: it only ever goes in via textContent.
 "use strict";
 
@@ -29,10 +29,6 @@ async function api(path, options) {
   }
   if (!response.ok) throw new Error(path + ": " + response.status + " " + (await response.text()));
   return response.json();
-}
-
-function when(ts) {
-  return ts ? new Date(ts * 1000).toLocaleTimeString() : "-";
 }
 
 function seconds(start, end) {
@@ -82,41 +78,14 @@ function renderActive(calls) {
     const turns = el("ul", { class: "turns" }, ...(call.transcript || []).map(turnItem));
     return el("section", { class: "call", "data-call-sid": call.call_sid },
       el("div", { class: "call-head" },
-        el("span", { class: "sid" }, call.call_sid),
+        el("a", { class: "sid", href: "/admin/calls/" + encodeURIComponent(call.call_sid) }, call.call_sid),
         el("span", { class: "meta" }, call.from + " → " + call.to),
         el("span", { class: "meta" }, "dialplan " + call.dialplan),
         el("span", { class: "meta" }, seconds(call.started_at)),
+        // Several replicas (GATEWAY_REDIS_URL): which one carries the call.
+        el("span", { class: "meta instance" }, call.instance ? "on " + call.instance : ""),
         button),
       turns);
-  }));
-}
-
-async function showRecord(id) {
-  const record = await api("/admin/records/" + encodeURIComponent(id));
-  document.getElementById("detail-title").hidden = false;
-  const lines = [
-    record.call_id + "  " + record.from + " → " + record.to + "  dialplan " + record.dialplan +
-      " @ " + record.dialplan_version,
-    "ended by " + (record.ended_by || "-") + ": " + (record.end_reason || "-"),
-    "tokens " + record.usage.total_tokens + "; gemini sessions " + record.gemini_sessions.length,
-  ];
-  const list = el("ul", { class: "turns" }, ...record.turns.map(turnItem));
-  const tools = record.tool_calls.map((c) =>
-    el("div", {}, c.name + "(" + JSON.stringify(c.arguments) + ") → " + c.status + " in " +
-      c.duration_ms.toFixed(0) + " ms"));
-  document.getElementById("detail").replaceChildren(el("div", {}, lines.join("\n")), list, ...tools);
-}
-
-function renderRecords(records) {
-  const body = document.getElementById("records");
-  body.replaceChildren(...records.map((r) => {
-    const row = el("tr", { class: "record", "data-call-id": r.call_id },
-      el("td", {}, when(r.started_at)), el("td", { class: "sid" }, r.call_id), el("td", {}, r.from),
-      el("td", {}, r.to), el("td", {}, r.dialplan),
-      el("td", {}, r.ended_at ? seconds(r.started_at, r.ended_at) : "running"),
-      el("td", {}, r.turn_count), el("td", {}, r.ended_by || "-"));
-    row.addEventListener("click", () => showRecord(r.call_id).catch((e) => setStatus(e.message, true)));
-    return row;
   }));
 }
 
@@ -135,12 +104,7 @@ async function refresh() {
         + calls.records.error, true);
       return;
     }
-    try {
-      renderRecords((await api("/admin/records?limit=25")).records);
-    } catch (err) {
-      setStatus("records unavailable: " + err.message, true);
-      return;
-    }
+    // The records table, its filters and the charts are dashboard.js's.
     // A rejected dialplan edit keeps the gateway ready (the last good plans serve): say so here.
     const ready = await api("/readyz");
     if (ready.dialplans && ready.dialplans.last_edit_rejected) {
