@@ -610,10 +610,13 @@ def admin_transcript(
                 if doc.get("state") == "ended" or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
-        turns = [t for t in doc.get("transcript", []) if isinstance(t, dict)]
+        # In memory (the call's own replica, just ended) it is ``transcript``; from the record store
+        # (another replica, or later) it is ``turns``, where ``heard`` is null for a turn heard whole.
+        listed = doc.get("transcript") or doc.get("turns") or []
+        turns = [t for t in listed if isinstance(t, dict)]
         return [
             {"role": str(t.get("role", "")), "text": str(t.get("text", ""))}
-            | ({"heard": str(t["heard"])} if "heard" in t else {})
+            | ({"heard": str(t["heard"])} if t.get("heard") is not None else {})
             for t in turns
         ]
 
