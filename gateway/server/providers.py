@@ -7,9 +7,18 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from gateway.server import browser, exotel, plivo, signalwire, telnyx, twilio, vonage
-from gateway.server import freeswitch, jambonz
-from gateway.server import asterisk
+from gateway.server import (
+    asterisk,
+    browser,
+    exotel,
+    freeswitch,
+    jambonz,
+    plivo,
+    signalwire,
+    telnyx,
+    twilio,
+    vonage,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

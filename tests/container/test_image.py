@@ -210,7 +210,8 @@ def _get(url: str, token: str = "") -> tuple[int, str]:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        with exc:  # the error holds the response's socket
+            return exc.code, exc.read().decode()
 
 
 def _wait_healthz(name: str, url: str, within_s: float = 60) -> None:
@@ -287,6 +288,7 @@ def test_probes_and_signatures(container: Running) -> None:
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(unsigned, timeout=5)
+    refused.value.close()  # it holds the response's socket
     assert refused.value.code == 403
     assert _get(f"{container.url}/metrics")[0] in (401, 403)
     status, metrics = _get(f"{container.url}/metrics", container.admin_token)

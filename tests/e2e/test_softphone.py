@@ -37,11 +37,18 @@ ARTIFACTS = Path(os.environ.get("GATEWAY_TEST_ARTIFACTS", REPO / "build" / "test
 #: The README's picture, replaced when GATEWAY_UPDATE_SCREENSHOTS=1.
 README_SHOT = REPO / "docs" / "img" / "softphone.png"
 RATE = 48000
+SUPPORT_PLAN = """
+name = "support"
+numbers = ["+15550100100", "+15550100101"]
+voice = "Kore"
+system_instruction = "You are the Acme support line."
+greeting = "Greet the caller."
+"""
 
 
 def speech_wav(path: Path) -> Path:
-    """What the fake microphone says (Chromium loops it): 7 s of quiet while the greeting plays, an
-    utterance, 2.5 s of quiet (the reply starts), an utterance over the reply (a barge-in), then quiet
+    """What the fake microphone says (Chromium loops it): 9 s of quiet while the greeting plays (about
+    7 s), an utterance, 2 s of quiet (the reply starts), an utterance over the reply (a barge-in), then quiet
     while the second reply plays. 48 kHz like most devices, so the page's worklet resamples 48 → 16 kHz
     as on a real machine."""
     hello = hello_utterance(RATE)
@@ -49,7 +56,7 @@ def speech_wav(path: Path) -> Path:
     def quiet(seconds: float) -> np.ndarray[Any, np.dtype[np.float32]]:
         return np.zeros(int(RATE * seconds), dtype=np.float32)
 
-    signal = np.concatenate([quiet(7.0), hello, quiet(2.5), hello, quiet(12.0)])
+    signal = np.concatenate([quiet(9.0), hello, quiet(2.0), hello, quiet(12.0)])
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -74,7 +81,7 @@ def _browser(user_data: Path, wav: Path) -> Any:
         "--disable-component-update",
         "--disable-sync",
         "--disable-dev-shm-usage",
-        "--window-size=1280,1000",
+        "--window-size=1280,1100",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
@@ -106,7 +113,7 @@ async def _until(probe: Callable[[], Any], limit_s: float = 20.0, what: str = "c
 
 @pytest.mark.slow
 async def test_a_call_from_the_softphone_page_in_chromium(
-    make_gateway: GatewayFactory, emulator: Emulator, tmp_path: Path
+    make_gateway: GatewayFactory, emulator: Emulator, tmp_path: Path, dialplan_dir: Path
 ) -> None:
     """Chromium speaks through the page: the greeting plays, the caller's speech reaches the emulator and
     the reply plays; the record holds both sides' turns and the page measured a sane reply latency."""
@@ -116,10 +123,12 @@ async def test_a_call_from_the_softphone_page_in_chromium(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # A second plan, so the page lists more than the catch-all (and the call must not reach it).
+    await asyncio.to_thread((dialplan_dir / "support.toml").write_text, SUPPORT_PLAN)
     gw = await make_gateway()
-    wav = speech_wav(tmp_path / "speech.wav")
+    wav = await asyncio.to_thread(speech_wav, tmp_path / "speech.wav")
     driver = await asyncio.to_thread(_browser, tmp_path / "chromium-profile", wav)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(ARTIFACTS.mkdir, parents=True, exist_ok=True)
     shot = ARTIFACTS / "softphone.png"
 
     def attr(name: str) -> str:
@@ -144,7 +153,7 @@ async def test_a_call_from_the_softphone_page_in_chromium(
         driver.save_screenshot(str(shot))
         seen = {name: attr(name) for name in (
             "call-sid", "greeting-ms", "greeting-latency-ms", "reply-ms", "replies", "frames-sent",
-            "frames-received", "played-ms", "marks-echoed", "underruns", "clears",
+            "frames-received", "played-ms", "marks-echoed", "gaps", "jitter-ms", "clears",
         )}  # fmt: skip
         seen["transcript"] = driver.find_element(By.ID, "transcript").text
         driver.find_element(By.ID, "hangup").click()
@@ -175,9 +184,12 @@ async def test_a_call_from_the_softphone_page_in_chromium(
     roles = [t["role"] for t in record["turns"]]
     assert roles[:5] == ["bot", "caller", "bot", "caller", "bot"], record["turns"]
     # The second utterance cut the first reply: the gateway cleared the page's buffer.
-    assert record["turns"][2].get("interrupted") is True, record["turns"]
+    assert [t.get("interrupted", False) for t in record["turns"][:3:2]] == [False, True], record["turns"]
     assert int(seen["clears"]) >= 1, seen
     assert "emulator" in record["turns"][0]["text"]
+    # The emulator heard the utterance at its length (1.5 s): the page's 48 → 16 kHz frames run at the rate.
+    assert record["turns"][1]["text"].startswith("[speech "), record["turns"]
+    assert 1.3 <= float(record["turns"][1]["text"].split()[1]) <= 1.7, record["turns"]
     assert (record["from"], record["to"], record["dialplan"], record["ended_by"]) == (
         "browser", "+15551230000", "default", "caller",
     )  # fmt: skip
@@ -205,7 +217,8 @@ async def test_softphone_api_needs_the_admin_credential_and_a_token_before_gemin
     base, ws_url = gw.url, gw.url.replace("http://", "ws://") + "/phone/media"
     # The page's shell is public with a token set (it asks for the token); its data is not.
     status, html = await _json(base + "/phone/")
-    assert status == 200 and "phone.js" in html
+    assert status == 200
+    assert "phone.js" in html
     async with aiohttp.ClientSession() as http, http.get(base + "/phone/worklet.js") as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/javascript")
@@ -248,14 +261,16 @@ async def test_softphone_api_needs_the_admin_credential_and_a_token_before_gemin
     status, admitted = await _json(base + "/phone/call", method="POST", json={"to": "+15551230000"},
                                    token=ADMIN_TOKEN)  # fmt: skip
     assert status == 200, admitted
-    assert admitted["call_sid"].startswith("BR") and admitted["dialplan"] == "default"
+    assert admitted["call_sid"].startswith("BR")
+    assert admitted["dialplan"] == "default"
     # A valid token for another call id is refused too.
     other = {"event": "start", "call_sid": "BR" + "1" * 32, "token": admitted["token"]}
     assert await refused(other) == 1008
 
     # The real one: the page's protocol by hand (16 kHz PCM16 up, binary audio and marks down).
-    start = {"event": "start", "call_sid": admitted["call_sid"], "token": admitted["token"], "to": "+15551230000",
-             "media_format": {"encoding": "audio/l16", "sample_rate": 16000, "channels": 1}}  # fmt: skip
+    media_format = {"encoding": "audio/l16", "sample_rate": 16000, "channels": 1}
+    start = {"event": "start", "call_sid": admitted["call_sid"], "token": admitted["token"],
+             "to": "+15551230000", "media_format": media_format}  # fmt: skip
     audio = bytearray()
     marks: list[str] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url, origin=base) as ws:
@@ -281,9 +296,71 @@ async def test_softphone_api_needs_the_admin_credential_and_a_token_before_gemin
         assert await refused(start) == 1008
         await ws.send_str('{"event":"stop"}')
     assert len(audio) >= 64000, "the greeting did not arrive"
-    assert len(audio) % 2 == 0 and marks
+    assert len(audio) % 2 == 0
+    assert marks
     pcm = np.frombuffer(bytes(audio), dtype="<i2")
     assert np.abs(pcm).max() > 3000  # speech, not silence
     status, doc = await _json(f"{base}/phone/calls/{admitted['call_sid']}", token=ADMIN_TOKEN)
-    assert status == 200 and doc["transcript"][0]["role"] == "bot"
+    assert status == 200
+    assert doc["transcript"][0]["role"] == "bot"
     assert len(emulator.sessions) == 1
+
+
+# --- the page's resampler, in Chromium -------------------------------------------------------------
+
+WORKLET = REPO / "gateway" / "server" / "static" / "phone" / "worklet.js"
+#: Runs worklet.js's Resampler on a sine (fed in 128-sample blocks, as an AudioWorklet is) and answers
+#: the output's amplitude at the sine's frequency and its peak, with the first 50 ms skipped.
+_RESAMPLE_JS = """
+const [source, inRate, outRate, freq] = arguments;
+const shim = "class AudioWorkletProcessor {}; const registerProcessor = () => {};" +
+  "const sampleRate = 48000, currentTime = 0;";
+const Resampler = new Function(shim + source + "; return Resampler;")();
+const r = new Resampler(inRate, outRate);
+const out = [];
+const block = new Float32Array(128);
+for (let n = 0; n < inRate; n += 128) {
+  for (let i = 0; i < 128; i++) block[i] = 0.5 * Math.sin(2 * Math.PI * freq * (n + i) / inRate);
+  r.push(block, (s) => out.push(s));
+}
+const skip = Math.round(outRate * 0.05);
+const tail = out.slice(skip);
+const f = Math.min(freq, outRate / 2);
+let re = 0, im = 0, peak = 0;
+tail.forEach((s, i) => {
+  re += s * Math.cos(2 * Math.PI * f * i / outRate);
+  im += s * Math.sin(2 * Math.PI * f * i / outRate);
+  peak = Math.max(peak, Math.abs(s));
+});
+return [out.length, 2 * Math.hypot(re, im) / tail.length, peak];
+"""
+
+
+@pytest.mark.slow
+async def test_the_page_resamples_band_limited(tmp_path: Path) -> None:
+    """48 kHz → 16 kHz keeps speech-band tones at their level and removes what 16 kHz cannot carry
+    (8.5 kHz would fold back to 7.5 kHz: nothing may come through); 16 kHz → 48 kHz plays tones at
+    their level and pitch."""
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(HOWTO)
+    pytest.importorskip("selenium", reason=HOWTO)
+    source = WORKLET.read_text()
+
+    def run() -> dict[tuple[int, int, float], list[float]]:
+        driver = _browser(tmp_path / "chromium-profile", speech_wav(tmp_path / "speech.wav"))
+        try:
+            driver.get("about:blank")  # no CSP there: the test may build the class from the file's text
+            cases = [(48000, 16000, 1000.0), (48000, 16000, 6500.0), (48000, 16000, 8500.0),
+                     (48000, 16000, 15000.0), (44100, 16000, 3000.0), (16000, 48000, 6500.0)]  # fmt: skip
+            return {case: driver.execute_script(_RESAMPLE_JS, source, *case) for case in cases}
+        finally:
+            driver.quit()
+
+    results = await asyncio.to_thread(run)
+    for (in_rate, out_rate, freq), (count, level, peak) in results.items():
+        # One second in, one second out, but for the filter's look-ahead (a couple of milliseconds).
+        assert 0 <= out_rate - count <= 0.002 * out_rate + 16, (in_rate, out_rate, count)
+        if freq <= 6500:  # wideband speech reaches 7 kHz; flat to 6.5 kHz, 8 kHz is Nyquist
+            assert level == pytest.approx(0.5, abs=0.01), (freq, level)  # passband: the tone, at its level
+        else:
+            assert peak < 0.005, (freq, peak)  # stopband: below -40 dB of the tone, nothing folds back

@@ -106,9 +106,11 @@ async function loadPlans() {
   list.replaceChildren();
   for (const plan of plans) {
     const name = el("div", "name", plan.name);
-    if (plan.default) name.append(el("small", "", "default"));
-    let nums = plan.numbers.length ? plan.numbers.join("  ") : "every number no other plan takes";
-    if (plan.callers.length) nums += " · only from " + plan.callers.join(", ");
+    if (plan.default) name.append(el("small", "", "catch-all"));
+    const nums = el("div", "nums");
+    if (plan.numbers.length) nums.append(el("code", "", plan.numbers.join("  ")));
+    else nums.append("every number no other plan takes");
+    if (plan.callers.length) nums.append(" · only from ", el("code", "", plan.callers.join(", ")));
     const dial = el("button", "", "call " + (plan.dial || ""));
     dial.type = "button";
     dial.disabled = !plan.dial || !!call;
@@ -118,7 +120,7 @@ async function loadPlans() {
       showRoute();
       startCall();
     });
-    const item = el("li", "plan", name, el("div", "nums", nums), dial);
+    const item = el("li", "plan", name, nums, dial);
     item.setAttribute("data-plan", plan.name);
     list.append(item);
   }
@@ -187,7 +189,8 @@ function setupKeypad() {
 
 function resetCallView() {
   for (const name of ["frames-sent", "frames-received", "played-ms", "greeting-ms", "replies", "clears",
-    "marks-echoed", "underruns"]) setData(name, 0);
+    "marks-echoed", "gaps"]) setData(name, 0);
+  setData("jitter-ms", 60);
   setData("reply-ms", "");
   setData("greeting-latency-ms", "");
   setData("call-sid", "");
@@ -321,6 +324,10 @@ function onPlayback(c, msg) {
     c.botPlaying = false;
   } else if (msg.started !== undefined) {
     c.botPlaying = true;
+    if (msg.gap) { // ran dry mid-reply and resumed: the jitter buffer grew
+      bump("gaps");
+      setData("jitter-ms", Math.round(msg.jitter * 1000));
+    }
     const heard = msg.started + (c.ctx.outputLatency || 0);
     if (c.greetingLatency === undefined) {
       c.greetingLatency = Math.round((heard - c.startCtx) * 1000);
@@ -332,7 +339,6 @@ function onPlayback(c, msg) {
     }
   } else if (msg.dry !== undefined) {
     c.botPlaying = false;
-    bump("underruns");
   } else if (msg.level !== undefined) {
     c.botLevel = Math.max(c.botLevel, msg.level);
     setData("played-ms", Math.round(msg.played * 1000));

@@ -5,8 +5,8 @@
 //   device gives) to 16 kHz with a band-limited (windowed-sinc) resampler, and posts 20 ms frames of
 //   PCM16 little-endian (640 bytes) with the frame's level and its end time on the context's clock.
 // * "pcm16-playback": a ring buffer of the bot's audio, resampled 16 kHz → the context's rate, with a
-//   small jitter buffer (playback starts once 60 ms is queued, or the first sample has waited 60 ms), so
-//   the gateway's short lead plays without gaps. It echoes marks once the audio before them has played,
+//   small adaptive jitter buffer (playback starts once 60 ms is queued, or the first sample has waited
+//   that long; each gap adds 20 ms, up to 200 ms), so the gateway's short lead plays without gaps. It echoes marks once the audio before them has played,
 //   drops everything on "clear" (barge-in) and reports when a reply's first sample is played, which the
 //   page's reply-latency clock uses.
 "use strict";
@@ -14,7 +14,7 @@
 const WIRE_RATE = 16000;
 const FRAME_SAMPLES = WIRE_RATE / 50; // 20 ms at 16 kHz
 // Zero crossings of the sinc on each side of the kernel, and the table's points per input sample.
-const ZEROS = 10;
+const ZEROS = 24;
 const TABLE_STEPS = 256;
 
 // Streaming band-limited resampling (windowed-sinc interpolation, Blackman window, the "bandlimited
@@ -144,13 +144,17 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     this.marks = []; // [{name, at}] in written order
     this.playing = false;
     this.waitingSince = -1; // currentTime when audio arrived while not playing
+    // The jitter buffer: 60 ms to start with; every gap (the buffer ran dry mid-reply and audio came
+    // back within 250 ms) adds 20 ms, up to 200 ms, so a bursty link stops gapping at a small cost.
     this.jitter = Math.round(0.06 * sampleRate);
+    this.maxJitter = Math.round(0.2 * sampleRate);
+    this.dryAt = -1;
+    this.gaps = 0;
     this.resampler = new Resampler(WIRE_RATE, sampleRate);
     this.levelSquares = 0;
     this.levelPeak = 0;
     this.levelCount = 0;
     this.levelEvery = Math.round(0.04 * sampleRate);
-    this.underruns = 0;
     this.overflows = 0;
     this.running = true;
     this.write = (sample) => {
@@ -185,6 +189,7 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.marks = [];
       this.playing = false;
       this.waitingSince = -1;
+      this.dryAt = -1; // the next audio is a new reply, not a gap
       this.port.postMessage({ cleared: dropped / sampleRate, marks: names });
     }
   }
@@ -202,9 +207,14 @@ class PlaybackProcessor extends AudioWorkletProcessor {
     if (!this.playing && queued > 0) {
       // The jitter buffer: a little ahead before the first sample, so a late message is no gap.
       if (queued >= this.jitter || currentTime - this.waitingSince >= this.jitter / sampleRate) {
+        const gap = this.dryAt >= 0 && currentTime - this.dryAt < 0.25;
+        if (gap) {
+          this.gaps++;
+          this.jitter = Math.min(this.maxJitter, this.jitter + Math.round(0.02 * sampleRate));
+        }
         this.playing = true;
         this.waitingSince = -1;
-        this.port.postMessage({ started: currentTime, queued: queued / sampleRate });
+        this.port.postMessage({ started: currentTime, queued: queued / sampleRate, gap, jitter: this.jitter / sampleRate });
       }
     }
     let i = 0;
@@ -222,9 +232,9 @@ class PlaybackProcessor extends AudioWorkletProcessor {
       this.played += take;
       queued -= take;
       if (queued === 0) {
-        this.playing = false; // ran dry: the end of a reply, or audio came late (the page counts)
-        this.underruns++;
-        this.port.postMessage({ dry: currentTime + take / sampleRate, played: this.played / sampleRate });
+        this.playing = false; // ran dry: the end of a reply, or a gap if audio comes back at once
+        this.dryAt = currentTime + take / sampleRate;
+        this.port.postMessage({ dry: this.dryAt, played: this.played / sampleRate });
       }
     }
     for (; i < n; i++) out[i] = 0;
