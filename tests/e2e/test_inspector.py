@@ -12,7 +12,6 @@ import asyncio
 import os
 import time
 import wave
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +74,9 @@ async def _get(url: str, *, token: str = "", headers: dict[str, str] | None = No
         return resp.status, body, resp.headers
 
 
-async def _finished_call(make_gateway: GatewayFactory, emulator: Emulator, dialplan_dir: Path, **gw: Any) -> tuple[Gateway, str, dict[str, Any]]:
+async def _finished_call(
+    make_gateway: GatewayFactory, emulator: Emulator, dialplan_dir: Path, **gw: Any
+) -> tuple[Gateway, str, dict[str, Any]]:
     """A finished call with everything the timeline draws; its id and its record."""
     (dialplan_dir / "default.toml").write_text(PLAN)
     _script(emulator)
@@ -106,7 +107,8 @@ def _check_record(record: dict[str, Any]) -> None:
     """The call did what the test needs: a tool call, a barge-in, a key, replies with latencies."""
     kinds = [e["kind"] for e in record["events"]]
     assert "barge_in" in kinds, kinds
-    assert "reply" in kinds and "greeting" in kinds, kinds
+    assert "reply" in kinds, kinds
+    assert "greeting" in kinds, kinds
     assert [t for t in record["turns"] if t.get("interrupted")], record["turns"]
     assert [t["text"] for t in record["turns"] if t["role"] == "dtmf"] == ["5"]
     [tool] = record["tool_calls"]
@@ -125,15 +127,16 @@ async def test_timeline_peaks_recording_search_and_summary(
     base = f"{gw.url}/admin/calls/{sid}"
 
     status, doc, _ = await _get(base + "/timeline")
-    assert status == 200 and doc["state"] == "ended"
-    if os.environ.get("GATEWAY_DUMP_TIMELINE"):
-        Path(os.environ["GATEWAY_DUMP_TIMELINE"]).write_text(__import__("json").dumps(doc, indent=1))
+    assert status == 200
+    assert doc["state"] == "ended"
     assert [(t["seq"], t["role"], t["text"]) for t in doc["turns"]] == [
         (t["seq"], t["role"], t["text"]) for t in record["turns"]
     ]
     replies = [e for e in record["events"] if e["kind"] == "reply"]
     with_latency = [t for t in doc["turns"] if "reply_latency_ms" in t]
-    assert sorted(t["reply_latency_ms"] for t in with_latency) == sorted(e["detail"]["latency_ms"] for e in replies)
+    assert sorted(t["reply_latency_ms"] for t in with_latency) == sorted(
+        e["detail"]["latency_ms"] for e in replies
+    )
     assert all(t["role"] == "bot" for t in with_latency)
     assert all(0 < t["reply_latency_ms"] < 5000 for t in with_latency)
     assert doc["tool_calls"] == record["tool_calls"]
@@ -146,15 +149,19 @@ async def test_timeline_peaks_recording_search_and_summary(
         seconds = w.getnframes() / w.getframerate()
     assert peaks["duration_s"] == pytest.approx(seconds)
     assert len(peaks["caller"]) == len(peaks["bot"]) == pytest.approx(seconds / peaks["bucket_s"], abs=1)
-    assert max(peaks["caller"]) > 50 and max(peaks["bot"]) > 50
+    assert max(peaks["caller"]) > 50
+    assert max(peaks["bot"]) > 50
     assert (await _get(base + "/peaks"))[1] == peaks  # cached: the same answer
 
     # The WAV, whole and by Range (what the player's seeking asks for).
     status, body, headers = await _get(base + "/recording")
-    assert status == 200 and body[:4] == b"RIFF" and headers["Content-Type"] == "audio/wav"
+    assert status == 200
+    assert body[:4] == b"RIFF"
+    assert headers["Content-Type"] == "audio/wav"
     assert headers.get("Accept-Ranges") == "bytes"
     status, part, headers = await _get(base + "/recording", headers={"Range": "bytes=100-199"})
-    assert status == 206 and part == body[100:200]
+    assert status == 206
+    assert part == body[100:200]
     assert headers["Content-Range"] == f"bytes 100-199/{len(body)}"
 
     # Search: by transcript text, number, dialplan, ended-by and dates; the summary counts the call.
@@ -189,10 +196,13 @@ async def test_timeline_peaks_recording_search_and_summary(
     assert (await _get(f"{gw.url}/admin/ui/nope.js"))[0] == 404
     # A browser navigation gets the page; an API client still gets JSON from the same URL.
     status, page, headers = await _get(base, headers={"Accept": "text/html,application/xhtml+xml"})
-    assert status == 200 and b"inspector.js" in page
+    assert status == 200
+    assert b"inspector.js" in page
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     status, doc, _ = await _get(base)
-    assert status == 200 and doc["call_sid"] == sid and doc["state"] == "ended"
+    assert status == 200
+    assert doc["call_sid"] == sid
+    assert doc["state"] == "ended"
 
 
 async def test_inspector_endpoints_need_the_operator(
@@ -215,9 +225,11 @@ async def test_inspector_endpoints_need_the_operator(
     # The <audio> element cannot send the token: the timeline hands out a signed, expiring URL.
     status, doc, _ = await _get(base + "/timeline", token=TOKEN)
     url = doc["recording"]["url"]
-    assert "sig=" in url and "expires=" in url
+    assert "sig=" in url
+    assert "expires=" in url
     status, body, _ = await _get(gw.url + url)
-    assert status == 200 and body[:4] == b"RIFF"
+    assert status == 200
+    assert body[:4] == b"RIFF"
     assert (await _get(gw.url + url.replace("sig=", "sig=0")))[0] == 403
     assert (await _get(gw.url + url.replace(sid, sid + "x")))[0] == 403
     expired = url.split("expires=")[0] + "expires=1&sig=" + url.split("sig=")[1]
@@ -265,7 +277,7 @@ async def test_call_page_of_a_finished_call_in_chromium(
 
     gw, sid, record = await _finished_call(make_gateway, emulator, dialplan_dir)
     _check_record(record)
-    status, timeline, _ = await _get(f"{gw.url}/admin/calls/{sid}/timeline")
+    _status, timeline, _ = await _get(f"{gw.url}/admin/calls/{sid}/timeline")
     driver = await asyncio.to_thread(_browser, tmp_path / "chromium-profile")
     try:
 
@@ -276,9 +288,13 @@ async def test_call_page_of_a_finished_call_in_chromium(
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".band[data-turn-seq]"))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".wave.caller path"))  # the peaks
             seen: dict[str, Any] = {
-                "bands": _attrs(driver, ".band[data-turn-seq]", "data-turn-seq", "data-role", "data-latency-ms"),
+                "bands": _attrs(
+                    driver, ".band[data-turn-seq]", "data-turn-seq", "data-role", "data-latency-ms"
+                ),
                 "marks": _attrs(driver, ".latency-mark", "data-turn-seq", "data-latency-ms"),
-                "tools": _attrs(driver, ".marker.tool", "data-tool-call-id", "data-tool-name", "data-duration-ms"),
+                "tools": _attrs(
+                    driver, ".marker.tool", "data-tool-call-id", "data-tool-name", "data-duration-ms"
+                ),
                 "cards": _attrs(driver, ".tool-card", "data-tool-call-id"),
                 "events": _attrs(driver, ".marker[data-event-kind]", "data-event-kind"),
                 "digits": _attrs(driver, ".marker.dtmf", "data-digit"),
@@ -287,6 +303,10 @@ async def test_call_page_of_a_finished_call_in_chromium(
                 "tool_text": driver.find_element(By.CSS_SELECTOR, ".tool-card").text,
             }
             _screenshot(driver, "call-inspector.png", "call-inspector.png")
+            dark = {"media": "", "features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", dark)
+            _screenshot(driver, "call-inspector-dark.png")
+            driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "", "features": []})
             # Click the caller's first turn: the player and the playhead go there.
             band = driver.find_element(By.CSS_SELECTOR, '.band.caller[data-role="caller"]')
             seen["band_start"] = float(band.get_attribute("data-start"))
@@ -314,12 +334,16 @@ async def test_call_page_of_a_finished_call_in_chromium(
     assert {int(s): float(v) for s, _, v in seen["bands"] if v is not None} == latencies
     assert {int(s): float(v) for s, v in seen["marks"]} == latencies
     [tool] = record["tool_calls"]
-    assert seen["tools"] == [(tool["id"], "lookup_order", str(tool["duration_ms"]))]
+    assert [(i, n, float(str(ms))) for i, n, ms in seen["tools"]] == [
+        (tool["id"], "lookup_order", tool["duration_ms"])
+    ]
     assert seen["cards"] == [(tool["id"],)]
-    assert "A1001" in seen["tool_text"] and ORDER_RESULT in seen["tool_text"]
+    assert "A1001" in seen["tool_text"]
+    assert ORDER_RESULT in seen["tool_text"]
     assert ("barge_in",) in seen["events"]
     assert seen["digits"] == [("5",)]
-    assert seen["cut"] and "width" in str(seen["cut"][0][0])
+    assert seen["cut"]
+    assert "width" in str(seen["cut"][0][0])
     assert seen["state"] == "ended"
     assert seen["player_at"] == pytest.approx(seen["band_start"], abs=0.05)
     assert seen["playhead_at"] == pytest.approx(seen["band_start"], abs=0.05)
@@ -331,6 +355,7 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
 ) -> None:
     """A live call's page grows turn by turn with live levels; the dashboard lists and filters calls."""
     _needs_chromium()
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -344,7 +369,7 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
     try:
 
         async def live_sid() -> str | None:
-            status, doc = await _json(f"{gw.url}/admin/calls")
+            _status, doc = await _json(f"{gw.url}/admin/calls")
             return next((c["call_sid"] for c in doc["active"] if len(c["transcript"]) >= 2), None)
 
         sid = await _until(live_sid, what="a live call with two turns")
@@ -352,7 +377,7 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
         def watch_live() -> dict[str, Any]:
             driver.set_window_size(1440, 1000)
             driver.get(f"{gw.url}/admin/calls/{sid}")
-            wait = WebDriverWait(driver, 20)
+            wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
             wait.until(lambda d: d.find_element(By.ID, "call-state").get_attribute("data-state") == "active")
             first_count = len(d_bands := driver.find_elements(By.CSS_SELECTOR, ".band[data-turn-seq]"))
             assert d_bands
@@ -362,26 +387,33 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
             return {"first": first_count, "text": driver.find_element(By.ID, "conversation").text}
 
         live = await asyncio.to_thread(watch_live)
-        status, doc = await _json(f"{gw.url}/admin/calls/{sid}/timeline")
-        assert doc["state"] == "active" and doc["levels"]["caller"]
+        _status, doc = await _json(f"{gw.url}/admin/calls/{sid}/timeline")
+        assert doc["state"] == "active"
+        assert doc["levels"]["caller"]
         assert any(t["text"] and t["text"] in live["text"] for t in doc["turns"] if t["role"] == "caller")
 
         def dashboard() -> dict[str, Any]:
             driver.set_window_size(1440, 1250)
             driver.get(f"{gw.url}/admin/")
-            wait = WebDriverWait(driver, 20)
+            wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'section.call[data-call-sid="{sid}"]'))
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.record")) == 2)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#calls-chart rect.bar"))
-            active = driver.find_element(By.CSS_SELECTOR, '[data-card="active"] .value').text
-            calls = driver.find_element(By.CSS_SELECTOR, '[data-card="calls"] .value').text
+            # The page re-renders as it refreshes: read (and click) inside retried waits.
+            active = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-card="active"] .value').text)
+            calls = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-card="calls"] .value').text)
             _screenshot(driver, "dashboard.png", "dashboard.png")
             # Filter: only the running call.
             from selenium.webdriver.support.ui import Select
 
             Select(driver.find_element(By.ID, "f-ended-by")).select_by_value("running")
             driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
-            wait.until(lambda d: [r.get_attribute("data-call-id") for r in d.find_elements(By.CSS_SELECTOR, "tr.record")] == [sid])
+            wait.until(
+                lambda d: (
+                    [r.get_attribute("data-call-id") for r in d.find_elements(By.CSS_SELECTOR, "tr.record")]
+                    == [sid]
+                )
+            )
             # Search the transcript for words of the finished call only: that call alone.
             driver.find_element(By.ID, "f-clear").click()
             driver.find_element(By.ID, "f-number").send_keys("5550001111")
@@ -391,7 +423,8 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
             driver.find_element(By.ID, "f-clear").click()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.record")) == 2)
             # A row opens the call's page.
-            driver.find_element(By.CSS_SELECTOR, f'tr.record[data-call-id="{first.call_sid}"] a').click()
+            row = f'tr.record[data-call-id="{first.call_sid}"] a'
+            wait.until(lambda d: d.find_element(By.CSS_SELECTOR, row).click() or True)
             wait.until(lambda d: d.find_element(By.ID, "call-state").get_attribute("data-state") == "ended")
             return {"active": active, "calls": calls, "url": driver.current_url}
 

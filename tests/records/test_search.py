@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecord, TurnAdded, TurnRecord, Usage
+from gateway.records.model import (
+    CallClosed,
+    CallOpened,
+    EventAdded,
+    EventRecord,
+    TurnAdded,
+    TurnRecord,
+    Usage,
+)
 from gateway.records.search import RUNNING, RecordQuery, dialplan_names, search_calls, summary, where_clause
 from gateway.records.store import RecordStore
 
@@ -26,7 +34,9 @@ async def _calls(store: RecordStore) -> None:
             [
                 CallOpened(call_id, "MZ", number, "+15559990000", "sales", "v1", at, "host:1"),
                 TurnAdded(call_id, TurnRecord(1, "caller", text, at + 1, at + 2)),
-                EventAdded(call_id, EventRecord(1, at + 3, "reply", {"latency_ms": 640.0, "speech_end_at": at + 2})),
+                EventAdded(
+                    call_id, EventRecord(1, at + 3, "reply", {"latency_ms": 640.0, "speech_end_at": at + 2})
+                ),
                 EventAdded(call_id, EventRecord(2, at + 9, "fallback", {"action": "hangup"})),
                 CallClosed(call_id, at + 10, "gateway", "fallback: x", Usage(), {}),
             ]
@@ -58,15 +68,18 @@ async def _search_and_summary(store: RecordStore) -> None:
     # Pages: the total counts every match, the page holds ``limit`` from ``offset``.
     page, total = await search_calls(store, RecordQuery(limit=2, offset=2))
     assert ([r.call_id for r in page], total) == (["CA-sup", "CA-sales1"], 5)
-    assert page[0].turn_count == 3 and page[0].turns == []
+    assert page[0].turn_count == 3
+    assert page[0].turns == []
     assert await dialplan_names(store) == ["sales", "support"]
 
     doc = await summary(store, now=NOW)
     assert doc["calls"] == 4  # CA-old started two hours ago
-    assert sum(doc["calls_per_minute"]) == 4 and len(doc["calls_per_minute"]) == 60
+    assert sum(doc["calls_per_minute"]) == 4
+    assert len(doc["calls_per_minute"]) == 60
     assert doc["calls_per_minute"][-1] == 1  # CA-run, a minute ago
     assert doc["ended_by"] == {"caller": 1, "gateway": 2, RUNNING: 1}
-    assert doc["latency"]["count"] == 2 and doc["latency"]["p50_ms"] == 640.0
+    assert doc["latency"]["count"] == 2
+    assert doc["latency"]["p50_ms"] == 640.0
     assert doc["latency"]["buckets"][2] == 2  # 500 ms ≤ 640 ms < 750 ms
     assert doc["events"]["fallback"] == 2
     assert doc["events"]["reconnect"] == 2  # CA-sup and CA-run (CA-old's is outside the hour)
@@ -74,8 +87,11 @@ async def _search_and_summary(store: RecordStore) -> None:
 
 
 def test_the_where_clause_only_ever_adds_placeholders() -> None:
-    where, params = where_clause(RecordQuery(number="x'", dialplan="d", text="t", ended_by="caller", since=1.0))
-    assert "x'" not in where and "'t'" not in where
+    where, params = where_clause(
+        RecordQuery(number="x'", dialplan="d", text="t", ended_by="caller", since=1.0)
+    )
+    assert "x'" not in where
+    assert "'t'" not in where
     assert where.count("?") == len(params) == 6
 
 
@@ -91,4 +107,5 @@ async def test_search_and_summary_on_postgres(postgres_store: RecordStore) -> No
 async def test_page_size_is_bounded(sqlite_store: RecordStore, limit: int) -> None:
     await _calls(sqlite_store)
     page, total = await search_calls(sqlite_store, RecordQuery(limit=limit, offset=-3))
-    assert 1 <= len(page) <= 5 and total == 5
+    assert 1 <= len(page) <= 5
+    assert total == 5

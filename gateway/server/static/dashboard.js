@@ -28,7 +28,7 @@
         card("Reply latency p95", ms(r.latency.p95_ms), "max " + ms(r.latency.max_ms), "", "p95"),
         card("Fallbacks", String(r.events.fallback), "Gemini unreachable", r.events.fallback ? "bad" : "", "fallbacks"),
         card("Errors", String(errors),
-          r.events.failure + " in calls · " + r.events.connect_failed + " connecting · " + r.tool_errors + " in tools",
+          r.events.failure + " call · " + r.events.connect_failed + " connect · " + r.tool_errors + " tool",
           errors ? "bad" : "", "errors"),
         card("Reconnects", String(r.events.reconnect), r.events.go_away + " goAway · " + r.events.barge_in + " barge-ins", "", "reconnects"),
       );
