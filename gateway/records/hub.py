@@ -102,7 +102,7 @@ class Observability:
         processes left running, take this instance's lease, and start the writer."""
         if self.store is not None:
             try:
-                await self._ensure_open()
+                await self.opened_store()
             except RecordError as exc:
                 _LOG.error("call records unavailable for now; retrying", extra={"error": str(exc)})
                 self._lease_failing = True  # said once: the heartbeats retrying it stay quiet
@@ -145,7 +145,7 @@ class Observability:
         if self.store is None:
             return
         try:
-            store = await self._ensure_open()
+            store = await self.opened_store()
             if not self._orphans_checked:
                 # Before the first heartbeat, so a previous process's last one still dates its calls' end.
                 self._orphans_checked = await self._close_orphans(store)
@@ -233,7 +233,7 @@ class Observability:
             return
         self._closed("closed call records this gateway could not finish before stopping", "shutdown", closed)
 
-    async def _ensure_open(self) -> RecordStore:
+    async def opened_store(self) -> RecordStore:
         if self.store is None:
             raise RecordError("call records are turned off (GATEWAY_RECORDS=0)")
         if not self._opened:
@@ -303,9 +303,9 @@ class Observability:
 
     # --- reads (admin API, CLI) -------------------------------------------------------------------
     async def recent_calls(self, limit: int = 50, dialplan: str | None = None) -> list[CallRecord]:
-        store = await self._ensure_open()
+        store = await self.opened_store()
         return await store.list_calls(limit=limit, dialplan=dialplan)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
-        store = await self._ensure_open()
+        store = await self.opened_store()
         return await store.get_call(call_id)

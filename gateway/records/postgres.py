@@ -69,7 +69,7 @@ class PostgresStore(RecordStore):
                     self._conn = None
                 raise RecordError(f"writing call records to {self.description} failed: {exc}") from exc
 
-    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._lock:
             conn = await self._connection()
             try:

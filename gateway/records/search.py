@@ -1,7 +1,7 @@
 """Searching call records and summing up the last hour, for the admin dashboard and the call inspector.
 
 Kept apart from :mod:`gateway.records.store` (which owns writing, the schema and the lease): these are
-read-only queries over the same tables, through the store's ``_fetch`` primitive. Every statement is
+read-only queries over the same tables, through the store's ``fetch`` primitive. Every statement is
 portable between SQLite and PostgreSQL and fully parameterised: filters only ever add ``?``
 placeholders, never text from the request. Text matching is ``LOWER(x) LIKE LOWER(?) ESCAPE '!'``
 (both databases; ``ILIKE`` is PostgreSQL-only), with ``%``, ``_`` and ``!`` in the user's text escaped.
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.records.model import CallRecord
-from gateway.records.store import _CALL_COLUMNS, RecordStore, _call
+from gateway.records.store import CALL_COLUMNS, RecordStore, call_record
 
 #: Largest page of search results.
 MAX_PAGE = 200
@@ -87,19 +87,19 @@ async def search_calls(store: RecordStore, q: RecordQuery) -> tuple[list[CallRec
     where, params = where_clause(q)
     limit = max(1, min(q.limit, MAX_PAGE))
     offset = max(0, q.offset)
-    columns = ", ".join("c." + c for c in _CALL_COLUMNS.split(", "))
-    rows = await store._fetch(
+    columns = ", ".join("c." + c for c in CALL_COLUMNS.split(", "))
+    rows = await store.fetch(
         f"SELECT {columns}, (SELECT COUNT(*) FROM turns t2 WHERE t2.call_id = c.call_id) "
         f"FROM calls c {where}ORDER BY c.started_at DESC, c.call_id LIMIT ? OFFSET ?",
         (*params, limit, offset),
     )
-    total = await store._fetch(f"SELECT COUNT(*) FROM calls c {where}", params)
-    return [_call(r, int(r[16])) for r in rows], int(total[0][0])
+    total = await store.fetch(f"SELECT COUNT(*) FROM calls c {where}", params)
+    return [call_record(r, int(r[16])) for r in rows], int(total[0][0])
 
 
 async def dialplan_names(store: RecordStore) -> list[str]:
     """Every dialplan that has records (for the dashboard's filter)."""
-    rows = await store._fetch("SELECT DISTINCT dialplan FROM calls ORDER BY dialplan", ())
+    rows = await store.fetch("SELECT DISTINCT dialplan FROM calls ORDER BY dialplan", ())
     return [str(r[0]) for r in rows]
 
 
@@ -118,14 +118,14 @@ async def summary(store: RecordStore, *, now: float, window_s: float = 3600.0) -
     minutes = max(1, int(window_s // 60))
     per_minute = [0] * minutes
     ended_by: Counter[str] = Counter()
-    calls = await store._fetch("SELECT started_at, ended_by FROM calls WHERE started_at >= ?", (since,))
+    calls = await store.fetch("SELECT started_at, ended_by FROM calls WHERE started_at >= ?", (since,))
     for started_at, by in calls:
         slot = int((float(started_at) - since) // 60)
         per_minute[min(max(slot, 0), minutes - 1)] += 1
         ended_by[str(by) if by is not None else RUNNING] += 1
     recent = "call_id IN (SELECT call_id FROM calls WHERE started_at >= ?)"
     latencies: list[float] = []
-    for (detail,) in await store._fetch(
+    for (detail,) in await store.fetch(
         f"SELECT detail FROM call_events WHERE kind = 'reply' AND at >= ? AND {recent}",
         (since, since - _LOOKBACK_S),
     ):
@@ -135,13 +135,13 @@ async def summary(store: RecordStore, *, now: float, window_s: float = 3600.0) -
             continue
     kinds = ", ".join("?" * len(COUNTED_EVENTS))
     events = dict.fromkeys(COUNTED_EVENTS, 0)
-    for kind, count in await store._fetch(
+    for kind, count in await store.fetch(
         f"SELECT kind, COUNT(*) FROM call_events WHERE kind IN ({kinds}) AND at >= ? AND {recent} "
         "GROUP BY kind",
         (*COUNTED_EVENTS, since, since - _LOOKBACK_S),
     ):
         events[str(kind)] = int(count)
-    tools = await store._fetch(
+    tools = await store.fetch(
         f"SELECT status, COUNT(*) FROM tool_calls WHERE started_at >= ? AND {recent} GROUP BY status",
         (since, since - _LOOKBACK_S),
     )

@@ -94,7 +94,7 @@ class SqliteStore(RecordStore):
 
         await self._call(run)
 
-    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
             try:
                 return list(self._connection().execute(sql, params).fetchall())

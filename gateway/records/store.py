@@ -104,7 +104,7 @@ REASON_SHUTDOWN = "the gateway shut down before the end of the call was recorded
 #: ``kind`` of the event added to a call closed that way.
 ORPHAN_EVENT = "orphan_closed"
 
-_CALL_COLUMNS = (
+CALL_COLUMNS = (
     "call_id, stream_id, from_number, to_number, dialplan, dialplan_version, instance, started_at, "
     "ended_at, ended_by, end_reason, prompt_tokens, response_tokens, total_tokens, stats, recording"
 )
@@ -217,7 +217,7 @@ def _loads(text: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _call(row: Sequence[Any], turn_count: int = 0) -> CallRecord:
+def call_record(row: Sequence[Any], turn_count: int = 0) -> CallRecord:
     return CallRecord(
         call_id=row[0],
         stream_id=row[1],
@@ -255,7 +255,7 @@ class RecordStore(ABC):
         """Run ``batch`` in one transaction; raise :class:`RecordError` when it did not commit."""
 
     @abstractmethod
-    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]: ...
 
     async def write(self, ops: Sequence[RecordOp]) -> None:
         """Apply ``ops`` in order, all or nothing."""
@@ -274,7 +274,7 @@ class RecordStore(ABC):
         started longer ago than any call may last. Other instances' calls are left to the lease
         (:meth:`close_expired`). Each ends at its writer's last heartbeat when known, else ``now``.
         """
-        rows = await self._fetch("SELECT call_id, instance, started_at FROM calls WHERE ended_at IS NULL", ())
+        rows = await self.fetch("SELECT call_id, instance, started_at FROM calls WHERE ended_at IS NULL", ())
         orphans = [
             str(call_id)
             for call_id, owner, started_at in rows
@@ -307,9 +307,9 @@ class RecordStore(ABC):
         """
         cutoff = now - lease_s
         stale = "SELECT instance FROM instances WHERE seen_at < ? AND instance <> ?"
-        if not await self._fetch(stale, (cutoff, instance)):
+        if not await self.fetch(stale, (cutoff, instance)):
             return []  # the usual answer: one read of a table with a row per replica, no write
-        rows = await self._fetch(
+        rows = await self.fetch(
             "SELECT c.call_id FROM instances i JOIN calls c ON c.instance = i.instance "
             "WHERE i.seen_at < ? AND i.instance <> ? AND c.ended_at IS NULL",
             (cutoff, instance),
@@ -331,7 +331,7 @@ class RecordStore(ABC):
     async def retire(self, instance: str, now: float) -> list[ClosedCall]:
         """A clean shutdown: close what ``instance`` left running (nothing, normally) and drop its lease,
         so no other instance waits for it to expire."""
-        rows = await self._fetch(
+        rows = await self.fetch(
             "SELECT call_id FROM calls WHERE instance = ? AND ended_at IS NULL", (instance,)
         )
         closed = await self._close(
@@ -357,7 +357,7 @@ class RecordStore(ABC):
         extra, extra_params = (f" AND {guard[0]}", (guard[1],)) if guard else ("", ())
         for i in range(0, len(call_ids), _CHUNK):
             chunk = tuple(call_ids[i : i + _CHUNK])
-            rows = await self._fetch(
+            rows = await self.fetch(
                 f"UPDATE calls SET ended_at = {end_sql}, ended_by = 'gateway', end_reason = ? "
                 f"WHERE ended_at IS NULL AND call_id IN ({', '.join('?' * len(chunk))}){extra} "
                 "RETURNING call_id, instance, ended_at",
@@ -387,13 +387,13 @@ class RecordStore(ABC):
     async def list_calls(self, *, limit: int = 50, dialplan: str | None = None) -> list[CallRecord]:
         """The most recent calls first, without their turns (``turn_count`` says how many)."""
         where, params = ("WHERE c.dialplan = ? ", (dialplan,)) if dialplan else ("", ())
-        rows = await self._fetch(
-            f"SELECT {', '.join('c.' + c for c in _CALL_COLUMNS.split(', '))}, "
+        rows = await self.fetch(
+            f"SELECT {', '.join('c.' + c for c in CALL_COLUMNS.split(', '))}, "
             "(SELECT COUNT(*) FROM turns t WHERE t.call_id = c.call_id) "
             f"FROM calls c {where}ORDER BY c.started_at DESC LIMIT ?",
             (*params, max(1, min(limit, 10_000))),
         )
-        return [_call(r, int(r[16])) for r in rows]
+        return [call_record(r, int(r[16])) for r in rows]
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         """One call with its turns, tool calls and events; ``call_id`` may be a unique prefix.
@@ -401,17 +401,17 @@ class RecordStore(ABC):
         Raises:
             RecordError: the prefix matches more than one call.
         """
-        rows = await self._fetch(f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,))
+        rows = await self.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,))
         if not rows and call_id:
-            rows = await self._fetch(
-                f"SELECT {_CALL_COLUMNS} FROM calls WHERE substr(call_id, 1, ?) = ? LIMIT 2",
+            rows = await self.fetch(
+                f"SELECT {CALL_COLUMNS} FROM calls WHERE substr(call_id, 1, ?) = ? LIMIT 2",
                 (len(call_id), call_id),
             )
             if len(rows) > 1:
                 raise RecordError(f"{call_id!r} matches more than one call; give more of the id")
         if not rows:
             return None
-        record = _call(rows[0])
+        record = call_record(rows[0])
         cid = (record.call_id,)
         record.turns = [
             TurnRecord(
@@ -423,7 +423,7 @@ class RecordStore(ABC):
                 interrupted=bool(r[5]),
                 heard=r[6],
             )
-            for r in await self._fetch(
+            for r in await self.fetch(
                 "SELECT seq, role, text, started_at, ended_at, interrupted, heard FROM turns "
                 "WHERE call_id = ? ORDER BY seq",
                 cid,
@@ -442,7 +442,7 @@ class RecordStore(ABC):
                 result=None if r[7] is None else _loads(r[7]),
                 error=r[8],
             )
-            for r in await self._fetch(
+            for r in await self.fetch(
                 "SELECT seq, tool_call_id, name, arguments, status, started_at, duration_ms, result, error "
                 "FROM tool_calls WHERE call_id = ? ORDER BY seq",
                 cid,
@@ -450,7 +450,7 @@ class RecordStore(ABC):
         ]
         record.events = [
             EventRecord(seq=int(r[0]), at=float(r[1]), kind=r[2], detail=_loads(r[3]))
-            for r in await self._fetch(
+            for r in await self.fetch(
                 "SELECT seq, at, kind, detail FROM call_events WHERE call_id = ? ORDER BY seq", cid
             )
         ]

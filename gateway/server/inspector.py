@@ -455,7 +455,7 @@ async def search(request: web.Request) -> web.Response:
     if hub.store is None:
         raise web.HTTPServiceUnavailable(text="call records are turned off (GATEWAY_RECORDS=0)")
     try:
-        store = await hub._ensure_open()
+        store = await hub.opened_store()
         records, total = await search_calls(store, query)
         plans = await dialplan_names(store)
     except RecordError as exc:
@@ -488,7 +488,7 @@ async def dashboard_summary(request: web.Request) -> web.Response:
         doc["records"] = None
         return web.json_response(doc)
     try:
-        doc["records"] = await summary(await hub._ensure_open(), now=now)
+        doc["records"] = await summary(await hub.opened_store(), now=now)
     except RecordError as exc:
         raise web.HTTPServiceUnavailable(text=str(exc)) from exc
     return web.json_response(doc)

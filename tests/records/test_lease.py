@@ -64,7 +64,7 @@ def opened(call_id: str, instance: str, started_at: float) -> CallOpened:
 
 
 async def instances(store: RecordStore) -> dict[str, float]:
-    return {str(i): float(s) for i, s in await store._fetch("SELECT instance, seen_at FROM instances", ())}
+    return {str(i): float(s) for i, s in await store.fetch("SELECT instance, seen_at FROM instances", ())}
 
 
 async def ended(store: RecordStore, call_id: str) -> tuple[float | None, str | None, str | None]:
@@ -231,7 +231,7 @@ async def test_sqlite_migrates_a_database_of_the_previous_schema(tmp_path: Path)
     try:
         await _migrated(store)
         indexes = {
-            r[0] for r in await store._fetch("SELECT name FROM sqlite_master WHERE type = 'index'", ())
+            r[0] for r in await store.fetch("SELECT name FROM sqlite_master WHERE type = 'index'", ())
         }
         assert "calls_open" in indexes
     finally:

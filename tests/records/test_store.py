@@ -93,7 +93,7 @@ async def test_a_failed_batch_writes_nothing(sqlite_store: SqliteStore) -> None:
     await sqlite_store._execute([("DROP TABLE turns", ())])  # make the second statement fail
     with pytest.raises(RecordError, match="writing call records"):
         await sqlite_store.write([good, bad])
-    assert await sqlite_store._fetch("SELECT call_id FROM calls", ()) == []
+    assert await sqlite_store.fetch("SELECT call_id FROM calls", ()) == []
 
 
 def test_database_urls() -> None:

@@ -42,7 +42,7 @@ class FlakyStore(RecordStore):
     async def _execute(self, batch: Sequence[Statement]) -> None:
         raise AssertionError("not used")
 
-    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         raise AssertionError("not used")
 
 
