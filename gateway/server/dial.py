@@ -193,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gateway dial: {exc}", file=sys.stderr)
         return 1
-    print(f"call ended by {record.get('ended_by')}: {record.get('end_reason')}")
+    reason = record.get("end_reason") or record.get("reason")  # the store's name, or the memory's
+    print(f"call ended by {record.get('ended_by')}: {reason}")
     # From the gateway's memory a finished call has its ``transcript``; from the store, its ``turns``.
     for turn in record.get("turns") or record.get("transcript") or []:
         print(f"  {turn.get('role')}: {turn.get('text')}")

@@ -61,7 +61,7 @@ from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import local_operator, require_admin
 from gateway.server.media import Refused, accept_call, public_base, ws_url
 from gateway.server.outbound_state import OUTBOUND, OutboundCalls
-from gateway.server.state import CALLS, DIALPLANS, HTTP_CLIENT, OBSERVABILITY, SETTINGS, STREAM_TOKENS
+from gateway.server.state import CALLS, DIALPLANS, HTTP_CLIENT, LIMITS, OBSERVABILITY, SETTINGS, STREAM_TOKENS
 from gateway.server.twilio import MEDIA_PATH, UNSIGNED_REFUSAL
 from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio_calls import (
@@ -356,12 +356,16 @@ async def answer(request: web.Request) -> web.Response:
             "outbound call answered but its dialplan can no longer run it",
             extra={"dialplan": claims.dialplan},
         )
+        _unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
         return web.Response(text=say_hangup_twiml(), content_type="text/xml")
     plan, _ = found
     accepted = await accept_call(
         request, clog, call_sid=call_sid, to=to, from_=from_, may_preconnect=True, plan=plan
     )
     if isinstance(accepted, Refused):
+        # Answered, but over capacity: the callee hears the fallback line; the record says why.
+        reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
+        _unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
         return web.Response(text=say_hangup_twiml(accepted.message), content_type="text/xml")
     bound = app[OUTBOUND].tokens.bind(claims, call_sid)
     stream_url = ws_url(public_base(request) + MEDIA_PATH)
@@ -394,20 +398,22 @@ async def status(request: web.Request) -> web.Response:
             detail[key] = form[name][:64]
     _event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(call_status), "call_status", detail)
     if call_status in NEVER_CONNECTED:
-        _never_connected(app, call_sid, claims, call_status)
+        by = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}[
+            call_status
+        ]
+        _unrun(app, call_sid, claims, by, f"not connected: {call_status}")
     if call_status in TERMINAL:
         app[OUTBOUND].release(call_sid)
     log.info("outbound call status", extra={"call_sid": call_sid, "status": call_status})
     return web.Response(status=204)
 
 
-def _never_connected(app: web.Application, call_sid: str, claims: OutboundClaims, call_status: str) -> None:
-    """A record for a call nobody answered: who it was for, and why it ended."""
+def _unrun(app: web.Application, call_sid: str, claims: OutboundClaims, by: str, reason: str) -> None:
+    """A record for a call no media stream ran for (unanswered, or refused): whom it was for, and why."""
     writer = app[OBSERVABILITY].writer
     if writer is None:
         return
     plan = app[DIALPLANS].current.get(claims.dialplan)
-    by = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}[call_status]
     writer.submit(
         CallOpened(
             call_id=call_sid,
@@ -425,7 +431,7 @@ def _never_connected(app: web.Application, call_sid: str, claims: OutboundClaims
             call_id=call_sid,
             ended_at=time.time(),
             ended_by=by,
-            end_reason=f"not connected: {call_status}",
+            end_reason=reason,
             usage=Usage(),
             stats={"outbound": True, "connected": False},
         )

@@ -58,7 +58,13 @@ def test_check_through_the_gateway_command(capsys: pytest.CaptureFixture[str]) -
     """`gateway dialplans check dialplans` passes on the shipped examples."""
     assert gateway_cli.main(["dialplans", "check", str(EXAMPLES)]) == 0
     out = capsys.readouterr().out
-    assert {line.split()[0] for line in out.splitlines()} == {"default", "spanish", "support", "support-vip"}
+    assert {line.split()[0] for line in out.splitlines()} == {
+        "default",
+        "reminders",
+        "spanish",
+        "support",
+        "support-vip",
+    }
 
 
 def test_check_on_a_missing_folder_is_an_error_not_a_crash(
@@ -86,3 +92,8 @@ def test_shipped_examples_load_and_route() -> None:
     assert spanish.language == "es-US"
     assert spanish.instruction_file == EXAMPLES / "spanish.prompt.md"
     assert "ESPAÑOL" in spanish.system_instruction
+    reminders = book.get("reminders")  # outbound only: it answers no number
+    assert reminders is not None
+    assert reminders.outbound is not None
+    assert reminders.outbound.params == ("customer_name", "appointment")
+    assert "{customer_name}" in reminders.outbound.instruction_template
