@@ -15,7 +15,7 @@ Three kinds of processes, so the gateway's CPU and memory are measured alone:
 
 **Providers.** ``--provider NAME`` (default ``twilio``) picks whose protocol the calls speak: Twilio's
 is the load caller's own pre-encoded path (the reference); the others (signalwire, telnyx,
-telnyx-callcontrol, plivo, exotel, vonage) go through that provider's simulated side
+telnyx-callcontrol, plivo, exotel, vonage, freeswitch, jambonz) go through that provider's simulated side
 (gateway/caller/side_*.py),
 the same load pattern, with the gateway configured to check their signatures. Each runs its default
 stream format (μ-law 8 kHz; Exotel L16 8 kHz); ``--env GATEWAY_SIGNALWIRE_CODEC=L16@16000h`` and the
@@ -367,6 +367,10 @@ def provider_setup(provider: str) -> tuple[dict[str, str], str, str]:
     address the load generator serves the provider's API at, or "").
 
     Every provider is checked as in production: a throw-away Ed25519 key stands in for Telnyx's."""
+    if provider in ("asterisk", "asterisk-json"):  # the PBX secret, as websocket_client.conf's password
+        return {"GATEWAY_PBX_SECRET": AUTH_TOKEN}, AUTH_TOKEN, ""
+    if provider in ("freeswitch", "jambonz"):  # the PBX secret: ?token= (FreeSWITCH), wsAuth (jambonz)
+        return {"GATEWAY_PBX_SECRET": AUTH_TOKEN}, AUTH_TOKEN, ""
     if provider in ("twilio", "signalwire", "plivo", "exotel", "vonage"):
         name = {
             "twilio": "TWILIO_AUTH_TOKEN",

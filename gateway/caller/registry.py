@@ -6,6 +6,8 @@ imported on its own.
 
 from __future__ import annotations
 
+from gateway.caller.side_asterisk import AsteriskJsonSide, AsteriskSide
+from gateway.caller.side_audiosocket import AudioSocketSide
 from gateway.caller.side_exotel import ExotelSide
 from gateway.caller.side_freeswitch import FreeSwitchSide
 from gateway.caller.side_jambonz import JambonzSide
@@ -29,6 +31,9 @@ SIDES: dict[str, type[CallerSide]] = {
     "vonage": VonageSide,
     "freeswitch": FreeSwitchSide,
     "jambonz": JambonzSide,
+    "asterisk": AsteriskSide,
+    "asterisk-json": AsteriskJsonSide,
+    "audiosocket": AudioSocketSide,
 }
 
 

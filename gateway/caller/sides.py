@@ -92,7 +92,7 @@ class CallerSide(ABC):
         ``bytes``: a binary message (Vonage)."""
 
     @abstractmethod
-    def dtmf(self, report: CallReport, digit: str) -> str: ...
+    def dtmf(self, report: CallReport, digit: str) -> str | bytes: ...
 
     @abstractmethod
     def mark_played(self, report: CallReport, name: str) -> str:

@@ -84,8 +84,8 @@ _ERROR_CODES: Final = {
     0x04: "memory error",
 }
 _DTMF_DIGITS: Final = frozenset(b"0123456789*#ABCDabcd")
-#: The longest frame we accept: a second of 48 kHz audio (Asterisk sends 20 ms; the header allows 64 KiB).
-MAX_PAYLOAD: Final = 96000
+#: The longest message we accept: 20 ms at 192 kHz is 7680 bytes (the header would allow 64 KiB).
+MAX_PAYLOAD: Final = 16000
 _IDLE: Final = StreamState.AWAITING_CONNECTED  # waiting for the UUID
 _CAPABILITIES: Final = Capabilities(
     marks=False, clear=False, frames_per_message=1, provider_buffers=False, hangup="command",
@@ -165,7 +165,7 @@ class AudioSocketCodec:
         """
         if data[0] != self._kind or self.state is not StreamState.STREAMING:
             return None
-        if len(data) & 1:
+        if (len(data) - 3) & 1:
             raise invalid(f"an audio message of {len(data) - 3} bytes is not 16-bit samples")
         return CallerAudio(data[3:])
 
