@@ -1,17 +1,19 @@
 """Audio-core benchmark: our streaming resampler vs soxr.ResampleStream (HQ, VHQ), and G.711 options.
 
-For each call direction (uplink 8→16 kHz, downlink 24→8 kHz) it feeds the same 10 s signal in 20 ms
+For each call direction (uplink 8→16 kHz, downlink 24→8 kHz, and the wideband providers' 24→16 kHz) it feeds the same 10 s signal in 20 ms
 chunks to each resampler and measures:
 
 * latency_ms_max / latency_ms_median — at every chunk boundary, input time fed minus the signal
   time released so far, after aligning the output with a one-shot soxr VHQ of the whole signal
   (the alignment delay is found by cross-correlation, not taken from the code);
 * snr_db — whole output (tail included) against that VHQ reference, edges excluded;
-* alias_db — downlink: a 5 kHz tone's output energy relative to the input (the alias would sit at
-  3 kHz); uplink: the 5 kHz image of a 3 kHz tone relative to the tone;
+* alias_db — downlink: the output energy of a tone past the stop edge (0.625 × the output rate: 5 kHz
+  into 8 kHz, 10 kHz into 16 kHz; it would alias to 3 and 6 kHz) relative to the input; uplink: the 5 kHz image of a 3 kHz tone relative to the tone;
 * us_per_chunk — median CPU time per 20 ms chunk (time.perf_counter_ns around each call).
 
-Plus G.711 µs per 160-byte frame for audioop and numpy lookup tables, whole-direction costs of
+Then what a caller hears of the same 24 kHz reply through the μ-law 8 kHz path and the L16 16 kHz path:
+the band kept (-3 dB edge) and the SNR against the 24 kHz original, whole band and below 4 kHz. Plus
+G.711 µs per 160-byte frame for audioop and numpy lookup tables, whole-direction costs of
 Uplink/Downlink, and the local VAD (gateway/audio/vad.py, manual turn-taking) per 16 kHz frame. Usage: ``python bench/audio.py [--json] [--all]``
 (``--all`` adds soxr QQ/LQ/MQ streams and one-shot soxr over a sliding window with look-ahead). This machine is shared: figures are medians.
 """
@@ -34,6 +36,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audio import Downlink, StreamResampler, Uplink, pcm16_to_ulaw
+from gateway.audio.transcode import DECODERS
 from gateway.audio.vad import LocalVad
 
 with warnings.catch_warnings():
@@ -41,7 +44,13 @@ with warnings.catch_warnings():
     import audioop
 
 SECONDS = 10.0
-DIRECTIONS = {"uplink_8k_16k": (8000, 16000), "downlink_24k_8k": (24000, 8000)}
+DIRECTIONS = {
+    "uplink_8k_16k": (8000, 16000),
+    "downlink_24k_8k": (24000, 8000),
+    # Wideband providers (Vonage, Asterisk slin16, FreeSWITCH, jambonz, the softphone: 16 kHz L16). Their
+    # uplink, 16 kHz L16 to Gemini's 16 kHz, is a pass-through: no resampler, nothing to measure.
+    "downlink_24k_16k": (24000, 16000),
+}
 
 
 def _signal(rate: int, seconds: float, seed: int = 5) -> np.ndarray:
@@ -57,6 +66,101 @@ def _signal(rate: int, seconds: float, seed: int = 5) -> np.ndarray:
     for f in (440.0, 1800.0, 3300.0):
         x += 2000 * np.sin(2 * np.pi * f * t)
     return np.round(x).astype(np.int16)
+
+
+def _wideband(rate: int, seconds: float, seed: int = 7) -> np.ndarray:
+    """A reply as the model speaks it at ``rate`` (24 kHz): speech-shaped noise from 100 Hz to 10 kHz
+    (flat to 1 kHz, then falling 6 dB an octave, as voiced speech does) plus tones at 440 Hz, 2.5 kHz and
+    the fricative band's 5.5 and 7 kHz, int16."""
+    rng = np.random.default_rng(seed)
+    n = int(rate * seconds)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum[(freqs < 100) | (freqs > 10000)] = 0
+    spectrum *= np.where(freqs > 1000, 1000 / np.maximum(freqs, 1), 1.0)
+    x = np.fft.irfft(spectrum, n)
+    x = x / np.std(x) * 2500
+    t = np.arange(n) / rate
+    for f, a in ((440.0, 2000), (2500.0, 1200), (5500.0, 600), (7000.0, 500)):
+        x += a * np.sin(2 * np.pi * f * t)
+    return np.round(np.clip(x, -32768, 32767)).astype(np.int16)
+
+
+def _heard(path: str, reply: np.ndarray) -> tuple[np.ndarray, int]:
+    """What the caller hears of ``reply`` (24 kHz) through the gateway's downlink: μ-law at 8 kHz (the
+    G.711 providers) or L16 at 16 kHz (the wideband ones), in 20 ms chunks as the model sends them."""
+    codec, rate = {"ulaw_8k": ("ulaw", 8000), "l16_16k": ("l16", 16000)}[path]
+    down = Downlink(codec, 24000, rate)
+    frames: list[bytes] = []
+    for i in range(0, reply.size, 480):
+        frames += down.process(reply[i : i + 480].tobytes())
+    frames += down.flush()
+    encoded = b"".join(frames)
+    pcm = DECODERS[codec](encoded)
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64), rate
+
+
+def _band_edge_hz(y: np.ndarray, rate: int, x: np.ndarray) -> float:
+    """The highest frequency (100 Hz bands) where what was heard keeps the original's level within 3 dB."""
+    ref = soxr.resample(x.astype(np.float64), 24000, rate, quality="VHQ")
+    n = min(ref.size, y.size)
+    bands = np.arange(0, rate / 2, 100.0)
+    power_y = np.abs(np.fft.rfft(y[:n])) ** 2
+    power_x = np.abs(np.fft.rfft(ref[:n])) ** 2
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    edge = 0.0
+    for lo in bands:
+        sel = (freqs >= lo) & (freqs < lo + 100)
+        if power_x[sel].sum() > 0 and power_y[sel].sum() / power_x[sel].sum() >= 10 ** (-0.3):
+            edge = lo + 100
+    return edge
+
+
+def _aligned(y: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``y`` moved onto ``ref``: the delay found by cross-correlation, to a fraction of a sample (a
+    parabola through the peak), removed by a phase shift. A half-sample misalignment alone would read
+    as -10 dB of error at the top of the band."""
+    n = 1 << int(np.ceil(np.log2(y.size + ref.size)))
+    corr = np.fft.irfft(np.fft.rfft(y, n) * np.conj(np.fft.rfft(ref, n)), n)
+    k = int(np.argmax(corr[:4800]))
+    a, b, c = corr[k - 1], corr[k], corr[k + 1]
+    delay = k + 0.5 * (a - c) / (a - 2 * b + c)
+    spectrum = np.fft.rfft(y, n) * np.exp(2j * np.pi * np.fft.rfftfreq(n) * delay)
+    return np.asarray(np.fft.irfft(spectrum, n)[: ref.size])
+
+
+def _lowpass(x: np.ndarray, cutoff: float = 3800.0) -> np.ndarray:
+    """``x`` (24 kHz) with everything above ``cutoff`` removed (an ideal filter, in the frequency domain)."""
+    spectrum = np.fft.rfft(x)
+    spectrum[np.fft.rfftfreq(x.size, 1 / 24000) > cutoff] = 0
+    return np.asarray(np.fft.irfft(spectrum, x.size))
+
+
+def measure_heard() -> dict[str, dict[str, float]]:
+    """The same 24 kHz reply heard through the μ-law 8 kHz path and the L16 16 kHz path: the band the
+    caller gets, and the SNR against the 24 kHz original (the heard audio brought back to 24 kHz by soxr
+    VHQ and aligned): over the whole band, where what is missing above the path's band counts as error,
+    and below 4 kHz, the band both carry, where what is lost is the codec's (μ-law's quantisation)."""
+    x = _wideband(24000, SECONDS)
+    ref = x.astype(np.float64)
+    edge = 2400
+
+    def snr(heard: np.ndarray, original: np.ndarray) -> float:
+        n = min(heard.size, original.size) - 2 * edge
+        err = heard[edge : edge + n] - original[edge : edge + n]
+        return round(float(10 * np.log10(np.sum(original[edge : edge + n] ** 2) / np.sum(err**2))), 1)
+
+    out: dict[str, dict[str, float]] = {}
+    for path, (codec, rate) in {"ulaw_8k": ("ulaw", 8000), "l16_16k": ("l16", 16000)}.items():
+        y, _ = _heard(path, x)
+        back = _aligned(np.asarray(soxr.resample(y, rate, 24000, quality="VHQ"), dtype=np.float64), ref)
+        out[path] = {
+            "band_edge_hz": _band_edge_hz(y, rate, x),
+            "snr_db_vs_24k": snr(back, ref),
+            "snr_db_below_4k": snr(_lowpass(back), _lowpass(ref)),
+            "latency_ms": round(Downlink(codec, 24000, rate).delay_ms, 2),
+        }
+    return out
 
 
 def _tone(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
@@ -167,8 +271,8 @@ def _stream(
 
 def _alias_db(make: Factory, in_rate: int, out_rate: int) -> float:
     r = make(in_rate, out_rate)
-    if in_rate > out_rate:  # a 5 kHz tone has no place below 4 kHz: all output is alias
-        x = _tone(5000, in_rate)
+    if in_rate > out_rate:  # a tone past the filter's stop edge has no place in the output: all is alias
+        x = _tone(out_rate * 0.625, in_rate)
         y = np.concatenate(
             [r.chunk(x[i : i + in_rate // 50]) for i in range(0, x.size, in_rate // 50)] + [r.last()]
         )
@@ -272,6 +376,7 @@ def measure_vad() -> dict[str, float]:
 def run(everything: bool = False) -> dict[str, Any]:
     contenders = {**CONTENDERS, **MORE_CONTENDERS} if everything else CONTENDERS
     out: dict[str, Any] = {name: measure_direction(*rates, contenders) for name, rates in DIRECTIONS.items()}
+    out["heard"] = measure_heard()
     out["g711_160_bytes"] = measure_g711()
     out["transcode"] = measure_transcode()
     out["local_vad"] = measure_vad()
@@ -286,6 +391,16 @@ def _table(results: dict[str, Any]) -> str:
         lines.append(f"  {'':14}" + "".join(f"{c:>19}" for c in cols))
         for name, row in results[direction].items():
             lines.append(f"  {name:14}" + "".join(f"{row[c]:>19}" for c in cols))
+    h = results["heard"]
+    lines.append("\nWhat the caller hears of one 24 kHz reply (speech-shaped, 0.1-10 kHz), per downlink path")
+    lines.append(
+        f"  {'':10}{'band to (-3 dB)':>17}{'SNR vs 24 kHz':>15}{'SNR below 4 kHz':>17}{'added ms':>10}"
+    )
+    for name, row in h.items():
+        lines.append(
+            f"  {name:10}{row['band_edge_hz']:>14.0f} Hz{row['snr_db_vs_24k']:>12} dB"
+            f"{row['snr_db_below_4k']:>14} dB{row['latency_ms']:>10}"
+        )
     g = results["g711_160_bytes"]
     lines.append("\nG.711 μ-law, µs per 160-byte frame (best of 5)")
     for name, row in g.items():
