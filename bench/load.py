@@ -15,10 +15,12 @@ Three kinds of processes, so the gateway's CPU and memory are measured alone:
 
 **Providers.** ``--provider NAME`` (default ``twilio``) picks whose protocol the calls speak: Twilio's
 is the load caller's own pre-encoded path (the reference); the others (signalwire, telnyx,
-telnyx-callcontrol, plivo, exotel, vonage, freeswitch, jambonz) go through that provider's simulated side
-(gateway/caller/side_*.py),
-the same load pattern, with the gateway configured to check their signatures. Each runs its default
-stream format (μ-law 8 kHz; Exotel L16 8 kHz); ``--env GATEWAY_SIGNALWIRE_CODEC=L16@16000h`` and the
+telnyx-callcontrol, plivo, exotel, vonage, freeswitch, jambonz, asterisk, asterisk-json, audiosocket) go
+through that provider's simulated side (gateway/caller/side_*.py), the same load pattern, with the
+gateway configured to check their signatures. AudioSocket is plain TCP with no credential: the run
+switches the gateway's listener on (``GATEWAY_AUDIOSOCKET_PORT``, loopback only) and the load
+generators connect to it on a lean TCP socket (one write per frame; no marks, no clear). Each runs
+its default stream format (μ-law 8 kHz; Exotel L16 8 kHz; AudioSocket slin 8 kHz); ``--env GATEWAY_SIGNALWIRE_CODEC=L16@16000h`` and the
 like switch the gateway, and with it the simulated provider, to wideband. Telnyx Call Control is
 answered through Telnyx's API: the load generator serves a stand-in (gateway/caller/telnyx_api.py) that
 the gateway's ``TELNYX_API_BASE`` points at. ``--compare-providers`` runs each provider in turn
@@ -366,7 +368,11 @@ def provider_setup(provider: str) -> tuple[dict[str, str], str, str]:
     """(the gateway's environment for ``provider``'s signatures, the callers' signing secret, the
     address the load generator serves the provider's API at, or "").
 
-    Every provider is checked as in production: a throw-away Ed25519 key stands in for Telnyx's."""
+    Every provider is checked as in production: a throw-away Ed25519 key stands in for Telnyx's.
+    AudioSocket has no credential (its listener serves loopback only, ``GATEWAY_AUDIOSOCKET_ALLOW``'s
+    default): the listener is switched on at a free port, which the load generators connect to."""
+    if provider == "audiosocket":
+        return {"GATEWAY_AUDIOSOCKET_PORT": str(_free_port())}, "", ""
     if provider in ("asterisk", "asterisk-json"):  # the PBX secret, as websocket_client.conf's password
         return {"GATEWAY_PBX_SECRET": AUTH_TOKEN}, AUTH_TOKEN, ""
     if provider in ("freeswitch", "jambonz"):  # the PBX secret: ?token= (FreeSWITCH), wsAuth (jambonz)
@@ -423,6 +429,10 @@ def run_once(
     protocol the calls speak."""
     me = str(Path(__file__).resolve())
     provider_env, caller_secret, provider_api = provider_setup(provider)
+    if provider == "audiosocket" and workers > 1:
+        raise SystemExit(
+            "--provider audiosocket: one worker only (the AudioSocket listener binds its port once)"
+        )
     if provider_api and n > CALLS_PER_LOADER:
         raise SystemExit(
             f"--provider {provider}: one load generator serves the API, so at most {CALLS_PER_LOADER} calls"
@@ -495,6 +505,10 @@ def run_once(
             rss_idle = _rss_kib(gw_pids)
 
             loaders = max(1, math.ceil(n / CALLS_PER_LOADER))
+            # Where the callers dial: the web server, or AudioSocket's TCP listener (plain TCP, no webhook).
+            target = f"http://127.0.0.1:{port}"
+            if provider == "audiosocket":
+                target = f"tcp://127.0.0.1:{env['GATEWAY_AUDIOSOCKET_PORT']}"
             ramp = max(1.0, n / 100)
             start_at = time.monotonic() + 2.0 + 0.3 * loaders
             steady_from = start_at + ramp + 3.0  # every call placed and greeted
@@ -506,7 +520,7 @@ def run_once(
                 out = tmp / f"loader{i}.pickle"
                 outs.append(out)
                 cmd = [py, me, "--role", "loader", "--numbers", f"{first}:{last}", "--gateway"]
-                cmd += [f"http://127.0.0.1:{port}", "--start-at", repr(start_at), "--ramp", repr(ramp)]
+                cmd += [target, "--start-at", repr(start_at), "--ramp", repr(ramp)]
                 cmd += ["--until", repr(until), "--out", str(out)]
                 cmd += ["--echo-url", ports["echo_url"], "--provider", provider]
                 if provider_api:

@@ -21,6 +21,10 @@ messages are built and read by the provider's :class:`~gateway.caller.sides.Call
 (:class:`SideCall`): the webhook exchange, signatures, opening, each frame in the stream's format
 (a probe's μ-law frame converted as the side converts any audio: it survives the 8→16 kHz L16
 conversion as it survives the gateway's own), mark echoes, clears and their acknowledgements.
+Asterisk AudioSocket is plain TCP: its calls run on :class:`_TcpSocket`, the same lean protocol
+cutting the byte stream into AudioSocket messages (kind, 16-bit length, payload). It has no marks and
+no clear (the gateway paces in real time and drops its own queue on a barge-in), so such a call
+echoes nothing and its playout replay restarts only at each new turn.
 
 Measuring needs the same frame timed at both ends. Caller audio therefore carries *probes*: runs of
 four 20 ms frames, each a constant level below any speech threshold, whose levels spell the call's
@@ -39,6 +43,7 @@ import contextlib
 import json
 import math
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -363,6 +368,130 @@ async def echo_rtt(url: str, count: int = 200) -> float:
     return percentile(rtts, 50)
 
 
+# --------------------------------------------------------------------------- AudioSocket's TCP
+
+#: An AudioSocket message's header: kind, then the payload's length as a 16-bit big-endian integer
+#: (asterisk/asterisk ``include/asterisk/res_audiosocket.h``, ``res/res_audiosocket.c``).
+_AS_HEAD = 3
+
+
+class _TcpSocket(asyncio.BufferedProtocol):
+    """The load caller's end of an AudioSocket connection (plain TCP), with :class:`_ClientSocket`'s
+    interface, so :class:`SideCall` drives it as it drives a WebSocket: each whole message (header
+    included, as :meth:`~gateway.caller.side_audiosocket.AudioSocketSide.receive_binary` takes it) to
+    ``on_binary`` from the read callback, each message out one ``transport.write``. The protocol has
+    no text, no close code and no close handshake: either end hangs up by closing the connection."""
+
+    def __init__(self, on_binary: Callable[[bytes], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        #: Always None: TCP carries no close code (kept for :class:`_ClientSocket`'s interface).
+        self.close_code: int | None = None
+        self.error = ""
+        self.closing = False
+        self.transport: asyncio.Transport | None = None
+        self._on_binary = on_binary
+        #: The start of a message split across reads (rare: the gateway writes whole messages).
+        self._partial = bytearray()
+
+    # -- transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # 20 ms frames must not wait for Nagle
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.opened.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECV_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            if self._partial:
+                self._partial += _RECV_VIEW[:nbytes]
+                with memoryview(self._partial) as view:
+                    used = self._messages(view, len(self._partial))
+                del self._partial[:used]
+            else:
+                used = self._messages(_RECV_VIEW, nbytes)
+                if used < nbytes:
+                    self._partial += _RECV_VIEW[used:nbytes]
+        except (ValueError, KeyError, TypeError) as exc:  # a message Asterisk would not take
+            self.error = self.error or f"unreadable message from the gateway: {exc!s:.200}"
+            self.close()
+
+    def _messages(self, view: memoryview, end: int) -> int:
+        """Hand each whole message in ``view[:end]`` to ``on_binary``; how many bytes they took."""
+        at = 0
+        on_binary = self._on_binary
+        while end - at >= _AS_HEAD and not self.closing:
+            stop = at + _AS_HEAD + (view[at + 1] << 8 | view[at + 2])
+            if stop > end:
+                break
+            on_binary(bytes(view[at:stop]))
+            at = stop
+        return end if self.closing else at
+
+    def eof_received(self) -> bool | None:
+        self.closing = True
+        return None  # close our end too: the gateway hung up
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._partial and not self.error:
+            self.error = "the gateway closed the connection in the middle of a message"
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"connection lost: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    # -- for the caller
+
+    def send_text(self, data: bytes) -> bool:
+        """AudioSocket has no text: noted as the call's error (a side that sends text is wrong)."""
+        self.error = self.error or "a text message on an AudioSocket connection"
+        return False
+
+    def send_binary(self, data: bytes) -> bool:
+        """Write one message (header included); False when the connection is closing or gone."""
+        transport = self.transport
+        if self.closing or transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Hang up as Asterisk does: close the connection (``code``, ``reason``: ignored, TCP has none)."""
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
+        """Wait for the connection to end; abort it after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+async def _tcp_open(url: str, on_binary: Callable[[bytes], None]) -> _TcpSocket:
+    """Connect to ``tcp://host:port`` (an AudioSocket listener)."""
+    parts = urlsplit(url)
+    if parts.scheme != "tcp" or parts.hostname is None or parts.port is None:
+        raise ConnectionError(f"an AudioSocket address is tcp://HOST:PORT, not {url!r}")
+    loop = asyncio.get_running_loop()
+    _, sock = await loop.create_connection(lambda: _TcpSocket(on_binary), parts.hostname, parts.port)
+    return sock
+
+
+#: The media socket of a load call: a WebSocket, or AudioSocket's TCP connection.
+_Socket = _ClientSocket | _TcpSocket
+
+
 # --------------------------------------------------------------------------- one call
 
 
@@ -376,7 +505,7 @@ class LoadCall:
     cycle: bytes
     call_sid: str = field(default_factory=lambda: wire.new_sid("CA"))
     stream_sid: str = field(default_factory=lambda: wire.new_sid("MZ"))
-    sock: _ClientSocket | None = None
+    sock: _Socket | None = None
     frame: int = 0
     seq: int = 0
     probe_seq: int = 0
@@ -556,6 +685,8 @@ class SideCall(LoadCall):
             self._audio(now, len(heard.audio) + FRAME_BYTES // 2)
         elif heard.kind == "mark":
             self.marks.append((self.play_end, heard.name))
+        elif heard.kind == "control":  # call control the side noted (ANSWER, AudioSocket's 0x00): no clear
+            return
         else:
             self.clears.append(now)
             self.play_end = now
@@ -705,7 +836,7 @@ async def _one_side_call(
     await asyncio.sleep(max(0.0, call.start_at - time.monotonic()))
     side, report = call.side, call.report
     call.t_webhook = time.monotonic()
-    sock: _ClientSocket | None = None
+    sock: _Socket | None = None
     try:
         offer = await side.request_call(http, opts, report)
         call.call_sid = report.call_sid
@@ -714,7 +845,10 @@ async def _one_side_call(
             return
         report.stream_url = offer.url.split("?", 1)[0]
         async with asyncio.timeout(30):
-            call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text, call.on_binary)
+            if offer.url.startswith("tcp://"):  # AudioSocket: the side's address, plain TCP
+                call.sock = sock = await _tcp_open(offer.url, call.on_binary)
+            else:
+                call.sock = sock = await _ws_open(offer.url, offer.headers, call.on_text, call.on_binary)
         await side.stream_status(http, offer, opts, report, "stream-started")
         for message in side.opening(report, offer):
             sock.send_text(message.encode()) if isinstance(message, str) else sock.send_binary(message)

@@ -12,8 +12,10 @@ frames are converted here; ``command`` replays a dialplan's own command (the exa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -34,7 +36,7 @@ MEDIA_PATH = "/freeswitch/media"
 def media_url(gateway: str, *, token: str = "", to: str = "", from_: str = "") -> str:
     """The socket URL a dialplan writes: the gateway as ws(s)://, ``?token=&to=&from=``."""
     base = gateway.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    query = "&".join(f"{k}={v}" for k, v in (("token", token), ("to", to), ("from", from_)) if v)
+    query = urlencode([(k, v) for k, v in (("token", token), ("to", to), ("from", from_)) if v])
     return base + MEDIA_PATH + ("?" + query if query else "")
 
 
@@ -68,7 +70,7 @@ class FreeSwitchSide(CallerSide):
         command = self.command
         if command is None:
             uuid = wire.new_uuid()
-            metadata = '{"uuid":"%s","sampleRate":%d}' % (uuid, self.rate)
+            metadata = json.dumps({"uuid": uuid, "sampleRate": self.rate}, separators=(",", ":"))
             url = media_url(opts.gateway, token=opts.auth_token, to=opts.to, from_=opts.from_)
             command = wire.start_command(uuid=uuid, url=url, rate=self.rate, metadata=metadata)
         start = wire.parse_start(command)
@@ -117,7 +119,9 @@ class FreeSwitchSide(CallerSide):
         if msg.audio_type != "raw":
             raise ValueError(f"{msg.audio_type} files: the gateway sends raw L16")
         if msg.rate != self.rate:
-            raise ValueError(f"a {msg.rate} Hz file on a {self.rate} Hz channel (FreeSWITCH would resample it)")
+            raise ValueError(
+                f"a {msg.rate} Hz file on a {self.rate} Hz channel (FreeSWITCH would resample it)"
+            )
         if not msg.audio or len(msg.audio) % wire.frame_bytes(self.rate):
             raise ValueError(f"a file of {len(msg.audio)} bytes is not whole 20 ms frames")
         ms = len(msg.audio) * 1000 / (self.rate * 2)

@@ -79,12 +79,15 @@ class JambonzSide(CallerSide):
         if listen.sample_rate not in (8000, 16000) or listen.playback_rate != listen.sample_rate:
             raise TelephonyProtocolError("the simulated call streams 8 or 16 kHz, the same both ways")
         if not listen.streaming:
-            raise TelephonyProtocolError("the simulated call plays streamed audio: bidirectionalAudio.streaming")
+            raise TelephonyProtocolError(
+                "the simulated call plays streamed audio: bidirectionalAudio.streaming"
+            )
         self.listen, self.rate = listen, listen.sample_rate
         self._from, self._to = opts.from_, opts.to
         if self.rate != 8000:
             self._up, self._down = StreamResampler(8000, self.rate), StreamResampler(self.rate, 8000)
         report.call_sid = report.stream_sid = wire.new_sid()
+        report.pacing = {"messages": 0, "min_message_ms": 0.0, "max_message_ms": 0.0}
         url = wire.rehost(listen.url, opts.gateway) if self.verb is not None else listen.url
         return Offer(url=url, headers=wire.upgrade_headers(listen), after=["hangup"])
 
@@ -136,6 +139,10 @@ class JambonzSide(CallerSide):
 
     def receive_binary(self, report: CallReport, data: bytes) -> Heard:
         wire.check_audio(data)
+        pacing, ms = report.pacing, len(data) * 1000 / (self.rate * 2)
+        pacing["messages"] += 1
+        pacing["min_message_ms"] = min(pacing["min_message_ms"] or ms, ms)
+        pacing["max_message_ms"] = max(pacing["max_message_ms"], ms)
         if len(self.heard_pcm) < 120 * self.rate * 2:
             self.heard_pcm += data
         pcm = self._down.process(data) if self._down is not None else data

@@ -138,7 +138,9 @@ def parse_gateway_text(text: str) -> StreamAudio | KillAudio:
     try:
         msg = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"not JSON (the module would fire it as a json event, unplayed): {text[:60]!r}") from exc
+        raise ValueError(
+            f"not JSON (the module would fire it as a json event, unplayed): {text[:60]!r}"
+        ) from exc
     if not isinstance(msg, dict):
         raise ValueError("not a JSON object")
     kind = msg.get("type")

@@ -75,7 +75,10 @@ def parse_listen(verb: Mapping[str, Any]) -> Listen:
     rate = verb.get("sampleRate", 8000)
     if rate not in RATES:
         raise ValueError(f"listen sampleRate {rate!r} is not one of {RATES}")
-    bidi = {"enabled": verb.get("disableBidirectionalAudio") is not True, **verb.get("bidirectionalAudio", {})}
+    bidi = {
+        "enabled": verb.get("disableBidirectionalAudio") is not True,
+        **verb.get("bidirectionalAudio", {}),
+    }
     if bidi.get("streaming") and not bidi.get("sampleRate"):
         raise ValueError("bidirectionalAudio.streaming needs bidirectionalAudio.sampleRate")
     auth = verb.get("wsAuth") or {}
@@ -126,7 +129,9 @@ def metadata(listen: Listen, *, call_sid: str, from_: str, to: str) -> str:
         "localSipAddress": "10.0.0.2:5060",
         "traceId": "0" * 32,
     }
-    return json.dumps({"sampleRate": listen.sample_rate, "mixType": listen.mix_type, **info, **listen.metadata})
+    return json.dumps(
+        {"sampleRate": listen.sample_rate, "mixType": listen.mix_type, **info, **listen.metadata}
+    )
 
 
 def dtmf(digit: str) -> str:

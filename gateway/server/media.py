@@ -104,8 +104,8 @@ class StreamRoute:
     #: rendered: gateway/server/outbound_state.py); None: the dialled number picks it, as for any call.
     #: Raises AuthError for a plan token it cannot take.
     plan: Callable[[CallStarted, web.Request], Dialplan | None] = lambda start, request: None
-    #: WebSocket subprotocols the route answers with when the client offers one (jambonz:
-    #: ``audio.jambonz.org``); empty: none.
+    #: WebSocket subprotocols the route answers with when the client offers one (Asterisk: ``media``;
+    #: jambonz: ``audio.jambonz.org``); empty: none.
     protocols: tuple[str, ...] = ()
 
 

@@ -104,7 +104,9 @@ class FreeSwitchCodec:
     def __init__(self, rate: int = 8000) -> None:
         """``rate``: a placeholder until the metadata's ``sampleRate`` says the stream's."""
         if rate not in RATES:
-            raise ConfigError(f"mod_audio_stream L16 is taken at {' or '.join(map(str, RATES))} Hz, not {rate}")
+            raise ConfigError(
+                f"mod_audio_stream L16 is taken at {' or '.join(map(str, RATES))} Hz, not {rate}"
+            )
         self.state = StreamState.AWAITING_START
         self.call_uuid: str | None = None
         self.metadata: Mapping[str, str] = MappingProxyType({})
@@ -113,7 +115,9 @@ class FreeSwitchCodec:
     def _set_rate(self, rate: int) -> None:
         self._audio = AudioFormat("l16", rate)
         self._max_in = self._audio.frame_bytes * 50  # one second: STREAM_BUFFER_SIZE far above 20 ms
-        self._prefix = f'{{"type":"streamAudio","data":{{"audioDataType":"raw","sampleRate":{rate},"audioData":"'
+        self._prefix = (
+            f'{{"type":"streamAudio","data":{{"audioDataType":"raw","sampleRate":{rate},"audioData":"'
+        )
 
     @property
     def audio(self) -> AudioFormat:
@@ -215,7 +219,8 @@ class FreeSwitchCodec:
                 return _KILL
             case SetMark():
                 raise TelephonyProtocolError(
-                    "mod_audio_stream has no marks (Capabilities.marks is false)", close_code=CLOSE_INTERNAL_ERROR
+                    "mod_audio_stream has no marks (Capabilities.marks is false)",
+                    close_code=CLOSE_INTERNAL_ERROR,
                 )
             case _:
                 assert_never(command)

@@ -29,8 +29,9 @@ Two properties of the module shape what the gateway sends:
   (``MAX_MARKS``); the bridge has two or three (one per 200 ms, 120 ms ahead).
 * Audio goes through a pre-buffer that releases it only in runs of 80 ms (160 ms at first; 40 ms on a
   16 kHz channel): a shorter tail would wait there for the next reply, its mark with it. So the gateway
-  sends whole 80 ms messages (``frames_per_message=4``), the end of a reply padded with silence: every
-  message releases at once, and it costs no latency, as jambonz would not start playing sooner anyway.
+  sends whole 100 ms messages (``frames_per_message=5``; a multiple of 80 ms would not divide the
+  bridge's mark every 200 ms, and a mark mid-message pads it), the end of a reply padded with silence:
+  every message releases at once, at no cost in latency, as jambonz would not start playing sooner.
 
 Hang-up: closing the socket ends the ``listen`` verb (the module's disconnect event); the application
 JSON follows it with ``hangup``. The socket has no transfer.
@@ -71,8 +72,8 @@ __all__ = ["FRAMES_PER_MESSAGE", "RATES", "SUBPROTOCOL", "JambonzCodec", "unmark
 SUBPROTOCOL: Final = "audio.jambonz.org"
 #: The ``sampleRate`` values the gateway takes (jambonz offers 8000-64000; the audio core these two).
 RATES: Final = (8000, 16000)
-#: 20 ms frames per binary message: 80 ms, the module's pre-buffer run (module docstring).
-FRAMES_PER_MESSAGE: Final = 4
+#: 20 ms frames per binary message: 100 ms, at least the module's 80 ms pre-buffer run (module docstring).
+FRAMES_PER_MESSAGE: Final = 5
 #: The module keeps at most this many marks and silently drops more (lws_glue.cpp ``MAX_MARKS``).
 MAX_MARKS: Final = 30
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -102,7 +103,7 @@ class JambonzCodec:
 
     __slots__ = ("_audio", "_max_in", "_outstanding", "call_sid", "metadata", "state")
 
-    #: Streaming binary audio (buffered by jambonz) in 80 ms messages, marks, ``killAudio``; closing the
+    #: Streaming binary audio (buffered by jambonz) in 100 ms messages, marks, ``killAudio``; closing the
     #: socket ends ``listen``; no transfer on the socket.
     capabilities: ClassVar[Capabilities] = Capabilities(
         marks=True, clear=True, frames_per_message=FRAMES_PER_MESSAGE, provider_buffers=True,
@@ -235,7 +236,8 @@ class JambonzCodec:
             case SetMark(name=name):
                 if len(self._outstanding) >= MAX_MARKS:
                     raise TelephonyProtocolError(
-                        f"{MAX_MARKS} marks outstanding: jambonz would drop this one", close_code=CLOSE_INTERNAL_ERROR
+                        f"{MAX_MARKS} marks outstanding: jambonz would drop this one",
+                        close_code=CLOSE_INTERNAL_ERROR,
                     )
                 self._outstanding.append(name)
                 return '{"type":"mark","data":{"name":' + json.dumps(name) + "}}"

@@ -138,7 +138,7 @@ async def test_sigterm_lets_the_call_in_progress_finish_and_refuses_new_ones(
         signalled = time.monotonic()
 
         async with asyncio.timeout(1.0):  # not ready from the moment the drain starts
-            while (await served.get("/readyz"))[0] != 503:
+            while (await served.get("/readyz"))[0] != 503:  # noqa: ASYNC110 - polling what a balancer polls
                 await asyncio.sleep(0.02)
         refused = await place_call(CallOptions(to="+15551230000", gateway=served.url, play="builtin:hello"))
         assert not refused.answered
@@ -147,16 +147,20 @@ async def test_sigterm_lets_the_call_in_progress_finish_and_refuses_new_ones(
         report = await call
         assert report.ended_by == "caller"  # not cut: the caller hung up when it was done
         assert time.monotonic() - signalled > 1.0  # the conversation went on well after SIGTERM
-        assert report.greeting_ms is not None and len(report.reply_ms) == 2
+        assert report.greeting_ms is not None
+        assert len(report.reply_ms) == 2
         assert not report.protocol_errors
         assert await served.exit_code(within_s=15) == 0
     finally:
         await _stop(served)
     (record,) = served.records()
     assert record["call_id"] == report.call_sid
-    assert record["ended_by"] == "caller" and record["ended_at"] is not None
+    assert record["ended_by"] == "caller"
+    assert record["ended_at"] is not None
     log = "".join(served.output)
-    assert '"event": "drained"' in log and '"cut": 0' in log and '"finished": 1' in log
+    assert '"event": "drained"' in log
+    assert '"cut": 0' in log
+    assert '"finished": 1' in log
     assert '"cause": "draining"' in log
 
 
@@ -180,9 +184,11 @@ async def test_past_the_deadline_a_call_hears_goodbye_then_the_gateway_hangs_up(
     assert record["end_reason"] == "gateway shutting down"
     log = "".join(served.output)
     assert "ending the call with a goodbye" in log
-    assert '"said_goodbye": 1' in log and '"cut": 0' in log
+    assert '"said_goodbye": 1' in log
+    assert '"cut": 0' in log
     # The caller heard the goodbye: the bot's last turn (the emulator says what it is asked to say).
     turns = served.turns(record["call_id"])
     assert ("bot", GOODBYE) in turns
     # Said after the greeting, not over it: the greeting was heard whole.
-    assert turns[0][0] == "bot" and turns[0][1].endswith("play it back to you.")
+    assert turns[0][0] == "bot"
+    assert turns[0][1].endswith("play it back to you.")

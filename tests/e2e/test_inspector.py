@@ -21,6 +21,7 @@ import pytest
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.emulator.scenario import Rule
+from tests.needs import unavailable
 
 from .conftest import DEFAULT_PLAN, Gateway, GatewayFactory
 from .test_observability import CHROMEDRIVER, CHROMIUM, HOWTO, _browser, _json, _until
@@ -256,7 +257,7 @@ def _screenshot(driver: Any, name: str, readme: str | None = None) -> Path:
 
 def _needs_chromium() -> None:
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(HOWTO)
+        unavailable(HOWTO)
     pytest.importorskip("selenium", reason=HOWTO)
 
 

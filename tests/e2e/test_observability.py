@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.records.sqlite import SqliteStore
+from tests.needs import unavailable
 
 from .conftest import DEFAULT_PLAN, GatewayFactory
 
@@ -382,7 +383,7 @@ async def test_web_page_shows_a_live_call_in_chromium(
 ) -> None:
     """Headless Chromium renders the active call with its live transcript and records, and hangs it up."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(HOWTO)
+        unavailable(HOWTO)
     pytest.importorskip("selenium", reason=HOWTO)
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -438,7 +439,7 @@ async def test_web_page_without_the_admin_token_says_it_is_not_authorised(
 ) -> None:
     """Refused (403), the page says it is not authorised rather than claiming there are no calls."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(HOWTO)
+        unavailable(HOWTO)
     pytest.importorskip("selenium", reason=HOWTO)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

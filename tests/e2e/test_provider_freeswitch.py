@@ -4,6 +4,7 @@ gateway → Gemini Live emulator over wss://."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -48,6 +49,17 @@ def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
     ]
 
 
+async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
+    """The durable call record (written a moment after the call ends), from the admin API."""
+    async with aiohttp.ClientSession() as http, asyncio.timeout(5):
+        while True:
+            async with http.get(f"{gw.url}/admin/records/{call_id}") as resp:
+                if resp.status == 200:
+                    record: dict[str, Any] = await resp.json()
+                    return record
+            await asyncio.sleep(0.1)
+
+
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
     options: dict[str, Any] = {"to": "+15551230000", "auth_token": gw.settings.pbx_secret} | changes
     return CallOptions(
@@ -82,7 +94,10 @@ async def test_call_converses_in_whole_100ms_files_at_16khz(
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
-    assert (record["to"], record["call_sid"]) == ("+15551230000", side.start.uuid if side.start else "")
+    assert side.start is not None
+    assert report.call_sid == side.start.uuid
+    stored = await _stored_record(gw, report.call_sid)
+    assert (stored["from"], stored["to"]) == ("+15550001111", "+15551230000")  # from the URL
 
 
 async def test_barge_in_sends_killaudio_and_the_cut_reply_is_recorded(
@@ -142,6 +157,10 @@ async def _upgrade(url: str, **kwargs: Any) -> int:
             return exc.status
 
 
+def _basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"fs:{password}".encode()).decode()}
+
+
 async def test_the_secret_is_required_in_the_url_or_as_basic_auth(
     make_gateway: GatewayFactory, emulator: Emulator
 ) -> None:
@@ -149,9 +168,9 @@ async def test_the_secret_is_required_in_the_url_or_as_basic_auth(
     base = gw.url.replace("http", "ws", 1) + "/freeswitch/media"
     assert await _upgrade(base) == 403
     assert await _upgrade(base + "?token=wrong") == 403
-    assert await _upgrade(base, auth=aiohttp.BasicAuth("fs", "wrong")) == 403
+    assert await _upgrade(base, headers=_basic("wrong")) == 403
     assert await _upgrade(base + "?token=" + SECRET) == 101
-    assert await _upgrade(base, auth=aiohttp.BasicAuth("fs", SECRET)) == 101
+    assert await _upgrade(base, headers=_basic(SECRET)) == 101
     assert emulator.sessions == []
 
 
@@ -196,7 +215,9 @@ def _example_command(gw: Gateway, *, uuid: str, to: str, from_: str) -> str:
     variables = {"uuid": uuid, "destination_number": to, "caller_id_number": from_}
     command = re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], match.group(1))
     host = gw.url.replace("http://", "ws://", 1)
-    return "uuid_audio_stream " + command.replace("wss://gateway.example.com", host).replace("CHANGE-ME", SECRET)
+    return "uuid_audio_stream " + command.replace("wss://gateway.example.com", host).replace(
+        "CHANGE-ME", SECRET
+    )
 
 
 async def test_the_example_dialplan_command_converses(
@@ -209,14 +230,19 @@ async def test_the_example_dialplan_command_converses(
     command = _example_command(gw, uuid=uuid, to="+15551230000", from_="1001")
     start = wire.parse_start(command)
     assert (start.mix, start.rate) == ("mono", 16000)
-    assert json.loads(start.metadata or "") == {"uuid": uuid, "sampleRate": 16000}
+    assert json.loads(start.metadata or "") == {
+        "uuid": uuid, "sampleRate": 16000, "to": "+15551230000", "from": "1001",
+    }  # fmt: skip
     side = _side(monkeypatch)
     side.command = command
-    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=8.0))
+    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=12.0))
     assert report.protocol_errors == []
-    assert report.greeting_ms is not None and report.reply_ms
+    assert report.greeting_ms is not None
+    assert report.reply_ms
     [record] = await gw.wait_calls_ended(1)
-    assert (record["call_sid"], record["to"], record["from"]) == (uuid, "+15551230000", "1001")
+    assert record["call_sid"] == uuid
+    stored = await _stored_record(gw, uuid)
+    assert (stored["from"], stored["to"]) == ("1001", "+15551230000")
     lua = (EXAMPLES / "gemini_events.lua").read_text()
     for needed in ("mod_audio_stream::play", "uuid_broadcast", "killAudio", "uuid_break", "send_text"):
         assert needed in lua

@@ -34,6 +34,7 @@ import pytest
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.settings import CLUSTER_NEEDS_SECRET
+from tests.needs import unavailable
 
 from .conftest import DEFAULT_PLAN
 
@@ -47,13 +48,6 @@ ADMIN_TOKEN = "admin-token-for-the-replicas-test"
 LEASE_S = 1.5
 MAX_CALLS = 2
 TO = "+15551230000"
-
-
-def _unavailable(what: str) -> None:
-    """Outside CI a missing service skips, saying why; in CI (``CI`` set) the test must run: fail."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI installs and runs it: see .ci/run)")
-    pytest.skip(what)
 
 
 def _free_port() -> int:
@@ -91,13 +85,13 @@ async def redis_prefix() -> AsyncIterator[str]:
     try:
         import redis.asyncio as redis_asyncio
     except ImportError:
-        _unavailable("the 'redis' package is not installed")
+        unavailable("the 'redis' package is not installed")
     client = redis_asyncio.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         await client.ping()
     except Exception as exc:
         await client.aclose()
-        _unavailable(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__})")
+        unavailable(f"Redis is not reachable at {REDIS_URL} ({type(exc).__name__})")
     prefix = f"test-replicas:{secrets.token_hex(4)}:"
     yield prefix
     keys = [k async for k in client.scan_iter(match=prefix + "*")]
@@ -112,12 +106,12 @@ async def pg_url() -> AsyncIterator[str]:
     try:
         import psycopg
     except ImportError:
-        _unavailable("the 'psycopg' package is not installed")
+        unavailable("the 'psycopg' package is not installed")
     schema = "replicas_test_" + secrets.token_hex(4)
     try:
         admin = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
-        _unavailable(f"PostgreSQL is not reachable at {PG_URL} ({str(exc).strip().splitlines()[0]})")
+        unavailable(f"PostgreSQL is not reachable at {PG_URL} ({str(exc).strip().splitlines()[0]})")
     await admin.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
     try:
@@ -225,7 +219,7 @@ async def cluster(
 ) -> AsyncIterator[Cluster]:
     nginx = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if nginx is None:
-        _unavailable("nginx is not installed (apt-get install nginx)")
+        unavailable("nginx is not installed (apt-get install nginx)")
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)

@@ -20,6 +20,7 @@ import pytest
 
 from gateway.caller.samples import hello_utterance
 from gateway.emulator import Emulator
+from tests.needs import unavailable
 
 from .conftest import GatewayFactory
 
@@ -118,7 +119,7 @@ async def test_a_call_from_the_softphone_page_in_chromium(
     """Chromium speaks through the page: the greeting plays, the caller's speech reaches the emulator and
     the reply plays; the record holds both sides' turns and the page measured a sane reply latency."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(HOWTO)
+        unavailable(HOWTO)
     pytest.importorskip("selenium", reason=HOWTO)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -342,7 +343,7 @@ async def test_the_page_resamples_band_limited(tmp_path: Path) -> None:
     (8.5 kHz would fold back to 7.5 kHz: nothing may come through); 16 kHz → 48 kHz plays tones at
     their level and pitch."""
     if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(HOWTO)
+        unavailable(HOWTO)
     pytest.importorskip("selenium", reason=HOWTO)
     source = WORKLET.read_text()
 

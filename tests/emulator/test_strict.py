@@ -1,4 +1,5 @@
-"""The emulator is strict where the real service is (docs/gemini-live.md §9.3) and plays each model's turn rules.
+"""The emulator is strict where the real service is (docs/gemini-live.md §9.3) and plays each model's
+turn rules.
 
 Rejections come as the service's close code and reason; the per-model behaviours (3.8's non-blocking
 default, extended thinking's interactionStatus, manual activity, no-interruption) are what our client

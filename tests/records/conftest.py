@@ -24,6 +24,7 @@ from gateway.records.model import (
 )
 from gateway.records.sqlite import SqliteStore
 from gateway.records.store import RecordStore
+from tests.needs import unavailable
 
 #: The development and CI machines run PostgreSQL here (trust auth, database `test`).
 PG_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
@@ -96,7 +97,7 @@ async def pg_schema() -> AsyncIterator[str]:
     try:
         admin = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=3)
     except psycopg.Error as exc:
-        pytest.skip(PG_HOWTO.format(url=PG_URL, error=str(exc).strip().splitlines()[0]))
+        unavailable(PG_HOWTO.format(url=PG_URL, error=str(exc).strip().splitlines()[0]))
     await admin.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_URL else "?"
     try:

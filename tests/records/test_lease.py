@@ -230,9 +230,7 @@ async def test_sqlite_migrates_a_database_of_the_previous_schema(tmp_path: Path)
     await store.open()
     try:
         await _migrated(store)
-        indexes = {
-            r[0] for r in await store.fetch("SELECT name FROM sqlite_master WHERE type = 'index'", ())
-        }
+        indexes = {r[0] for r in await store.fetch("SELECT name FROM sqlite_master WHERE type = 'index'", ())}
         assert "calls_open" in indexes
     finally:
         await store.close()

@@ -11,6 +11,7 @@ import pytest
 from gateway.errors import AuthError, ConfigError
 from gateway.security.replay import RedisReplayGuard, replay_guard
 from gateway.security.tokens import InMemoryReplayGuard, StreamTokens
+from tests.needs import unavailable
 
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="the 'redis' package is not installed")
 
@@ -32,7 +33,7 @@ async def _reachable() -> bool:
 async def prefix() -> AsyncIterator[str]:
     """A key prefix of this test's own; the keys are deleted afterwards."""
     if not await _reachable():
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}; start redis-server to run these tests")
+        unavailable(f"Redis is not reachable at {REDIS_URL}; start redis-server to run these tests")
     value = f"test:{secrets.token_hex(4)}:"
     yield value
     client = redis_asyncio.Redis.from_url(REDIS_URL)

@@ -16,6 +16,7 @@ import pytest
 redis_asyncio = pytest.importorskip("redis.asyncio", reason="the 'redis' package is not installed")
 
 from gateway.server.cluster_admission import RedisAdmission  # noqa: E402  (needs redis)
+from tests.needs import unavailable  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 
@@ -34,7 +35,7 @@ async def _reachable() -> bool:
 async def prefix() -> AsyncIterator[str]:
     """A key prefix of this test's own (tests run in parallel); its keys are deleted afterwards."""
     if not await _reachable():
-        pytest.skip(f"Redis is not reachable at {REDIS_URL}; start redis-server to run these tests")
+        unavailable(f"Redis is not reachable at {REDIS_URL}; start redis-server to run these tests")
     value = f"test:{secrets.token_hex(4)}:"
     yield value
     client = redis_asyncio.Redis.from_url(REDIS_URL)

@@ -35,12 +35,14 @@ def test_a_call_cost_is_learnt_and_the_next_call_refused_when_it_would_not_fit()
     m = Machine()
     mon = _monitor(m)
     _steady(mon, m, calls=40, share=0.60)  # 1.5 % of a core per call
-    assert mon.per_call is not None and abs(mon.per_call - 0.015) < 1e-6
+    assert mon.per_call is not None
+    assert abs(mon.per_call - 0.015) < 1e-6
     assert abs(mon.share - 0.60) < 1e-6
     assert mon.refusal(40) is None  # 60 % + 1.5 %
     assert mon.refusal(55) is None  # 55 × 1.5 % + 1.5 % = 84 %
     why = mon.refusal(56)  # 85.5 %
-    assert why is not None and "CPU to 85.5% of one core (limit 85%)" in why
+    assert why is not None
+    assert "CPU to 85.5% of one core (limit 85%)" in why
 
 
 def test_a_burst_is_judged_by_count_before_its_cpu_shows() -> None:
@@ -49,7 +51,8 @@ def test_a_burst_is_judged_by_count_before_its_cpu_shows() -> None:
     _steady(mon, m, calls=20, share=0.30)  # 1.5 % each
     # 60 webhooks answered in the last instant: their audio is not in the measured share yet.
     why = mon.refusal(60)
-    assert why is not None and "one more call would take the CPU to 91.5%" in why
+    assert why is not None
+    assert "one more call would take the CPU to 91.5%" in why
     assert mon.refusal(20) is None
 
 
@@ -59,9 +62,11 @@ def test_the_cost_is_learnt_while_calls_ramp_up() -> None:
     for calls in range(0, 100, 5):  # 20 calls a second arrive, each costing 1 % of the core
         m.run(0.25, 0.01 * calls)
         mon.sample(0.001, calls)
-    assert mon.per_call is not None and abs(mon.per_call - 0.01) < 0.002
+    assert mon.per_call is not None
+    assert abs(mon.per_call - 0.01) < 0.002
     why = mon.refusal(95)
-    assert why is not None and "CPU to 96" in why
+    assert why is not None
+    assert "CPU to 96" in why
 
 
 def test_nothing_is_refused_on_cpu_before_a_cost_is_known() -> None:
@@ -85,7 +90,8 @@ def test_sustained_event_loop_lag_refuses_then_lets_calls_in_again() -> None:
         m.run(0.25, 0.1)
         mon.sample(lag, 0)
     why = mon.refusal(0)
-    assert why is not None and "event loop has been running 90 ms late (limit 40 ms)" in why
+    assert why is not None
+    assert "event loop has been running 90 ms late (limit 40 ms)" in why
     for _ in range(6):
         m.run(0.25, 0.1)
         mon.sample(0.002, 0)
@@ -110,7 +116,8 @@ def test_a_container_quota_scales_the_share() -> None:
     _steady(mon, m, calls=10, share=0.40)  # 80 % of half a core
     assert abs(mon.share - 0.80) < 1e-6
     why = mon.refusal(10)
-    assert why is not None and "of 0.5 cores" in why
+    assert why is not None
+    assert "of 0.5 cores" in why
 
 
 def test_cpu_allowance_reads_the_cgroup(tmp_path: Path) -> None:

@@ -28,8 +28,10 @@ def test_metadata_starts_the_call_with_its_rate_and_identity() -> None:
     assert isinstance(event, CallStarted)
     assert (event.call_sid, event.stream_sid, event.to, event.from_) == (UUID, UUID, "+15551230000", "1001")
     assert (event.encoding, event.sample_rate) == ("audio/l16", 16000)
-    assert codec.audio.rate == 16000 and codec.audio.frame_bytes == 640
-    assert codec.capabilities.binary_audio and not codec.capabilities.marks
+    assert codec.audio.rate == 16000
+    assert codec.audio.frame_bytes == 640
+    assert codec.capabilities.binary_audio
+    assert not codec.capabilities.marks
     assert codec.capabilities.frames_per_message == FRAMES_PER_FILE
     assert codec.capabilities.transfer == "none"
 
@@ -78,7 +80,8 @@ def test_audio_frames_of_any_whole_sample_count_pass_through() -> None:
     codec = _started()
     for size in (640, 3200, 2):  # 20 ms, STREAM_BUFFER_SIZE=100, a resampler's short frame
         event = codec.receive_binary(b"\x01\x00" * (size // 2))
-        assert isinstance(event, CallerAudio) and len(event.payload) == size
+        assert isinstance(event, CallerAudio)
+        assert len(event.payload) == size
     assert codec.receive_media("{}") is None
 
 
