@@ -55,6 +55,7 @@ ramp-up.
     python bench/load.py --provider plivo --calls 100 --seconds 15 --json
     python bench/load.py --compare-providers --calls 100 --seconds 15 --repeat 1
     python bench/load.py --overload --calls 200 --seconds 15 --repeat 3   # twice the held capacity
+    python bench/load.py --overload --calls 200 --arrivals 100            # all of it within two seconds
 
 **Overload protection** (gateway/server/load.py) is off in every run except ``--overload``'s "on"
 runs, so a capacity run measures every call it places.
@@ -416,13 +417,15 @@ def run_once(
     provider: str = "twilio",
     protected: bool = False,
     server: Callable[[int, Path], list[str]] | None = None,
+    arrivals_per_s: float = 100.0,
 ) -> dict[str, Any]:
     """Start emulator and gateway, run ``n`` calls for ``seconds`` of steady state, return the figures.
 
     ``protected``: the gateway's overload protection on, at its defaults (gateway/server/load.py);
     off otherwise, so a capacity run measures every call it places. ``server``: another voice server
     to measure in the gateway's place (``bench/peers.py``), as its command given the port and the run's
-    temporary directory; it must answer ``GET /healthz`` and the Twilio voice webhook.
+    temporary directory; it must answer ``GET /healthz`` and the Twilio voice webhook. ``arrivals_per_s``:
+    how fast the calls are placed (the ramp-up lasts ``n / arrivals_per_s`` seconds, at least one).
 
     ``tls``: the gateway reaches the Live server over ``wss://``, trusting a throw-away CA through
     ``SSL_CERT_FILE`` (as production reaches Google); False: plain ``ws://``. ``provider``: whose
@@ -509,7 +512,7 @@ def run_once(
             target = f"http://127.0.0.1:{port}"
             if provider == "audiosocket":
                 target = f"tcp://127.0.0.1:{env['GATEWAY_AUDIOSOCKET_PORT']}"
-            ramp = max(1.0, n / 100)
+            ramp = max(1.0, n / arrivals_per_s)
             start_at = time.monotonic() + 2.0 + 0.3 * loaders
             steady_from = start_at + ramp + 3.0  # every call placed and greeted
             until = steady_from + seconds
@@ -714,14 +717,21 @@ def compare_overload(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str
     runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
     for i in range(args.repeat):
         for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
-            result = run_once(args.calls, args.seconds, **opts, protected=mode == "on")
+            result = run_once(
+                args.calls, args.seconds, **opts, protected=mode == "on", arrivals_per_s=args.arrivals or 20.0
+            )
             print(f"{mode:3} " + _short(result), file=sys.stderr, flush=True)
             runs[mode].append(result)
     keys = (
         "calls_accepted", "calls_refused", "calls_failed", "uplink_ms_p99", "downlink_ms_p99",
         "frames_late", "frames_lost", "gateway_cpu_pct", "greeting_ms_p99", "loadgen_lag_ms_p99",
     )  # fmt: skip
-    summary: dict[str, Any] = {"calls": args.calls, "seconds": args.seconds, "rounds": args.repeat}
+    summary: dict[str, Any] = {
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "rounds": args.repeat,
+        "arrivals_per_s": args.arrivals or 20.0,
+    }
     for mode, results in runs.items():
         results.sort(key=_worse_p99)
         median = results[len(results) // 2]
@@ -732,8 +742,8 @@ def compare_overload(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str
 
 def _print_overload(summary: dict[str, Any]) -> None:
     print(
-        f"{summary['calls']} calls placed, {summary['seconds']:g} s steady state, "
-        f"{summary['rounds']} round(s) each, alternating; median round"
+        f"{summary['calls']} calls placed at {summary['arrivals_per_s']:g} a second, {summary['seconds']:g} s "
+        f"steady state, {summary['rounds']} round(s) each, alternating; median round"
     )
     print(f"{'overload protection':<22}{'off':>12}{'on':>12}")
     rows = (
@@ -892,6 +902,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--find-max", action="store_true", help="raise the calls until the target breaks")
     parser.add_argument(
+        "--arrivals",
+        type=float,
+        help="calls placed per second during the ramp-up (default 100; --overload: 20, a busy contact "
+        "centre's burst, rather than a whole load at once)",
+    )
+    parser.add_argument(
         "--overload",
         action="store_true",
         help="--calls (about twice the held capacity) with overload protection off and on, alternating "
@@ -1000,6 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_comparison(summary)
         return 0
     opts["tls"] = not args.plain_ws
+    if args.arrivals and not args.overload:
+        opts["arrivals_per_s"] = args.arrivals
     if args.overload:
         if args.find_max:
             parser.error("--overload runs --calls with protection off and on; drop --find-max")

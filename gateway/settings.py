@@ -90,7 +90,7 @@ class Settings:
     drain_s: float = 300.0
     #: New calls are refused while the process, counting one more call, would use more than this
     #: percentage of the CPU it may use (one core, or its container's quota); 0: no check.
-    max_cpu_percent: int = 85
+    max_cpu_percent: int = 70
     #: New calls are refused while the event loop runs this many milliseconds late (0: no check).
     max_loop_lag_ms: int = 40
     #: Media sockets allowed at once before they present a valid stream token (the oldest gives way).
@@ -239,7 +239,7 @@ class Settings:
             max_call_s=float(_number(env, "GATEWAY_MAX_CALL_S", 7200)),
             media_timeout_s=_seconds(env, "GATEWAY_MEDIA_TIMEOUT_S", 5.0, allow_zero=True),
             drain_s=_seconds(env, "GATEWAY_DRAIN_S", 300.0, allow_zero=True),
-            max_cpu_percent=_number(env, "GATEWAY_MAX_CPU_PERCENT", 85),
+            max_cpu_percent=_number(env, "GATEWAY_MAX_CPU_PERCENT", 70),
             max_loop_lag_ms=_number(env, "GATEWAY_MAX_LOOP_LAG_MS", 40),
             max_pending_streams=_number(env, "GATEWAY_MAX_PENDING_STREAMS", 100),
             max_pending_per_source=_number(env, "GATEWAY_MAX_PENDING_PER_SOURCE", 20),

@@ -29,6 +29,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from typing import cast
 
 from aiohttp import web
 
@@ -96,7 +97,8 @@ class AudioSocketConnection(asyncio.Protocol):
     # --- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, though uvloop's are not asyncio.Transport subclasses (no isinstance check).
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""

@@ -38,8 +38,9 @@ LAG_WINDOW_S = 2.0
 LAG_QUANTILE = 0.75
 #: Per-call cost is learnt only from this many streaming calls or more, on average (fewer: noise).
 MIN_CALLS_TO_LEARN = 4
-#: Weight of a new per-call cost sample in the running average.
-COST_SMOOTHING = 0.2
+#: Weight of a new per-call cost sample in the running average: a dearer call is believed at once, a
+#: cheaper one slowly (a window that happened to catch calls between turns must not let a burst in).
+COST_RISING, COST_FALLING = 0.5, 0.1
 
 
 class LoadMonitor:
@@ -95,7 +96,11 @@ class LoadMonitor:
         if calls >= MIN_CALLS_TO_LEARN:
             cost = self.share / calls
             per_call = self.per_call
-            self.per_call = cost if per_call is None else per_call + COST_SMOOTHING * (cost - per_call)
+            if per_call is None:
+                self.per_call = cost
+            else:
+                weight = COST_RISING if cost > per_call else COST_FALLING
+                self.per_call = per_call + weight * (cost - per_call)
 
     @property
     def lag_s(self) -> float:

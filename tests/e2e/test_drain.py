@@ -10,75 +10,18 @@ gateway, with a record that says so.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from gateway.caller import CallOptions, place_call
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
 from gateway.server.drain import GOODBYE
-from tests.e2e.conftest import DEFAULT_PLAN
-
-KEY = "AIza-drain-test-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    """A `gateway serve` subprocess on loopback, its output collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, data: Path) -> None:
-        self.proc, self.port, self.data = proc, port, data
-        self.url = f"http://127.0.0.1:{port}"
-        self.output: list[str] = []
-        assert proc.stdout is not None
-        self._reader = asyncio.create_task(self._read(proc.stdout))
-
-    async def _read(self, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self.output.append(line.decode(errors="replace"))
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def wait_active(self, count: int, within_s: float = 10.0) -> None:
-        async with asyncio.timeout(within_s):
-            while True:
-                _, doc = await self.get("/admin/calls")
-                if len(doc["active"]) >= count:
-                    return
-                await asyncio.sleep(0.05)
-
-    async def exit_code(self, within_s: float) -> int:
-        async with asyncio.timeout(within_s):
-            code = await self.proc.wait()
-        await self._reader
-        return code
-
-    def turns(self, call_id: str) -> list[tuple[str, str]]:
-        with sqlite3.connect(self.data / "calls.db") as db:
-            rows = db.execute("SELECT role, text FROM turns WHERE call_id = ? ORDER BY seq", (call_id,))
-            return [(str(role), str(text)) for role, text in rows]
-
-    def records(self) -> list[dict[str, Any]]:
-        with sqlite3.connect(self.data / "calls.db") as db:
-            db.row_factory = sqlite3.Row
-            return [dict(r) for r in db.execute("SELECT * FROM calls ORDER BY started_at")]
+from tests.e2e.served import serve, stop
 
 
 @pytest.fixture
@@ -87,46 +30,10 @@ async def emulator(trust_test_ca: TestPKI) -> AsyncIterator[Emulator]:
         yield emu
 
 
-async def _serve(emulator: Emulator, tmp_path: Path, drain_s: float) -> Served:
-    plans = tmp_path / "dialplans"
-    plans.mkdir()
-    (plans / "default.toml").write_text(DEFAULT_PLAN)
-    port, data = _free_port(), tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "GATEWAY_"))}
-    env |= {
-        "GEMINI_BASE_URL": emulator.base_url,  # wss://, verified against the test CA (SSL_CERT_FILE)
-        "GEMINI_API_KEY": KEY,
-        "GATEWAY_DRAIN_S": str(drain_s),
-        "GATEWAY_DATA_DIR": str(data),
-        "GATEWAY_LOG_FORMAT": "json",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--dialplans", str(plans), "--no-check",
-        env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    served = Served(proc, port, data)
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                if (await served.get("/readyz"))[0] == 200:
-                    return served
-            except aiohttp.ClientError:
-                pass
-            assert proc.returncode is None, "".join(served.output)
-            await asyncio.sleep(0.1)
-
-
-async def _stop(served: Served) -> None:
-    if served.proc.returncode is None:
-        served.proc.kill()
-        await served.proc.wait()
-
-
 async def test_sigterm_lets_the_call_in_progress_finish_and_refuses_new_ones(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    served = await _serve(emulator, tmp_path, drain_s=30)
+    served = await serve(emulator, tmp_path, GATEWAY_DRAIN_S="30")
     try:
         # Two turns, then the caller hangs up by itself a moment after the last reply.
         opts = CallOptions(
@@ -152,7 +59,7 @@ async def test_sigterm_lets_the_call_in_progress_finish_and_refuses_new_ones(
         assert not report.protocol_errors
         assert await served.exit_code(within_s=15) == 0
     finally:
-        await _stop(served)
+        await stop(served)
     (record,) = served.records()
     assert record["call_id"] == report.call_sid
     assert record["ended_by"] == "caller"
@@ -167,7 +74,7 @@ async def test_sigterm_lets_the_call_in_progress_finish_and_refuses_new_ones(
 async def test_past_the_deadline_a_call_hears_goodbye_then_the_gateway_hangs_up(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    served = await _serve(emulator, tmp_path, drain_s=1)
+    served = await serve(emulator, tmp_path, GATEWAY_DRAIN_S="1")
     try:
         opts = CallOptions(to="+15551230000", gateway=served.url, play="builtin:hello", max_duration_s=60)
         call = asyncio.create_task(place_call(opts))
@@ -178,7 +85,7 @@ async def test_past_the_deadline_a_call_hears_goodbye_then_the_gateway_hangs_up(
         assert report.duration_s < 30
         assert await served.exit_code(within_s=15) == 0
     finally:
-        await _stop(served)
+        await stop(served)
     (record,) = served.records()
     assert record["ended_by"] == "gateway"
     assert record["end_reason"] == "gateway shutting down"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from gateway.server.audiosocket import AUDIOSOCKET
 from gateway.server.state import OBSERVABILITY
 
 from .conftest import Gateway, GatewayFactory
+from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -178,3 +180,26 @@ async def test_hostile_input_ends_only_that_connection(
         assert await asyncio.wait_for(reader.read(), 5.0) == b""
         writer.close()
     assert emulator.sessions == []
+
+
+async def test_a_real_gateway_process_serves_audiosocket(emulator: Emulator, tmp_path: Path) -> None:
+    """`gateway serve` as deployed: its own event loop (uvloop when installed, whose transports are not
+    asyncio.Transport subclasses: a check on that once dropped every AudioSocket connection)."""
+    port = free_port()
+    served = await serve(
+        emulator, tmp_path, GATEWAY_AUDIOSOCKET_PORT=str(port), GATEWAY_AUDIOSOCKET_TO="+15551230000"
+    )
+    try:
+        side = AudioSocketSide(16000)
+        options = CallOptions(to="", side=side, gateway=f"tcp://127.0.0.1:{port}", play="builtin:hello")
+        report = await place_call(replace(options, hangup_after_s=10.0))
+        assert report.protocol_errors == []
+        assert report.greeting_ms is not None
+        assert len(report.reply_ms) == 1
+    finally:
+        served.proc.terminate()
+        await served.exit_code(within_s=30)
+    assert "Traceback" not in "".join(served.output)
+    (record,) = served.records()
+    assert record["call_id"] == side.call_uuid
+    assert record["ended_by"] == "caller"

@@ -136,3 +136,17 @@ def test_cpu_allowance_reads_the_cgroup(tmp_path: Path) -> None:
     assert cpu_allowance(str(tmp_path)) == 0.25
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpu_allowance(str(tmp_path)) == 1.0
+
+
+def test_a_dearer_call_is_believed_at_once_a_cheaper_one_slowly() -> None:
+    m = Machine()
+    mon = _monitor(m)
+    _steady(mon, m, calls=40, share=0.60)  # 1.5 %
+    m.run(0.25, 0.40)  # a quarter-second where the calls happened to be quiet: the 2 s window reads 1.44 %
+    mon.sample(0.001, 40)
+    assert mon.per_call is not None
+    assert 0.0149 < mon.per_call < 0.015  # moved a tenth of the way down
+    _steady(mon, m, calls=40, share=0.60, seconds=2.0)
+    m.run(0.25, 1.20)  # suddenly dearer: the window reads 1.69 %
+    mon.sample(0.001, 40)
+    assert mon.per_call > 0.0158  # half of the way up in one sample (a tenth would give 1.52 %)
