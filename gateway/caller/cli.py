@@ -25,7 +25,7 @@ def _default_gateway() -> str:
     return f"http://127.0.0.1:{port or 8080}"
 
 
-def _base_url(flag: str, value: str) -> str:
+def _base_url(flag: str, value: str, schemes: tuple[str, ...] = ("http", "https")) -> str:
     """A base URL; a bare ``host:port`` means ``http://host:port``."""
     text = value.strip().rstrip("/")
     if "://" not in text:
@@ -35,7 +35,7 @@ def _base_url(flag: str, value: str) -> str:
         port_ok = parts.port is None or 0 < parts.port < 65536
     except ValueError:
         port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or parts.query:
+    if parts.scheme not in schemes or not parts.hostname or not port_ok or parts.query:
         raise ConfigError(
             f"{flag}: expected a base URL like http://127.0.0.1:8080 or https://gw.example.com "
             f"(or host:port), got {value!r}"
@@ -115,7 +115,10 @@ def _options(args: argparse.Namespace) -> CallOptions:
         raise ConfigError(f"--hangup-after: expected a number of seconds above 0, got {args.hangup_after:g}")
     if args.turns < 1:
         raise ConfigError(f"--turns: expected 1 or more, got {args.turns}")
-    gateway = _base_url("--gateway", args.gateway if args.gateway is not None else _default_gateway())
+    # AudioSocket is plain TCP: its gateway address is tcp://HOST:PORT (GATEWAY_AUDIOSOCKET_PORT).
+    schemes = ("http", "https", "tcp") if args.provider == "audiosocket" else ("http", "https")
+    given = args.gateway if args.gateway is not None else _default_gateway()
+    gateway = _base_url("--gateway", given, schemes)
     public_url = _base_url("--public-url", args.public_url) if args.public_url else ""
     scripted = args.play is not None or bool(digits)
     side = SIDES[args.provider]

@@ -92,6 +92,14 @@ def test_a_gateway_without_a_scheme_is_http_and_nonsense_is_explained() -> None:
         _options(_parse("--public-url", "gw.example.com:99999"))
 
 
+def test_audiosocket_takes_a_tcp_gateway_and_only_it_does() -> None:
+    """AudioSocket is plain TCP (README, Asterisk): `gateway call --provider audiosocket` dials tcp://."""
+    options = _options(_parse("--provider", "audiosocket", "--gateway", "tcp://127.0.0.1:9092"))
+    assert options.gateway == "tcp://127.0.0.1:9092"
+    with pytest.raises(ConfigError, match="--gateway: expected a base URL"):
+        _options(_parse("--gateway", "tcp://127.0.0.1:9092"))
+
+
 def test_a_scripted_call_hangs_up_when_done_unless_told_when() -> None:
     assert _options(_parse("--play", "builtin:hello")).hangup_when_done_s == 1.5
     assert _options(_parse("--play", "builtin:hello", "--hangup-after", "9")).hangup_when_done_s is None
