@@ -12,39 +12,13 @@ No REST client: Asterisk is hung up by the ``HANGUP`` command on the socket, and
 
 from __future__ import annotations
 
-from aiohttp import web
-
-from gateway.log import call_logger
-from gateway.security.tokens import StreamClaims
-from gateway.server.media import StreamRoute, media_stream_handler
-from gateway.server.pbx import pbx_claims, pbx_refusal
+from gateway.server.media import media_stream_handler
+from gateway.server.pbx import pbx_route
 from gateway.telephony.asterisk import SUBPROTOCOL, ChanWebsocketCodec
-from gateway.telephony.events import CallStarted
 
 MEDIA_PATH = "/asterisk/media"
 
-log = call_logger("gateway.asterisk")
-
-
-def _start_claims(start: CallStarted, request: web.Request) -> StreamClaims:
-    """The call: MEDIA_START's channel id, the number and caller from the URI the dialplan filled."""
-    return pbx_claims(request, start.call_sid)
-
-
-def _no_token(start: CallStarted, request: web.Request) -> str:
-    return ""  # never asked: _start_claims always decides
-
-
-ROUTE = StreamRoute(
-    provider="asterisk",
-    path=MEDIA_PATH,
-    codec=ChanWebsocketCodec,
-    upgrade_refusal=pbx_refusal,
-    token=_no_token,
-    log=log,
-    start_claims=_start_claims,
-    protocols=(SUBPROTOCOL,),
-)
+ROUTE = pbx_route("asterisk", MEDIA_PATH, ChanWebsocketCodec, protocols=(SUBPROTOCOL,))
 media_stream = media_stream_handler(ROUTE)
 
 #: Asterisk's route, as the provider registry (gateway/server/providers.py) serves it.

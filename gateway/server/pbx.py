@@ -18,17 +18,22 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Callable
 
 from aiohttp import web
 
 from gateway.errors import TelephonyProtocolError
+from gateway.log import call_logger
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.tokens import StreamClaims
 from gateway.server.access import is_direct_loopback
+from gateway.server.media import StreamRoute
 from gateway.server.state import SETTINGS
+from gateway.telephony.events import CallStarted
 from gateway.telephony.jsonmsg import CLOSE_POLICY_VIOLATION
+from gateway.telephony.provider import MediaCodec
 
-__all__ = ["PBX_REFUSAL", "pbx_claims", "pbx_refusal", "secret_offered"]
+__all__ = ["PBX_REFUSAL", "pbx_claims", "pbx_refusal", "pbx_route", "secret_offered"]
 
 #: The query parameter that carries GATEWAY_PBX_SECRET.
 SECRET_PARAMETER = "token"
@@ -83,3 +88,31 @@ def pbx_claims(request: web.BaseRequest, call_id: str, *, to: str = "", from_: s
     if (problem := webhook_identity_problem(call_id, to, from_)) is not None:
         raise TelephonyProtocolError(f"call identity: {problem}", close_code=CLOSE_POLICY_VIOLATION)
     return StreamClaims(call_sid=call_id, to=to, from_=from_, expires_at=0.0, nonce="")
+
+
+def _start_claims(start: CallStarted, request: web.Request) -> StreamClaims:
+    """The call id from the stream's start; to/from from it where the protocol carries them, else the URL."""
+    return pbx_claims(request, start.call_sid, to=start.to, from_=start.from_)
+
+
+def _no_token(start: CallStarted, request: web.Request) -> str:
+    return ""  # never asked: _start_claims always decides
+
+
+def pbx_route(
+    provider: str, path: str, codec: Callable[[], MediaCodec], *, protocols: tuple[str, ...] = ()
+) -> StreamRoute:
+    """A PBX connector's media route: the upgrade authenticated by :func:`pbx_refusal`, the call by
+    :func:`pbx_claims` (no webhook, so no stream token); everything else is the shared media handler's.
+    ``protocols``: the WebSocket subprotocol the PBX asks for (Asterisk ``media``, jambonz
+    ``audio.jambonz.org``)."""
+    return StreamRoute(
+        provider=provider,
+        path=path,
+        codec=codec,
+        upgrade_refusal=pbx_refusal,
+        token=_no_token,
+        log=call_logger(f"gateway.{provider}"),
+        start_claims=_start_claims,
+        protocols=protocols,
+    )

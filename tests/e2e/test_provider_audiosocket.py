@@ -79,7 +79,7 @@ async def test_call_converses_paced_in_real_time(
     in real time (AudioSocket buffers nothing), and Asterisk hangs up by closing."""
     gw, address = await _gateway(make_gateway)
     side = AudioSocketSide(rate)
-    report = await place_call(_options(gw, address, side, play="builtin:hello", hangup_after_s=10.0))
+    report = await place_call(_options(gw, address, side, play="builtin:hello", hangup_when_done_s=0.5))
     assert report.protocol_errors == []
     assert report.greeting_ms is not None
     assert len(report.reply_ms) == 1
@@ -192,7 +192,7 @@ async def test_a_real_gateway_process_serves_audiosocket(emulator: Emulator, tmp
     try:
         side = AudioSocketSide(16000)
         options = CallOptions(to="", side=side, gateway=f"tcp://127.0.0.1:{port}", play="builtin:hello")
-        report = await place_call(replace(options, hangup_after_s=10.0))
+        report = await place_call(replace(options, hangup_when_done_s=0.5))
         assert report.protocol_errors == []
         assert report.greeting_ms is not None
         assert len(report.reply_ms) == 1
