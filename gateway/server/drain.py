@@ -38,6 +38,10 @@ GOODBYE = "I'm sorry, I have to end our call now. Please call back in a minute. 
 #: How long the goodbyes may take: the bot's sentence in progress (at most half of SAY_TIMEOUT_S, see
 #: CallGuard.wind_down), the goodbye (at most SAY_TIMEOUT_S), and the hang-up.
 GOODBYE_S = 1.5 * SAY_TIMEOUT_S + 3.0
+#: A call whose webhook was answered before the drain began has this long for its media stream to arrive
+#: (providers open it within a second or two); a reservation whose stream never comes (a provider that
+#: gave up, a replayed webhook) must not hold a shutdown for the token's whole lifetime.
+STREAM_GRACE_S = 5.0
 #: How often the drain looks whether calls are left (nothing per call, a dictionary length).
 POLL_S = 0.2
 
@@ -66,8 +70,14 @@ async def drain(
             extra={"calls": at_start, "streaming": len(calls.active), "deadline_s": deadline_s},
         )
     deadline = started + deadline_s
+    expected_by = started + STREAM_GRACE_S
+
+    def waiting() -> bool:
+        """Calls are streaming here, or a webhook answered here still expects its stream."""
+        return bool(calls.active) or (admission.in_use() > 0 and time.monotonic() < expected_by)
+
     # Polling: the registry has no change notification, and this runs once, at shutdown.
-    while admission.in_use() and time.monotonic() < deadline:
+    while waiting() and time.monotonic() < deadline:
         if interrupted is not None and interrupted.is_set():
             _LOG.warning("drain interrupted: ending the remaining calls now")
             break
