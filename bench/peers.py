@@ -162,12 +162,12 @@ def _print(summary: dict[str, Any]) -> None:
     peer = {r["calls"]: r for r in summary["table"]["pipecat"]}
 
     def cell(row: dict[str, Any] | None, key: str, unit: str) -> str:
+        """The figure, rounded for reading; marked where the system did not hold that N."""
         if row is None:
             return "—"
-        if not row["held"]:
-            return "broke"
         value = row[key]
-        return "—" if value is None else f"{value:g}{unit}"
+        text = "—" if value is None else f"{value:.3g}{unit}" if abs(value) < 100 else f"{value:.0f}{unit}"
+        return text if row["held"] else f"{text} (broke)"
 
     for n in sorted(set(by_n) | set(peer)):
         ours, theirs = by_n.get(n), peer.get(n)

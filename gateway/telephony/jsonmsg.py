@@ -8,12 +8,14 @@ them exactly as often as it did its own private copies.
 
 from __future__ import annotations
 
+import binascii
 import enum
 from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.errors import TelephonyProtocolError
 from gateway.jsonfast import loads
+from gateway.telephony.events import CallerAudio
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
@@ -107,3 +109,29 @@ def counter(value: object, name: str) -> int | None:
     if type(value) is int and value >= 0:
         return value
     raise invalid(f"{name} must be a non-negative integer or decimal string, got {value!r}")
+
+
+def media_payload(media: object) -> tuple[Mapping[str, Any], bytes]:
+    """The ``media`` object of a JSON media message and its audio: the base64 ``payload``, decoded
+    strictly. Twilio's shape, which SignalWire, Plivo, Telnyx and Exotel share; each checks its own
+    stream id and track around this.
+
+    Raises:
+        TelephonyProtocolError: no ``media`` object, or a payload that is not a base64 string (1007).
+    """
+    if type(media) is not dict:
+        raise invalid("media.media must be an object")
+    payload = media.get("payload")
+    if type(payload) is not str:
+        raise invalid("media.payload must be a base64 string")
+    try:
+        return media, binascii.a2b_base64(payload, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid(f"media.payload is not valid base64: {exc}") from exc
+
+
+def caller_audio(media: Mapping[str, Any], audio: bytes) -> CallerAudio:
+    """The caller-audio event of a media message, with its ``timestamp`` and ``chunk`` counters."""
+    return CallerAudio(
+        audio, counter(media.get("timestamp"), "media.timestamp"), counter(media.get("chunk"), "media.chunk")
+    )

@@ -68,8 +68,10 @@ from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
+    caller_audio,
     counter,
     invalid,
+    media_payload,
     object_field,
     parse,
     string_field,
@@ -216,26 +218,13 @@ class PlivoCodec:
         sid = msg.get("streamId")
         if sid is not None and sid != self.stream_id:
             raise violation("media for another stream")
-        media = msg.get("media")
-        if type(media) is not dict:
-            raise invalid("media.media must be an object")
-        payload = media.get("payload")
-        if type(payload) is not str:
-            raise invalid("media.payload must be a base64 string")
+        media, audio = media_payload(msg.get("media"))
         track = media.get("track")
         if track is not None and track != "inbound":
             raise violation(f"unexpected media track {track!r} on a bidirectional stream")
-        try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise invalid(f"media.payload is not valid base64: {exc}") from exc
         if self._l16 and len(audio) & 1:
             raise invalid("media.payload has an odd byte count for 16-bit audio")
-        event = CallerAudio(
-            audio,
-            counter(media.get("timestamp"), "media.timestamp"),
-            counter(media.get("chunk"), "media.chunk"),
-        )
+        event = caller_audio(media, audio)
         self.messages_in += 1
         self.media_in += 1
         self.bytes_in += len(audio)
