@@ -58,6 +58,7 @@ from gateway.telephony.jsonmsg import (
     StreamState,
     invalid,
     parse,
+    pcm_frame,
     string_field,
     violation,
 )
@@ -115,10 +116,7 @@ class BrowserCodec:
             if self.state is StreamState.STOPPED:
                 return None
             raise violation(f"binary audio received in state {self.state.value}")
-        n = len(data)
-        if not n or n & 1 or n > self._max_in:
-            raise invalid(f"a binary audio frame of {n} bytes is not 16-bit audio of at most one second")
-        return CallerAudio(data)
+        return pcm_frame(data, self._max_in)
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """No audio travels in text frames here: every text goes to :meth:`receive_text`."""

@@ -62,6 +62,7 @@ from gateway.telephony.jsonmsg import (
     StreamState,
     invalid,
     parse,
+    pcm_frame,
     violation,
 )
 from gateway.telephony.provider import AudioFormat, Capabilities
@@ -139,10 +140,7 @@ class JambonzCodec:
         """
         if self.state is not StreamState.STREAMING:
             raise violation("binary audio before jambonz's metadata text frame")
-        n = len(data)
-        if not n or n & 1 or n > self._max_in:
-            raise invalid(f"a binary audio frame of {n} bytes is not 16-bit mono audio of at most one second")
-        return CallerAudio(data)
+        return pcm_frame(data, self._max_in)
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """jambonz carries no audio in text frames."""

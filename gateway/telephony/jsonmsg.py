@@ -135,3 +135,16 @@ def caller_audio(media: Mapping[str, Any], audio: bytes) -> CallerAudio:
     return CallerAudio(
         audio, counter(media.get("timestamp"), "media.timestamp"), counter(media.get("chunk"), "media.chunk")
     )
+
+
+def pcm_frame(data: bytes, max_bytes: int) -> CallerAudio:
+    """One binary frame of 16-bit caller audio (Vonage, FreeSWITCH, jambonz, the softphone): whole
+    samples, not empty, at most ``max_bytes`` (a second of audio).
+
+    Raises:
+        TelephonyProtocolError: an empty, odd-sized or over-long frame (1007).
+    """
+    n = len(data)
+    if not n or n & 1 or n > max_bytes:
+        raise invalid(f"a binary audio frame of {n} bytes is not 16-bit audio of at most one second")
+    return CallerAudio(data)

@@ -71,6 +71,7 @@ from gateway.telephony.jsonmsg import (
     StreamState,
     invalid,
     parse,
+    pcm_frame,
     violation,
 )
 from gateway.telephony.provider import AudioFormat, Capabilities
@@ -166,10 +167,7 @@ class VonageCodec:
         """
         if self.state is not StreamState.STREAMING:
             raise violation(f"binary audio received in state {self.state.value}")
-        n = len(data)
-        if not n or n & 1 or n > self._max_in:
-            raise invalid(f"a binary audio frame of {n} bytes is not 16-bit audio of at most one second")
-        return CallerAudio(data)
+        return pcm_frame(data, self._max_in)
 
     def receive_media(self, text: str) -> CallerAudio | None:
         """Vonage carries no audio in text frames: every text goes to :meth:`receive_text`."""
