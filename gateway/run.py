@@ -275,9 +275,10 @@ def _banner(settings: Settings, dialplans: DialplanStore, budget: FileBudget) ->
         "  Try a call from another terminal:",
         f"    .venv/bin/gateway call +15551230000 --gateway {local} \\",
         "        --play builtin:hello --record heard.wav --json",
+        f"  or talk to it from this browser: {local}/phone",
         "",
         f"  Live calls and records: {local}/admin/   metrics: {local}/metrics",
-        f"  (admin and metrics: {_admin_access(settings)})",
+        f"  (admin, metrics and the phone page: {_admin_access(settings)})",
         f"  {budget.describe()}",
         "",
     ]
