@@ -28,6 +28,7 @@ from gateway.emulator import Emulator
 from gateway.emulator.session import RecordedFrame
 from gateway.security import probe
 from gateway.server.state import LIMITS, STREAM_TOKENS
+from tests.needs import unavailable
 
 from .conftest import Gateway, GatewayFactory
 
@@ -627,7 +628,7 @@ async def test_the_soft_open_file_limit_is_raised_and_the_capacity_said(
     calls that allows, in its log and banner."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
-        pytest.skip("the hard open-file limit is below 1024 here")
+        unavailable("the hard open-file limit is below 1024 here (raise it: ulimit -Hn)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
     env.update(GATEWAY_DATA_DIR=str(tmp_path / "data"), GATEWAY_LOG_LEVEL="INFO")
     with socket.socket() as s:

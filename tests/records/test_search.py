@@ -103,9 +103,12 @@ async def test_search_and_summary_on_postgres(postgres_store: RecordStore) -> No
     await _search_and_summary(postgres_store)
 
 
-@pytest.mark.parametrize("limit", [0, -5, 10_000])
-async def test_page_size_is_bounded(sqlite_store: RecordStore, limit: int) -> None:
+@pytest.mark.parametrize(("limit", "rows"), [(0, 1), (-5, 1), (10_000, 5)])
+async def test_page_size_is_bounded(sqlite_store: RecordStore, limit: int, rows: int) -> None:
+    """A page holds at least one record and at most MAX_PAGE; a negative offset starts at the first."""
     await _calls(sqlite_store)
     page, total = await search_calls(sqlite_store, RecordQuery(limit=limit, offset=-3))
-    assert 1 <= len(page) <= 5
+    assert len(page) == rows
     assert total == 5
+    first, _ = await search_calls(sqlite_store, RecordQuery(limit=1, offset=0))
+    assert page[0].call_id == first[0].call_id

@@ -7,13 +7,13 @@ import resource
 import subprocess
 import sys
 
-import pytest
 from aiohttp import web
 
 from gateway.server.connections import GatewayRunner, GuardedServer, handler_args
 from gateway.server.limits import LimitState
 from gateway.server.state import LIMITS
 from gateway.settings import Settings
+from tests.needs import unavailable
 
 
 async def test_the_guarded_server_keeps_aiohttps_handler_arguments() -> None:
@@ -39,7 +39,7 @@ def test_the_soft_open_file_limit_rises_to_the_hard_limit() -> None:
     """A process started with 256 of 1024 files raises itself to 1024 and reports both."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 1024:
-        pytest.skip("the hard open-file limit is below 1024 here")
+        unavailable("the hard open-file limit is below 1024 here (raise it: ulimit -Hn)")
     code = (
         "import resource\n"
         "from gateway.server.connections import open_file_limit, raise_file_limit\n"
