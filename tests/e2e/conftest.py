@@ -121,3 +121,13 @@ async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[
 @pytest.fixture
 async def gateway(make_gateway: GatewayFactory) -> Gateway:
     return await make_gateway()
+
+
+def client_messages(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
+    """The client messages of one kind (``realtimeInput``, ``clientContent``…) that ``session`` of the
+    emulator received, in order."""
+    return [
+        f.payload[key]
+        for f in emulator.sessions[session].frames
+        if f.direction == "in" and f.payload is not None and key in f.payload
+    ]

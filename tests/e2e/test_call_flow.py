@@ -19,18 +19,9 @@ from gateway.caller.call import admin_transcript
 from gateway.emulator import Emulator
 from gateway.server.state import PRECONNECT
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
-
-
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    """Client messages of one kind the emulator received, normalised."""
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
 
 
 def _out_has(emulator: Emulator, key: str, session: int = 0) -> bool:
@@ -75,11 +66,11 @@ async def test_greeting_reply_transcript_and_recording(
     assert len(pcm) / 8000 == pytest.approx(14.0, abs=0.5)
     assert np.sqrt(np.mean(pcm[: 8000 * 5] ** 2)) > 300  # the greeting is audible
     # The gateway streamed the caller's audio to Gemini as 16 kHz PCM and sent the greeting prompt.
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert audio
     assert audio[0]["mimeType"] == "audio/pcm;rate=16000"
     assert emulator.sessions[0].audio_in_bytes >= 13 * 32000
-    assert _in(emulator, "clientContent")
+    assert client_messages(emulator, "clientContent")
     # The Gemini session ended with the call.
     await asyncio.wait_for(emulator.sessions[0].closed.wait(), 5)
 
@@ -93,7 +84,7 @@ async def test_uplink_at_the_phones_own_rate(make_gateway: GatewayFactory, emula
     assert report.protocol_errors == []
     assert report.greeting_ms is not None
     assert len(report.reply_ms) == 1  # the emulator heard the utterance at 8 kHz and answered it
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=8000"}
     # 20 ms of 8 kHz PCM16 per message (320 bytes, 428 in base64), ~16 kB of audio per second.
     assert len(audio[len(audio) // 2]["data"]) == 428
@@ -151,7 +142,7 @@ async def test_dtmf_reaches_the_model_as_text(gateway: Gateway, emulator: Emulat
         )
     )
     assert report.dtmf_sent == "12#"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key 2]",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import binascii
 import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import pytest
 from gateway.caller.load import CallPattern, SessionProbe, analyse, run_calls
 from gateway.emulator import Emulator
 from gateway.emulator.session import RecordedFrame
+from tests.e2e.served import free_port
 
 from .conftest import DEFAULT_PLAN, GatewayFactory
 
@@ -77,19 +77,13 @@ async def test_load_calls_measure_both_legs(emulator: Emulator, make_gateway: Ga
     assert all(c["marks_echoed"] > 0 for c in calls)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def workers_gateway(tmp_path: Path, emulator: Emulator) -> AsyncIterator[tuple[str, int]]:
     """``gateway serve --workers 2`` as a subprocess, against the emulator over wss://: (URL, workers)."""
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
     env |= {"GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_LOG_LEVEL": "WARNING"}
     env |= {"GEMINI_BASE_URL": emulator.base_url, "GEMINI_API_KEY": "test-key-not-secret"}

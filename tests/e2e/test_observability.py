@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.records.sqlite import SqliteStore
+from tests.e2e.served import free_port
 from tests.needs import unavailable
 
 from .conftest import DEFAULT_PLAN, GatewayFactory
@@ -262,19 +262,12 @@ async def test_recording_writes_both_legs(
 # --- a gateway process killed mid-call -----------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def _gateway_process(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_"))}
     env.update(GATEWAY_DATA_DIR=str(tmp_path / "data"), GATEWAY_HOST="127.0.0.1", GATEWAY_PORT=str(port))
     log = (tmp_path / "gateway.log").open("wb")

@@ -21,7 +21,7 @@ from gateway.caller.side_asterisk import AsteriskJsonSide, AsteriskSide
 from gateway.emulator import Emulator
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,6 @@ tools = ["end_call"]
 [vad]
 silence_duration_ms = 300
 """
-
-
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
 
 
 def _options(gw: Gateway, side: AsteriskSide, **changes: Any) -> CallOptions:
@@ -79,7 +71,7 @@ async def test_call_converses_in_both_control_formats(
     assert report.marks_acked == report.marks_sent
     assert report.ended_by == "caller"
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {mime}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
@@ -106,7 +98,7 @@ async def test_dtmf_end_reaches_the_model(gateway: Gateway, emulator: Emulator) 
     side = AsteriskSide("ulaw")
     report = await place_call(_options(gateway, side, dtmf="1#", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.protocol_errors == []
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key #]",
@@ -274,7 +266,7 @@ async def test_slin16_carries_a_6khz_tone_to_gemini(gateway: Gateway, emulator: 
         for i in range(0, len(tone), 640):
             await ws.send_bytes(tone[i : i + 640])
             await asyncio.sleep(0.02)
-    chunks = [a["data"] for m in _in(emulator, "realtimeInput") if (a := m.get("audio"))]
+    chunks = [a["data"] for m in client_messages(emulator, "realtimeInput") if (a := m.get("audio"))]
     sent = b"".join(base64.b64decode(c) for c in chunks)
     assert len(sent) >= 32000
     assert _tone_energy(sent, 16000, 6000) > 0.8

@@ -4,7 +4,6 @@ frames, DTMF) → the gateway's AudioSocket listener → Gemini Live emulator ov
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from gateway.emulator.scenario import Rule
 from gateway.server.audiosocket import AUDIOSOCKET
 from gateway.server.state import OBSERVABILITY
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +44,8 @@ greeting = "Greet the caller."
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _gateway(make_gateway: GatewayFactory, **overrides: Any) -> tuple[Gateway, str]:
-    port = _free_port()
+    port = free_port()
     gw = await make_gateway(audiosocket_port=port, **overrides)
     return gw, f"tcp://127.0.0.1:{port}"
 
@@ -61,14 +54,6 @@ def _options(gw: Gateway, address: str, side: AudioSocketSide, **changes: Any) -
     return CallOptions(
         to="", side=side, gateway=address, transcript_source=admin_transcript(gw.url), **changes
     )
-
-
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -89,7 +74,7 @@ async def test_call_converses_paced_in_real_time(
     assert report.pacing["max_ahead_ms"] <= 80
     assert report.marks_sent == report.clears == 0  # AudioSocket has neither
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
@@ -103,7 +88,7 @@ async def test_dtmf_reaches_the_model(make_gateway: GatewayFactory, emulator: Em
         _options(gw, address, AudioSocketSide(), dtmf="5#", greeting_timeout_s=0.5, hangup_after_s=10.0)
     )
     assert report.protocol_errors == []
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 5]",
         "[The caller pressed the phone key #]",

@@ -24,7 +24,7 @@ from gateway.caller.side_freeswitch import FreeSwitchSide
 from gateway.emulator import Emulator, session as emulator_session, voice
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +39,6 @@ tools = ["end_call"]
 [vad]
 silence_duration_ms = 300
 """
-
-
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
 
 
 async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
@@ -90,7 +82,7 @@ async def test_call_converses_in_whole_100ms_files_at_16khz(
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
     assert report.pacing["files"] > 20
     assert report.pacing["min_file_ms"] == report.pacing["max_file_ms"] == 100.0
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
@@ -120,7 +112,7 @@ async def test_dtmf_forwarded_by_the_event_script_reaches_the_model(
     report = await place_call(_options(gateway, dtmf="12#", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.protocol_errors == []
     assert report.dtmf_sent == "12#"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key 2]",
@@ -279,7 +271,7 @@ async def test_wideband_a_6khz_tone_survives_both_ways(
     heard = bytes(side.heard_pcm)
     assert len(heard) >= 16000
     assert _band_energy(heard, 16000, tone_hz - 200, tone_hz + 200) > 0.8
-    chunks = [a["data"] for m in _in(emulator, "realtimeInput") if (a := m.get("audio"))]
+    chunks = [a["data"] for m in client_messages(emulator, "realtimeInput") if (a := m.get("audio"))]
     sent = b"".join(base64.b64decode(c) for c in chunks)
     assert len(sent) >= 32000
     assert _band_energy(sent, 16000, tone_hz - 200, tone_hz + 200) > 0.8

@@ -22,7 +22,7 @@ from gateway.caller.side_jambonz import JambonzSide
 from gateway.emulator import Emulator, session as emulator_session, voice
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -37,14 +37,6 @@ tools = ["end_call"]
 [vad]
 silence_duration_ms = 300
 """
-
-
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
 
 
 async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
@@ -88,7 +80,7 @@ async def test_call_converses_with_streamed_audio_and_every_mark_played(
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
     assert report.pacing["messages"] > 50
     assert report.pacing["min_message_ms"] == report.pacing["max_message_ms"] == 100.0
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
@@ -122,7 +114,7 @@ async def test_dtmf_reaches_the_model(gateway: Gateway, emulator: Emulator) -> N
     report = await place_call(_options(gateway, dtmf="12#", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.protocol_errors == []
     assert report.dtmf_sent == "12#"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key 2]",
@@ -264,7 +256,7 @@ async def test_wideband_a_6khz_tone_survives_both_ways(
     heard = bytes(side.heard_pcm)
     assert len(heard) >= 16000
     assert _band_energy(heard, 16000, tone_hz - 200, tone_hz + 200) > 0.8
-    chunks = [a["data"] for m in _in(emulator, "realtimeInput") if (a := m.get("audio"))]
+    chunks = [a["data"] for m in client_messages(emulator, "realtimeInput") if (a := m.get("audio"))]
     sent = b"".join(base64.b64decode(c) for c in chunks)
     assert len(sent) >= 32000
     assert _band_energy(sent, 16000, tone_hz - 200, tone_hz + 200) > 0.8

@@ -22,7 +22,7 @@ from gateway.emulator.scenario import Rule
 from gateway.errors import AuthError
 from gateway.server.plivo import e164
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -94,14 +94,6 @@ async def plivo_api() -> AsyncIterator[PlivoApi]:
     await api.server.close()
 
 
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
-
-
 async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
     """The durable call record (written a moment after the call ends), from the admin API."""
     async with aiohttp.ClientSession() as http, asyncio.timeout(5):
@@ -165,7 +157,7 @@ async def test_wideband_l16_16k_converses_end_to_end(
     assert len(report.reply_ms) == 1
     assert report.marks_acked == report.marks_sent > 0
     assert report.heard_ms > 1000
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     assert emulator.sessions[0].audio_in_bytes >= 10 * 32000
 
@@ -193,7 +185,7 @@ async def test_dtmf_reaches_the_model(gateway: Gateway, emulator: Emulator) -> N
     """Plivo's dtmf events arrive at Gemini as realtime text, in order."""
     report = await place_call(_options(gateway, dtmf="12#", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.dtmf_sent == "12#"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key 2]",

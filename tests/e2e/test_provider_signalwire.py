@@ -28,7 +28,7 @@ from gateway.errors import AuthError
 from gateway.server.signalwire import upgrade_bearer
 from gateway.server.state import CALLS
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -97,14 +97,6 @@ async def signalwire_api() -> AsyncIterator[SignalWireApi]:
     await api.server.close()
 
 
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
-
-
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
     options: dict[str, Any] = {
         "to": "+15551230000",
@@ -148,7 +140,7 @@ async def test_greeting_reply_marks_and_the_dialplan_by_number(
     assert report.marks_acked == report.marks_sent
     assert report.ended_by == "caller"
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["dialplan"] == "sales"
@@ -179,7 +171,7 @@ async def test_dtmf_reaches_the_model_as_text(make_gateway: GatewayFactory, emul
     gw = await make_gateway()
     report = await place_call(_options(gw, dtmf="7*", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.dtmf_sent == "7*"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 7]",
         "[The caller pressed the phone key *]",
@@ -340,7 +332,7 @@ async def test_wideband_l16_16k_end_to_end(
     assert {len(chunk) for chunk in side.sent} == {640}
     assert side.received
     assert all(n % 640 == 0 for n in side.received)
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     chunks = [base64.b64decode(a["data"]) for a in audio]
     speech = [c for c in chunks if any(c)]

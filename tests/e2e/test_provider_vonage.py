@@ -27,7 +27,7 @@ from gateway.caller.side_vonage import VonageSide
 from gateway.emulator import Emulator, session as emulator_session, voice
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -89,14 +89,6 @@ async def vonage_api() -> AsyncIterator[VonageApi]:
     await api.server.close()
 
 
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
-
-
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
     options: dict[str, Any] = {
         "to": "+15551230000",
@@ -135,7 +127,7 @@ async def test_signed_call_converses_with_paced_20ms_binary_frames(
     assert report.pacing["max_ahead_ms"] <= 120
     summary = side.pacing_summary()
     assert summary["jitter_p50_ms"] < 5, summary
-    audio = [m["audio"] for m in _in(emulator, "realtimeInput") if "audio" in m]
+    audio = [m["audio"] for m in client_messages(emulator, "realtimeInput") if "audio" in m]
     assert {a["mimeType"] for a in audio} == {"audio/pcm;rate=16000"}
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
@@ -201,7 +193,7 @@ async def test_dtmf_reaches_the_model(gateway: Gateway, emulator: Emulator) -> N
     report = await place_call(_options(gateway, dtmf="12#", greeting_timeout_s=0.5, hangup_after_s=10.0))
     assert report.protocol_errors == []
     assert report.dtmf_sent == "12#"
-    texts = [m["text"] for m in _in(emulator, "realtimeInput") if "text" in m]
+    texts = [m["text"] for m in client_messages(emulator, "realtimeInput") if "text" in m]
     assert [t for t in texts if "key" in t] == [
         "[The caller pressed the phone key 1]",
         "[The caller pressed the phone key 2]",
@@ -304,7 +296,7 @@ async def test_wideband_a_6khz_tone_survives_both_ways(
     assert len(heard) >= 16000  # at least half a second
     assert _band_energy(heard, 16000, tone_hz - 200, tone_hz + 200) > 0.8
     # Uplink: what Gemini received, 16 kHz PCM, carries the tone.
-    chunks = [a["data"] for m in _in(emulator, "realtimeInput") if (a := m.get("audio"))]
+    chunks = [a["data"] for m in client_messages(emulator, "realtimeInput") if (a := m.get("audio"))]
     sent = b"".join(base64.b64decode(c) for c in chunks)
     assert len(sent) >= 32000
     assert _band_energy(sent, 16000, tone_hz - 200, tone_hz + 200) > 0.8

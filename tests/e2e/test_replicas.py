@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +33,7 @@ import pytest
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.settings import CLUSTER_NEEDS_SECRET
+from tests.e2e.served import free_port
 from tests.needs import unavailable
 
 from .conftest import DEFAULT_PLAN
@@ -48,12 +48,6 @@ ADMIN_TOKEN = "admin-token-for-the-replicas-test"
 LEASE_S = 1.5
 MAX_CALLS = 2
 TO = "+15551230000"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -223,8 +217,8 @@ async def cluster(
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
-    ports = {name: _free_port() for name in ("a", "b", "c")}
-    proxy_port = _free_port()
+    ports = {name: free_port() for name in ("a", "b", "c")}
+    proxy_port = free_port()
     proxy = f"http://127.0.0.1:{proxy_port}"
     base_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_", "TWILIO_"))
@@ -503,7 +497,7 @@ async def test_a_replica_without_the_shared_secret_refuses_to_start(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "GEMINI_", "GOOGLE_"))}
     env |= {"GATEWAY_REDIS_URL": REDIS_URL, "GATEWAY_DATA_DIR": str(tmp_path / "data")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--emulator", "--port", str(_free_port()),
+        sys.executable, "-m", "gateway", "serve", "--emulator", "--port", str(free_port()),
         env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(30):

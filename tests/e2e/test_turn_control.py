@@ -15,7 +15,7 @@ from gateway.caller import CallOptions, place_call
 from gateway.caller.call import admin_transcript
 from gateway.emulator import Emulator, Rule
 
-from .conftest import DEFAULT_PLAN, Gateway
+from .conftest import DEFAULT_PLAN, Gateway, client_messages
 
 pytestmark = pytest.mark.e2e
 
@@ -71,14 +71,6 @@ def dialplan_dir(tmp_path: Path) -> Path:
     return d
 
 
-def _in(emulator: Emulator, key: str, session: int = 0) -> list[dict[str, Any]]:
-    return [
-        f.payload[key]
-        for f in emulator.sessions[session].frames
-        if f.direction == "in" and f.payload is not None and key in f.payload
-    ]
-
-
 def _out(emulator: Emulator, session: int = 0) -> list[dict[str, Any]]:
     return [f.payload for f in emulator.sessions[session].frames if f.direction == "out" and f.payload]
 
@@ -114,7 +106,7 @@ async def test_manual_activity_detection_marks_the_callers_turn_and_is_answered(
     setup = emulator.sessions[0].setup
     assert setup is not None
     assert setup["realtimeInputConfig"]["automaticActivityDetection"] == {"disabled": True}
-    kinds = [next(iter(m)) for m in _in(emulator, "realtimeInput")]
+    kinds = [next(iter(m)) for m in client_messages(emulator, "realtimeInput")]
     assert kinds[0] == "activityStart", "no audio before the caller speaks"
     assert kinds.count("activityStart") == 1
     assert kinds.count("activityEnd") == 1
@@ -192,7 +184,7 @@ async def test_extended_thinking_speaks_twice_for_one_request_and_declares_only_
     assert setup["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "MEDIUM"}
     behaviors = {d["name"]: d["behavior"] for d in setup["tools"][0]["functionDeclarations"]}
     assert behaviors == {"lookup_order": "NON_BLOCKING", "end_call": "NON_BLOCKING"}
-    [answer] = [r for m in _in(emulator, "toolResponse") for r in m["functionResponses"]]
+    [answer] = [r for m in client_messages(emulator, "toolResponse") for r in m["functionResponses"]]
     assert answer["response"]["output"]["status"] == "shipped"
     assert "scheduling" not in answer  # not read by this model, so not sent
     statuses = [

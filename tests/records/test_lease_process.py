@@ -22,16 +22,11 @@ from gateway.records.hub import Observability
 from gateway.records.sqlite import SqliteStore
 from gateway.records.store import ORPHAN_EVENT
 from gateway.settings import Settings
+from tests.e2e.served import free_port
 
 pytestmark = pytest.mark.e2e
 
 LEASE_S = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rows(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
@@ -48,7 +43,7 @@ def _rows(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
 
 async def _serve(data: Path) -> tuple[asyncio.subprocess.Process, str, str]:
     """A gateway on the embedded emulator: its process, URL, and instance id once it heartbeats."""
-    port = _free_port()
+    port = free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "GATEWAY_", "TWILIO_"))
     }
