@@ -226,6 +226,10 @@ class CallBridge:
         self._protocol_error: TelephonyProtocolError | None = None
         #: Model turns ended (complete or interrupted): call control waits for the goodbye's turn.
         self.turns_ended = 0
+        #: The model's reply is under way: from its first content to its ``turnComplete``.
+        self.model_turn_open = False
+        #: Caller audio reaches Gemini as silence (set once the gateway ends the call with a last line).
+        self.caller_muted = False
         self.result = CallResult(
             call_sid=info.call_sid,
             dialplan=dialplan.name,
@@ -434,11 +438,14 @@ class CallBridge:
         as the frame is parsed (gateway/server/media_in.py) as well as from the uplink task."""
         self.result.frames_in += 1
         pcm = self.uplink.process(event.payload)
+        # Muted (the gateway is ending the call): Gemini hears the line go quiet, so nothing the
+        # caller says now starts a turn over the last line. The meters and the recording still hear it.
+        sent = pcm if not self.caller_muted else bytes(len(pcm))
         vad = self._vad
         if vad is None:
-            self.session.send_audio(pcm)
+            self.session.send_audio(sent)
         else:
-            self._manual_turns(vad, pcm)
+            self._manual_turns(vad, sent)
         # For the reply-latency histogram: when the caller last made a sound.
         level = peak(pcm, 2)
         if level > self.level_in:  # the call inspector's live meter (one integer, read 5 times a second)
@@ -553,6 +560,7 @@ class CallBridge:
     async def _on_server_event(self, event: ServerEvent) -> None:
         if isinstance(event, ModelAudio):
             self._turn_flushed = False
+            self.model_turn_open = True
             if not self._bot_audio:
                 self._bot_audio = True
                 self.observer.bot_audio_started()
@@ -566,13 +574,14 @@ class CallBridge:
                     await self._pump()
                 self._wake.set()
         elif isinstance(event, OutputTranscription):
+            self.model_turn_open = True
             self.transcript.bot_text(event.text)
         elif isinstance(event, InputTranscription):
             self.transcript.caller_text(event.text)
             self.guard.caller_active()
         elif isinstance(event, Interrupted):
             self._in_progress = False
-            self.guard.caller_active()
+            self.guard.interrupted()
             await self._barge_in()
         elif isinstance(event, GenerationComplete):
             self._flush_turn()
@@ -585,6 +594,7 @@ class CallBridge:
                 # the silence clock restarts, as the caller is waiting for the bot, not silent.
                 self.guard.timers.bot_active(self._clock())
             else:
+                self.model_turn_open = False
                 self.turns_ended += 1
                 self.guard.turn_complete()
             turn = self.transcript.end_bot()

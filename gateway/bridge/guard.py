@@ -49,6 +49,7 @@ class CallGuard:
         self._t0 = bridge._clock()
         self.timers = CallTimers(bridge.dialplan.limits, self._t0)
         self._turn_done = asyncio.Event()
+        self._cut = False  # an ``interrupted`` since the last line was asked for
         self._acting = False
 
     # --- activity, fed by the bridge (never per frame) -----------------------------------------------
@@ -58,6 +59,11 @@ class CallGuard:
     def caller_active_at(self, now: float) -> None:
         """Caller speech heard in the audio itself (per voiced frame: keep it this cheap)."""
         self.timers.caller_active(now)
+
+    def interrupted(self) -> None:
+        """Gemini cut its reply short: usually the caller spoke (activity), and a last line may be lost."""
+        self._cut = True
+        self.caller_active()
 
     def turn_complete(self) -> None:
         """The model finished a turn: silence is counted from when its audio stops playing."""
@@ -95,6 +101,7 @@ class CallGuard:
                 self._speak(step.text)
             elif isinstance(step, TimerAction):
                 self.bridge.log.info("limit reached", extra={"why": step.why, "action": step.action.kind})
+                self.bridge.caller_muted = True
                 await self._say_and_wait(step.say)
                 await self._act(step.action, step.why)
                 return
@@ -107,15 +114,40 @@ class CallGuard:
             return False
 
     async def _say_and_wait(self, text: str) -> None:
-        """Have the model say ``text`` and wait until the caller has heard it (bounded)."""
-        self._turn_done.clear()
-        if not self._speak(text):
-            return
+        """Have the model say ``text`` and wait until the caller has heard it (bounded).
+
+        The line is a turn of its own: asked for once the model's reply in progress is over (a
+        ``clientContent`` turn would interrupt it, docs/gemini-live.md §3), and asked for once more
+        if something cut it (caller speech already on its way when the caller was muted). Its
+        ``turnComplete`` is the first whole one after it was asked for.
+        """
         clock = self.bridge._clock
         deadline = clock() + SAY_TIMEOUT_S
+        await self._settle(clock() + SAY_TIMEOUT_S / 2)
+        for ask in (1, 2):
+            if not self._speak(text):
+                return
+            whole = await self._next_turn(deadline)
+            if ask == 2 and whole is False:
+                whole = await self._next_turn(deadline)  # the turn our own ask cut; the line's follows
+            if whole is not False:
+                break  # said whole, or out of time
+        await self._until_heard(deadline)
+
+    async def _next_turn(self, deadline: float) -> bool | None:
+        """Wait for the model's next ``turnComplete``: whether its turn was whole (None: ``deadline``)."""
+        self._turn_done.clear()
+        self._cut = False
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(SAY_TIMEOUT_S):
+            async with asyncio.timeout(max(deadline - self.bridge._clock(), 0.0)):
                 await self._turn_done.wait()
+                return not self._cut
+        return None
+
+    async def _settle(self, deadline: float) -> None:
+        """Wait (bounded) until the model is not mid-reply and what it said has been heard."""
+        if self.bridge.model_turn_open:
+            await self._next_turn(deadline)
         await self._until_heard(deadline)
 
     async def _until_heard(self, deadline: float) -> None:
@@ -149,8 +181,7 @@ class CallGuard:
             return  # already ending through the fallback
         self._acting = True
         self.bridge.log.info("ending the call with a goodbye", extra={"why": why})
-        # Not over the bot's sentence: let what is already playing finish first (bounded).
-        await self._until_heard(self.bridge._clock() + SAY_TIMEOUT_S / 2)
+        self.bridge.caller_muted = True  # nothing said now may start a turn over the goodbye
         await self._say_and_wait(goodbye)
         self.bridge.hang_up("gateway", why)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from gateway.bridge.timers import DEFAULT_GOODBYES
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.caller.samples import hello_utterance
 from gateway.emulator import Emulator, Scenario
@@ -331,3 +332,30 @@ async def test_max_duration_warns_then_ends(make_gateway: GatewayFactory, dialpl
         assert "Time is almost up." in said
         assert "time limit" in said
         assert (await _record(gw))["reason"] == "maximum call duration"
+
+
+async def test_a_limit_reached_while_the_caller_talks_still_gets_its_goodbye_said_whole(
+    make_gateway: GatewayFactory, dialplan_dir: Path, tmp_path: Path
+) -> None:
+    """The time limit strikes mid-sentence: the caller is muted towards Gemini (their speech cannot cut
+    the last line), the goodbye is a whole turn of its own, and only then does the gateway hang up."""
+    (dialplan_dir / "default.toml").write_text(DEFAULT_PLAN + "[limits]\nmax_duration_s = 2.5\n")
+    speech = (hello_utterance(8000, duration_s=5.0) * 32767).astype("<i2")
+    wav = tmp_path / "long.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(speech.tobytes())
+    async with _emulator() as emu:
+        gw = await make_gateway(gemini_url=emu.base_url)
+        # The caller starts talking after the short greeting and is still talking at 2.5 s.
+        report = await _call(gw, play=wav, speak_at_s=1.5, hangup_after_s=30.0)
+        assert report.ended_by == "gateway"
+        assert (await _record(gw))["reason"] == "maximum call duration"
+        conversation = emu.sessions[0].conversation
+        assert conversation is not None
+        said = [h["text"] for h in conversation.history if h["role"] == "model"]
+        assert said[-1] == DEFAULT_GOODBYES["max_duration"]  # whole, and the last thing said
+        # Heard too: the call lasted until the goodbye had played (about 5 s of speech).
+        assert report.duration_s > 2.5 + 3.0
