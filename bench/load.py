@@ -757,53 +757,79 @@ def _print_overload(summary: dict[str, Any]) -> None:
         print(f"{label:<22}{summary['off'][key]!s:>12}{summary['on'][key]!s:>12}")
 
 
-def compare_tls(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
-    """``--repeat`` pairs of runs at ``--calls``, one over ws:// and one over wss://, back to back in
-    alternating order (ws, wss, then wss, ws, ...), so the machine's drift lands on both sides alike.
-    Each pair gives a ratio (CPU, memory) or a difference (latency); the medians of those are the
-    figures to quote, more than the medians of either side's raw values."""
+def compare_pairs(
+    args: argparse.Namespace,
+    opts: dict[str, Any],
+    base: tuple[str, dict[str, Any]],
+    other: tuple[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """``--repeat`` pairs of runs at ``--calls``: ``base`` and ``other`` (a name and the run's options),
+    back to back in alternating order (base, other, then other, base, ...), so the machine's drift lands
+    on both sides alike. Each pair gives a ratio other/base (CPU, memory) or a difference other-base
+    (latency); the medians of those are the figures to quote, more than the medians of either side."""
+    (a_name, a_opts), (b_name, b_opts) = base, other
     pairs: list[dict[str, dict[str, Any]]] = []
     for i in range(args.repeat):
         pair: dict[str, dict[str, Any]] = {}
-        for tls in (False, True) if i % 2 == 0 else (True, False):
-            result = run_once(args.calls, args.seconds, **{**opts, "tls": tls})
-            pair["wss" if tls else "ws"] = result
-            print(f"pair {i + 1} {'wss' if tls else 'ws '} " + _short(result), file=sys.stderr, flush=True)
+        for name, side in (
+            ((a_name, a_opts), (b_name, b_opts)) if i % 2 == 0 else ((b_name, b_opts), (a_name, a_opts))
+        ):
+            result = run_once(args.calls, args.seconds, **{**opts, **side})
+            pair[name] = result
+            print(f"pair {i + 1} {name:7} " + _short(result), file=sys.stderr, flush=True)
         pairs.append(pair)
     table: dict[str, dict[str, Any]] = {}
     for key, unit, how in COMPARED:
-        ws = [p["ws"][key] for p in pairs if p["ws"][key] is not None]
-        wss = [p["wss"][key] for p in pairs if p["wss"][key] is not None]
-        both = [(p["ws"][key], p["wss"][key]) for p in pairs]
+        a_values = [p[a_name][key] for p in pairs if p[a_name][key] is not None]
+        b_values = [p[b_name][key] for p in pairs if p[b_name][key] is not None]
+        both = [(p[a_name][key], p[b_name][key]) for p in pairs]
         both = [(a, b) for a, b in both if a is not None and b is not None and (how == "diff" or a > 0)]
         per_pair = [b / a if how == "ratio" else b - a for a, b in both]
         table[key] = {
             "unit": unit,
-            "ws_median": round(statistics.median(ws), 4) if ws else None,
-            "wss_median": round(statistics.median(wss), 4) if wss else None,
+            f"{a_name}_median": round(statistics.median(a_values), 4) if a_values else None,
+            f"{b_name}_median": round(statistics.median(b_values), 4) if b_values else None,
             how: round(statistics.median(per_pair), 3) if per_pair else None,
             f"{how}_per_pair": [round(v, 3) for v in per_pair],
         }
+    names = (a_name, b_name)
     return {
         "calls": args.calls,
         "seconds": args.seconds,
         "pairs": len(pairs),
+        "sides": list(names),
         "compared": table,
-        "calls_failed": {m: sum(p[m]["calls_failed"] for p in pairs) for m in ("ws", "wss")},
-        "frames_lost": {m: sum(p[m]["frames_lost"] for p in pairs) for m in ("ws", "wss")},
+        "calls_failed": {m: sum(p[m]["calls_failed"] for p in pairs) for m in names},
+        "frames_lost": {m: sum(p[m]["frames_lost"] for p in pairs) for m in names},
         "loadgen_lag_ms_p99_max": max(p[m]["loadgen_lag_ms_p99"] or 0.0 for p in pairs for m in p),
-        "calibration_us_per_frame": [p[m]["calibration_us_per_frame"] for p in pairs for m in ("ws", "wss")],
+        "calibration_us_per_frame": [p[m]["calibration_us_per_frame"] for p in pairs for m in names],
         "machine": machine(),
         "runs": pairs,
     }
 
 
-def _print_comparison(summary: dict[str, Any]) -> None:
+def compare_tls(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """--compare-tls: what TLS to the Live server costs, ws:// against wss:// (verified)."""
+    return compare_pairs(args, opts, ("ws", {"tls": False}), ("wss", {"tls": True}))
+
+
+def floor_server(port: int, tmp: Path) -> list[str]:
+    """The I/O floor (bench/floor.py) as the voice server: the gateway's sockets and messages, no more."""
+    return [sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "--port", str(port)]
+
+
+def compare_floor(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """--compare-floor: the gateway against the I/O floor of the same harness (bench/floor.py)."""
+    return compare_pairs(args, opts, ("floor", {"server": floor_server}), ("gateway", {}))
+
+
+def _print_comparison(summary: dict[str, Any], title: str) -> None:
+    a, b = summary["sides"]
     print(
-        f"ws:// vs wss:// (verified, test CA), {summary['calls']} calls, {summary['seconds']:g} s steady state, "
-        f"{summary['pairs']} alternating pairs; per-pair ratio wss/ws or difference wss-ws, median"
+        f"{title}, {summary['calls']} calls, {summary['seconds']:g} s steady state, {summary['pairs']} "
+        f"alternating pairs; per-pair ratio {b}/{a} or difference {b}-{a}, median"
     )
-    print(f"  {'':20} {'unit':>7} {'ws':>10} {'wss':>10} {'wss vs ws':>10}   per pair")
+    print(f"  {'':20} {'unit':>7} {a:>10} {b:>10} {b + ' vs ' + a:>16}   per pair")
     for key, row in summary["compared"].items():
         ratio = row.get("ratio")
         versus = f"{ratio:.3f}x" if ratio is not None else ""
@@ -815,8 +841,8 @@ def _print_comparison(summary: dict[str, Any]) -> None:
             return "-" if v is None else f"{v:.4g}"
 
         print(
-            f"  {key:20} {row['unit']:>7} {cell(row['ws_median']):>10} {cell(row['wss_median']):>10} "
-            f"{versus:>10}   {per_pair}"
+            f"  {key:20} {row['unit']:>7} {cell(row[a + '_median']):>10} {cell(row[b + '_median']):>10} "
+            f"{versus:>16}   {per_pair}"
         )
     print(
         f"  calls failed {summary['calls_failed']}, frames lost {summary['frames_lost']}, "
@@ -952,6 +978,18 @@ def main(argv: list[str] | None = None) -> int:
         "per-pair ratios (--json: the figures and every run)",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="measure the I/O floor (bench/floor.py: the gateway's sockets and messages, nothing else) in "
+        "the gateway's place",
+    )
+    parser.add_argument(
+        "--compare-floor",
+        action="store_true",
+        help="--repeat alternating pairs of runs at --calls, the I/O floor and the gateway: the gateway's "
+        "CPU and memory per call as ratios to the floor's, and latency differences",
+    )
+    parser.add_argument(
         "--provider",
         choices=PROVIDERS,
         default="twilio",
@@ -1007,15 +1045,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     opts["provider"] = args.provider
     if args.compare_tls:
-        if args.find_max or args.plain_ws:
-            parser.error("--compare-tls runs both ws:// and wss:// at --calls; drop --find-max/--plain-ws")
+        if args.find_max or args.plain_ws or args.compare_floor or args.floor:
+            parser.error(
+                "--compare-tls runs both ws:// and wss:// at --calls; drop --find-max/--plain-ws/--floor"
+            )
         summary = compare_tls(args, opts)
         if args.json:
             print(json.dumps(summary))
         else:
-            _print_comparison(summary)
+            _print_comparison(summary, "ws:// vs wss:// (verified, test CA)")
         return 0
     opts["tls"] = not args.plain_ws
+    if args.compare_floor:
+        if args.find_max or args.floor or args.provider != "twilio":
+            parser.error(
+                "--compare-floor runs the floor and the gateway at --calls (Twilio); drop --find-max/--floor"
+            )
+        summary = compare_floor(args, opts)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _print_comparison(
+                summary,
+                f"I/O floor (bench/floor.py) vs gateway, {'ws' if args.plain_ws else 'wss'}:// to Live",
+            )
+        return 0
+    if args.floor:
+        if args.provider != "twilio":
+            parser.error("--floor speaks Twilio's protocol only")
+        opts["server"] = floor_server
     if args.arrivals and not args.overload:
         opts["arrivals_per_s"] = args.arrivals
     if args.overload:

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,18 @@ _MIN_STOP_DB = 65.0
 _MAX_RIPPLE_DB = 0.005
 
 _Float = npt.NDArray[np.float64]
+
+#: Up to this many gathered samples (120 KiB, under glibc's 128 KiB mmap threshold), ``np.dot``
+#: gathers the strided windows itself: every 20 ms chunk.
+_GATHER_INLINE = 15 * 1024
+#: Larger gathers go through one buffer per thread. An 80 ms chunk of Gemini's 24 kHz audio is a
+#: 640×91 window matrix (455 KiB): as NumPy's own temporary it is above glibc's mmap threshold (fixed
+#: at 128 KiB by gateway.process.tune_malloc), so every chunk cost an mmap, ~114 page faults and a
+#: munmap: 117-126 µs per chunk, against 27 µs through this reused buffer (``python bench/audio.py``,
+#: "an 80 ms chunk of Gemini's"); ``strace -c`` of the gateway under ``bench/load.py`` had shown
+#: hundreds of mmap/munmap pairs a second.
+_SCRATCH_SAMPLES = 1 << 17  # 1 MiB, touched only as far as the largest chunk reaches
+_local = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +243,10 @@ class StreamResampler:
         buf = self._buf
         item = buf.itemsize
         view: _Float = np.ndarray((blocks, d.window), np.float64, buf, 0, (d.down * item, item))
-        y: _Float = np.dot(view, d.matrix).reshape(-1)
+        if blocks * d.window <= _GATHER_INLINE:
+            y: _Float = np.dot(view, d.matrix).reshape(-1)
+        else:
+            y = _gathered_dot(view, d.matrix)
         consumed = blocks * d.down
         kept = self._n - consumed
         buf[:kept] = buf[consumed : self._n]
@@ -241,3 +257,20 @@ class StreamResampler:
         np.rint(y, out=y)
         _clip(y, -32768.0, 32767.0, out=y)
         return y.astype("<i2").tobytes()
+
+
+def _gathered_dot(view: _Float, matrix: _Float) -> _Float:
+    """``np.dot(view, matrix)`` for a large strided ``view``, gathered through the thread's scratch
+    buffer a slice of rows at a time (see ``_SCRATCH_SAMPLES``); the result is flat."""
+    scratch: _Float | None = getattr(_local, "scratch", None)
+    if scratch is None:
+        scratch = _local.scratch = np.empty(_SCRATCH_SAMPLES, dtype=np.float64)
+    blocks, window = view.shape
+    y: _Float = np.empty((blocks, matrix.shape[1]), dtype=np.float64)
+    rows = scratch.size // window
+    for start in range(0, blocks, rows):
+        part = view[start : start + rows]
+        gathered = scratch[: part.size].reshape(part.shape)
+        np.copyto(gathered, part)
+        np.dot(gathered, matrix, out=y[start : start + rows])
+    return y.reshape(-1)

@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.protocol import State as WsState
+from websockets.proxy import get_proxy
 
 from gateway.errors import (
     AudioError,
@@ -106,6 +107,71 @@ class _TextFrames:
 
 #: One key pool for every session of the process (one event loop; the keys only need to be unpredictable).
 _FRAMES = _TextFrames()
+
+
+class _BufferedReads(asyncio.BufferedProtocol):
+    """Feeds a websockets connection from the process's one receive buffer.
+
+    Given a plain ``Protocol`` (websockets' connections are), the event loop's TLS transport (uvloop's,
+    and asyncio's) reads with ``SSLObject.read(256 KiB)``: a fresh 256 KiB ``bytes`` per read, shrunk
+    to what arrived. glibc serves it with ``mmap``, ``mremap`` and ``munmap`` (the fixed threshold of
+    :func:`gateway.process.tune_malloc`) and a page fault per page touched: ~2 500 syscalls a second at
+    100 calls (``strace -c`` under ``bench/load.py``). A ``BufferedProtocol`` is read into the buffer it
+    lends instead; the transports only take that path for a protocol that is not also a ``Protocol``,
+    hence this adapter rather than a subclass of the connection.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._conn.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECV_VIEW
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # websockets keeps what it is given (its reader appends it): a copy, never the view.
+        self._conn.data_received(_RECV_VIEW[:nbytes].tobytes())
+
+    def eof_received(self) -> None:
+        self._conn.eof_received()  # websockets closes the transport itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()
+
+
+#: Shared by every Live connection of the process: each read is handed on before the next one starts.
+_RECV_VIEW = memoryview(bytearray(256 * 1024))
+
+
+class _connect(ws_connect):
+    """websockets' ``connect``, with a direct connection read through :class:`_BufferedReads`.
+
+    Through a proxy (``HTTPS_PROXY``, websockets' own handling), or given a socket, it is unchanged.
+    """
+
+    async def open_tcp_connection(self) -> ClientConnection:
+        kwargs = self.create_connection_kwargs.copy()
+        proxy = self.proxy if self.proxy is not True else get_proxy(self.ws_uri)
+        if proxy is not None or kwargs.get("sock") is not None or kwargs.get("unix", False):
+            return await super().open_tcp_connection()
+        if self.ws_uri.secure:
+            kwargs.setdefault("ssl", True)
+            kwargs.setdefault("server_hostname", self.ws_uri.host)
+        kwargs.setdefault("host", self.ws_uri.host)
+        kwargs.setdefault("port", self.ws_uri.port)
+        connection = self.factory(self.ws_uri)
+        await asyncio.get_running_loop().create_connection(lambda: _BufferedReads(connection), **kwargs)
+        return connection
 
 
 def client_tls_context() -> ssl.SSLContext:
@@ -394,7 +460,7 @@ class LiveSession:
             async with asyncio.timeout(setup_timeout_s):
                 # Waits only for a first Vertex token; refreshes happen in the background.
                 headers = await endpoint.auth_headers()
-                ws = await ws_connect(
+                ws = await _connect(
                     endpoint.url(),
                     additional_headers=headers,
                     # None is only allowed (and only given) for ws://; wss:// always verifies.

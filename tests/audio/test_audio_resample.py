@@ -167,3 +167,15 @@ def test_full_scale_input_clips_instead_of_wrapping() -> None:
 def test_empty_chunk_returns_nothing() -> None:
     """An empty chunk is accepted and yields no output."""
     assert StreamResampler(24000, 16000).process(b"") == b""
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), PAIRS)
+def test_a_long_chunk_in_one_call_equals_the_stream_of_20_ms_chunks(in_rate: int, out_rate: int) -> None:
+    """Two seconds at once: the gather goes through the scratch buffer in several passes (a chunk that
+    large is more than one buffer's worth of windows), and the result is the 20 ms stream's exactly."""
+    x = band_noise(in_rate, 2.0, seed=11)
+    ref = StreamResampler(in_rate, out_rate)
+    expected = samples([*stream(ref, x, in_rate // 50), ref.flush()])
+    r = StreamResampler(in_rate, out_rate)
+    got = samples([r.process(x.tobytes()), r.flush()])
+    assert np.array_equal(got, expected)
