@@ -917,6 +917,17 @@ def _print_providers(summary: dict[str, Any]) -> None:
     print(f"  calibration µs/frame {summary['calibration_us_per_frame']}")
 
 
+def _report(
+    args: argparse.Namespace, summary: dict[str, Any], table: Callable[[dict[str, Any]], None]
+) -> int:
+    """Print a comparison: one JSON object with --json, else its table."""
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        table(summary)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1037,39 +1048,23 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [p for p in args.providers if p not in PROVIDERS]
         if unknown or not args.providers:
             parser.error(f"--providers: one or more of {', '.join(PROVIDERS)}")
-        summary = compare_providers(args, {**opts, "tls": not args.plain_ws})
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print_providers(summary)
-        return 0
+        return _report(args, compare_providers(args, {**opts, "tls": not args.plain_ws}), _print_providers)
     opts["provider"] = args.provider
     if args.compare_tls:
         if args.find_max or args.plain_ws or args.compare_floor or args.floor:
             parser.error(
                 "--compare-tls runs both ws:// and wss:// at --calls; drop --find-max/--plain-ws/--floor"
             )
-        summary = compare_tls(args, opts)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print_comparison(summary, "ws:// vs wss:// (verified, test CA)")
-        return 0
+        title = "ws:// vs wss:// (verified, test CA)"
+        return _report(args, compare_tls(args, opts), lambda summary: _print_comparison(summary, title))
     opts["tls"] = not args.plain_ws
     if args.compare_floor:
         if args.find_max or args.floor or args.provider != "twilio":
             parser.error(
                 "--compare-floor runs the floor and the gateway at --calls (Twilio); drop --find-max/--floor"
             )
-        summary = compare_floor(args, opts)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print_comparison(
-                summary,
-                f"I/O floor (bench/floor.py) vs gateway, {'ws' if args.plain_ws else 'wss'}:// to Live",
-            )
-        return 0
+        title = f"I/O floor (bench/floor.py) vs gateway, {'ws' if args.plain_ws else 'wss'}:// to Live"
+        return _report(args, compare_floor(args, opts), lambda summary: _print_comparison(summary, title))
     if args.floor:
         if args.provider != "twilio":
             parser.error("--floor speaks Twilio's protocol only")
@@ -1079,12 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.overload:
         if args.find_max:
             parser.error("--overload runs --calls with protection off and on; drop --find-max")
-        summary = compare_overload(args, opts)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print_overload(summary)
-        return 0
+        return _report(args, compare_overload(args, opts), _print_overload)
     if not args.find_max:
         result = run_once(args.calls, args.seconds, **opts)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))

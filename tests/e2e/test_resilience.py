@@ -106,6 +106,18 @@ async def _record(gw: Gateway) -> dict[str, Any]:
     return dict(recent[0])
 
 
+def _utterance_wav(tmp_path: Path, seconds: float) -> Path:
+    """One unbroken utterance of ``seconds`` as an 8 kHz WAV file for the caller to play."""
+    speech = (hello_utterance(8000, duration_s=seconds) * 32767).astype("<i2")
+    wav = tmp_path / "long.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(speech.tobytes())
+    return wav
+
+
 def _assert_clean(report: CallReport) -> None:
     assert report.protocol_errors == []
     assert report.ended_by == "caller"
@@ -304,13 +316,7 @@ async def test_caller_speech_in_the_audio_keeps_the_silence_timer_quiet(
         + '[limits]\nsilence_timeout_s = 2.0\nsilence_prompt = "Are you still there?"\n'
     )
     # One 4.5 s utterance, longer than the timeout: the timer must not fire while the caller talks.
-    speech = (hello_utterance(8000, duration_s=4.5) * 32767).astype("<i2")
-    wav = tmp_path / "long.wav"
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(speech.tobytes())
+    wav = _utterance_wav(tmp_path, 4.5)
     async with _emulator() as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
         report = await _call(gw, play=wav, speak_at_s=0.3, hangup_after_s=5.5)
@@ -340,13 +346,7 @@ async def test_a_limit_reached_while_the_caller_talks_still_gets_its_goodbye_sai
     """The time limit strikes mid-sentence: the caller is muted towards Gemini (their speech cannot cut
     the last line), the goodbye is a whole turn of its own, and only then does the gateway hang up."""
     (dialplan_dir / "default.toml").write_text(DEFAULT_PLAN + "[limits]\nmax_duration_s = 2.5\n")
-    speech = (hello_utterance(8000, duration_s=5.0) * 32767).astype("<i2")
-    wav = tmp_path / "long.wav"
-    with wave.open(str(wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        w.writeframes(speech.tobytes())
+    wav = _utterance_wav(tmp_path, 5.0)
     async with _emulator() as emu:
         gw = await make_gateway(gemini_url=emu.base_url)
         # The caller starts talking after the short greeting and is still talking at 2.5 s.
