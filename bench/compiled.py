@@ -103,8 +103,14 @@ DEFAULT_MODULES = (
     "gateway/audio/transcode.py",
     "gateway/audio/g711.py",
     "gateway/audio/formats.py",
+    # The JSON codecs share a base (jsoncodec.py), and an interpreted class cannot inherit from a
+    # compiled one: all of them, or none.
+    "gateway/telephony/jsoncodec.py",
     "gateway/telephony/twilio.py",
     "gateway/telephony/signalwire.py",
+    "gateway/telephony/plivo.py",
+    "gateway/telephony/telnyx.py",
+    "gateway/telephony/exotel.py",
     "gateway/telephony/jsonmsg.py",
     "gateway/telephony/events.py",
     "gateway/gemini/protocol.py",

@@ -44,35 +44,30 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal, assert_never
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import (
-    CallerAudio,
     CallStarted,
     CallStopped,
-    ClearPlayback,
     Connected,
     DtmfPressed,
     MarkReached,
     PlayAudio,
-    SetMark,
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.jsoncodec import JsonMediaCodec
 from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
-    caller_audio,
     counter,
     invalid,
-    media_payload,
     object_field,
     optional_string,
-    parse,
+    string_map,
     violation,
 )
 from gateway.telephony.provider import AudioFormat, Capabilities
@@ -103,7 +98,6 @@ FRAMES_PER_MESSAGE: Final = 10
 
 _SID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
-_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 #: ``start.media_format.encoding`` values meaning 16-bit linear PCM ("raw/slin" in the applet guide).
 _PCM_ENCODINGS: Final = frozenset({"raw", "audio/x-raw", "slin", "audio/l16", "audio/x-l16", "linear16"})
 
@@ -112,14 +106,8 @@ _PCM_ENCODINGS: Final = frozenset({"raw", "audio/x-raw", "slin", "audio/l16", "a
 ExotelState = StreamState
 
 
-def _sid_of(msg: Mapping[str, Any]) -> object:
-    """The message's stream id under either spelling (docs: ``stream_sid``; Exotel's code: ``streamSid``)."""
-    sid = msg.get("stream_sid")
-    return msg.get("streamSid") if sid is None else sid
-
-
-class ExotelCodec:
-    """Sans-I/O codec for one Exotel Voicebot media WebSocket.
+class ExotelCodec(JsonMediaCodec[TelephonyEvent]):
+    """Sans-I/O codec for one Exotel Voicebot media WebSocket; the message flow is :class:`JsonMediaCodec`'s.
 
     Attributes:
         state: where the socket is in the message sequence (:class:`ExotelState`).
@@ -127,27 +115,19 @@ class ExotelCodec:
         from_number, to_number: ``start.from`` / ``start.to`` (Exotel's view; the server trusts them
             only as far as the stream URL's secret or token vouches for the socket).
         stop_reason: ``stop.reason``: ``stopped`` (the applet ended) or ``callended`` (caller hung up).
+        audio: 16-bit little-endian PCM at the stream's rate (``start.media_format.sample_rate``).
         messages_in, media_in, bytes_in, media_out, bytes_out: counters, as on TwilioCodec.
     """
 
-    __slots__ = (
-        "_audio",
-        "_clear_text",
-        "_mark_prefix",
-        "_media_prefix",
-        "account_sid",
-        "bytes_in",
-        "bytes_out",
-        "call_sid",
-        "from_number",
-        "media_in",
-        "media_out",
-        "messages_in",
-        "state",
-        "stop_reason",
-        "stream_sid",
-        "to_number",
-    )
+    __slots__ = ("account_sid", "call_sid", "from_number", "stop_reason", "to_number")
+
+    _provider = "Exotel"
+    #: The stream id's two spellings (docs: ``stream_sid``; Exotel's code: ``streamSid``).
+    _sid_key = "stream_sid"
+    _sid_alt = "streamSid"
+    _events = ("dtmf", "mark", "stop")
+    # Only with the beta "both tracks" option, which we do not take.
+    _track_hint = ": configure the applet for the inbound track"
 
     #: Marks and ``clear`` exist; every message must be ten whole 20 ms frames (see the module
     #: docstring: 3,200 B at 8 kHz, the documented minimum); the gateway paces at real time as
@@ -161,90 +141,27 @@ class ExotelCodec:
         """``sample_rate``: the stream URL's ``?sample-rate=``; ``start.media_format`` replaces it."""
         if sample_rate not in RATES:
             raise ConfigError(f"Exotel streams at {', '.join(map(str, RATES))} Hz, not {sample_rate}")
-        self.state = StreamState.AWAITING_CONNECTED
-        self.stream_sid: str | None = None
+        super().__init__(AudioFormat("l16", sample_rate))
         self.call_sid: str | None = None
         self.account_sid: str | None = None
         self.from_number: str | None = None
         self.to_number: str | None = None
         self.stop_reason: str | None = None
-        self.messages_in = 0
-        self.media_in = 0
-        self.bytes_in = 0
-        self.media_out = 0
-        self.bytes_out = 0
-        self._audio = AudioFormat("l16", sample_rate)
-        self._media_prefix = ""
-        self._mark_prefix = ""
-        self._clear_text = ""
+        self._pcm16 = True
 
     @property
-    def audio(self) -> AudioFormat:
-        """16-bit little-endian PCM at the stream's rate (``start.media_format.sample_rate``)."""
-        return self._audio
+    def stream_sid(self) -> str | None:
+        """Known once ``start`` has arrived."""
+        return self._stream
 
-    # --- inbound -------------------------------------------------------------------------------
+    # --- inbound: the hooks of JsonMediaCodec's message flow ------------------------------------
 
-    def receive_text(self, text: str) -> TelephonyEvent:
-        """Parse one text frame from Exotel into one event.
+    def _connected(self, msg: dict[str, Any]) -> Connected:
+        return Connected(
+            optional_string(msg, "protocol", "connected"), optional_string(msg, "version", "connected")
+        )
 
-        Raises:
-            TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
-                for another stream, an unknown event, or an audio format we cannot take.
-        """
-        msg = parse(text, "Exotel")
-        event = msg.get("event")
-        if event == "media":
-            return self._media(msg)
-        if type(event) is not str:
-            raise invalid("Exotel message has no string 'event' field")
-        result = self._control(event, msg)
-        self.messages_in += 1
-        return result
-
-    def receive_media(self, text: str) -> CallerAudio | None:
-        """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = parse(text, "Exotel")
-        return self._media(msg) if msg.get("event") == "media" else None
-
-    def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not StreamState.STREAMING:
-            raise violation(f"media received in state {self.state.value}")
-        sid = _sid_of(msg)
-        if sid is not None and sid != self.stream_sid:
-            raise violation("media for another stream")
-        media, audio = media_payload(msg.get("media"))
-        track = media.get("track")  # only with the beta "both tracks" option, which we do not take
-        if track is not None and track != "inbound":
-            raise violation(f"unexpected media track {track!r}: configure the applet for the inbound track")
-        if len(audio) & 1:
-            raise invalid("media.payload has an odd byte count for 16-bit audio")
-        event = caller_audio(media, audio)
-        self.messages_in += 1
-        self.media_in += 1
-        self.bytes_in += len(audio)
-        return event
-
-    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
-        state = self.state
-        if event == "connected":
-            if state is not StreamState.AWAITING_CONNECTED:
-                raise violation(f"'connected' received in state {state.value}")
-            self.state = StreamState.AWAITING_START
-            return Connected(
-                optional_string(msg, "protocol", "connected"), optional_string(msg, "version", "connected")
-            )
-        if event == "start":
-            if state not in (StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START):
-                raise violation(f"'start' received in state {state.value}")
-            return self._start(msg)
-        if event not in ("dtmf", "mark", "stop"):
-            raise violation(f"unknown Exotel event {event[:40]!r}")
-        if state is not StreamState.STREAMING:
-            raise violation(f"{event!r} received in state {state.value}")
-        sid = _sid_of(msg)
-        if sid is not None and sid != self.stream_sid:
-            raise violation(f"{event!r} for another stream")
+    def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         if event == "dtmf":
             body = msg.get("dtmf", msg)  # the beta guide shows the digit at the top level
             if type(body) is not dict or type(body.get("digit")) is not str:
@@ -271,8 +188,8 @@ class ExotelCodec:
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         start = object_field(msg, "start")
-        top_sid = _sid_of(msg)
-        stream_sid = _sid_of(start)
+        top_sid = self._sid_of(msg)
+        stream_sid = self._sid_of(start)
         if stream_sid is None:
             stream_sid = top_sid
         if type(stream_sid) is not str or not _SID_RE.fullmatch(stream_sid):
@@ -285,12 +202,7 @@ class ExotelCodec:
         account_sid = optional_string(start, "account_sid", "start.start")
         from_number = optional_string(start, "from", "start.start")
         to_number = optional_string(start, "to", "start.start")
-        params_raw = start.get("custom_parameters")
-        params: Mapping[str, str] = _EMPTY
-        if params_raw is not None:
-            if type(params_raw) is not dict or not all(type(v) is str for v in params_raw.values()):
-                raise invalid("start.custom_parameters must be an object of strings")
-            params = MappingProxyType(dict(params_raw))
+        params = string_map(start, "custom_parameters", "start")
         rate = self._audio.rate
         encoding = "audio/x-raw"
         fmt = start.get("media_format")
@@ -307,7 +219,7 @@ class ExotelCodec:
                     close_code=CLOSE_UNSUPPORTED_DATA,
                 )
         self._audio = AudioFormat("l16", rate)
-        self.stream_sid, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
+        self._stream, self.call_sid, self.account_sid = stream_sid, call_sid, account_sid
         self.from_number, self.to_number = from_number, to_number
         # The SID was checked to be JSON-safe, so outbound messages are built by concatenation.
         ids = '"stream_sid":"' + stream_sid + '","streamSid":"' + stream_sid + '"'
@@ -331,10 +243,7 @@ class ExotelCodec:
                 (a multiple of 320 bytes from 3,200 to 100,000): our bug, close code 1011.
         """
         if not self._media_prefix:
-            raise TelephonyProtocolError(
-                f"cannot send {type(command).__name__} before Exotel's 'start'",
-                close_code=CLOSE_INTERNAL_ERROR,
-            )
+            raise self._not_started(command)
         if type(command) is PlayAudio:
             payload = command.payload
             size = len(payload)
@@ -347,15 +256,7 @@ class ExotelCodec:
             self.media_out += 1
             self.bytes_out += size
             return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
-        match command:
-            case SetMark(name=name):
-                return self._mark_prefix + json.dumps(name) + "}}"
-            case ClearPlayback():
-                return self._clear_text
-            case PlayAudio():  # pragma: no cover - handled above without the match overhead
-                raise AssertionError("unreachable")
-            case _:
-                assert_never(command)
+        return self._command(command)
 
 
 # --- the applet's URL: the dynamic answer, the static URL and its secret -------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import enum
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from gateway.errors import TelephonyProtocolError
@@ -29,6 +30,7 @@ __all__ = [
     "optional_string",
     "parse",
     "string_field",
+    "string_map",
     "violation",
 ]
 
@@ -95,6 +97,19 @@ def optional_string(obj: Mapping[str, Any], key: str, where: str) -> str:
     if type(value) is not str:
         raise invalid(f"{where}.{key} must be a string, got {type(value).__name__}")
     return value
+
+
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+
+def string_map(obj: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
+    """``obj[key]`` if present (then an object of strings, copied read-only), else an empty mapping."""
+    value = obj.get(key)
+    if value is None:
+        return _EMPTY
+    if type(value) is not dict or not all(type(v) is str for v in value.values()):
+        raise invalid(f"{where}.{key} must be an object of strings")
+    return MappingProxyType(dict(value))
 
 
 def counter(value: object, name: str) -> int | None:

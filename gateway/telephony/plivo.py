@@ -48,33 +48,29 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, assert_never
+from typing import Any, ClassVar, Final
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse, urlsplit, urlunparse, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError, ToolError
 from gateway.telephony.events import (
-    CallerAudio,
     CallStarted,
     CallStopped,
-    ClearPlayback,
     DtmfPressed,
     MarkReached,
     PlayAudio,
-    SetMark,
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.jsoncodec import JsonMediaCodec
 from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
-    caller_audio,
     counter,
     invalid,
-    media_payload,
     object_field,
-    parse,
     string_field,
+    string_map,
     violation,
 )
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
@@ -124,35 +120,23 @@ def _extra_headers(value: object) -> dict[str, str]:
     return {key.strip(): val.strip() for key, eq, val in pairs if eq and key.strip()}
 
 
-class PlivoCodec:
-    """Sans-I/O codec for one Plivo media WebSocket.
+class PlivoCodec(JsonMediaCodec[TelephonyEvent | None]):
+    """Sans-I/O codec for one Plivo media WebSocket; the message flow is :class:`JsonMediaCodec`'s.
 
     Attributes:
         state: where the socket is in the message sequence (:class:`PlivoState`).
         stream_id, call_id, account_id: known once ``start`` has arrived.
         stop_reason: ``stop``'s ``reason``, when Plivo gave one.
+        audio: the format ``start.mediaFormat`` announced (before it, what was asked for).
         messages_in, media_in, bytes_in, media_out, bytes_out: counters, as on TwilioCodec.
     """
 
-    __slots__ = (
-        "_audio",
-        "_checkpoint_prefix",
-        "_clear_text",
-        "_clears",
-        "_l16",
-        "_outstanding",
-        "_play_prefix",
-        "account_id",
-        "bytes_in",
-        "bytes_out",
-        "call_id",
-        "media_in",
-        "media_out",
-        "messages_in",
-        "state",
-        "stop_reason",
-        "stream_id",
-    )
+    __slots__ = ("_clears", "_outstanding", "account_id", "call_id", "stop_reason")
+
+    _provider = "Plivo"
+    _sid_key = "streamId"
+    _has_connected = False  # ``start`` is first
+    _events = ("dtmf", "playedStream", "played", "clearedAudio", "stop")
 
     #: Plivo plays ``playAudio`` of any size and buffers it in order (no size limit is documented);
     #: checkpoints and ``clearAudio`` exist; hang-up and transfer are REST calls (closing the socket
@@ -165,84 +149,23 @@ class PlivoCodec:
 
     def __init__(self, audio: AudioFormat = PCMU_8K) -> None:
         """``audio``: the format asked for in the answer XML; ``start.mediaFormat`` replaces it."""
-        self.state = StreamState.AWAITING_START
-        self.stream_id: str | None = None
+        super().__init__(audio)
         self.call_id: str | None = None
         self.account_id: str | None = None
         self.stop_reason: str | None = None
-        self.messages_in = 0
-        self.media_in = 0
-        self.bytes_in = 0
-        self.media_out = 0
-        self.bytes_out = 0
-        self._audio = audio
-        self._l16 = audio.codec == "l16"
-        self._play_prefix = ""
-        self._checkpoint_prefix = ""
-        self._clear_text = ""
+        self._pcm16 = audio.codec == "l16"
         self._outstanding: list[str] = []
         self._clears: deque[tuple[str, ...]] = deque(maxlen=_MAX_OUTSTANDING)
 
     @property
-    def audio(self) -> AudioFormat:
-        """The stream's format: what ``start.mediaFormat`` announced (before it, what was asked for)."""
-        return self._audio
+    def stream_id(self) -> str | None:
+        """Known once ``start`` has arrived."""
+        return self._stream
 
-    # --- inbound -------------------------------------------------------------------------------
+    # --- inbound: the hooks of JsonMediaCodec's message flow ------------------------------------
+    # ``receive_text`` answers None for a ``clearedAudio`` that dropped nothing.
 
-    def receive_text(self, text: str) -> TelephonyEvent | None:
-        """Parse one text frame from Plivo into one event (None: a ``clearedAudio`` that dropped nothing).
-
-        Raises:
-            TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
-                for another stream, an unknown event, or an audio format we cannot take.
-        """
-        msg = parse(text, "Plivo")
-        event = msg.get("event")
-        if event == "media":
-            return self._media(msg)
-        if type(event) is not str:
-            raise invalid("Plivo message has no string 'event' field")
-        result = self._control(event, msg)
-        self.messages_in += 1
-        return result
-
-    def receive_media(self, text: str) -> CallerAudio | None:
-        """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = parse(text, "Plivo")
-        return self._media(msg) if msg.get("event") == "media" else None
-
-    def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not StreamState.STREAMING:
-            raise violation(f"media received in state {self.state.value}")
-        sid = msg.get("streamId")
-        if sid is not None and sid != self.stream_id:
-            raise violation("media for another stream")
-        media, audio = media_payload(msg.get("media"))
-        track = media.get("track")
-        if track is not None and track != "inbound":
-            raise violation(f"unexpected media track {track!r} on a bidirectional stream")
-        if self._l16 and len(audio) & 1:
-            raise invalid("media.payload has an odd byte count for 16-bit audio")
-        event = caller_audio(media, audio)
-        self.messages_in += 1
-        self.media_in += 1
-        self.bytes_in += len(audio)
-        return event
-
-    def _control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | None:
-        state = self.state
-        if event == "start":
-            if state is not StreamState.AWAITING_START:
-                raise violation(f"'start' received in state {state.value}")
-            return self._start(msg)
-        if event not in ("dtmf", "playedStream", "played", "clearedAudio", "stop"):
-            raise violation(f"unknown Plivo event {event[:40]!r}")
-        if state is not StreamState.STREAMING:
-            raise violation(f"{event!r} received in state {state.value}")
-        sid = msg.get("streamId")
-        if sid is not None and sid != self.stream_id:
-            raise violation(f"{event!r} for another stream")
+    def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | None:
         if event == "dtmf":
             digit = string_field(object_field(msg, "dtmf"), "digit", "dtmf.dtmf").upper()
             if digit not in _DTMF_DIGITS:
@@ -286,11 +209,7 @@ class PlivoCodec:
         if type(tracks) is not list or not all(type(t) is str for t in tracks):
             raise invalid("start.tracks must be a list of strings")
         params = _extra_headers(msg.get("extra_headers", start.get("extra_headers")))
-        custom = start.get("customParameters")  # modelled by Plivo's Java stream SDK
-        if custom is not None:
-            if type(custom) is not dict or not all(type(v) is str for v in custom.values()):
-                raise invalid("start.customParameters must be an object of strings")
-            params.update(custom)
+        params.update(string_map(start, "customParameters", "start"))  # modelled by Plivo's Java stream SDK
         fmt = object_field(start, "mediaFormat")
         encoding_text = string_field(fmt, "encoding", "start.mediaFormat")
         encoding, _, options = encoding_text.partition(";")
@@ -306,15 +225,15 @@ class PlivoCodec:
                 close_code=CLOSE_UNSUPPORTED_DATA,
             )
         self._audio = AudioFormat(codec, rate)
-        self._l16 = codec == "l16"
-        self.stream_id, self.call_id, self.account_id = stream_id, call_id, account_id
+        self._pcm16 = codec == "l16"
+        self._stream, self.call_id, self.account_id = stream_id, call_id, account_id
         # The ids were checked to be JSON-safe, so outbound messages are built by concatenation.
-        self._play_prefix = (
+        self._media_prefix = (
             '{"event":"playAudio","media":{"contentType":"'
             + _CONTENT_TYPES[codec, rate]
             + f'","sampleRate":{rate},"payload":"'
         )
-        self._checkpoint_prefix = '{"event":"checkpoint","streamId":"' + stream_id + '","name":'
+        self._mark_prefix = '{"event":"checkpoint","streamId":"' + stream_id + '","name":'
         self._clear_text = '{"event":"clearAudio","streamId":"' + stream_id + '"}'
         self.state = StreamState.STREAMING
         return CallStarted(
@@ -333,34 +252,31 @@ class PlivoCodec:
             TelephonyProtocolError: used before ``start``, or 16-bit audio with an odd byte count (our
                 bug; close code 1011).
         """
-        if not self._play_prefix:
-            raise TelephonyProtocolError(
-                f"cannot send {type(command).__name__} before Plivo's 'start'",
-                close_code=CLOSE_INTERNAL_ERROR,
-            )
+        if not self._media_prefix:
+            raise self._not_started(command)
         if type(command) is PlayAudio:
             payload = command.payload
-            if self._l16 and len(payload) & 1:
+            if self._pcm16 and len(payload) & 1:
                 raise TelephonyProtocolError(
                     "PlayAudio of 16-bit audio with an odd byte count", close_code=CLOSE_INTERNAL_ERROR
                 )
             self.media_out += 1
             self.bytes_out += len(payload)
-            return self._play_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
-        match command:
-            case SetMark(name=name):
-                if len(self._outstanding) >= _MAX_OUTSTANDING:
-                    del self._outstanding[0]
-                self._outstanding.append(name)
-                return self._checkpoint_prefix + json.dumps(name) + "}"
-            case ClearPlayback():
-                self._clears.append(tuple(self._outstanding))
-                self._outstanding.clear()
-                return self._clear_text
-            case PlayAudio():  # pragma: no cover - handled above without the match overhead
-                raise AssertionError("unreachable")
-            case _:
-                assert_never(command)
+            return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        return self._command(command)
+
+    def _mark(self, name: str) -> str:
+        """A ``checkpoint``, remembered until it plays or a clear drops it."""
+        if len(self._outstanding) >= _MAX_OUTSTANDING:
+            del self._outstanding[0]
+        self._outstanding.append(name)
+        return self._mark_prefix + json.dumps(name) + "}"
+
+    def _clear(self) -> str:
+        """``clearAudio``; the checkpoints it drops are reported when ``clearedAudio`` comes back."""
+        self._clears.append(tuple(self._outstanding))
+        self._outstanding.clear()
+        return self._clear_text
 
 
 # --- the answer XML ------------------------------------------------------------------------------

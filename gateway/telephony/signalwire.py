@@ -88,11 +88,12 @@ class SignalWireCodec(TwilioCodec):
 
     Only the ``start`` message differs in a way TwilioCodec refuses (the L16 formats), so this subclass
     checks SignalWire's ``mediaFormat`` itself and hands the parent a μ-law view of the same message,
-    once per call; the media paths in both directions are TwilioCodec's, unchanged (L16 payloads are
-    little-endian, like the audio core's ``l16``, so nothing is converted).
+    once per call, keeping the format it announced as :attr:`audio`; the media paths in both directions
+    are TwilioCodec's, unchanged (L16 payloads are little-endian, like the audio core's ``l16``, so
+    nothing is converted).
     """
 
-    __slots__ = ("_audio",)
+    __slots__ = ()
 
     #: As Twilio, plus keys sent into the call with a stream message. Hang-up is closing the stream:
     #: the answer has no verb after ``<Connect>``, and SignalWire ends a call with nothing left to run
@@ -102,15 +103,6 @@ class SignalWireCodec(TwilioCodec):
         marks=True, clear=True, frames_per_message=None, provider_buffers=True, hangup="close",
         transfer="rest", dtmf_out="command", binary_audio=False, continuous_media=True,
     )  # fmt: skip
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._audio = PCMU_8K
-
-    @property
-    def audio(self) -> AudioFormat:
-        """The format ``start.mediaFormat`` announced (μ-law 8 kHz until then)."""
-        return self._audio
 
     # The MediaCodec protocol allows None ("nothing to do"); TwilioCodec never returns it, hence the ignore.
     def receive_text(self, text: str) -> TelephonyEvent | None:  # type: ignore[override]

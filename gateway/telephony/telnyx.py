@@ -39,8 +39,7 @@ import re
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, ClassVar, Final, Literal, assert_never
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature
@@ -50,29 +49,24 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from gateway.errors import AudioError, ConfigError, TelephonyProtocolError
 from gateway.jsonfast import loads
 from gateway.telephony.events import (
-    CallerAudio,
     CallStarted,
     CallStopped,
-    ClearPlayback,
     Connected,
     DtmfPressed,
     MarkReached,
     PlayAudio,
-    SetMark,
     TelephonyCommand,
     TelephonyEvent,
 )
+from gateway.telephony.jsoncodec import JsonMediaCodec
 from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
-    caller_audio,
     invalid,
-    media_payload,
     object_field,
-    parse,
     string_field,
-    violation,
+    string_map,
 )
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
 from gateway.telephony.rest import RestRequest
@@ -103,11 +97,8 @@ __all__ = [
 
 
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
-_EMPTY_PARAMS: Final[Mapping[str, str]] = MappingProxyType({})
 #: ``start.media_format.encoding`` → the audio core's codec; L16's rate comes from ``sample_rate``.
 _CODECS: Final = {"PCMU": "ulaw", "PCMA": "alaw", "L16": "l16"}
-#: Inbound tracks as Telnyx labels them (``inbound``; ``inbound_track`` seen in third-party code).
-_INBOUND: Final = frozenset({"inbound", "inbound_track"})
 
 
 #: Where a media socket is in Telnyx's message sequence (the shared enum; the name stays for callers).
@@ -132,33 +123,29 @@ def _audio_format(fmt: Mapping[str, Any]) -> AudioFormat:
     return audio
 
 
-class TelnyxCodec:
-    """Sans-I/O codec for one Telnyx media WebSocket in bidirectional RTP mode.
+class TelnyxCodec(JsonMediaCodec[TelephonyEvent]):
+    """Sans-I/O codec for one Telnyx media WebSocket in bidirectional RTP mode; the message flow is
+    :class:`JsonMediaCodec`'s.
 
     Attributes:
         state: where the socket is in the message sequence (:class:`TelnyxState`).
         stream_id, call_control_id, user_id: known once ``start`` has arrived.
         caller, callee: ``start.from`` and ``start.to`` as Telnyx reports them (not a trust anchor:
             the signed webhook is).
+        audio: the format ``start.media_format`` announced (μ-law 8 kHz until then); L16 is handed over LE.
         messages_in: every message accepted; media_in / bytes_in, media_out / bytes_out: audio
             messages and bytes (in the stream's own format) each way.
     """
 
-    __slots__ = (
-        "_audio",
-        "_swap",
-        "bytes_in",
-        "bytes_out",
-        "call_control_id",
-        "callee",
-        "caller",
-        "media_in",
-        "media_out",
-        "messages_in",
-        "state",
-        "stream_id",
-        "user_id",
-    )
+    __slots__ = ("call_control_id", "callee", "caller", "user_id")
+
+    _provider = "Telnyx"
+    _sid_key = "stream_id"
+    _events = ("dtmf", "mark", "stop", "error")
+    #: Inbound tracks as Telnyx labels them (``inbound``; ``inbound_track`` seen in third-party code).
+    _inbound_aliases = ("inbound_track",)
+    _track_hint = "; the gateway asks for inbound_track"
+    _odd_payload = "L16 media.payload has an odd number of bytes"
 
     #: Marks and ``clear`` as Twilio; any 20 ms–30 s of audio per message, queued by Telnyx; hang-up,
     #: transfer and DTMF go through Call Control (closing the socket leaves the call up).
@@ -168,90 +155,27 @@ class TelnyxCodec:
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_CONNECTED
-        self.stream_id: str | None = None
+        super().__init__(PCMU_8K)
         self.call_control_id: str | None = None
         self.user_id: str | None = None
         self.caller: str | None = None
         self.callee: str | None = None
-        self.messages_in = 0
-        self.media_in = 0
-        self.bytes_in = 0
-        self.media_out = 0
-        self.bytes_out = 0
-        self._audio = PCMU_8K
-        self._swap = False
 
     @property
-    def audio(self) -> AudioFormat:
-        """The format ``start.media_format`` announced (μ-law 8 kHz until then); L16 is handed over LE."""
-        return self._audio
+    def stream_id(self) -> str | None:
+        """Known once ``start`` has arrived."""
+        return self._stream
 
-    # --- inbound -------------------------------------------------------------------------------
+    # --- inbound: the hooks of JsonMediaCodec's message flow ------------------------------------
+    # ``receive_text`` also raises for Telnyx's ``error`` (Telnyx refused what we sent).
 
-    def receive_text(self, text: str) -> TelephonyEvent:
-        """Parse one text frame from Telnyx into one event.
+    def _connected(self, msg: dict[str, Any]) -> Connected:
+        version = msg.get("version", "")
+        if not isinstance(version, str):
+            raise invalid("connected.version must be a string")
+        return Connected("", version)
 
-        Raises:
-            TelephonyProtocolError: malformed JSON or fields, invalid base64, a message out of order or
-                for another stream, an unknown event, an unsupported format, or Telnyx's ``error``.
-        """
-        msg = parse(text, "Telnyx")
-        event = msg.get("event")
-        if event == "media":
-            return self._media(msg)
-        if not isinstance(event, str):
-            raise invalid("Telnyx message has no string 'event' field")
-        result = self._receive_control(event, msg)
-        self.messages_in += 1
-        return result
-
-    def receive_media(self, text: str) -> CallerAudio | None:
-        """The caller-audio fast path: a ``media`` message's event, or None (codec untouched) for others."""
-        msg = parse(text, "Telnyx")
-        return self._media(msg) if msg.get("event") == "media" else None
-
-    def _media(self, msg: dict[str, Any]) -> CallerAudio:
-        if self.state is not StreamState.STREAMING:
-            raise violation(f"media received in state {self.state.value}")
-        sid = msg.get("stream_id")
-        if sid is not None and sid != self.stream_id:
-            raise violation("media for another stream")
-        media, audio = media_payload(msg.get("media"))
-        track = media.get("track")
-        if track is not None and (type(track) is not str or track not in _INBOUND):
-            raise violation(f"unexpected media track {track!r}; the gateway asks for inbound_track")
-        if self._swap:
-            if len(audio) & 1:
-                raise invalid("L16 media.payload has an odd number of bytes")
-            audio = audioop.byteswap(audio, 2)
-        event = caller_audio(media, audio)
-        self.messages_in += 1
-        self.media_in += 1
-        self.bytes_in += len(audio)
-        return event
-
-    def _receive_control(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
-        state = self.state
-        if event == "connected":
-            if state is not StreamState.AWAITING_CONNECTED:
-                raise violation(f"'connected' received in state {state.value}")
-            version = msg.get("version", "")
-            if not isinstance(version, str):
-                raise invalid("connected.version must be a string")
-            self.state = StreamState.AWAITING_START
-            return Connected("", version)
-        if event == "start":
-            if state not in (StreamState.AWAITING_CONNECTED, StreamState.AWAITING_START):
-                raise violation(f"'start' received in state {state.value}")
-            return self._start(msg)
-        if event not in ("dtmf", "mark", "stop", "error"):
-            raise violation(f"unknown Telnyx event {event[:40]!r}")
-        if state is not StreamState.STREAMING:
-            raise violation(f"{event!r} received in state {state.value}")
-        sid = msg.get("stream_id")
-        if sid is not None and sid != self.stream_id:
-            raise violation(f"{event!r} for another stream")
+    def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         if event == "dtmf":
             digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
             if digit not in _DTMF_DIGITS:
@@ -291,17 +215,18 @@ class TelnyxCodec:
         caller, callee = start.get("from"), start.get("to")
         if not isinstance(user_id, str) or not all(v is None or isinstance(v, str) for v in (caller, callee)):
             raise invalid("start.user_id, from and to must be strings")
-        params_raw = start.get("custom_parameters")
-        params: Mapping[str, str] = _EMPTY_PARAMS
-        if params_raw is not None:
-            if type(params_raw) is not dict or not all(isinstance(v, str) for v in params_raw.values()):
-                raise invalid("start.custom_parameters must be an object of strings")
-            params = MappingProxyType(dict(params_raw))
+        params = string_map(start, "custom_parameters", "start")
         fmt = object_field(start, "media_format", "start.start")
         audio = _audio_format(fmt)
-        self.stream_id, self.call_control_id, self.user_id = stream_id, call_control_id, user_id
+        self._stream, self.call_control_id, self.user_id = stream_id, call_control_id, user_id
         self.caller, self.callee = caller, callee
-        self._audio, self._swap = audio, audio.codec == "l16"
+        # RTP's L16 is big-endian: checked for whole samples and swapped to the core's LE, both ways.
+        self._audio = audio
+        self._pcm16 = self._swap16 = audio.codec == "l16"
+        # No stream id in outbound messages: Telnyx does not need it.
+        self._media_prefix = '{"event":"media","media":{"payload":"'
+        self._mark_prefix = '{"event":"mark","mark":{"name":'
+        self._clear_text = '{"event":"clear"}'
         self.state = StreamState.STREAMING
         return CallStarted(
             stream_id, call_control_id, user_id, ("inbound",), params, fmt["encoding"], audio.rate, 1
@@ -318,31 +243,16 @@ class TelnyxCodec:
         Raises:
             TelephonyProtocolError: used before ``start`` (a bug on our side; close code 1011).
         """
-        if self.stream_id is None:
-            raise TelephonyProtocolError(
-                f"cannot send {type(command).__name__} before Telnyx's 'start'",
-                close_code=CLOSE_INTERNAL_ERROR,
-            )
+        if not self._media_prefix:
+            raise self._not_started(command)
         if type(command) is PlayAudio:
             payload = command.payload
             self.media_out += 1
             self.bytes_out += len(payload)
-            if self._swap:
+            if self._swap16:
                 payload = audioop.byteswap(payload, 2)
-            return (
-                '{"event":"media","media":{"payload":"'
-                + binascii.b2a_base64(payload, newline=False).decode("ascii")
-                + '"}}'
-            )
-        match command:
-            case SetMark(name=name):
-                return '{"event":"mark","mark":{"name":' + json.dumps(name) + "}}"
-            case ClearPlayback():
-                return '{"event":"clear"}'
-            case PlayAudio():  # pragma: no cover - handled above without the match overhead
-                raise AssertionError("unreachable")
-            case _:
-                assert_never(command)
+            return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
+        return self._command(command)
 
 
 # --- the stream token ---------------------------------------------------------------------------
