@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import math
 import ssl
@@ -46,7 +47,8 @@ from gateway.gemini.messages import (
     UsageMetadata,
     setup_message,
 )
-from gateway.gemini.session import LiveEndpoint, LiveSession
+from gateway.gemini.protocol import LiveState
+from gateway.gemini.session import LiveEndpoint, LiveSession, _BufferedReads
 
 MODEL = "gemini-3.8-live"
 KEY = "AIzaSy-test-key-0123456789abcdef"
@@ -151,6 +153,56 @@ async def test_setup_reaches_ready_and_the_server_sees_our_setup(emu: Emulator, 
     assert recorded.setup["generationConfig"] == expected["generationConfig"]
     assert recorded.setup["sessionResumption"] == {}
     assert recorded.setup["systemInstruction"] == expected["systemInstruction"]
+
+
+async def test_the_live_socket_is_read_through_the_shared_buffer(session: LiveSession) -> None:
+    """Over TLS the transport reads into _BufferedReads' buffer, not a fresh 256 KiB ``bytes`` per read
+    (gateway/gemini/session.py). websockets' connect is extended at ``open_tcp_connection``: a version
+    that renamed it would fall back silently to the costly path, so this test says so."""
+    assert isinstance(session._ws.transport.get_protocol(), _BufferedReads)
+    assert session._ws.transport.get_extra_info("ssl_object") is not None  # wss://, verified
+
+
+async def test_through_an_https_proxy_the_session_tunnels_with_connect(
+    emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY (a corporate egress proxy): websockets' own proxy path, an HTTP CONNECT tunnel with TLS
+    to the Live host inside it, certificate verified end to end; the proxy sees only the CONNECT."""
+    seen: list[bytes] = []
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.split(b"\r\n", 1)[0])
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    try:
+        s = await LiveSession.connect(_endpoint(emu), _cfg())
+        try:
+            assert s._proto.state is LiveState.READY
+            assert not isinstance(s._ws.transport.get_protocol(), _BufferedReads)  # websockets' own path
+        finally:
+            await s.close()
+    finally:
+        proxy.close()
+    host = emu.base_url.split("://", 1)[1]
+    assert seen == [f"CONNECT {host} HTTP/1.1".encode()]
+    assert emu.sessions[0].setup is not None
 
 
 async def test_nothing_is_sent_before_setup_complete() -> None:
