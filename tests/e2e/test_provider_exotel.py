@@ -134,7 +134,8 @@ async def test_dynamic_url_call_greets_replies_and_speaks_exotels_wire(
         _options(
             gw,
             play="builtin:hello",
-            hangup_after_s=14.0,
+            hangup_when_done_s=1.0,
+            max_duration_s=40.0,
             auth_token=SECRET,
             transcript_source=admin_transcript(gw.url),
         )

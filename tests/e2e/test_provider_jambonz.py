@@ -69,7 +69,7 @@ async def test_call_converses_with_streamed_audio_and_every_mark_played(
     """wsAuth's password is the secret: the bot greets and answers in streamed binary 16 kHz L16, every
     mark comes back ``playout``, Gemini hears 16 kHz, and the identity is jambonz's metadata."""
     gw = await make_gateway(pbx_secret=SECRET)
-    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(_options(gw, play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0))
     assert report.answered
     assert report.protocol_errors == []
     assert report.greeting_ms is not None
@@ -219,7 +219,7 @@ async def test_the_example_application_converses(
     gw = await make_gateway(pbx_secret=SECRET)
     side = _side(monkeypatch)
     side.verb = verb
-    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(_options(gw, play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0))
     assert report.protocol_errors == []
     assert report.greeting_ms is not None
     assert report.reply_ms

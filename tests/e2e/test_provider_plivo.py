@@ -154,7 +154,7 @@ async def test_wideband_l16_16k_converses_end_to_end(
     assert spec is not None
     assert spec.content_type == "audio/x-l16;rate=16000"
     assert (spec.bidirectional, spec.keep_call_alive, spec.after) == (True, True, [])
-    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(_options(gw, play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0))
     assert report.protocol_errors == []
     assert report.warnings == []  # every playAudio was L16 16 kHz, as the stream
     assert report.greeting_ms is not None

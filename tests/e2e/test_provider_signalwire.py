@@ -127,7 +127,9 @@ async def test_greeting_reply_marks_and_the_dialplan_by_number(
     its plan, and the caller's μ-law reaches Gemini as 16 kHz PCM."""
     (dialplan_dir / "sales.toml").write_text(SALES_PLAN)
     gw = await _signed_gateway(make_gateway)
-    report = await place_call(_options(gw, to="+15550100150", play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(
+        _options(gw, to="+15550100150", play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0)
+    )
     assert report.answered
     assert report.protocol_errors == []
     assert report.warnings == []
@@ -321,7 +323,7 @@ async def test_wideband_l16_16k_end_to_end(
     monkeypatch.setitem(SIDES, "signalwire", _RecordingSide)
     monkeypatch.setattr(_RecordingSide, "sides", [])
     gw = await make_gateway(signalwire_codec="L16@16000h")
-    report = await place_call(_options(gw, play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(_options(gw, play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0))
     [side] = _RecordingSide.sides
     assert side._codec == "L16@16000h"
     assert report.protocol_errors == []

@@ -105,7 +105,12 @@ async def test_texml_signed_call_converses(
     gw = await telnyx_gateway(make_gateway, api)
     report = await place_call(
         options(
-            gw, api, play="builtin:hello", hangup_after_s=12.0, transcript_source=admin_transcript(gw.url)
+            gw,
+            api,
+            play="builtin:hello",
+            hangup_when_done_s=1.0,
+            max_duration_s=40.0,
+            transcript_source=admin_transcript(gw.url),
         )
     )
     assert report.protocol_errors == []
@@ -206,7 +211,9 @@ async def test_call_control_wideband_call_converses(
     """call.initiated → the ``answer`` command with an L16 RTP stream (token in its URL) → a 16 kHz call:
     greeting and reply; the webhooks Telnyx sends around the stream are acknowledged and start nothing."""
     gw = await telnyx_gateway(make_gateway, api, telnyx_codec="L16")
-    report = await place_call(options(gw, api, call_control=True, play="builtin:hello", hangup_after_s=12.0))
+    report = await place_call(
+        options(gw, api, call_control=True, play="builtin:hello", hangup_when_done_s=1.0, max_duration_s=40.0)
+    )
     assert report.protocol_errors == []
     assert report.warnings == []  # every webhook was taken, and nothing else was commanded
     assert report.greeting_ms is not None
