@@ -166,13 +166,58 @@ _RECV_BUFFER = bytearray(1 << 18)  # one per process: every read is parsed befor
 _RECV_VIEW = memoryview(_RECV_BUFFER)
 
 
-class _ClientSocket(asyncio.BufferedProtocol):
+class _LeanSocket(asyncio.BufferedProtocol):
+    """What the load caller's two media sockets share (a WebSocket, AudioSocket's TCP): read into the
+    process's one buffer, the futures a call waits on, and a write only while the connection is open.
+
+    :attr:`opened` resolves once the connection is usable (or fails with the reason), :attr:`closed`
+    when it is gone; :attr:`close_code` is the code the server sent (WebSocket only) and :attr:`error`
+    what was wrong with what it sent, if anything.
+    """
+
+    #: How :attr:`opened` fails when the connection is lost before it was usable.
+    _lost_before_open = "connection lost"
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.close_code: int | None = None
+        self.error = ""
+        self.closing = False
+        self.transport: asyncio.Transport | None = None
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _RECV_VIEW
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"{self._lost_before_open}: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _open_transport(self) -> asyncio.Transport | None:
+        """The transport to write to, or None once the connection is closing or gone."""
+        transport = self.transport
+        return None if self.closing or transport is None or transport.is_closing() else transport
+
+    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
+        """Wait for the connection to end; abort it after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
+
+
+class _ClientSocket(_LeanSocket):
     """The client end of one WebSocket: the upgrade, then each text message to ``on_text``.
 
-    :attr:`opened` resolves once the server accepted the upgrade (or fails with the reason),
-    :attr:`closed` when the connection is gone; :attr:`close_code` is the code the server sent and
-    :attr:`error` what was wrong with what it sent, if anything.
+    :attr:`opened` resolves once the server accepted the upgrade.
     """
+
+    _lost_before_open = "connection lost during the upgrade"
 
     def __init__(
         self,
@@ -181,13 +226,7 @@ class _ClientSocket(asyncio.BufferedProtocol):
         on_text: Callable[[bytes], None],
         on_binary: Callable[[bytes], None] | None = None,
     ) -> None:
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.close_code: int | None = None
-        self.error = ""
-        self.closing = False
-        self.transport: asyncio.Transport | None = None
+        super().__init__()
         self._request = request
         self._accept = leanws.accept_key(key).encode("ascii")
         self._head = b""
@@ -201,9 +240,6 @@ class _ClientSocket(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no asyncio.Transport subclass
         self.transport.write(self._request)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _RECV_VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
@@ -220,13 +256,6 @@ class _ClientSocket(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool | None:
         return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"connection lost during the upgrade: {exc}"))
-        if not self.closed.done():
-            self.closed.set_result(None)
 
     # -- the upgrade and frames
 
@@ -287,16 +316,16 @@ class _ClientSocket(asyncio.BufferedProtocol):
 
     def send_text(self, data: bytes) -> bool:
         """Write one text message; False when the socket is closing or gone."""
-        transport = self.transport
-        if self.closing or transport is None or transport.is_closing():
+        transport = self._open_transport()
+        if transport is None:
             return False
         transport.write(leanws.masked_frame(leanws.TEXT, data))
         return True
 
     def send_binary(self, data: bytes) -> bool:
         """Write one binary message; False when the socket is closing or gone."""
-        transport = self.transport
-        if self.closing or transport is None or transport.is_closing():
+        transport = self._open_transport()
+        if transport is None:
             return False
         transport.write(leanws.masked_frame(leanws.BINARY, data))
         return True
@@ -306,14 +335,6 @@ class _ClientSocket(asyncio.BufferedProtocol):
         if not self.closing:
             self._send(leanws.CLOSE, leanws.close_payload(code, reason))
             self.closing = True
-
-    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
-        """Wait for the connection to end; abort it after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except TimeoutError:
-            if self.transport is not None:
-                self.transport.abort()
 
 
 async def _ws_open(
@@ -375,7 +396,7 @@ async def echo_rtt(url: str, count: int = 200) -> float:
 _AS_HEAD = 3
 
 
-class _TcpSocket(asyncio.BufferedProtocol):
+class _TcpSocket(_LeanSocket):
     """The load caller's end of an AudioSocket connection (plain TCP), with :class:`_ClientSocket`'s
     interface, so :class:`SideCall` drives it as it drives a WebSocket: each whole message (header
     included, as :meth:`~gateway.caller.side_audiosocket.AudioSocketSide.receive_binary` takes it) to
@@ -383,14 +404,7 @@ class _TcpSocket(asyncio.BufferedProtocol):
     no text, no close code and no close handshake: either end hangs up by closing the connection."""
 
     def __init__(self, on_binary: Callable[[bytes], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self.opened: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        #: Always None: TCP carries no close code (kept for :class:`_ClientSocket`'s interface).
-        self.close_code: int | None = None
-        self.error = ""
-        self.closing = False
-        self.transport: asyncio.Transport | None = None
+        super().__init__()  # close_code stays None: TCP carries none
         self._on_binary = on_binary
         #: The start of a message split across reads (rare: the gateway writes whole messages).
         self._partial = bytearray()
@@ -404,9 +418,6 @@ class _TcpSocket(asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.opened.set_result(None)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _RECV_VIEW
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
@@ -440,13 +451,9 @@ class _TcpSocket(asyncio.BufferedProtocol):
         return None  # close our end too: the gateway hung up
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closing = True
         if self._partial and not self.error:
             self.error = "the gateway closed the connection in the middle of a message"
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(f"connection lost: {exc}"))
-        if not self.closed.done():
-            self.closed.set_result(None)
+        super().connection_lost(exc)
 
     # -- for the caller
 
@@ -457,8 +464,8 @@ class _TcpSocket(asyncio.BufferedProtocol):
 
     def send_binary(self, data: bytes) -> bool:
         """Write one message (header included); False when the connection is closing or gone."""
-        transport = self.transport
-        if self.closing or transport is None or transport.is_closing():
+        transport = self._open_transport()
+        if transport is None:
             return False
         transport.write(data)
         return True
@@ -468,14 +475,6 @@ class _TcpSocket(asyncio.BufferedProtocol):
         self.closing = True
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-    async def wait_closed(self, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not a cancel scope
-        """Wait for the connection to end; abort it after ``timeout`` seconds."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
-        except TimeoutError:
-            if self.transport is not None:
-                self.transport.abort()
 
 
 async def _tcp_open(url: str, on_binary: Callable[[bytes], None]) -> _TcpSocket:

@@ -51,7 +51,6 @@ from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import (
     CallStarted,
     CallStopped,
-    Connected,
     DtmfPressed,
     MarkReached,
     PlayAudio,
@@ -155,11 +154,6 @@ class ExotelCodec(JsonMediaCodec[TelephonyEvent]):
         return self._stream
 
     # --- inbound: the hooks of JsonMediaCodec's message flow ------------------------------------
-
-    def _connected(self, msg: dict[str, Any]) -> Connected:
-        return Connected(
-            optional_string(msg, "protocol", "connected"), optional_string(msg, "version", "connected")
-        )
 
     def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         if event == "dtmf":

@@ -12,6 +12,7 @@ codec made before.
 
 from __future__ import annotations
 
+import abc
 import binascii
 import json
 import warnings
@@ -35,6 +36,7 @@ from gateway.telephony.jsonmsg import (
     caller_audio,
     invalid,
     media_payload,
+    optional_string,
     parse,
     violation,
 )
@@ -57,7 +59,7 @@ _AWAITING_START: Final = StreamState.AWAITING_START
 R = TypeVar("R", bound=TelephonyEvent | None)
 
 
-class JsonMediaCodec(Generic[R]):
+class JsonMediaCodec(abc.ABC, Generic[R]):
     """One JSON-text media WebSocket: the message flow, the counters and the stream state.
 
     Attributes:
@@ -203,16 +205,19 @@ class JsonMediaCodec(Generic[R]):
         return self._streaming(event, msg)
 
     def _connected(self, msg: dict[str, Any]) -> Connected:
-        """The ``connected`` message's event (checked before the state moves on)."""
-        raise NotImplementedError
+        """The ``connected`` message's event (checked before the state moves on): optional string
+        ``protocol`` and ``version``. Only read where ``_has_connected``."""
+        return Connected(
+            optional_string(msg, "protocol", "connected"), optional_string(msg, "version", "connected")
+        )
 
+    @abc.abstractmethod
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         """The ``start`` message: sets the stream id, format and outbound prefixes, then ``STREAMING``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | R:
         """One of ``_events``, in order and for this stream."""
-        raise NotImplementedError
 
     # --- outbound ------------------------------------------------------------------------------
 
