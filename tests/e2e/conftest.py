@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -131,3 +132,25 @@ def client_messages(emulator: Emulator, key: str, session: int = 0) -> list[dict
         for f in emulator.sessions[session].frames
         if f.direction == "in" and f.payload is not None and key in f.payload
     ]
+
+
+#: A plan whose bot may end the call itself (the ``end_call`` tool): the end-call tests of the PBX providers.
+END_CALL_PLAN = """
+default = true
+voice = "Puck"
+system_instruction = "You are the Acme support line."
+greeting = "Greet the caller."
+tools = ["end_call"]
+[vad]
+silence_duration_ms = 300
+"""
+
+
+async def stored_record(url: str, call_id: str) -> dict[str, Any]:
+    """The call's durable record (admin API of the gateway at ``url``), once the writer has closed it."""
+    async with asyncio.timeout(5), aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{url}/admin/records/{call_id}") as response:
+                if response.status == 200 and (record := await response.json()).get("ended_by"):
+                    return dict(record)
+            await asyncio.sleep(0.05)

@@ -8,7 +8,6 @@ air), the record saying ``ended_by=gateway`` with the reason, and the failure co
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +26,7 @@ from gateway.telephony.events import PlayAudio
 from gateway.telephony.twilio import TwilioCodec
 from gateway.tools.router import ToolRouter
 
-from .conftest import DEFAULT_PLAN, GatewayFactory
+from .conftest import DEFAULT_PLAN, GatewayFactory, stored_record
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +70,6 @@ async def _broken_hang_up(*args: Any, **kwargs: Any) -> None:
 async def _always_fails(*args: Any, **kwargs: Any) -> LiveSession:
     # What every call did with a real key before the TLS fix: a foreign exception from the connect.
     raise ValueError("ssl=None is incompatible with a wss:// URI")
-
-
-async def _stored_record(url: str, call_sid: str) -> dict[str, Any]:
-    """The call's durable record (admin API), once the record writer has closed it."""
-    async with asyncio.timeout(5), aiohttp.ClientSession() as http:
-        while True:
-            async with http.get(f"{url}/admin/records/{call_sid}") as response:
-                if response.status == 200 and (record := await response.json()).get("ended_by"):
-                    return dict(record)
-            await asyncio.sleep(0.05)
 
 
 async def _metric(url: str, task: str) -> float:
@@ -161,7 +150,7 @@ async def test_an_unexpected_error_anywhere_ends_the_call_through_the_fallback(
     assert f"internal error in {task}: {expected}" in record["reason"]
     assert record["fallback_ms"] is not None
     # The durable call record keeps the failure, and it is counted where an operator's alert looks.
-    stored = await _stored_record(gw.url, report.call_sid)
+    stored = await stored_record(gw.url, report.call_sid)
     assert stored["ended_by"] == "gateway"
     assert [e["detail"]["task"] for e in stored["events"] if e["kind"] == "failure"] == [task]
     assert await _metric(gw.url, task) == 1.0

@@ -4,7 +4,6 @@ gateway → Gemini Live emulator over wss://."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -24,32 +23,12 @@ from gateway.caller.side_freeswitch import FreeSwitchSide
 from gateway.emulator import Emulator, session as emulator_session, voice
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory, client_messages
+from .conftest import END_CALL_PLAN, Gateway, GatewayFactory, client_messages, stored_record
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "pbx-secret-for-freeswitch-tests"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "freeswitch"
-END_CALL_PLAN = """
-default = true
-voice = "Puck"
-system_instruction = "You are the Acme support line."
-greeting = "Greet the caller."
-tools = ["end_call"]
-[vad]
-silence_duration_ms = 300
-"""
-
-
-async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
-    """The durable call record (written a moment after the call ends), from the admin API."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(5):
-        while True:
-            async with http.get(f"{gw.url}/admin/records/{call_id}") as resp:
-                if resp.status == 200:
-                    record: dict[str, Any] = await resp.json()
-                    return record
-            await asyncio.sleep(0.1)
 
 
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
@@ -88,7 +67,7 @@ async def test_call_converses_in_whole_100ms_files_at_16khz(
     assert record["ended_by"] == "caller"
     assert side.start is not None
     assert report.call_sid == side.start.uuid
-    stored = await _stored_record(gw, report.call_sid)
+    stored = await stored_record(gw.url, report.call_sid)
     assert (stored["from"], stored["to"]) == ("+15550001111", "+15551230000")  # from the URL
 
 
@@ -233,7 +212,7 @@ async def test_the_example_dialplan_command_converses(
     assert report.reply_ms
     [record] = await gw.wait_calls_ended(1)
     assert record["call_sid"] == uuid
-    stored = await _stored_record(gw, uuid)
+    stored = await stored_record(gw.url, uuid)
     assert (stored["from"], stored["to"]) == ("1001", "+15551230000")
     lua = (EXAMPLES / "gemini_events.lua").read_text()
     for needed in ("mod_audio_stream::play", "uuid_broadcast", "killAudio", "uuid_break", "send_text"):

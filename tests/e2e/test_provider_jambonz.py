@@ -4,7 +4,6 @@ basic auth from wsAuth, the metadata frame, binary 20 ms L16, streamed binary au
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -22,32 +21,12 @@ from gateway.caller.side_jambonz import JambonzSide
 from gateway.emulator import Emulator, session as emulator_session, voice
 from gateway.emulator.scenario import Rule
 
-from .conftest import Gateway, GatewayFactory, client_messages
+from .conftest import END_CALL_PLAN, Gateway, GatewayFactory, client_messages, stored_record
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "pbx-secret-for-jambonz-tests"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "jambonz" / "app.json"
-END_CALL_PLAN = """
-default = true
-voice = "Puck"
-system_instruction = "You are the Acme support line."
-greeting = "Greet the caller."
-tools = ["end_call"]
-[vad]
-silence_duration_ms = 300
-"""
-
-
-async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
-    """The durable call record (written a moment after the call ends), from the admin API."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(5):
-        while True:
-            async with http.get(f"{gw.url}/admin/records/{call_id}") as resp:
-                if resp.status == 200:
-                    record: dict[str, Any] = await resp.json()
-                    return record
-            await asyncio.sleep(0.1)
 
 
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
@@ -85,7 +64,7 @@ async def test_call_converses_with_streamed_audio_and_every_mark_played(
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
     assert record["marks_acked"] == record["marks_sent"] > 0
-    stored = await _stored_record(gw, report.call_sid)
+    stored = await stored_record(gw.url, report.call_sid)
     assert (stored["from"], stored["to"]) == ("+15550001111", "+15551230000")
 
 

@@ -22,7 +22,7 @@ from gateway.emulator.scenario import Rule
 from gateway.errors import AuthError
 from gateway.server.plivo import e164
 
-from .conftest import Gateway, GatewayFactory, client_messages
+from .conftest import Gateway, GatewayFactory, client_messages, stored_record
 
 pytestmark = pytest.mark.e2e
 
@@ -94,17 +94,6 @@ async def plivo_api() -> AsyncIterator[PlivoApi]:
     await api.server.close()
 
 
-async def _stored_record(gw: Gateway, call_id: str) -> dict[str, Any]:
-    """The durable call record (written a moment after the call ends), from the admin API."""
-    async with aiohttp.ClientSession() as http, asyncio.timeout(5):
-        while True:
-            async with http.get(f"{gw.url}/admin/records/{call_id}") as resp:
-                if resp.status == 200:
-                    record: dict[str, Any] = await resp.json()
-                    return record
-            await asyncio.sleep(0.1)
-
-
 def _options(gw: Gateway, **changes: Any) -> CallOptions:
     options: dict[str, Any] = {"to": "+15551230000", "auth_token": gw.settings.plivo_auth_token} | changes
     return CallOptions(
@@ -136,7 +125,7 @@ async def test_greeting_reply_checkpoints_and_the_dialplan_by_e164(
     assert [t["role"] for t in report.transcript][:3] == ["bot", "caller", "bot"]
     [record] = await gw.wait_calls_ended(1)
     assert record["dialplan"] == "sales"
-    stored = await _stored_record(gw, report.call_sid)
+    stored = await stored_record(gw.url, report.call_sid)
     assert (stored["from"], stored["to"]) == ("+15550001111", "+15550100150")
     assert emulator.sessions[0].audio_in_bytes >= 10 * 32000
 
