@@ -35,8 +35,8 @@ _LOG = logging.getLogger("gateway.drain")
 DRAINING = "draining: the gateway is shutting down"
 #: What the model says on a call still running at the drain deadline.
 GOODBYE = "I'm sorry, I have to end our call now. Please call back in a minute. Goodbye."
-#: How long the goodbyes may take: the bot's sentence in progress (at most half of SAY_TIMEOUT_S, see
-#: CallGuard.wind_down), the goodbye (at most SAY_TIMEOUT_S), and the hang-up.
+#: How long the goodbyes may take: the bot's reply in progress and the goodbye share one SAY_TIMEOUT_S
+#: (CallGuard._say_and_wait), then the hang-up; the rest is margin.
 GOODBYE_S = 1.5 * SAY_TIMEOUT_S + 3.0
 #: A call whose webhook was answered before the drain began has this long for its media stream to arrive
 #: (providers open it within a second or two); a reservation whose stream never comes (a provider that
