@@ -24,8 +24,25 @@ by design — a paced playout (marks at playout time, barge-in within one frame)
 (``bench/audio.py``), transcripts, records, metrics, timers, resumption — so the ratio is the price of
 all that over what the kernel, TLS and framing cost anyway.
 
+**The ladder.** ``--with`` puts the gateway's own components back into the floor one at a time, so
+``bench/load.py --ladder`` can say what each costs per call (the rest of the gap is the frameworks —
+aiohttp's media socket, websockets' Live client, a task and a queue per direction — and the bridge's
+bookkeeping: transcripts, records, metrics, timers, resumption):
+
+* ``codec``: every caller message through the gateway's :class:`~gateway.telephony.TwilioCodec`
+  (``receive_media`` first, as the gateway's direct uplink does, else ``receive_text``: a full JSON
+  parse and every check), and every message to the caller from its ``encode``;
+* ``audio``: the gateway's :class:`~gateway.audio.transcode.Uplink` and ``Downlink`` (its resampler,
+  20 ms frames) in place of ``audioop.ratecv``;
+* ``pacing``: the gateway's :class:`~gateway.bridge.playout.Playout` (120 ms lead, 80 ms messages, a
+  mark every 200 ms and at each reply's end, echoes counted, ``clear`` on barge-in) on one timer per call;
+* ``live``: every Live message through :func:`~gateway.gemini.messages.parse_server_message` (a full
+  JSON parse into events) and every caller frame through ``encode_realtime_audio`` and the session's
+  masked framing.
+
     python bench/load.py --compare-floor --calls 100 --seconds 15 --repeat 3
     python bench/load.py --floor --calls 100 --json
+    python bench/load.py --ladder --calls 100 --seconds 15 --repeat 3
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ import os
 import secrets
 import ssl
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -51,10 +69,38 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # audioop: the gateway's own codecs use it too
     import audioop
 
+from gateway.audio.transcode import Downlink, Uplink  # noqa: E402
+from gateway.bridge.playout import MarkOut, Playout  # noqa: E402
 from gateway.caller import leanws  # noqa: E402
 from gateway.emulator.server import LIVE_PATH  # noqa: E402
-from gateway.gemini.messages import SessionConfig, VadConfig, encode_client_content, setup_message  # noqa: E402
+from gateway.gemini.messages import (  # noqa: E402
+    GenerationComplete,
+    Interrupted,
+    ModelAudio,
+    SessionConfig,
+    SetupComplete,
+    TurnComplete,
+    VadConfig,
+    encode_client_content,
+    encode_realtime_audio,
+    parse_server_message,
+    setup_message,
+)
+from gateway.gemini.session import _FRAMES  # noqa: E402
 from gateway.settings import DEFAULT_MODEL  # noqa: E402
+from gateway.telephony import (  # noqa: E402
+    CallerAudio,
+    CallStarted,
+    CallStopped,
+    ClearPlayback,
+    MarkReached,
+    PlayAudio,
+    SetMark,
+    TwilioCodec,
+)
+
+#: The steps of the ladder, in the order ``bench/load.py --ladder`` adds them.
+FEATURES = ("codec", "audio", "pacing", "live")
 
 _MEDIA = b'{"event":"media"'
 _PAYLOAD = b'"payload":"'
@@ -72,7 +118,8 @@ _READ_VIEW = memoryview(_READ)
 class _Settings:
     """What the floor needs of the gateway's environment (bench/load.py sets it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: frozenset[str] = frozenset()) -> None:
+        self.features = features
         base = urlsplit(os.environ["GEMINI_BASE_URL"])
         self.host = base.hostname or "127.0.0.1"
         self.port = base.port or (443 if base.scheme == "https" else 80)
@@ -141,16 +188,30 @@ class _Live(asyncio.Protocol):
                 self.call.close()
             return
         call = self.call
+        if call.parse_live:  # ladder step "live": the gateway's parser, every message into events
+            for event in parse_server_message(payload):
+                if isinstance(event, ModelAudio):
+                    call.model_audio(event.pcm)
+                elif isinstance(event, Interrupted):
+                    call.interrupted()
+                elif isinstance(event, GenerationComplete):
+                    call.generation_complete()
+                elif isinstance(event, TurnComplete):
+                    call.turn_complete()
+                elif isinstance(event, SetupComplete) and not self.ready:
+                    self.ready = True
+                    self.send(call.settings.greeting)
+            return
         at = payload.find(_DATA)
         if at > 0 and b'"inlineData"' in payload:
             start = at + len(_DATA)
-            pcm = _a2b(memoryview(payload)[start : payload.index(b'"', start)])
-            pcm, self.state = _ratecv(pcm, 2, 1, 24000, 8000, self.state)
-            call.send(call.media_head + _b2a(_lin2ulaw(pcm, 2), newline=False) + call.media_tail)
+            call.model_audio(_a2b(memoryview(payload)[start : payload.index(b'"', start)]))
         elif b'"interrupted"' in payload:
-            call.send(call.clear)
+            call.interrupted()
+        elif b'"generationComplete"' in payload:
+            call.generation_complete()
         elif b'"turnComplete"' in payload:
-            call.send(call.mark)
+            call.turn_complete()
         elif not self.ready and b'"setupComplete"' in payload:
             self.ready = True
             self.send(call.settings.greeting)
@@ -158,6 +219,10 @@ class _Live(asyncio.Protocol):
     def send(self, text: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_masked_frame(_TEXT, text))
+
+    def write(self, frame: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -169,16 +234,26 @@ class _Call:
 
     def __init__(self, conn: _Conn, settings: _Settings, stream_sid: str) -> None:
         self.conn, self.settings = conn, settings
+        features = settings.features
         sid = stream_sid.encode()
         self.media_head = b'{"event":"media","streamSid":"' + sid + b'","media":{"payload":"'
         self.media_tail = b'"}}'
         self.clear = b'{"event":"clear","streamSid":"' + sid + b'"}'
-        self.mark = b'{"event":"mark","streamSid":"' + sid + b'","mark":{"name":"turn"}}'
+        self.mark_head = b'{"event":"mark","streamSid":"' + sid + b'","mark":{"name":"'
         self.live = _Live(self)
         self.state: Any = None  # ratecv state, 8 → 16 kHz
+        self.down_state: Any = None  # ratecv state, 24 → 8 kHz
         self.audio_head = settings.audio_head
         self.closed = False
-        loop = asyncio.get_running_loop()
+        # The ladder's steps (module doc); None: the floor's own lean way.
+        self.codec = conn.codec
+        self.uplink = Uplink("ulaw", 8000, settings.rate) if "audio" in features else None
+        self.downlink = Downlink("ulaw", 24000, 8000) if "audio" in features else None
+        self.playout = Playout(lead_s=0.12) if "pacing" in features else None
+        self.parse_live = "live" in features
+        self.timer: asyncio.TimerHandle | None = None
+        self.flushed = True  # the reply's tail went out (at generationComplete or turnComplete)
+        loop = self.loop = asyncio.get_running_loop()
         self.connecting = loop.create_task(self._connect(loop))
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -190,25 +265,138 @@ class _Call:
         except OSError:
             self.close()
 
+    # --- caller → Live ------------------------------------------------------------------------------
     def media(self, payload: bytes) -> None:
+        """A caller ``media`` message, its payload found by position (the floor's way)."""
+        if self.live.ready:
+            at = payload.find(_PAYLOAD) + len(_PAYLOAD)
+            self.caller_audio(_a2b(memoryview(payload)[at : payload.index(b'"', at)]))
+
+    def caller_audio(self, ulaw: bytes) -> None:
         live = self.live
         if not live.ready:
             return
-        at = payload.find(_PAYLOAD) + len(_PAYLOAD)
-        pcm = _ulaw2lin(_a2b(memoryview(payload)[at : payload.index(b'"', at)]), 2)
-        if self.settings.rate != 8000:
-            pcm, self.state = _ratecv(pcm, 2, 1, 8000, self.settings.rate, self.state)
-        live.send(self.audio_head + _b2a(pcm, newline=False) + _AUDIO_TAIL)
+        if self.uplink is not None:
+            pcm = self.uplink.process(ulaw)
+        else:
+            pcm = _ulaw2lin(ulaw, 2)
+            if self.settings.rate != 8000:
+                pcm, self.state = _ratecv(pcm, 2, 1, 8000, self.settings.rate, self.state)
+        if self.parse_live:
+            live.write(_FRAMES.text(encode_realtime_audio(pcm, self.settings.rate).encode()))
+        else:
+            live.send(self.audio_head + _b2a(pcm, newline=False) + _AUDIO_TAIL)
 
-    def send(self, text: bytes) -> None:
+    # --- Live → caller ------------------------------------------------------------------------------
+    def model_audio(self, pcm: bytes) -> None:
+        self.flushed = False
+        if self.downlink is not None:
+            frames = self.downlink.process(pcm)
+        else:
+            pcm, self.down_state = _ratecv(pcm, 2, 1, 24000, 8000, self.down_state)
+            frames = [_lin2ulaw(pcm, 2)]
+        playout = self.playout
+        if playout is None:
+            if frames:
+                self.send_all([self._media(b"".join(frames))])
+            return
+        if self.downlink is None:  # pacing needs 20 ms frames
+            chunk = frames[0]
+            frames = [chunk[i : i + 160] for i in range(0, len(chunk), 160)]
+        playout.enqueue(frames)
+        self._schedule()
+
+    def interrupted(self) -> None:
+        self.flushed = True
+        if self.downlink is not None:
+            self.downlink.reset()
+        if self.playout is not None:
+            self.playout.clear(time.monotonic())
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        self.send_all([self.codec.encode(ClearPlayback()).encode() if self.codec is not None else self.clear])
+
+    def generation_complete(self) -> None:
+        """The reply's audio is all here: its tail goes out now, as the gateway's ``_flush_turn``."""
+        if self.flushed:
+            return
+        self.flushed = True
+        frames = self.downlink.flush() if self.downlink is not None else []
+        if self.playout is None:
+            if frames:
+                self.send_all([self._media(b"".join(frames))])
+            return
+        if frames:
+            self.playout.enqueue(frames)
+        self.playout.end_turn()
+        self._schedule()
+
+    def turn_complete(self) -> None:
+        self.generation_complete()
+        if self.playout is None:
+            self.send_all([self._mark("turn")])
+
+    def mark_echoed(self, name: str) -> None:
+        if self.playout is not None:
+            self.playout.mark_echoed(name)
+
+    def _schedule(self) -> None:
+        """One timer per call: the playout's next wake-up (ladder step "pacing")."""
+        assert self.playout is not None
+        if self.timer is not None or self.closed:
+            return
+        now = time.monotonic()
+        at = self.playout.next_wakeup(now)
+        if at is None:
+            return
+        if at <= now:
+            self._pump()
+        else:
+            self.timer = self.loop.call_at(self.loop.time() + (at - now), self._pump)
+
+    def _pump(self) -> None:
+        """What the playout says is due: runs of frames as one media message each, marks between."""
+        assert self.playout is not None
+        self.timer = None
+        out: list[bytes] = []
+        run: list[bytes] = []
+        for item in self.playout.due(time.monotonic()):
+            if isinstance(item, MarkOut):
+                if run:
+                    out.append(self._media(b"".join(run)))
+                    run = []
+                out.append(self._mark(item.name))
+            else:
+                run.append(item)
+        if run:
+            out.append(self._media(b"".join(run)))
+        if out:
+            self.send_all(out)
+        self._schedule()
+
+    def _media(self, ulaw: bytes) -> bytes:
+        if self.codec is not None:
+            return self.codec.encode(PlayAudio(ulaw)).encode()
+        return self.media_head + _b2a(ulaw, newline=False) + self.media_tail
+
+    def _mark(self, name: str) -> bytes:
+        if self.codec is not None:
+            return self.codec.encode(SetMark(name)).encode()
+        return self.mark_head + name.encode() + b'"}}'
+
+    def send_all(self, texts: list[bytes]) -> None:
+        """Every message due at once in one write, as the gateway's MediaSender does."""
         transport = self.conn.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(leanws.frame(_TEXT, text))
+        if transport is not None and not transport.is_closing() and texts:
+            transport.write(b"".join([leanws.frame(_TEXT, text) for text in texts]))
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
         if self.live.transport is not None:
             self.live.transport.close()
         self.conn.close()
@@ -223,6 +411,8 @@ class _Conn(asyncio.BufferedProtocol):
         self.head = b""
         self.reader: leanws.FrameReader | None = None
         self.call: _Call | None = None
+        #: Ladder step "codec": the gateway's Twilio codec reads every caller message.
+        self.codec: TwilioCodec | None = TwilioCodec() if "codec" in settings.features else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
@@ -289,7 +479,9 @@ class _Conn(asyncio.BufferedProtocol):
 
     def _message(self, opcode: int, payload: bytes) -> None:
         call = self.call
-        if opcode == _TEXT:
+        if opcode == _TEXT and self.codec is not None:
+            self._decoded(self.codec, payload.decode())
+        elif opcode == _TEXT:
             if call is not None and payload.startswith(_MEDIA):
                 call.media(payload)
                 return
@@ -299,12 +491,32 @@ class _Conn(asyncio.BufferedProtocol):
                 self.call = _Call(self, self.settings, message["streamSid"])
             elif event == "media" and call is not None:
                 call.media(payload)
+            elif event == "mark" and call is not None:
+                call.mark_echoed(message["mark"]["name"])
             elif event == "stop" and call is not None:
                 call.close()
         elif opcode == leanws.CLOSE:
             self.close()
         elif opcode == leanws.PING and self.transport is not None:
             self.transport.write(leanws.frame(leanws.PONG, payload))
+
+    def _decoded(self, codec: TwilioCodec, text: str) -> None:
+        """A caller message through the gateway's codec: ``receive_media`` first, as its direct uplink."""
+        call = self.call
+        audio = codec.receive_media(text) if call is not None else None
+        if audio is not None:
+            assert call is not None
+            call.caller_audio(audio.payload)
+            return
+        event = codec.receive_text(text)
+        if isinstance(event, CallStarted) and call is None:
+            self.call = _Call(self, self.settings, event.stream_sid)
+        elif isinstance(event, CallerAudio) and call is not None:
+            call.caller_audio(event.payload)
+        elif isinstance(event, MarkReached) and call is not None:
+            call.mark_echoed(event.name)
+        elif isinstance(event, CallStopped):
+            self.close()
 
     def close(self) -> None:
         transport = self.transport
@@ -329,14 +541,24 @@ def main() -> int:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--with",
+        dest="features",
+        default="",
+        metavar="LIST",
+        help=f"comma-separated ladder steps to put back (module doc): {', '.join(FEATURES)}",
+    )
     args = parser.parse_args()
+    features = frozenset(f for f in args.features.split(",") if f)
+    if unknown := features - set(FEATURES):
+        parser.error(f"--with: unknown step(s) {', '.join(sorted(unknown))}; known: {', '.join(FEATURES)}")
     try:
         import uvloop
     except ImportError:  # the floor is measured on uvloop, as the gateway runs with [fast]
         uvloop = None
 
     async def serve() -> None:
-        settings = _Settings()
+        settings = _Settings(features)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _Conn(settings), args.host, args.port, backlog=4096)
         async with server:

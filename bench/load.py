@@ -80,7 +80,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -813,14 +813,93 @@ def compare_tls(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any
     return compare_pairs(args, opts, ("ws", {"tls": False}), ("wss", {"tls": True}))
 
 
-def floor_server(port: int, tmp: Path) -> list[str]:
-    """The I/O floor (bench/floor.py) as the voice server: the gateway's sockets and messages, no more."""
-    return [sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "--port", str(port)]
+def floor_server(features: Sequence[str] = ()) -> Callable[[int, Path], list[str]]:
+    """The I/O floor (bench/floor.py) as the voice server: the gateway's sockets and messages, no more;
+    with ``features``, those of the gateway's components put back (bench/floor.py's ladder)."""
+
+    def command(port: int, tmp: Path) -> list[str]:
+        floor = [sys.executable, str(Path(__file__).resolve().parent / "floor.py"), "--port", str(port)]
+        return floor + (["--with", ",".join(features)] if features else [])
+
+    return command
 
 
 def compare_floor(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
     """--compare-floor: the gateway against the I/O floor of the same harness (bench/floor.py)."""
-    return compare_pairs(args, opts, ("floor", {"server": floor_server}), ("gateway", {}))
+    name = "floor+" + "+".join(args.floor_with) if args.floor_with else "floor"
+    return compare_pairs(args, opts, (name, {"server": floor_server(args.floor_with)}), ("gateway", {}))
+
+
+#: The --ladder table's columns: (key, heading).
+LADDER_COLUMNS = (
+    ("cpu_per_call_pct", "CPU/call %"),
+    ("rss_per_call_kib", "RSS/call KiB"),
+    ("uplink_ms_p99", "up p99 ms"),
+    ("downlink_ms_p99", "down p99 ms"),
+    ("frames_lost", "lost"),
+    ("calls_failed", "failed"),
+)
+
+
+def ladder(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
+    """--ladder: the floor, the floor with the gateway's components put back one at a time (bench/floor.py,
+    ``--with``), and the gateway, ``--repeat`` rounds in alternating order. Per rung: the median CPU and
+    memory per call, and the median over rounds of its CPU as a ratio to the same round's bare floor
+    (drift cancels) and of the step up from the rung below."""
+    from floor import FEATURES  # bench/floor.py: the steps, in order
+
+    rungs: list[tuple[str, dict[str, Any]]] = [("floor", {"server": floor_server()})]
+    for i in range(len(FEATURES)):
+        rungs.append(("+" + FEATURES[i], {"server": floor_server(FEATURES[: i + 1])}))
+    rungs.append(("gateway", {}))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in rungs}
+    for i in range(args.repeat):
+        for name, side in rungs if i % 2 == 0 else rungs[::-1]:
+            result = run_once(args.calls, args.seconds, **{**opts, **side})
+            runs[name].append(result)
+            print(f"round {i + 1} {name:8} " + _short(result), file=sys.stderr, flush=True)
+    table: dict[str, dict[str, Any]] = {}
+    below: str | None = None
+    for name, _ in rungs:
+        row: dict[str, Any] = {}
+        for key, _heading in LADDER_COLUMNS:
+            values = [r[key] for r in runs[name] if r[key] is not None]
+            if key in ("frames_lost", "calls_failed"):
+                row[key] = sum(values)
+            else:
+                row[key] = round(statistics.median(values), 4) if values else None
+        floor_cpu = [r["cpu_per_call_pct"] for r in runs["floor"]]
+        cpu = [r["cpu_per_call_pct"] for r in runs[name]]
+        row["vs_floor"] = round(statistics.median(c / f for c, f in zip(cpu, floor_cpu, strict=True)), 3)
+        if below is not None:
+            under = [r["cpu_per_call_pct"] for r in runs[below]]
+            row["step_pct"] = round(statistics.median(c - u for c, u in zip(cpu, under, strict=True)), 4)
+        table[name] = row
+        below = name
+    return {
+        "calls": args.calls,
+        "seconds": args.seconds,
+        "repeat": args.repeat,
+        "rungs": table,
+        "calibration_us_per_frame": [r["calibration_us_per_frame"] for rs in runs.values() for r in rs],
+        "machine": machine(),
+        "runs": runs,
+    }
+
+
+def _print_ladder(summary: dict[str, Any]) -> None:
+    print(
+        f"the floor, the gateway's components put back one at a time, the gateway: {summary['calls']} calls, "
+        f"{summary['seconds']:g} s steady state, {summary['repeat']} round(s) in alternating order; medians "
+        "over rounds (lost, failed: totals); x floor and step: per round, against that round's runs"
+    )
+    headings = "".join(f"{heading:>14}" for _, heading in LADDER_COLUMNS)
+    print(f"  {'rung':10}{headings}{'x floor':>10}{'step %':>10}")
+    for name, row in summary["rungs"].items():
+        cells = "".join(f"{'-' if row[k] is None else f'{row[k]:.4g}':>14}" for k, _ in LADDER_COLUMNS)
+        step = f"{row['step_pct']:+.4f}" if "step_pct" in row else ""
+        print(f"  {name:10}{cells}{row['vs_floor']:>9.3f}x{step:>10}")
+    print(f"  calibration µs/frame {summary['calibration_us_per_frame']}")
 
 
 def _print_comparison(summary: dict[str, Any], title: str) -> None:
@@ -1001,6 +1080,20 @@ def main(argv: list[str] | None = None) -> int:
         "CPU and memory per call as ratios to the floor's, and latency differences",
     )
     parser.add_argument(
+        "--floor-with",
+        type=lambda v: [f for f in v.split(",") if f],
+        default=[],
+        metavar="LIST",
+        help="with --floor or --compare-floor: the floor with these of the gateway's components put back "
+        "(bench/floor.py --with: codec, audio, pacing, live)",
+    )
+    parser.add_argument(
+        "--ladder",
+        action="store_true",
+        help="the floor, then the floor with the gateway's components put back one at a time (codec, audio, "
+        "pacing, live), then the gateway, --repeat rounds alternating: what each costs per call",
+    )
+    parser.add_argument(
         "--provider",
         choices=PROVIDERS,
         default="twilio",
@@ -1058,6 +1151,12 @@ def main(argv: list[str] | None = None) -> int:
         title = "ws:// vs wss:// (verified, test CA)"
         return _report(args, compare_tls(args, opts), lambda summary: _print_comparison(summary, title))
     opts["tls"] = not args.plain_ws
+    if args.ladder:
+        if args.find_max or args.floor or args.compare_floor or args.provider != "twilio":
+            parser.error(
+                "--ladder runs its own rungs at --calls (Twilio); drop --find-max/--floor/--compare-floor"
+            )
+        return _report(args, ladder(args, opts), _print_ladder)
     if args.compare_floor:
         if args.find_max or args.floor or args.provider != "twilio":
             parser.error(
@@ -1068,7 +1167,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor:
         if args.provider != "twilio":
             parser.error("--floor speaks Twilio's protocol only")
-        opts["server"] = floor_server
+        opts["server"] = floor_server(args.floor_with)
     if args.arrivals and not args.overload:
         opts["arrivals_per_s"] = args.arrivals
     if args.overload:
