@@ -1,6 +1,7 @@
 """bench/floor.py, the I/O floor ``bench/load.py --compare-floor`` measures the gateway against, as a real
 process: a simulated Twilio call through it to the emulator over verified wss:// is greeted and answered,
-so the floor carries the same conversation the gateway does (else its figures would flatter it)."""
+so the floor carries the same conversation the gateway does (else its figures would flatter it), bare and
+with every step of its ladder (``--with``: the gateway's codec, audio, pacing and Live parsing) put back."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ async def emulator(trust_test_ca: TestPKI) -> AsyncIterator[Emulator]:
         yield emu
 
 
-async def test_a_call_through_the_floor_is_greeted_and_answered(emulator: Emulator) -> None:
+@pytest.mark.parametrize("steps", ["", "codec,audio,pacing,live"], ids=["bare", "every-step"])
+async def test_a_call_through_the_floor_is_greeted_and_answered(emulator: Emulator, steps: str) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -39,7 +41,8 @@ async def test_a_call_through_the_floor_is_greeted_and_answered(emulator: Emulat
         "GEMINI_API_KEY": "floor-key",
         "GATEWAY_PUBLIC_URL": url,
     }
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(FLOOR), "--port", str(port), env=env)
+    command = [sys.executable, str(FLOOR), "--port", str(port)] + (["--with", steps] if steps else [])
+    proc = await asyncio.create_subprocess_exec(*command, env=env)
     try:
         async with asyncio.timeout(10):
             while True:
@@ -65,6 +68,9 @@ async def test_a_call_through_the_floor_is_greeted_and_answered(emulator: Emulat
     assert report.greeting_ms is not None
     assert len(report.reply_ms) == 1
     assert not report.protocol_errors
+    if steps:  # paced by the gateway's playout: marks along the reply, every one echoed
+        assert report.marks_sent >= 2
+        assert report.marks_acked == report.marks_sent
     (session,) = emulator.sessions
     assert session.setup is not None
     assert session.setup["model"].endswith("gemini-3.8-live")
