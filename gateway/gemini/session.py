@@ -27,13 +27,14 @@ import os
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
+from websockets.frames import BINARY, TEXT, Frame
 from websockets.protocol import State as WsState
 from websockets.proxy import get_proxy
 
@@ -151,6 +152,44 @@ class _BufferedReads(asyncio.BufferedProtocol):
 
 #: Shared by every Live connection of the process: each read is handed on before the next one starts.
 _RECV_VIEW = memoryview(bytearray(256 * 1024))
+
+
+class _LiveConnection(ClientConnection):
+    """websockets' client connection, whose whole messages a session can take as they are parsed.
+
+    websockets hands every message to the reading task: the read callback puts the frame in an
+    assembler, resolves a future, and the task wakes up a turn of the event loop later, behind
+    everything else the loop has ready, to take it. A Live session would then pass its events to
+    the call's task: two wake-ups per server message, each one a wait behind a busy loop's work (the
+    downlink p99 of ``bench/load.py`` at 100 calls, README, Performance). With :attr:`take` set,
+    a whole (unfragmented) data message goes to it from the read callback itself: parsed, its events
+    queued for the call, one wake-up. Only when nothing waits in the assembler, so order is kept; a
+    fragmented message, everything before the session exists (the handshake, ``setupComplete``) and
+    anything :attr:`take` declines go the usual way, to ``recv()``.
+
+    ``process_event`` is websockets' own hook for what a frame means (its client overrides it for the
+    handshake); ``websockets>=17`` is pinned, and a test asserts messages are taken with the installed
+    version, so an upgrade that changes it fails loudly, not slowly.
+    """
+
+    #: Takes one whole data message's payload; False leaves it to ``recv()``.
+    take: Callable[[bytes], bool] | None = None
+    #: Messages :attr:`take` took (the tests read it).
+    taken = 0
+
+    def process_event(self, event: Any) -> None:
+        take = self.take
+        if (
+            take is not None
+            and type(event) is Frame
+            and event.fin
+            and (event.opcode is TEXT or event.opcode is BINARY)
+            and not len(self.recv_messages.frames)
+            and take(event.data if type(event.data) is bytes else bytes(event.data))
+        ):
+            self.taken += 1
+            return
+        super().process_event(event)
 
 
 class _connect(ws_connect):
@@ -413,6 +452,8 @@ class LiveSession:
         self.close_reason: str = ""
         self._reader = asyncio.create_task(self._read_loop(), name="live-reader")
         self._writer = asyncio.create_task(self._write_loop(), name="live-writer")
+        if isinstance(ws, _LiveConnection):
+            ws.take = self._take  # server messages parsed in the read callback (_LiveConnection)
 
     # ------------------------------------------------------------------ opening
 
@@ -462,6 +503,7 @@ class LiveSession:
                 headers = await endpoint.auth_headers()
                 ws = await _connect(
                     endpoint.url(),
+                    create_connection=_LiveConnection,
                     additional_headers=headers,
                     # None is only allowed (and only given) for ws://; wss:// always verifies.
                     ssl=endpoint.tls if endpoint.secure else None,
@@ -782,17 +824,41 @@ class LiveSession:
 
     # ------------------------------------------------------------------ tasks
 
+    def _take(self, data: bytes) -> bool:
+        """One whole server message, from the socket's read callback (:class:`_LiveConnection`): its
+        events go to the consumer at once. False leaves it to :meth:`_read_loop`, which then ends the
+        session as it does for any message it cannot take (a malformed one: 1002)."""
+        if self._closing:
+            return False
+        try:
+            events = self._proto.receive(data)
+        except Exception:
+            # Taken no more: this message and every later one go to the reader, in order, and the
+            # reader meets the same failure and reports it (logged once there, with the call's ids).
+            self._ws.take = None  # type: ignore[attr-defined]  # only a _LiveConnection has take
+            return False
+        stats = self.stats
+        stats.messages_received += 1
+        stats.bytes_received += len(data)
+        self._queue_events(events)
+        return True
+
+    def _queue_events(self, events: list[ServerEvent]) -> None:
+        put = self._events.put_nowait
+        for event in events:
+            if type(event) is GoAway:
+                self._log.info("live goAway", extra={"time_left_s": event.time_left_s})
+            put(event)
+
     async def _read_loop(self) -> None:
+        """Messages the read callback left (see :meth:`_take`), and how the socket closed."""
         ws, proto, stats, put = self._ws, self._proto, self.stats, self._events.put_nowait
         try:
             while True:
                 data = await ws.recv()
                 stats.messages_received += 1
                 stats.bytes_received += len(data)
-                for event in proto.receive(data):
-                    if type(event) is GoAway:
-                        self._log.info("live goAway", extra={"time_left_s": event.time_left_s})
-                    put(event)
+                self._queue_events(proto.receive(data))
         except ConnectionClosed as exc:
             if self._closing:
                 return

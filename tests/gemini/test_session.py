@@ -48,7 +48,7 @@ from gateway.gemini.messages import (
     setup_message,
 )
 from gateway.gemini.protocol import LiveState
-from gateway.gemini.session import LiveEndpoint, LiveSession, _BufferedReads
+from gateway.gemini.session import LiveEndpoint, LiveSession, _BufferedReads, _LiveConnection
 
 MODEL = "gemini-3.8-live"
 KEY = "AIzaSy-test-key-0123456789abcdef"
@@ -161,6 +161,21 @@ async def test_the_live_socket_is_read_through_the_shared_buffer(session: LiveSe
     that renamed it would fall back silently to the costly path, so this test says so."""
     assert isinstance(session._ws.transport.get_protocol(), _BufferedReads)
     assert session._ws.transport.get_extra_info("ssl_object") is not None  # wss://, verified
+
+
+async def test_server_messages_are_taken_in_the_read_callback(session: LiveSession) -> None:
+    """Every message after setupComplete is parsed where the socket is read (_LiveConnection), not by the
+    reader task a turn of the loop later. websockets' ``process_event`` is the hook: a version that
+    renamed it would fall back silently to the slower path, so this test says so."""
+    assert isinstance(session._ws, _LiveConnection)
+    reader = Reader(session)
+    session.send_client_content([("user", "hello")])
+    events = await reader.until(_is(TurnComplete))
+    assert any(isinstance(e, ModelAudio) for e in events)
+    assert session._ws.taken > 1
+    # setupComplete came through recv() during connect; everything since was taken.
+    assert session._ws.taken == session.stats.messages_received - 1
+    assert not session._reader.done()  # still there, for a fragmented message and for the close
 
 
 async def test_through_an_https_proxy_the_session_tunnels_with_connect(

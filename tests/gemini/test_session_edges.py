@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -9,10 +11,11 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
+from websockets.asyncio.server import ServerConnection, serve
 
 from gateway.errors import ConfigError, LiveConnectError, LiveSessionClosed
-from gateway.gemini.messages import SessionConfig
-from gateway.gemini.session import LiveEndpoint, LiveSession
+from gateway.gemini.messages import OutputTranscription, SessionConfig, TurnComplete
+from gateway.gemini.session import LiveEndpoint, LiveSession, _LiveConnection
 
 KEY = "AIzaSy-test-key-0123456789abcdef"
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
@@ -120,6 +123,86 @@ async def test_malformed_server_message_closes_with_a_protocol_error() -> None:
         assert closed_with == [1002]
     finally:
         await server.close()
+
+
+async def test_garbage_after_the_session_is_ready_still_closes_with_a_protocol_error() -> None:
+    """A malformed message arriving once messages are taken in the read callback (_LiveConnection) is
+    declined there and met by the reader, which ends the session with 1002 as before."""
+    closed_with: list[int | None] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.send_bytes(b'{"setupComplete": {}}')
+        await ws.receive()  # the client's text: the session is ready and taking messages by now
+        await ws.send_bytes(b'{"serverContent": {"outputTranscription": {"text": "fine"}}}')
+        await ws.send_bytes(b"\x00 not json")
+        await ws.send_bytes(b'{"serverContent": {"outputTranscription": {"text": "never"}}}')
+        msg = await ws.receive()
+        closed_with.append(ws.close_code if msg.type == WSMsgType.CLOSE else None)
+        return ws
+
+    server = await _serve(handler)
+    try:
+        s = await LiveSession.connect(
+            LiveEndpoint(base_url=f"ws://127.0.0.1:{server.port}", api_key=KEY), _cfg()
+        )
+        s.send_text("hi")
+        seen: list[Any] = []
+
+        async def read_all() -> None:
+            async for event in s.events():
+                seen.append(event)
+
+        with pytest.raises(LiveSessionClosed) as info:
+            await read_all()
+        assert info.value.code == 1002
+        assert seen == [OutputTranscription("fine")]
+        assert isinstance(s._ws, _LiveConnection)
+        assert s._ws.taken == 1
+        await s.close()
+        assert closed_with == [1002]
+    finally:
+        await server.close()
+
+
+async def test_a_fragmented_server_message_keeps_its_place() -> None:
+    """RFC 6455 lets a server fragment a message. Fragments go the usual way (websockets reassembles them
+    for the reader); whole messages after one wait their turn behind it: events come in order."""
+
+    def said(text: str) -> bytes:
+        return json.dumps({"serverContent": {"outputTranscription": {"text": text}}}).encode()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send(b'{"setupComplete": {}}')
+        await ws.recv()
+        await ws.send(said("one"))
+        whole = said("two")
+        await ws.send([whole[:10], whole[10:25], whole[25:]])  # three frames: binary, cont, cont
+        await ws.send(said("three"))
+        await ws.send(b'{"serverContent": {"turnComplete": true}}')
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        s = await LiveSession.connect(LiveEndpoint(base_url=f"ws://127.0.0.1:{port}", api_key=KEY), _cfg())
+        try:
+            s.send_text("hi")
+            seen: list[Any] = []
+            async with asyncio.timeout(5):
+                async for event in s.events():
+                    seen.append(event)
+                    if isinstance(event, TurnComplete):
+                        break
+            texts = [e.text for e in seen if isinstance(e, OutputTranscription)]
+            assert texts == ["one", "two", "three"]
+            assert isinstance(s._ws, _LiveConnection)
+            assert 1 <= s._ws.taken <= 3  # "one"; "three" and turnComplete if they came after "two" was read
+            assert s.stats.messages_received == 5
+        finally:
+            await s.close()
 
 
 async def test_first_message_not_setup_complete_is_a_connect_error() -> None:
