@@ -107,6 +107,19 @@ class CommandEncoder(Protocol):
     def encode(self, command: TelephonyCommand) -> Frame: ...
 
 
+class DirectSend(Protocol):
+    """A caller socket that can take messages synchronously (gateway/server/media_out.py's MediaSender):
+    what lets a reply's first audio leave from the Live socket's read callback (``CallBridge._audio_now``)."""
+
+    def writable(self) -> bool:
+        """True when :meth:`write` would not need to wait (open, the peer keeping up)."""
+        ...
+
+    def write(self, texts: Sequence[Frame]) -> None:
+        """Write ``texts`` now, in one write; only when :meth:`writable`."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallInfo:
     call_sid: str
@@ -171,12 +184,15 @@ class CallBridge:
         media_timeout_s: float = 0.0,
         audio: AudioFormat = PCMU_8K,
         capabilities: Capabilities | None = None,
+        direct_send: DirectSend | None = None,
     ) -> None:
         self.info = info
         self.dialplan = dialplan
         self.session = session
         self._encode = encoder.encode
         self._send = send
+        #: ``send``'s synchronous side, where it has one: see :meth:`_audio_now`.
+        self._direct_send = direct_send
         self.log = log
         self._clock = clock
         #: The stream's audio, converted once at the edge (Uplink/Downlink, fallback frames).
@@ -246,6 +262,8 @@ class CallBridge:
         # Hand-overs of a resilient session go to the call record and metrics as they happen.
         if isinstance(session, ResilientSession) and session.on_reconnect is None:
             session.on_reconnect = self.observer.reconnect_record
+        if isinstance(session, ResilientSession):
+            session.direct = self._audio_now  # Gemini's audio from the socket's read callback
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def run(self, inbound: AsyncIterator[TelephonyEvent]) -> CallResult:
@@ -557,17 +575,48 @@ class CallBridge:
             await self.guard.fall_back(exc)
             self._end("gemini", f"live session failed: {exc}")
 
+    def _audio_now(self, event: ServerEvent) -> bool:
+        """Gemini's audio, handled in the Live socket's read callback (``LiveSession.direct``, through
+        the resilient session) rather than by :meth:`_downlink` a task wake-up later, a wait behind all
+        the loop has ready (README, Performance). A reply's first frames go to the caller from here, when
+        the caller's socket takes a write now and no send is under way; later chunks only join the
+        playout, which paces them. False (anything else, or a call failing): the usual way."""
+        if type(event) is not ModelAudio or self._failure is not None:
+            return False
+        assert isinstance(event, ModelAudio)
+        sender = self._direct_send
+        parked = self._parked
+        if parked and (sender is None or self._sending.locked() or self._carry or not sender.writable()):
+            return False
+        try:
+            if self._queue_audio(event):
+                if parked:
+                    texts = self._due()
+                    if texts:
+                        assert sender is not None
+                        sender.write(texts)
+                self._wake.set()
+        except Exception as exc:  # as any of the call's tasks: logged once, the call falls back
+            self._task_failed("downlink", exc)
+        return True
+
+    def _queue_audio(self, event: ModelAudio) -> bool:
+        """Gemini's audio into the playout; True when it made frames (the playout then has work)."""
+        self._turn_flushed = False
+        self.model_turn_open = True
+        if not self._bot_audio:
+            self._bot_audio = True
+            self.observer.bot_audio_started()
+        self.level_out = peak(event.pcm, 2)  # per chunk from Gemini, not per frame sent
+        frames = self.downlink.process(event.pcm)
+        if not frames:
+            return False
+        self.playout.enqueue(frames)
+        return True
+
     async def _on_server_event(self, event: ServerEvent) -> None:
         if isinstance(event, ModelAudio):
-            self._turn_flushed = False
-            self.model_turn_open = True
-            if not self._bot_audio:
-                self._bot_audio = True
-                self.observer.bot_audio_started()
-            self.level_out = peak(event.pcm, 2)  # per chunk from Gemini, not per frame sent
-            frames = self.downlink.process(event.pcm)
-            if frames:
-                self.playout.enqueue(frames)
+            if self._queue_audio(event):
                 if self._parked:
                     # A reply's first audio: send it from here rather than wake the playout task, a
                     # task switch (one more turn of a busy event loop) later. It paces from then on.
@@ -701,34 +750,39 @@ class CallBridge:
         size (Twilio), exactly ``frames_per_message`` per message where it does not (Vonage: one), and
         everything due at once (media, marks) in one send, i.e. one write() on the socket."""
         async with self._sending:  # two senders must not interleave (a send waits on a slow peer)
-            encode, recording, per = self._encode, self.observer.recording, self._per_message
-            marks = self.capabilities.marks
-            texts: list[Frame] = []
-            now = self._clock()
-            run, self._carry = self._carry, []
-            fresh = not run  # the run left after the loop began in this pump (not carried from before)
-            for item in self.playout.due(now):
-                if isinstance(item, MarkOut):
-                    if not marks:
-                        continue  # the provider has none: what was heard comes from the playout clock
-                    if run:
-                        texts.append(encode(PlayAudio(b"".join(self._padded(run)))))
-                        run, fresh = [], True
-                    texts.append(encode(SetMark(item.name)))
-                else:
-                    run.append(item)
-                    if recording is not None:
-                        recording.bot(item)
-                    if per is not None and len(run) == per:
-                        texts.append(encode(PlayAudio(run[0] if per == 1 else b"".join(run))))
-                        run, fresh = [], True
-            if run:
-                if per is not None and per > 1 and self._hold(now, fresh):
-                    self._carry = run  # whole messages only: wait for the frames that follow
-                else:
-                    texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(self._padded(run)))))
+            texts = self._due()
             if texts:
                 await self._send(texts)
+
+    def _due(self) -> list[Frame]:
+        """The messages due now (the playout's frames and marks), encoded; see :meth:`_pump`."""
+        encode, recording, per = self._encode, self.observer.recording, self._per_message
+        marks = self.capabilities.marks
+        texts: list[Frame] = []
+        now = self._clock()
+        run, self._carry = self._carry, []
+        fresh = not run  # the run left after the loop began in this pump (not carried from before)
+        for item in self.playout.due(now):
+            if isinstance(item, MarkOut):
+                if not marks:
+                    continue  # the provider has none: what was heard comes from the playout clock
+                if run:
+                    texts.append(encode(PlayAudio(b"".join(self._padded(run)))))
+                    run, fresh = [], True
+                texts.append(encode(SetMark(item.name)))
+            else:
+                run.append(item)
+                if recording is not None:
+                    recording.bot(item)
+                if per is not None and len(run) == per:
+                    texts.append(encode(PlayAudio(run[0] if per == 1 else b"".join(run))))
+                    run, fresh = [], True
+        if run:
+            if per is not None and per > 1 and self._hold(now, fresh):
+                self._carry = run  # whole messages only: wait for the frames that follow
+            else:
+                texts.append(encode(PlayAudio(run[0] if len(run) == 1 else b"".join(self._padded(run)))))
+        return texts
 
     def _hold(self, now: float, fresh: bool) -> bool:
         """Whether a short run waits for the frames that follow rather than going out padded now: while

@@ -249,6 +249,10 @@ class ResilientSession:
         self._first = first
         self._history = history
         self.on_reconnect = on_reconnect
+        #: The call's synchronous taker of server events (CallBridge's, for Gemini's audio): handed the
+        #: events the current connection parses in its read callback while the call waits for the next
+        #: one (``LiveSession.direct``); False leaves an event to :meth:`events`.
+        self.direct: Callable[[ServerEvent], bool] | None = None
         self.reconnects: list[Reconnect] = []
         self._stats = ResilienceStats()
         self._live: LiveConnection | None = None
@@ -655,6 +659,20 @@ class ResilientSession:
 
     def _retire(self, old: LiveConnection) -> None:
         self._stats.audio_dropped += int(getattr(getattr(old, "stats", None), "audio_dropped", 0))
+        if isinstance(old, LiveSession):
+            old.direct = None
+
+    def _direct(self, event: ServerEvent) -> bool:
+        """An event of the current connection, from its read callback, for the call's direct taker: only
+        Gemini's audio, and never near a ``goAway`` deadline (the hand-over is decided in :meth:`_run`,
+        after each event). Observed as :meth:`_run` observes what it yields."""
+        direct = self.direct
+        if direct is None or type(event) is not ModelAudio or self._deadline is not None or self._closing:
+            return False
+        if not direct(event):
+            return False
+        self._observe(event)
+        return True
 
     def _attach(
         self, session: LiveConnection, outcome: Outcome, *, stale: bool, cut: bool, seeded: bool
@@ -668,6 +686,8 @@ class ResilientSession:
         replay_opening = seeded and outcome == "fresh" and not self._bot_spoke and self._opening is not None
         self._live = session
         self._stream = session.events()
+        if isinstance(session, LiveSession):
+            session.direct = self._direct
         self._deadline = None
         self._turn_open = False
         self._in_progress = False

@@ -340,7 +340,9 @@ class _Call:
         self._waiting(
             f"all done; hanging up once the reply has played and the line is quiet for {quiet_s:g} s"
         )
-        return sample - self.audible_end >= quiet_s * RATE
+        # Played means every mark echoed too: a reply's last mark follows its trailing silence (the
+        # echo of an utterance ends with the pause that ended it), which can outlast ``quiet_s``.
+        return sample - self.audible_end >= quiet_s * RATE and self.playout.idle(sample)
 
     def _waiting(self, what: str) -> None:
         if what != self.waiting_for:

@@ -40,6 +40,10 @@ class Playout:
         self.end = start + len(payload)
         return start
 
+    def idle(self, now: int) -> bool:
+        """Nothing left to play at ``now`` and no mark waiting for its echo: what was sent has played."""
+        return self.end <= now and not self._pending
+
     def mark(self, now: int, name: str) -> bool:
         """Queue a mark; True when it is due at once (nothing queued before it)."""
         if not self._pending and self.end <= now:

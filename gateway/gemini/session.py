@@ -455,6 +455,10 @@ class LiveSession:
         self._done = asyncio.Event()
         self.close_code: int | None = None
         self.close_reason: str = ""
+        #: A synchronous taker of server events (the call's, through the resilient session): an event
+        #: parsed in the read callback goes to it while the consumer waits and nothing is queued, so
+        #: no task wakes at all; False leaves the event to :meth:`events`, as does every later one.
+        self.direct: Callable[[ServerEvent], bool] | None = None
         self._reader = asyncio.create_task(self._read_loop(), name="live-reader")
         self._writer = asyncio.create_task(self._write_loop(), name="live-writer")
         if isinstance(ws, _LiveConnection) and ws.can_take():
@@ -845,10 +849,16 @@ class LiveSession:
         stats = self.stats
         stats.messages_received += 1
         stats.bytes_received += len(data)
-        self._queue_events(events)
+        direct, queue = self.direct, self._events
+        if direct is not None and self._consuming:
+            for event in events:  # in order: once one is queued, the rest follow it (qsize)
+                if queue.qsize() or not direct(event):
+                    self._queue_events((event,))
+        else:
+            self._queue_events(events)
         return True
 
-    def _queue_events(self, events: list[ServerEvent]) -> None:
+    def _queue_events(self, events: Iterable[ServerEvent]) -> None:
         put = self._events.put_nowait
         for event in events:
             if type(event) is GoAway:

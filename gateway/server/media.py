@@ -486,6 +486,7 @@ async def _run_call(
         media_timeout_s=settings.media_timeout_s,
         audio=codec.audio,
         capabilities=codec.capabilities,
+        direct_send=link.send if isinstance(link.send, MediaSender) else None,
     )
     session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)

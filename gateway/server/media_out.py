@@ -38,18 +38,20 @@ class MediaSender:
         self._request = request
         self._ws = ws
 
-    async def __call__(self, texts: Sequence[Frame]) -> None:
+    def writable(self) -> bool:
+        """True when :meth:`write` can carry messages now: open, and the peer keeping up."""
         transport = self._request.transport
-        if (
-            transport is None
-            or transport.is_closing()
-            or self._ws.closed
-            or transport.get_write_buffer_size() > BACKLOG_BYTES
-        ):
-            for text in texts:
-                # Raises on a closed socket, waits on a slow peer.
-                await (self._ws.send_str(text) if isinstance(text, str) else self._ws.send_bytes(text))
-            return
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and not self._ws.closed
+            and transport.get_write_buffer_size() <= BACKLOG_BYTES
+        )
+
+    def write(self, texts: Sequence[Frame]) -> None:
+        """``texts`` as consecutive frames in one ``transport.write``; only when :meth:`writable`."""
+        transport = self._request.transport
+        assert transport is not None
         parts: list[bytes] = []
         for text in texts:
             if isinstance(text, str):
@@ -60,3 +62,11 @@ class MediaSender:
                 parts.append(binary_frame_header(len(text), masked=False))
                 parts.append(text)
         transport.write(b"".join(parts))
+
+    async def __call__(self, texts: Sequence[Frame]) -> None:
+        if not self.writable():
+            for text in texts:
+                # Raises on a closed socket, waits on a slow peer.
+                await (self._ws.send_str(text) if isinstance(text, str) else self._ws.send_bytes(text))
+            return
+        self.write(texts)

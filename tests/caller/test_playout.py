@@ -16,6 +16,18 @@ def test_audio_queues_back_to_back_and_marks_wait_for_it() -> None:
     assert not p.busy(320)
 
 
+def test_idle_only_once_the_audio_has_played_and_every_mark_is_echoed() -> None:
+    """What "the reply has played" means to a caller hanging up when done: no audio queued and no mark
+    still waiting for its echo (a mark behind trailing silence keeps the line busy)."""
+    p = Playout()
+    p.media(0, b"\x01" * 160)
+    p.mark(10, "end")
+    assert not p.idle(100)
+    assert not p.idle(160)  # played, but the mark's echo is still to go
+    assert p.due_marks(160) == ["end"]
+    assert p.idle(160)
+
+
 def test_mark_on_idle_line_is_due_at_once() -> None:
     """With nothing queued a mark is echoed immediately, as Twilio does."""
     p = Playout()

@@ -14,9 +14,11 @@ import aiohttp
 import numpy as np
 import pytest
 
+from gateway.bridge.call import CallBridge
 from gateway.caller import CallOptions, place_call
 from gateway.caller.call import admin_transcript
 from gateway.emulator import Emulator
+from gateway.gemini.messages import ModelAudio, ServerEvent
 from gateway.server.state import PRECONNECT
 
 from .conftest import Gateway, GatewayFactory, client_messages
@@ -73,6 +75,39 @@ async def test_greeting_reply_transcript_and_recording(
     assert client_messages(emulator, "clientContent")
     # The Gemini session ended with the call.
     await asyncio.wait_for(emulator.sessions[0].closed.wait(), 5)
+
+
+async def test_gemini_audio_reaches_the_caller_from_the_live_sockets_read_callback(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemini's audio is handled where the Live socket is read (LiveSession.direct → ResilientSession →
+    CallBridge._audio_now): a reply's first frames are written to the caller there, no task wake-up
+    between the two sockets. Counted on the real path of a call; the call itself is whole."""
+    outcomes: list[bool] = []
+    original = CallBridge._audio_now
+
+    def counted(self: CallBridge, event: ServerEvent) -> bool:
+        taken = original(self, event)
+        if isinstance(event, ModelAudio):
+            outcomes.append(taken)
+        return taken
+
+    monkeypatch.setattr(CallBridge, "_audio_now", counted)
+    report = await place_call(
+        CallOptions(
+            to="+15551230000",
+            gateway=gateway.url,
+            play="builtin:hello",
+            hangup_when_done_s=1.0,
+            max_duration_s=30.0,
+        )
+    )
+    assert report.protocol_errors == []
+    assert report.greeting_ms is not None
+    assert len(report.reply_ms) == 1
+    assert report.marks_sent > 0
+    assert report.marks_acked == report.marks_sent
+    assert outcomes.count(True) > len(outcomes) // 2  # most of Gemini's audio took the direct path
 
 
 async def test_uplink_at_the_phones_own_rate(make_gateway: GatewayFactory, emulator: Emulator) -> None:

@@ -178,6 +178,57 @@ async def test_server_messages_are_taken_in_the_read_callback(session: LiveSessi
     assert not session._reader.done()  # still there, for a fragmented message and for the close
 
 
+async def test_a_direct_taker_gets_audio_in_the_read_callback_while_the_consumer_waits() -> None:
+    """``direct`` (the call's, through ResilientSession) is handed the events it accepts while a consumer
+    waits on events() and nothing is queued: that audio never wakes the consumer (a chunk that follows
+    a queued event in the same read queues behind it, so this emulator's bursts queue most); the rest
+    still reach it. Here the emulator paces its chunks (its default speed), as Gemini streams them."""
+    async with _emulator(Scenario(first_audio_delay_s=0.0, playback_wait=False), api_key=KEY) as emu:
+        session = await LiveSession.connect(_endpoint(emu), _cfg())
+        try:
+            await _audio_is_taken_directly(session)
+        finally:
+            await session.close()
+
+
+async def _audio_is_taken_directly(session: LiveSession) -> None:
+    direct: list[ServerEvent] = []
+
+    def take_audio(event: ServerEvent) -> bool:
+        if isinstance(event, ModelAudio):
+            direct.append(event)
+            return True
+        return False
+
+    session.direct = take_audio
+    reader = Reader(session)
+    session.send_client_content([("user", "hello")])
+    events = await reader.until(_is(TurnComplete))
+    queued = sum(isinstance(e, ModelAudio) for e in events)
+    assert len(direct) > queued
+    assert any(isinstance(e, OutputTranscription) for e in events)
+
+
+async def test_with_nobody_waiting_a_direct_taker_is_passed_over(session: LiveSession) -> None:
+    """While no consumer waits (the call's task busy with an earlier event), events queue for it in order,
+    as without a direct taker: the direct path never overtakes what is already due."""
+    direct: list[ServerEvent] = []
+
+    def take_all(event: ServerEvent) -> bool:
+        direct.append(event)
+        return True
+
+    session.direct = take_all
+    before = session.stats.messages_received
+    session.send_client_content([("user", "hello")])
+    async with asyncio.timeout(5):
+        while session.stats.messages_received < before + 3:  # noqa: ASYNC110 - polling a counter
+            await asyncio.sleep(0.01)
+    assert direct == []
+    events = await Reader(session).until(_is(ModelAudio))
+    assert isinstance(events[-1], ModelAudio)
+
+
 async def test_through_an_https_proxy_the_session_tunnels_with_connect(
     emu: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
