@@ -379,7 +379,9 @@ async def test_three_replicas_behind_nginx(cluster: Cluster, emulator: Emulator)
         )
     )
     async with _within(10, "two Gemini sessions opening"):
-        while len(emulator.sessions) < sessions_before + 2:  # noqa: ASYNC110 - the emulator has no event
+        while len(emulator.sessions) < sessions_before + 2:
+            # A call that ended already says why here, rather than as a timeout.
+            assert not talk.done(), talk.result() if not talk.exception() else talk.exception()
             await asyncio.sleep(0.02)
     both = emulator.sessions[sessions_before : sessions_before + 2]
     opened = time.monotonic()
