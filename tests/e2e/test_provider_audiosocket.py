@@ -178,13 +178,15 @@ async def test_a_real_gateway_process_serves_audiosocket(emulator: Emulator, tmp
         side = AudioSocketSide(16000)
         options = CallOptions(to="", side=side, gateway=f"tcp://127.0.0.1:{port}", play="builtin:hello")
         report = await place_call(replace(options, hangup_when_done_s=0.5))
-        assert report.protocol_errors == []
-        assert report.greeting_ms is not None
-        assert len(report.reply_ms) == 1
     finally:
         served.proc.terminate()
         await served.exit_code(within_s=30)
-    assert "Traceback" not in "".join(served.output)
+    # After the process ended, so a failure shows what the gateway said about the call.
+    said = "".join(served.output)
+    assert report.protocol_errors == []
+    assert report.greeting_ms is not None, (report, said[-4000:])
+    assert len(report.reply_ms) == 1, (report, said[-4000:])
+    assert "Traceback" not in said
     (record,) = served.records()
     assert record["call_id"] == side.call_uuid
     assert record["ended_by"] == "caller"
