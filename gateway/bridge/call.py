@@ -259,10 +259,10 @@ class CallBridge:
         self.control = self.tools.context.control if self.tools is not None else None
         if self.tools is not None:
             self.tools.observers.append(self.observer.tool_record)
-        # Hand-overs of a resilient session go to the call record and metrics as they happen.
-        if isinstance(session, ResilientSession) and session.on_reconnect is None:
-            session.on_reconnect = self.observer.reconnect_record
         if isinstance(session, ResilientSession):
+            # Hand-overs of a resilient session go to the call record and metrics as they happen.
+            if session.on_reconnect is None:
+                session.on_reconnect = self.observer.reconnect_record
             session.direct = self._audio_now  # Gemini's audio from the socket's read callback
 
     # --- lifecycle ---------------------------------------------------------------------------
