@@ -830,15 +830,41 @@ def compare_floor(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, A
     return compare_pairs(args, opts, (name, {"server": floor_server(args.floor_with)}), ("gateway", {}))
 
 
-#: The --ladder table's columns: (key, heading).
+#: The --ladder table's columns: (key, heading, how runs combine: "median" or "sum").
 LADDER_COLUMNS = (
-    ("cpu_per_call_pct", "CPU/call %"),
-    ("rss_per_call_kib", "RSS/call KiB"),
-    ("uplink_ms_p99", "up p99 ms"),
-    ("downlink_ms_p99", "down p99 ms"),
-    ("frames_lost", "lost"),
-    ("calls_failed", "failed"),
+    ("cpu_per_call_pct", "CPU/call %", "median"),
+    ("rss_per_call_kib", "RSS/call KiB", "median"),
+    ("uplink_ms_p99", "up p99 ms", "median"),
+    ("downlink_ms_p99", "down p99 ms", "median"),
+    ("frames_lost", "lost", "sum"),
+    ("calls_failed", "failed", "sum"),
 )
+
+
+def _rounds(
+    args: argparse.Namespace, opts: dict[str, Any], sides: Sequence[tuple[str, dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """``--repeat`` rounds of one run per side at ``--calls``, the order reversed every other round (as
+    ``--compare-tls`` alternates), so the machine's drift does not favour whoever runs first."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sides}
+    for i in range(args.repeat):
+        for name, side in sides if i % 2 == 0 else sides[::-1]:
+            result = run_once(args.calls, args.seconds, **{**opts, **side})
+            runs[name].append(result)
+            print(f"round {i + 1} {name:8} " + _short(result), file=sys.stderr, flush=True)
+    return runs
+
+
+def _combine(results: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]) -> dict[str, Any]:
+    """One table row from a side's runs: per column the median over runs, or the sum ("sum")."""
+    row: dict[str, Any] = {}
+    for key, _, how in columns:
+        values = [r[key] for r in results if r[key] is not None]
+        if how == "sum":
+            row[key] = sum(values)
+        else:
+            row[key] = round(statistics.median(values), 4) if values else None
+    return row
 
 
 def ladder(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
@@ -852,22 +878,11 @@ def ladder(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
     for i in range(len(FEATURES)):
         rungs.append(("+" + FEATURES[i], {"server": floor_server(FEATURES[: i + 1])}))
     rungs.append(("gateway", {}))
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in rungs}
-    for i in range(args.repeat):
-        for name, side in rungs if i % 2 == 0 else rungs[::-1]:
-            result = run_once(args.calls, args.seconds, **{**opts, **side})
-            runs[name].append(result)
-            print(f"round {i + 1} {name:8} " + _short(result), file=sys.stderr, flush=True)
+    runs = _rounds(args, opts, rungs)
     table: dict[str, dict[str, Any]] = {}
     below: str | None = None
     for name, _ in rungs:
-        row: dict[str, Any] = {}
-        for key, _heading in LADDER_COLUMNS:
-            values = [r[key] for r in runs[name] if r[key] is not None]
-            if key in ("frames_lost", "calls_failed"):
-                row[key] = sum(values)
-            else:
-                row[key] = round(statistics.median(values), 4) if values else None
+        row = _combine(runs[name], LADDER_COLUMNS)
         floor_cpu = [r["cpu_per_call_pct"] for r in runs["floor"]]
         cpu = [r["cpu_per_call_pct"] for r in runs[name]]
         row["vs_floor"] = round(statistics.median(c / f for c, f in zip(cpu, floor_cpu, strict=True)), 3)
@@ -893,10 +908,10 @@ def _print_ladder(summary: dict[str, Any]) -> None:
         f"{summary['seconds']:g} s steady state, {summary['repeat']} round(s) in alternating order; medians "
         "over rounds (lost, failed: totals); x floor and step: per round, against that round's runs"
     )
-    headings = "".join(f"{heading:>14}" for _, heading in LADDER_COLUMNS)
+    headings = "".join(f"{heading:>14}" for _, heading, _ in LADDER_COLUMNS)
     print(f"  {'rung':10}{headings}{'x floor':>10}{'step %':>10}")
     for name, row in summary["rungs"].items():
-        cells = "".join(f"{'-' if row[k] is None else f'{row[k]:.4g}':>14}" for k, _ in LADDER_COLUMNS)
+        cells = "".join(f"{'-' if row[k] is None else f'{row[k]:.4g}':>14}" for k, _, _ in LADDER_COLUMNS)
         step = f"{row['step_pct']:+.4f}" if "step_pct" in row else ""
         print(f"  {name:10}{cells}{row['vs_floor']:>9.3f}x{step:>10}")
     print(f"  calibration µs/frame {summary['calibration_us_per_frame']}")
@@ -947,26 +962,12 @@ PROVIDER_COLUMNS = (
 
 
 def compare_providers(args: argparse.Namespace, opts: dict[str, Any]) -> dict[str, Any]:
-    """``--repeat`` rounds of one run per provider at ``--calls``, the order reversed every other round
-    (as ``--compare-tls`` alternates), so the machine's drift does not favour whoever runs first.
-    Per provider: the median over its runs of CPU and latency, the sum of frames late or lost and calls
+    """``--repeat`` rounds of one run per provider at ``--calls`` (:func:`_rounds`). Per provider: the median over its runs of CPU and latency, the sum of frames late or lost and calls
     failed (a failure in any run shows)."""
-    providers: list[str] = args.providers
-    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in providers}
-    for i in range(args.repeat):
-        for provider in providers if i % 2 == 0 else providers[::-1]:
-            result = run_once(args.calls, args.seconds, **{**opts, "provider": provider})
-            runs[provider].append(result)
-            print(f"round {i + 1} " + _short(result), file=sys.stderr, flush=True)
+    runs = _rounds(args, opts, [(p, {"provider": p}) for p in args.providers])
     table: dict[str, dict[str, Any]] = {}
     for provider, results in runs.items():
-        row: dict[str, Any] = {}
-        for key, _, how in PROVIDER_COLUMNS:
-            values = [r[key] for r in results if r[key] is not None]
-            if how == "sum":
-                row[key] = sum(values)
-            else:
-                row[key] = round(statistics.median(values), 4) if values else None
+        row = _combine(results, PROVIDER_COLUMNS)
         row["failures"] = [f for r in results for f in r["failures"]][:3]
         table[provider] = row
     return {

@@ -46,6 +46,7 @@ from typing import Any, Final, Literal, assert_never
 
 from gateway.errors import TelephonyProtocolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     ClearPlayback,
@@ -91,7 +92,6 @@ _QUIET: Final = frozenset({"QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "STATUS
 _KNOWN: Final = _QUIET | {
     "MEDIA_START", "DTMF_END", "MEDIA_MARK_PROCESSED", "MEDIA_XOFF", "MEDIA_XON", "ERROR",
 }  # fmt: skip
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 #: Asterisk closes the socket (and hangs up) on a message over 65500 bytes; its own frames are 20 ms.
 _MAX_IN: Final = 65500
 _ID_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
@@ -217,7 +217,7 @@ class ChanWebsocketCodec:
             return MarkReached(mark) if mark else None
         if name == "DTMF_END":
             digit = fields.get("digit")
-            if type(digit) is not str or digit.upper() not in _DTMF_DIGITS or len(digit) != 1:
+            if type(digit) is not str or digit.upper() not in DTMF_DIGITS or len(digit) != 1:
                 raise invalid(f"DTMF_END digit {str(digit)[:10]!r} is not a DTMF key")
             return DtmfPressed(digit.upper())
         if name == "ERROR":

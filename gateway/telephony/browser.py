@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Final, assert_never
 
 from gateway.errors import TelephonyProtocolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     CallStopped,
@@ -72,7 +73,6 @@ ENCODING: Final = "audio/l16"
 #: Browser call ids are the gateway's own: ``BR`` and 32 hex digits (POST /phone/call makes them).
 CALL_ID_PREFIX: Final = "BR"
 _CALL_ID_RE: Final = re.compile(r"BR[0-9a-f]{32}")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 #: A mark name is ours (a short counter string); anything long is not an echo of one.
 _MAX_MARK: Final = 64
 _CLEAR: Final = '{"event":"clear"}'
@@ -150,7 +150,7 @@ class BrowserCodec:
             return MarkReached(name)
         if event == "dtmf":
             digit = msg.get("digit")
-            if type(digit) is not str or digit.upper() not in _DTMF_DIGITS:
+            if type(digit) is not str or digit.upper() not in DTMF_DIGITS:
                 raise invalid(f"dtmf.digit {str(digit)[:10]!r} is not a DTMF key")
             return DtmfPressed(digit.upper())
         self.state = StreamState.STOPPED

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -52,9 +53,13 @@ class CallerAudio:
     chunk: int | None = None
 
 
+#: The keys a :class:`DtmfPressed` can carry (every provider checks against this one set).
+DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
+
+
 @dataclass(frozen=True, slots=True)
 class DtmfPressed:
-    """The caller pressed a key (``0``–``9``, ``*``, ``#``, ``A``–``D``)."""
+    """The caller pressed a key (``0``–``9``, ``*``, ``#``, ``A``–``D``: :data:`DTMF_DIGITS`)."""
 
     digit: str
 

@@ -49,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallStarted,
     CallStopped,
     DtmfPressed,
@@ -96,7 +97,6 @@ RATES: Final = (8000, 16000, 24000)
 FRAMES_PER_MESSAGE: Final = 10
 
 _SID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 #: ``start.media_format.encoding`` values meaning 16-bit linear PCM ("raw/slin" in the applet guide).
 _PCM_ENCODINGS: Final = frozenset({"raw", "audio/x-raw", "slin", "audio/l16", "audio/x-l16", "linear16"})
 
@@ -161,7 +161,7 @@ class ExotelCodec(JsonMediaCodec[TelephonyEvent]):
             if type(body) is not dict or type(body.get("digit")) is not str:
                 raise invalid("dtmf.digit must be a string")
             digit = body["digit"].upper()
-            if digit not in _DTMF_DIGITS:
+            if digit not in DTMF_DIGITS:
                 raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
             return DtmfPressed(digit)
         if event == "mark":

@@ -47,6 +47,7 @@ from typing import Any, ClassVar, Final, assert_never
 
 from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     ClearPlayback,
@@ -76,7 +77,6 @@ FRAMES_PER_FILE: Final = 5
 #: The metadata keys the gateway reads (README, "FreeSWITCH").
 CALL_KEY, RATE_KEY = "uuid", "sampleRate"
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _KILL: Final = '{"type":"killAudio"}'
 
 
@@ -157,7 +157,7 @@ class FreeSwitchCodec:
         kind = msg.get("type")
         if kind == "dtmf":
             digit = msg.get("digit")
-            if type(digit) is not str or digit.upper() not in _DTMF_DIGITS:
+            if type(digit) is not str or digit.upper() not in DTMF_DIGITS:
                 raise invalid(f"dtmf digit {str(digit)[:10]!r} is not a DTMF key")
             return DtmfPressed(digit.upper())
         raise violation(f"unknown message type {str(kind)[:40]!r} on a mod_audio_stream socket")

@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Final, assert_never
 
 from gateway.errors import ConfigError, TelephonyProtocolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     ClearPlayback,
@@ -78,7 +79,6 @@ FRAMES_PER_MESSAGE: Final = 5
 #: The module keeps at most this many marks and silently drops more (lws_glue.cpp ``MAX_MARKS``).
 MAX_MARKS: Final = 30
 _ID_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _KILL: Final = '{"type":"killAudio"}'
 _MARKER: Final = b"\xff\xff"  # -1 as a little-endian int16: the module's in-band mark
 
@@ -158,7 +158,7 @@ class JambonzCodec:
             return self._started(msg)
         if msg.get("event") == "dtmf":
             digit = msg.get("dtmf")
-            if type(digit) is not str or digit.upper() not in _DTMF_DIGITS:
+            if type(digit) is not str or digit.upper() not in DTMF_DIGITS:
                 raise invalid(f"dtmf {str(digit)[:10]!r} is not a DTMF key")
             return DtmfPressed(digit.upper())
         kind = msg.get("type")

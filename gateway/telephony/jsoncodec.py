@@ -237,6 +237,8 @@ class JsonMediaCodec(abc.ABC, Generic[R]):
             payload = command.payload
             self.media_out += 1
             self.bytes_out += len(payload)
+            if self._swap16:  # big-endian L16 out, as _media swaps it in
+                payload = byteswap(payload, 2)
             return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
         return self._command(command)
 

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from gateway.errors import TelephonyProtocolError
 from gateway.jsonfast import loads
-from gateway.telephony.events import CallerAudio
+from gateway.telephony.events import DTMF_DIGITS, CallerAudio, DtmfPressed, MarkReached
 
 __all__ = [
     "CLOSE_INTERNAL_ERROR",
@@ -25,7 +25,9 @@ __all__ = [
     "CLOSE_UNSUPPORTED_DATA",
     "StreamState",
     "counter",
+    "dtmf_pressed",
     "invalid",
+    "mark_reached",
     "object_field",
     "optional_string",
     "parse",
@@ -150,6 +152,23 @@ def caller_audio(media: Mapping[str, Any], audio: bytes) -> CallerAudio:
     return CallerAudio(
         audio, counter(media.get("timestamp"), "media.timestamp"), counter(media.get("chunk"), "media.chunk")
     )
+
+
+def dtmf_pressed(msg: Mapping[str, Any]) -> DtmfPressed:
+    """The key of a ``dtmf`` message in Twilio's shape (``"dtmf": {"digit": "5"}``), which Telnyx shares.
+
+    Raises:
+        TelephonyProtocolError: no ``dtmf.digit`` string, or one that is not a key (1007).
+    """
+    digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
+    if digit not in DTMF_DIGITS:
+        raise invalid(f"dtmf.digit {digit[:8]!r} is not a DTMF key")
+    return DtmfPressed(digit)
+
+
+def mark_reached(msg: Mapping[str, Any]) -> MarkReached:
+    """The echo of one of our marks in Twilio's shape (``"mark": {"name": …}``), which Telnyx shares."""
+    return MarkReached(string_field(object_field(msg, "mark", "mark"), "name", "mark.mark"))
 
 
 def pcm_frame(data: bytes, max_bytes: int) -> CallerAudio:

@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlparse, urlsplit, url
 
 from gateway.errors import ConfigError, TelephonyProtocolError, ToolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallStarted,
     CallStopped,
     DtmfPressed,
@@ -92,7 +93,6 @@ __all__ = [
 
 #: Stream and call ids are UUIDs; they are spliced unescaped into JSON and REST paths, so must be this plain.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 #: ``start.mediaFormat.encoding`` → our codec name, and the rates Plivo offers for it.
 _CODECS: Final = {"audio/x-mulaw": ("ulaw", (8000,)), "audio/x-l16": ("l16", (8000, 16000))}
@@ -168,7 +168,7 @@ class PlivoCodec(JsonMediaCodec[TelephonyEvent | None]):
     def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent | None:
         if event == "dtmf":
             digit = string_field(object_field(msg, "dtmf"), "digit", "dtmf.dtmf").upper()
-            if digit not in _DTMF_DIGITS:
+            if digit not in DTMF_DIGITS:
                 raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
             return DtmfPressed(digit)
         if event == "clearedAudio":

@@ -36,7 +36,6 @@ import binascii
 import dataclasses
 import json
 import re
-import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal
@@ -49,13 +48,10 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from gateway.errors import AudioError, ConfigError, TelephonyProtocolError
 from gateway.jsonfast import loads
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallStarted,
     CallStopped,
     Connected,
-    DtmfPressed,
-    MarkReached,
-    PlayAudio,
-    TelephonyCommand,
     TelephonyEvent,
 )
 from gateway.telephony.jsoncodec import JsonMediaCodec
@@ -63,18 +59,15 @@ from gateway.telephony.jsonmsg import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
+    dtmf_pressed,
     invalid,
+    mark_reached,
     object_field,
     string_field,
     string_map,
 )
 from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
 from gateway.telephony.rest import RestRequest
-
-with warnings.catch_warnings():
-    # PEP 594 deprecation on 3.11/3.12; the project depends on audioop-lts where it was removed.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -96,7 +89,6 @@ __all__ = [
 ]
 
 
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 #: ``start.media_format.encoding`` → the audio core's codec; L16's rate comes from ``sample_rate``.
 _CODECS: Final = {"PCMU": "ulaw", "PCMA": "alaw", "L16": "l16"}
 
@@ -177,12 +169,9 @@ class TelnyxCodec(JsonMediaCodec[TelephonyEvent]):
 
     def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         if event == "dtmf":
-            digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
-            if digit not in _DTMF_DIGITS:
-                raise invalid(f"dtmf.digit {digit[:8]!r} is not a DTMF key")
-            return DtmfPressed(digit)
+            return dtmf_pressed(msg)
         if event == "mark":
-            return MarkReached(string_field(object_field(msg, "mark", "mark"), "name", "mark.mark"))
+            return mark_reached(msg)
         if event == "error":
             # Telnyx reports frames of ours it refused (100003 malformed_frame, 100004 invalid_media,
             # 100005 rate_limit_reached) or its own failure (100002): a bug to surface, not to skip.
@@ -231,28 +220,6 @@ class TelnyxCodec(JsonMediaCodec[TelephonyEvent]):
         return CallStarted(
             stream_id, call_control_id, user_id, ("inbound",), params, fmt["encoding"], audio.rate, 1
         )
-
-    # --- outbound ------------------------------------------------------------------------------
-
-    def encode(self, command: TelephonyCommand) -> str:
-        """Render one command as the text frame Telnyx expects (no stream id: Telnyx does not need it).
-
-        Allowed once ``start`` has told the format, also after ``stop`` so a bridge racing the hang-up
-        need not special-case it.
-
-        Raises:
-            TelephonyProtocolError: used before ``start`` (a bug on our side; close code 1011).
-        """
-        if not self._media_prefix:
-            raise self._not_started(command)
-        if type(command) is PlayAudio:
-            payload = command.payload
-            self.media_out += 1
-            self.bytes_out += len(payload)
-            if self._swap16:
-                payload = audioop.byteswap(payload, 2)
-            return self._media_prefix + binascii.b2a_base64(payload, newline=False).decode("ascii") + '"}}'
-        return self._command(command)
 
 
 # --- the stream token ---------------------------------------------------------------------------
@@ -516,7 +483,7 @@ class TelnyxRest:
 
     def send_dtmf(self, call_control_id: str, digits: str) -> RestRequest:
         """Play ``digits`` (``0-9*#A-D``, ``w``/``W`` pauses) into the call."""
-        if not digits or not set(digits) <= _DTMF_DIGITS | {"w", "W"}:
+        if not digits or not set(digits) <= DTMF_DIGITS | {"w", "W"}:
             raise ConfigError(f"not DTMF digits: {digits[:20]!r}")
         return self._action(call_control_id, "send_dtmf", {"digits": digits})
 

@@ -29,15 +29,15 @@ from gateway.telephony.events import (
     CallStarted,
     CallStopped,
     Connected,
-    DtmfPressed,
-    MarkReached,
     TelephonyEvent,
 )
 from gateway.telephony.jsoncodec import JsonMediaCodec
 from gateway.telephony.jsonmsg import (
     CLOSE_UNSUPPORTED_DATA,
     StreamState,
+    dtmf_pressed,
     invalid,
+    mark_reached,
     object_field,
     string_field,
     string_map,
@@ -48,7 +48,6 @@ from gateway.telephony.provider import PCMU_8K, Capabilities
 #: A stream SID is spliced unescaped into every outbound JSON message, so it must be this plain.
 #: Twilio's are ``MZ`` + 32 hex; Twilio-compatible platforms (SignalWire) use UUIDs.
 _SID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 
 #: Where a media socket is in Twilio's message sequence (the shared enum; the name stays for callers).
 TwilioState = StreamState
@@ -100,12 +99,9 @@ class TwilioCodec(JsonMediaCodec[TelephonyEvent]):
 
     def _streaming(self, event: str, msg: dict[str, Any]) -> TelephonyEvent:
         if event == "dtmf":
-            digit = string_field(object_field(msg, "dtmf", "dtmf"), "digit", "dtmf.dtmf")
-            if digit not in _DTMF_DIGITS:
-                raise invalid(f"dtmf.digit {digit!r} is not a DTMF key")
-            return DtmfPressed(digit)
+            return dtmf_pressed(msg)
         if event == "mark":
-            return MarkReached(string_field(object_field(msg, "mark", "mark"), "name", "mark.mark"))
+            return mark_reached(msg)
         stop = msg.get("stop")
         call_sid = self.call_sid or ""
         if stop is not None:

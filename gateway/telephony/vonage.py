@@ -55,6 +55,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from gateway.errors import AuthError, ConfigError, TelephonyProtocolError, ToolError
 from gateway.telephony.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     ClearPlayback,
@@ -100,7 +101,6 @@ TOKEN_HEADER: Final = "token"
 VONAGE_API_BASE: Final = "https://api.nexmo.com"
 #: Call UUIDs are spliced into REST paths and compared; they must be this plain.
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 _CONTENT_TYPE_RE: Final = re.compile(r"audio/l16;\s*rate=([0-9]{4,5})", re.IGNORECASE)
 #: Notifies remembered for a ``websocket:cleared`` (a mark every 200 ms: 10 s of unplayed audio).
 _MAX_OUTSTANDING: Final = 64
@@ -220,7 +220,7 @@ class VonageCodec:
         digit = msg.get("digit")
         if digit is None and type(msg.get("dtmf")) is dict:
             digit = msg["dtmf"].get("digit")
-        if type(digit) is not str or digit.upper() not in _DTMF_DIGITS:
+        if type(digit) is not str or digit.upper() not in DTMF_DIGITS:
             raise invalid(f"websocket:dtmf digit {str(digit)[:10]!r} is not a DTMF key")
         return digit.upper()
 
