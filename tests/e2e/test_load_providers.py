@@ -19,9 +19,8 @@ from gateway.dialplan.store import DialplanStore
 from gateway.emulator.load import LoadLiveServer
 from gateway.emulator.pki import TestPKI
 from gateway.server.app import create_app
-from gateway.settings import DEFAULT_MODEL, Settings
 
-from .conftest import GatewayTestServer
+from .conftest import GatewayTestServer, in_process_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -84,15 +83,7 @@ async def make_gateway(
     servers: list[GatewayTestServer] = []
 
     async def make(**overrides: object) -> str:
-        settings = Settings(
-            host="127.0.0.1",
-            gemini_url=live.base_url,
-            gemini_api_key="test-key-not-secret",
-            gemini_model=DEFAULT_MODEL,
-            dialplan_dir=dialplan_dir,
-            data_dir=dialplan_dir.parent / "data",
-            gateway_secret="s" * 32,
-        ).with_(**overrides)
+        settings = in_process_settings(live.base_url, dialplan_dir, dialplan_dir.parent / "data", **overrides)
         app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))
         server = GatewayTestServer(app, host="127.0.0.1")
         await server.start_server()

@@ -27,13 +27,12 @@ from gateway.emulator.session import RecordedFrame
 from gateway.errors import ToolError
 from gateway.server.app import create_app
 from gateway.server.state import CALLS
-from gateway.settings import DEFAULT_MODEL, Settings
 from gateway.tools import CallContext, ToolRegistry
 from gateway.tools.builtin import builtin_tools
 from gateway.tools.dtmf import dtmf_frames
 from gateway.tools.http import http_tool
 
-from .conftest import Gateway
+from .conftest import Gateway, in_process_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -180,14 +179,10 @@ async def tool_gateway(
         plans = tmp_path / "plans"
         plans.mkdir(exist_ok=True)
         (plans / "default.toml").write_text(PLAN)
-        settings = Settings(
-            host="127.0.0.1",
-            gemini_url=emulator.base_url,
-            gemini_api_key="test-key-not-secret",
-            gemini_model=DEFAULT_MODEL,
-            dialplan_dir=plans,
-            data_dir=tmp_path / "data",
-            gateway_secret="s" * 32,
+        settings = in_process_settings(
+            emulator.base_url,
+            plans,
+            tmp_path / "data",
             twilio_account_sid=ACCOUNT if twilio else "",
             twilio_auth_token=AUTH_TOKEN if twilio else "",
             twilio_api_base=stand_ins.base_url,
