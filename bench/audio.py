@@ -35,7 +35,7 @@ import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.audio import Downlink, StreamResampler, Uplink, pcm16_to_ulaw
+from gateway.audio import Downlink, StreamResampler, Uplink, pcm16_to_ulaw, resample
 from gateway.audio.transcode import DECODERS
 from gateway.audio.vad import LocalVad
 from gateway.process import tune_malloc
@@ -169,8 +169,8 @@ def _tone(freq: float, rate: int, seconds: float = 1.0) -> np.ndarray:
 
 
 class _Ours:
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self.r = StreamResampler(in_rate, out_rate)
+    def __init__(self, in_rate: int, out_rate: int, compiled: bool | None = None) -> None:
+        self.r = StreamResampler(in_rate, out_rate, compiled=compiled)
 
     def chunk(self, x: np.ndarray) -> np.ndarray:
         return np.frombuffer(self.r.process(x.tobytes()), dtype="<i2")
@@ -227,7 +227,10 @@ class _Window:
 
 Factory = Callable[[int, int], Any]
 CONTENDERS: dict[str, Factory] = {
-    "ours": _Ours,
+    # Our filter with its C inner loop (gateway/audio/_polyphase.c, when built) and with the NumPy one:
+    # the same output to the bit, so only us_per_chunk differs.
+    **({"ours_c": lambda i, o: _Ours(i, o, compiled=True)} if resample.COMPILED else {}),
+    "ours_numpy": lambda i, o: _Ours(i, o, compiled=False),
     "soxr_hq": lambda i, o: _Soxr(i, o, "HQ"),
     "soxr_vhq": lambda i, o: _Soxr(i, o, "VHQ"),
 }
@@ -349,8 +352,13 @@ def measure_g711() -> dict[str, dict[str, float]]:
     }
 
 
-def measure_transcode() -> dict[str, float]:
+def measure_transcode(compiled: bool) -> dict[str, float]:
+    """Uplink and Downlink as the gateway runs them, with the C or the NumPy inner loop."""
     up, down = Uplink(), Downlink()
+    if not compiled:
+        for r in (up._resampler, down._resampler):
+            assert r is not None
+            r._kernel = None
     frame = pcm16_to_ulaw(_signal(8000, 0.02).tobytes())
     model = _signal(24000, 0.02).tobytes()
     chunk = _signal(24000, 0.08).tobytes()  # what Gemini (and bench/load.py's Live server) send at a time
@@ -381,7 +389,9 @@ def run(everything: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {name: measure_direction(*rates, contenders) for name, rates in DIRECTIONS.items()}
     out["heard"] = measure_heard()
     out["g711_160_bytes"] = measure_g711()
-    out["transcode"] = measure_transcode()
+    out["transcode"] = {"numpy": measure_transcode(False)}
+    if resample.COMPILED:
+        out["transcode"]["c"] = measure_transcode(True)
     out["local_vad"] = measure_vad()
     return out
 
@@ -408,11 +418,12 @@ def _table(results: dict[str, Any]) -> str:
     lines.append("\nG.711 μ-law, µs per 160-byte frame (best of 5)")
     for name, row in g.items():
         lines.append(f"  {name:12} decode {row['decode_us']:>6}   encode {row['encode_us']:>6}")
-    t = results["transcode"]
-    lines.append(
-        f"\nWhole direction, µs per 20 ms frame: Uplink {t['uplink_us_per_frame']}, Downlink {t['downlink_us_per_frame']}"
-        f" (an 80 ms chunk of Gemini's: {t['downlink_us_per_80ms_chunk']}; malloc tuned as the gateway runs)"
-    )
+    for loop, t in results["transcode"].items():
+        lines.append(
+            f"{'' if loop == 'c' else chr(10)}Whole direction, {loop} inner loop, µs per 20 ms frame: Uplink "
+            f"{t['uplink_us_per_frame']}, Downlink {t['downlink_us_per_frame']} (an 80 ms chunk of Gemini's: "
+            f"{t['downlink_us_per_80ms_chunk']}; malloc tuned as the gateway runs)"
+        )
     v = results["local_vad"]
     lines.append(
         f"Local VAD, µs per 20 ms 16 kHz frame: quiet {v['quiet_us_per_frame']}, speech {v['speech_us_per_frame']}"

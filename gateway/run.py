@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from gateway import log as gateway_log
+from gateway.audio import resample
 from gateway.dialplan.store import DialplanStore
 from gateway.errors import ConfigError
 from gateway.process import claim_port, tune_malloc
@@ -216,11 +217,18 @@ async def _started(emulator: Emulator, port: int) -> AsyncIterator[Emulator]:
 
 
 def _log_capacity(settings: Settings, budget: FileBudget, hard: int) -> None:
-    """Say what the open-file limit allows, and warn when it allows fewer calls than configured."""
+    """Say what the open-file limit allows, and warn when it allows fewer calls than configured or when
+    the resampler runs without its C loop."""
     logger.info(
         budget.describe(),
         extra={"calls": budget.calls, "connections": budget.connections, "open_files": budget.files},
     )
+    if not resample.COMPILED:
+        logger.warning(
+            "the resampler's C extension is not built, so every call resamples in NumPy (same audio, "
+            "about 10 % more CPU per call): install a C compiler and Python's headers, then reinstall "
+            "(GATEWAY_BUILD_EXTENSION=yes makes a failed build an error)"
+        )
     if settings.max_calls and budget.calls < settings.max_calls:
         logger.warning(
             f"GATEWAY_MAX_CALLS={settings.max_calls}, but the open-file limit ({budget.files}, hard "

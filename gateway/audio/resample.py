@@ -59,6 +59,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +67,24 @@ import numpy.typing as npt
 
 from gateway.errors import AudioError
 
+_Kernel = Callable[
+    [npt.NDArray[np.float64], int, bytes, npt.NDArray[np.float64], int, int, int], tuple[bytes, int]
+]
+_compiled_process: _Kernel | None
+try:  # the inner loop in C (setup.py builds it when a compiler is there); else the NumPy one below
+    from gateway.audio._polyphase import process as _compiled_process
+except ImportError:  # pragma: no cover - an install without a compiler
+    _compiled_process = None
+
+#: True when the C inner loop is built (``gateway doctor`` says which one runs).
+COMPILED = _compiled_process is not None
+
 try:  # the clip ufunc itself: one pass and no Python wrapper (np.clip costs 3x more per 20 ms chunk)
     from numpy._core.umath import clip as _clip  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - a NumPy that moved it
     _clip = np.clip
 
-__all__ = ["SUPPORTED_RATE_PAIRS", "StreamResampler"]
+__all__ = ["COMPILED", "SUPPORTED_RATE_PAIRS", "StreamResampler"]
 
 #: ``(in_rate, out_rate)`` pairs the gateway needs (telephone ⇄ Gemini Live).
 SUPPORTED_RATE_PAIRS = frozenset({(8000, 16000), (24000, 8000), (16000, 8000), (24000, 16000)})
@@ -108,6 +121,7 @@ class _Design:
     history: int  # K - 1: zeros the stream starts with
     delay_out: int  # group delay in output samples
     matrix: _Float  # (W, L) polyphase taps, read-only
+    by_phase: _Float  # the same, transposed and contiguous: (L, W), as the C loop reads it
 
 
 def _kaiser_lowpass(up_rate: float, cutoff: float, half: int, beta: float, gain: float) -> _Float:
@@ -158,7 +172,9 @@ def _design(in_rate: int, out_rate: int) -> _Design:
             if k < taps:
                 matrix[hi - t + per_phase - 1, r] = h[k]
     matrix.setflags(write=False)
-    return _Design(up, down, taps, window, per_phase - 1, half // down, matrix)
+    by_phase = np.ascontiguousarray(matrix.T)
+    by_phase.setflags(write=False)
+    return _Design(up, down, taps, window, per_phase - 1, half // down, matrix, by_phase)
 
 
 class StreamResampler:
@@ -170,12 +186,17 @@ class StreamResampler:
     output equals the ideal resampled signal delayed by :attr:`delay_ms`.
     """
 
-    __slots__ = ("_buf", "_d", "_emitted", "_fed", "_n", "delay_ms", "in_rate", "out_rate")
+    __slots__ = ("_buf", "_d", "_emitted", "_fed", "_kernel", "_n", "delay_ms", "in_rate", "out_rate")
 
-    def __init__(self, in_rate: int, out_rate: int) -> None:
+    def __init__(self, in_rate: int, out_rate: int, *, compiled: bool | None = None) -> None:
+        """``compiled``: None runs the C loop when it is built, else NumPy; False always NumPy (the
+        reference); True requires the C loop."""
         if (in_rate, out_rate) not in SUPPORTED_RATE_PAIRS:
             pairs = ", ".join(f"{a}→{b}" for a, b in sorted(SUPPORTED_RATE_PAIRS))
             raise AudioError(f"unsupported resampling {in_rate}→{out_rate} Hz; supported: {pairs}")
+        if compiled and _compiled_process is None:
+            raise AudioError("the resampler's C extension is not built (setup.py, GATEWAY_BUILD_EXTENSION)")
+        self._kernel = _compiled_process if compiled is not False else None
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._d = _design(in_rate, out_rate)
@@ -194,6 +215,16 @@ class StreamResampler:
             raise AudioError(f"PCM16 needs an even number of bytes, got {len(pcm)}")
         if not pcm:
             return b""
+        kernel = self._kernel
+        if kernel is not None:
+            d = self._d
+            added = len(pcm) >> 1
+            if self._n + added > self._buf.size:
+                self._grow(self._n + added)
+            out, self._n = kernel(self._buf, self._n, pcm, d.by_phase, d.window, d.up, d.down)
+            self._fed += added
+            self._emitted += len(out) >> 1
+            return out
         x = np.frombuffer(pcm, dtype="<i2")
         self._append(x)
         self._fed += x.size
@@ -231,11 +262,15 @@ class StreamResampler:
     def _append(self, x: npt.NDArray[np.int16] | _Float) -> None:
         end = self._n + x.size
         if end > self._buf.size:
-            grown = np.empty(end + self.in_rate // 10, dtype=np.float64)
-            grown[: self._n] = self._buf[: self._n]
-            self._buf = grown
+            self._grow(end)
         self._buf[self._n : end] = x
         self._n = end
+
+    def _grow(self, size: int) -> None:
+        """Room for ``size`` held samples and a 100 ms chunk more (a larger chunk than ever before)."""
+        grown = np.empty(size + self.in_rate // 10, dtype=np.float64)
+        grown[: self._n] = self._buf[: self._n]
+        self._buf = grown
 
     def _run(self, blocks: int, count: int) -> bytes:
         """Compute ``blocks`` blocks of output, keep the first ``count`` samples, drop consumed input."""

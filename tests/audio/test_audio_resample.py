@@ -1,4 +1,8 @@
-"""StreamResampler: latency, quality against soxr VHQ, alias/image rejection, chunking, flush and reset."""
+"""StreamResampler: latency, quality against soxr VHQ, alias/image rejection, chunking, flush and reset.
+
+Every test runs twice: on the C inner loop (``_polyphase.c``, when built) and on the NumPy one, whose
+outputs must also be equal to the bit (the C loop adds each sum's products in the same order).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,22 @@ import pytest
 from audio_signals import band_noise, best_lag, samples, snr_db, stream, tone, vhq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.audio import SUPPORTED_RATE_PAIRS, StreamResampler
+from gateway.audio import SUPPORTED_RATE_PAIRS, StreamResampler, resample
 from gateway.errors import AudioError
+from tests.needs import unavailable
 
 PAIRS = sorted(SUPPORTED_RATE_PAIRS)
 EDGE = 0.05  # seconds skipped at both ends when comparing with the one-shot reference
+
+
+@pytest.fixture(autouse=True, params=["C", "NumPy"])
+def inner_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which inner loop the resamplers built in the test run (the default one, ``compiled=None``)."""
+    if request.param == "NumPy":
+        monkeypatch.setattr(resample, "_compiled_process", None)
+    elif not resample.COMPILED:
+        unavailable("the resampler's C extension is not built (a C compiler and Python's headers; setup.py)")
+    return str(request.param)
 
 
 def _delay(r: StreamResampler) -> int:
@@ -179,3 +194,73 @@ def test_a_long_chunk_in_one_call_equals_the_stream_of_20_ms_chunks(in_rate: int
     r = StreamResampler(in_rate, out_rate)
     got = samples([r.process(x.tobytes()), r.flush()])
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("inner_loop", ["C"], indirect=True)
+@pytest.mark.parametrize(("in_rate", "out_rate"), PAIRS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_c_loop_equals_the_numpy_loop_to_the_bit(
+    in_rate: int, out_rate: int, data: st.DataObject, inner_loop: str
+) -> None:
+    """Any chunking, with resets and flushes between: the two inner loops give the same bytes."""
+    loud = band_noise(in_rate, 0.3, seed=data.draw(st.integers(0, 1000))).astype(np.int32) * 8
+    x = np.clip(loud, -32768, 32767).astype(np.int16)  # clipped in, and the outputs clip too
+    steps = data.draw(
+        st.lists(st.one_of(st.integers(0, in_rate // 5), st.sampled_from(["reset", "flush"])), max_size=25)
+    )
+    c = StreamResampler(in_rate, out_rate, compiled=True)
+    py = StreamResampler(in_rate, out_rate, compiled=False)
+    at = 0
+    for step in [*steps, x.size]:
+        if step == "reset":
+            c.reset()
+            py.reset()
+        elif step == "flush":
+            assert c.flush() == py.flush()
+        else:
+            chunk = x[at : at + int(step)].tobytes()
+            at += int(step)
+            assert c.process(chunk) == py.process(chunk)
+    assert c.flush() == py.flush()
+
+
+@pytest.mark.parametrize("inner_loop", ["C"], indirect=True)
+def test_the_c_loop_refuses_sizes_that_do_not_fit_its_buffers(inner_loop: str) -> None:
+    """The C loop checks every size against the buffers it is given before touching them."""
+    from gateway.audio._polyphase import process
+
+    taps = np.zeros((2, 30))
+    buf = np.zeros(100)
+    assert process(buf, 29, bytes(142), taps, 30, 2, 1)[1] == 29  # fills the buffer exactly: fine
+    with pytest.raises(ValueError, match="no room"):
+        process(buf, 29, bytes(144), taps, 30, 2, 1)
+    with pytest.raises(ValueError, match="no room"):
+        process(buf, 101, b"", taps, 30, 2, 1)
+    with pytest.raises(ValueError, match="even"):
+        process(buf, 29, bytes(3), taps, 30, 2, 1)
+    with pytest.raises(ValueError, match="matrix"):
+        process(buf, 29, bytes(2), taps, 31, 2, 1)
+    with pytest.raises(ValueError, match="zero"):
+        process(buf, 29, bytes(2), taps, 30, 2, 0)
+    with pytest.raises(ValueError, match="zero"):
+        process(buf, -1, bytes(2), taps, 30, 2, 1)
+    frozen = np.zeros(100)
+    frozen.setflags(write=False)
+    with pytest.raises((BufferError, ValueError)):
+        process(frozen, 29, bytes(2), taps, 30, 2, 1)
+    with pytest.raises(ValueError, match="float64"):
+        process(buf.astype(np.float32), 29, bytes(2), taps, 30, 2, 1)
+    with pytest.raises(ValueError, match="float64"):
+        process(buf, 29, bytes(2), np.zeros((2, 60), dtype=np.float32), 30, 2, 1)
+    with pytest.raises(ValueError, match="too large"):
+        process(buf, 29, bytes(2), taps, 30, 2**40, 1)
+    with pytest.raises(TypeError):
+        process(buf, 29, bytes(2), taps, 30, 2)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("inner_loop", ["NumPy"], indirect=True)
+def test_compiled_true_needs_the_extension(inner_loop: str) -> None:
+    """Asking for the C loop where it is not built is an AudioError that says how it gets built."""
+    with pytest.raises(AudioError, match="GATEWAY_BUILD_EXTENSION"):
+        StreamResampler(8000, 16000, compiled=True)

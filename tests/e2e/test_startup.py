@@ -7,6 +7,7 @@ The emulator stands in for Google over ``wss://`` with the test CA, trusted thro
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -17,11 +18,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway import run as gateway_run
+from gateway.audio import resample
 from gateway.doctor import diagnose
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
 from gateway.run import NO_CREDENTIALS
 from gateway.server.app import live_endpoint
+from gateway.server.limits import FileBudget
 from gateway.settings import Settings
 
 from .conftest import DEFAULT_PLAN
@@ -191,6 +195,21 @@ async def test_serve_with_emulator_says_so(tmp_path: Path) -> None:
         await proc.wait()
     assert any("--emulator: calls are answered by the embedded Gemini Live emulator" in s for s in seen)
     assert any(f"listening on 127.0.0.1:{port}" in s for s in seen)
+    # The start-up logs come before the banner: the resampler's C loop is warned about only when missing.
+    warned = any("the resampler's C extension is not built" in s for s in seen)
+    assert warned is not resample.COMPILED, "".join(seen)
+
+
+def test_a_gateway_without_the_c_resampler_says_so_at_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Built without a compiler, the gateway works (NumPy) but says what that costs and how to fix it."""
+    monkeypatch.setattr(resample, "COMPILED", False)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        settings = Settings()
+        gateway_run._log_capacity(settings, FileBudget.compute(settings, 65536), 65536)
+    assert "the resampler's C extension is not built" in caplog.text
+    assert "GATEWAY_BUILD_EXTENSION=yes" in caplog.text
 
 
 def _plans(tmp_path: Path) -> Path:
