@@ -1,7 +1,8 @@
 """StreamResampler: latency, quality against soxr VHQ, alias/image rejection, chunking, flush and reset.
 
 Every test runs twice: on the C inner loop (``_polyphase.c``, when built) and on the NumPy one, whose
-outputs must also be equal to the bit (the C loop adds each sum's products in the same order).
+outputs must also be equal to the bit (the same sums; their order differs from BLAS's only far below the
+rounding to int16).
 """
 
 from __future__ import annotations
