@@ -38,8 +38,8 @@ run: $(STAMP_RUN)
 K8S_MANIFESTS := $(filter-out docker/k8s/kustomization.yaml,$(wildcard docker/k8s/*.yaml))
 
 lint: $(STAMP_DEV)
-	$(BIN)/ruff format --check gateway tests bench
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench setup.py
+	$(BIN)/ruff check gateway tests bench setup.py
 	$(BIN)/hadolint docker/Dockerfile
 	$(BIN)/kubernetes-validate --strict --kubernetes-version 1.30.0 --quiet $(K8S_MANIFESTS)
 

@@ -83,14 +83,13 @@ def dialplan_dir(tmp_path: Path) -> Path:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
-def in_process_settings(gemini_url: str, dialplan_dir: Path, data_dir: Path, **overrides: object) -> Settings:
-    """A gateway's settings for a test that runs it in its own process, beside the Live stand-in and
-    the callers: their CPU and their turns on the loop would count as the gateway's in the overload
-    check, which a loaded CI machine then trips (a call refused at random), so it is off here and on
-    where a test is about it (test_overload.py)."""
+def in_process_settings(dialplan_dir: Path, data_dir: Path, **fields: object) -> Settings:
+    """A gateway's settings (``fields``, with the stand-in's ``gemini_url``, over the defaults) for a test
+    that runs it in its own process, beside the Live stand-in and the callers: their CPU and their turns
+    on the loop would count as the gateway's in the overload check, which a loaded CI machine then trips
+    (a call refused at random), so it is off here and on where a test is about it (test_overload.py)."""
     return Settings(
         host="127.0.0.1",
-        gemini_url=gemini_url,
         gemini_api_key="test-key-not-secret",
         gemini_model=DEFAULT_MODEL,
         dialplan_dir=dialplan_dir,
@@ -98,7 +97,7 @@ def in_process_settings(gemini_url: str, dialplan_dir: Path, data_dir: Path, **o
         gateway_secret="s" * 32,
         max_cpu_percent=0,
         max_loop_lag_ms=0,
-    ).with_(**overrides)
+    ).with_(**fields)
 
 
 class GatewayTestServer(TestServer):
@@ -113,9 +112,8 @@ async def make_gateway(emulator: Emulator, dialplan_dir: Path) -> AsyncIterator[
     servers: list[TestServer] = []
 
     async def make(**overrides: object) -> Gateway:
-        settings = in_process_settings(
-            emulator.base_url, dialplan_dir, dialplan_dir.parent / "data", **overrides
-        )
+        fields = {"gemini_url": emulator.base_url, **overrides}
+        settings = in_process_settings(dialplan_dir, dialplan_dir.parent / "data", **fields)
         app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))
         server = GatewayTestServer(app, host="127.0.0.1")
         await server.start_server()

@@ -83,7 +83,9 @@ async def make_gateway(
     servers: list[GatewayTestServer] = []
 
     async def make(**overrides: object) -> str:
-        settings = in_process_settings(live.base_url, dialplan_dir, dialplan_dir.parent / "data", **overrides)
+        settings = in_process_settings(
+            dialplan_dir, dialplan_dir.parent / "data", **{"gemini_url": live.base_url, **overrides}
+        )
         app = create_app(settings, dialplans=DialplanStore(settings.dialplan_dir, poll_interval_s=0.2))
         server = GatewayTestServer(app, host="127.0.0.1")
         await server.start_server()

@@ -180,12 +180,12 @@ async def tool_gateway(
         plans.mkdir(exist_ok=True)
         (plans / "default.toml").write_text(PLAN)
         settings = in_process_settings(
-            emulator.base_url,
             plans,
             tmp_path / "data",
             twilio_account_sid=ACCOUNT if twilio else "",
             twilio_auth_token=AUTH_TOKEN if twilio else "",
             twilio_api_base=stand_ins.base_url,
+            gemini_url=emulator.base_url,
         )
         registry = make_registry(stand_ins, emulator, seen)
         store = DialplanStore(plans, known_tools=registry.names())
