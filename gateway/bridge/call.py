@@ -108,8 +108,9 @@ class CommandEncoder(Protocol):
 
 
 class DirectSend(Protocol):
-    """A caller socket that can take messages synchronously (gateway/server/media_out.py's MediaSender):
-    what lets a reply's first audio leave from the Live socket's read callback (``CallBridge._audio_now``)."""
+    """A caller connection that can take messages synchronously (a WebSocket's ``MediaSender``,
+    gateway/server/media_out.py; an AudioSocket connection): what lets a reply's first audio leave from
+    the Live socket's read callback (``CallBridge._audio_now``)."""
 
     def writable(self) -> bool:
         """True when :meth:`write` would not need to wait (open, the peer keeping up)."""

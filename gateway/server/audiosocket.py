@@ -210,6 +210,24 @@ class AudioSocketConnection(asyncio.Protocol):
             raise ConnectionResetError("AudioSocket connection closed")
         if self._drain is not None and not self._drain.done():
             await self._drain
+        self.write(frames)
+
+    # --- DirectSend (gateway/bridge/call.py): a reply's first audio, from the Live socket's callback ---
+
+    def writable(self) -> bool:
+        """True when :meth:`write` can take messages now: open, and the peer reading."""
+        transport = self._transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and (self._drain is None or self._drain.done())
+        )
+
+    def write(self, frames: Sequence[Frame]) -> None:
+        """``frames`` in one ``transport.write``; only when :meth:`writable` (or :meth:`send` waited)."""
+        transport = self._transport
+        if transport is None:
+            raise ConnectionResetError("AudioSocket connection closed")
         if len(frames) == 1 and isinstance(first := frames[0], bytes):
             transport.write(first)  # the paced stream's usual wake-up: one 20 ms frame
             return
@@ -293,7 +311,8 @@ class AudioSocketListener:
         finally:
             ticket.leave()
         claims = StreamClaims(call_sid=start.call_sid, to=to, from_="", expires_at=0.0, nonce="")
-        await admit_and_run(app, CallLink(conn, conn.send, codec, rate, events), start, claims, clog)
+        link = CallLink(conn, conn.send, codec, rate, events, direct=conn)
+        await admit_and_run(app, link, start, claims, clog)
 
     async def close(self) -> None:
         """Shutdown: end every call (its connection closes, the bridge tears down), then wait for them."""

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import WSMsgType, web
 
-from gateway.bridge.call import CallBridge, CallInfo
+from gateway.bridge.call import CallBridge, CallInfo, DirectSend
 from gateway.bridge.resilience import live_session_for_call, transcript_lines
 from gateway.bridge.setup import session_config
 from gateway.dialplan.model import Dialplan
@@ -271,7 +271,8 @@ async def _media_stream(route: StreamRoute, request: web.Request) -> web.WebSock
     finally:
         ticket.leave()
 
-    link = CallLink(ws, MediaSender(request, ws), codec, rate, events, route.rest(app))
+    sender = MediaSender(request, ws)
+    link = CallLink(ws, sender, codec, rate, events, route.rest(app), direct=sender)
     await admit_and_run(app, link, start, claims, clog, chosen=chosen)
     return ws
 
@@ -301,6 +302,9 @@ class CallLink:
     rate: MessageRate
     events: AsyncIterator[TelephonyEvent]
     rest: CallControlRest | None = None
+    #: The same sending, synchronously when the connection takes a write now: lets a reply's first audio
+    #: leave from the Live socket's read callback (``CallBridge._audio_now``). None: always ``send``.
+    direct: DirectSend | None = None
 
 
 async def admit_and_run(
@@ -486,7 +490,7 @@ async def _run_call(
         media_timeout_s=settings.media_timeout_s,
         audio=codec.audio,
         capabilities=codec.capabilities,
-        direct_send=link.send if isinstance(link.send, MediaSender) else None,
+        direct_send=link.direct,
     )
     session.bind_history(lambda: transcript_lines(bridge.transcript.as_list()))
     app[CALLS].started(bridge)

@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.bridge.call import CallBridge
 from gateway.caller import CallOptions, place_call
 from gateway.caller.call import admin_transcript
 from gateway.caller.side_audiosocket import AudioSocketSide, message
 from gateway.emulator import Emulator
 from gateway.emulator.scenario import Rule
-from gateway.server.audiosocket import AUDIOSOCKET
+from gateway.gemini.messages import ServerEvent
+from gateway.server.audiosocket import AUDIOSOCKET, AudioSocketConnection
 from gateway.server.state import OBSERVABILITY
+from gateway.telephony.provider import Frame
 
 from .conftest import Gateway, GatewayFactory, client_messages
 from .served import free_port, serve
@@ -79,6 +83,42 @@ async def test_call_converses_paced_in_real_time(
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
     assert record["call_sid"] == side.call_uuid
+
+
+async def test_a_replys_first_audio_leaves_from_the_live_sockets_read_callback(
+    make_gateway: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As over WebSockets (test_call_flow.py): the first frames of each reply are written to the
+    AudioSocket connection from the Live socket's read callback, no task wake-up between the sockets."""
+    direct_writes: list[int] = []
+    inside = False
+    audio_now, write = CallBridge._audio_now, AudioSocketConnection.write
+
+    def counted_audio_now(self: CallBridge, event: ServerEvent) -> bool:
+        nonlocal inside
+        inside = True
+        try:
+            return audio_now(self, event)
+        finally:
+            inside = False
+
+    def counted_write(self: AudioSocketConnection, frames: Sequence[Frame]) -> None:
+        if inside:
+            direct_writes.append(len(frames))
+        write(self, frames)
+
+    monkeypatch.setattr(CallBridge, "_audio_now", counted_audio_now)
+    monkeypatch.setattr(AudioSocketConnection, "write", counted_write)
+    gw, address = await _gateway(make_gateway)
+    side = AudioSocketSide(8000)
+    report = await place_call(_options(gw, address, side, play="builtin:hello", hangup_when_done_s=0.5))
+    assert report.protocol_errors == []
+    assert report.greeting_ms is not None
+    assert len(report.reply_ms) == 1
+    assert report.pacing["bad_sizes"] == 0
+    assert report.pacing["max_ahead_ms"] <= 80  # what left early still kept the pacing
+    assert len(direct_writes) >= 2  # the greeting's first frames and the reply's
+    assert all(n >= 1 for n in direct_writes)
 
 
 async def test_dtmf_reaches_the_model(make_gateway: GatewayFactory, emulator: Emulator) -> None:
