@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -93,6 +93,13 @@ class GatewayMetrics:
     def __init__(self, depths: Callable[[], Iterable[CallDepths]] | None = None) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.active_calls = Gauge("gateway_active_calls", "Calls in progress", registry=r)
+        #: Set once by the app: which of a fleet's processes run the NumPy resampler (no compiler at
+        #: install), costing more CPU per call.
+        self.build = Info(
+            "gateway_build",
+            "This process: gateway version, Python version, and the resampler's inner loop (c or numpy)",
+            registry=r,
+        )
         self.calls = Counter(
             "gateway_calls",
             "Finished calls by who ended them (caller, bot, gemini, gateway, admin) and dialplan",

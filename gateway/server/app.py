@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 import secrets
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+import gateway
+from gateway.audio import resample
 from gateway.dialplan.store import DialplanStore
 from gateway.gemini.session import LiveEndpoint
 from gateway.security.replay import close_guard, replay_guard
@@ -79,6 +82,13 @@ def create_app(
         _join_cluster(app)  # before the pressure is set: it goes to the cluster's admission
     app[LIMITS].admission.pressure = _pressure(app)
     app[OBSERVABILITY].metrics.watch_dialplans(lambda: (dialplans.healthy, dialplans.reload_failures))
+    app[OBSERVABILITY].metrics.build.info(
+        {
+            "version": gateway.__version__,
+            "python": platform.python_version(),
+            "resampler": "c" if resample.COMPILED else "numpy",
+        }
+    )
     app.cleanup_ctx.append(_dialplan_watch)
     app.cleanup_ctx.append(_http_client)
     # Last in, first out: AudioSocket calls end before the HTTP client and the rest they use close.

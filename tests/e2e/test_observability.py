@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import shutil
 import signal
 import sqlite3
@@ -19,6 +20,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import gateway
+from gateway.audio import resample
 from gateway.caller import CallOptions, CallReport, place_call
 from gateway.emulator import Emulator
 from gateway.records.sqlite import SqliteStore
@@ -123,6 +126,9 @@ async def test_record_and_metrics_after_a_scripted_call(
     assert m[("gateway_records_written_total", ())] >= len(roles) + 2
     assert ("gateway_queue_depth", (("queue", "playout"), ("stat", "max"))) in m
     assert m[("gateway_gemini_tokens_total", (("dialplan", "default"), ("kind", "prompt")))] > 0
+    # Which resampler loop runs (a fleet's NumPy processes stand out), and what runs it.
+    build = (("python", platform.python_version()), ("resampler", "c" if resample.COMPILED else "numpy"))
+    assert m[("gateway_build_info", (*build, ("version", gateway.__version__)))] == 1
 
 
 async def test_admin_api_lists_shows_and_hangs_up(make_gateway: GatewayFactory, emulator: Emulator) -> None:
