@@ -356,7 +356,7 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
 ) -> None:
     """A live call's page grows turn by turn with live levels; the dashboard lists and filters calls."""
     _needs_chromium()
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -420,7 +420,12 @@ async def test_call_page_of_a_live_call_and_the_dashboard_in_chromium(
             driver.find_element(By.ID, "f-number").send_keys("5550001111")
             driver.find_element(By.ID, "f-q").send_keys("nobody said this")
             driver.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
-            wait.until(lambda d: "No call matches" in d.find_element(By.ID, "records").text)
+            try:
+                wait.until(lambda d: "No call matches" in d.find_element(By.ID, "records").text)
+            except TimeoutException:  # what the page showed instead, and with which filters
+                ids = ("records-count", "records", "f-number", "f-q")
+                found = [driver.find_element(By.ID, i) for i in ids]
+                pytest.fail(f"no 'No call matches': {[e.text or e.get_attribute('value') for e in found]}")
             driver.find_element(By.ID, "f-clear").click()
             wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.record")) == 2)
             # A row opens the call's page.

@@ -149,13 +149,19 @@
     document.getElementById("page-next").disabled = last >= doc.total;
   }
 
+  // Searches overlap (the periodic refresh, a filter submitted meanwhile) and may answer out of order:
+  // only the newest one's answer is shown, so a slow unfiltered answer never replaces a filtered one.
+  let searches = 0;
+
   async function refreshRecords() {
     const params = new URLSearchParams({ limit: PAGE, offset });
     for (const [key, value] of Object.entries(filters)) if (value) params.set(key, value);
+    const mine = ++searches;
     try {
-      renderRecords(await api("/admin/search?" + params));
+      const doc = await api("/admin/search?" + params);
+      if (mine === searches) renderRecords(doc);
     } catch (err) {
-      if (!(err instanceof Forbidden)) {
+      if (mine === searches && !(err instanceof Forbidden)) {
         document.getElementById("records").replaceChildren(el("tr", {}, el("td", { colSpan: 8, class: "empty" },
           "Records unavailable: " + err.message)));
       }
