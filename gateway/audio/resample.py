@@ -76,16 +76,16 @@ import numpy.typing as npt
 
 from gateway.errors import AudioError
 
-_Kernel = Callable[
-    [npt.NDArray[np.float64], int, bytes, npt.NDArray[np.float64], int, int, int], tuple[bytes, int]
-]
+_Float = npt.NDArray[np.float64]
+#: The C loop's ``process(buf, held, pcm, taps, window, up, down) -> (out, held)`` (_polyphase.pyi).
+_Kernel = Callable[[_Float, int, bytes, _Float, int, int, int], tuple[bytes, int]]
 _compiled_process: _Kernel | None
 try:  # the inner loop in C (setup.py builds it when a compiler is there); else the NumPy one below
     from gateway.audio._polyphase import process as _compiled_process
 except ImportError:  # pragma: no cover - an install without a compiler
     _compiled_process = None
 
-#: True when the C inner loop is built (``gateway doctor`` says which one runs).
+#: True when the C inner loop is built (the start-up log and ``gateway_build_info`` say which one runs).
 COMPILED = _compiled_process is not None
 
 try:  # the clip ufunc itself: one pass and no Python wrapper (np.clip costs 3x more per 20 ms chunk)
@@ -104,7 +104,6 @@ _STOP_DB = 70.0  # Kaiser design target; the verified floor is _MIN_STOP_DB
 _MIN_STOP_DB = 65.0
 _MAX_RIPPLE_DB = 0.005
 
-_Float = npt.NDArray[np.float64]
 
 #: Up to this many gathered samples (120 KiB, under glibc's 128 KiB mmap threshold), ``np.dot``
 #: gathers the strided windows itself: every 20 ms chunk.
