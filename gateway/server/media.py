@@ -51,7 +51,7 @@ from gateway.server.state import (
     STREAM_TOKENS,
 )
 from gateway.server.tools import declarations as tool_declarations, router_factory as tool_router
-from gateway.telephony.events import CallStarted, Connected, TelephonyEvent
+from gateway.telephony.events import CallerAudio, CallStarted, Connected, TelephonyEvent
 from gateway.telephony.provider import BinaryMediaCodec, CallCommands, Frame, MediaCodec
 from gateway.tools.call_rest import CallControlRest
 
@@ -502,6 +502,8 @@ async def _run_call(
             bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
 
     cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
+    if start.audio:  # the stream's first audio came as its start (AudioSocket): the caller's first 20 ms
+        bridge.caller_audio(CallerAudio(start.audio))
     transport.handle_directly(_direct_uplink(codec, bridge, rate), _direct_binary_uplink(codec, bridge, rate))
     commands = codec if codec.capabilities.hangup == "command" and isinstance(codec, CallCommands) else None
     try:

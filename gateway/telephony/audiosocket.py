@@ -17,8 +17,9 @@ State table::
 
 The audio kind is the stream's format: the ``AudioSocket()`` application always sends slin 8 kHz
 (``ast_set_write_format(chan, ast_format_slin)``), the ``AudioSocket/host:port/uuid/c(slin16)`` channel
-sends its ``c()`` codec, so the call starts on the first audio frame (20 ms of the caller's audio, which
-the bridge does not get) and we answer in the same kind. Audio is signed 16-bit little-endian.
+sends its ``c()`` codec, so the call starts on the first audio frame (its 20 ms of the caller's audio
+ride on :class:`CallStarted` as ``audio``, which the bridge hears first) and we answer in the same kind.
+Audio is signed 16-bit little-endian.
 
 AudioSocket buffers nothing: Asterisk writes each frame we send to the channel at once, so the gateway
 paces one 20 ms frame per message in real time (``frames_per_message=1``, ``provider_buffers=False``).
@@ -228,6 +229,7 @@ class AudioSocketCodec:
                 tracks=("inbound",),
                 encoding=f"audio/l16;rate={rate}",
                 sample_rate=rate,
+                audio=payload,
             )
         if kind != self._kind:
             raise TelephonyProtocolError(

@@ -42,6 +42,9 @@ class CallStarted:
     #: Exotel). Informational: the call's identity comes from the stream token's claims.
     from_: str = ""
     to: str = ""
+    #: Caller audio that came with the start, in the stream's format: AudioSocket's first audio message
+    #: both starts the stream and carries 20 ms of the call (empty for every other provider).
+    audio: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

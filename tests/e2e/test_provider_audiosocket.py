@@ -83,6 +83,9 @@ async def test_call_converses_paced_in_real_time(
     [record] = await gw.wait_calls_ended(1)
     assert record["ended_by"] == "caller"
     assert record["call_sid"] == side.call_uuid
+    if rate == 8000:  # every frame went out as it was (at 16 kHz the side's resampler holds the first back)
+        # The first audio message both starts the stream and carries the caller's first 20 ms: all heard.
+        assert record["frames_in"] == report.frames_sent
 
 
 async def test_a_replys_first_audio_leaves_from_the_live_sockets_read_callback(
