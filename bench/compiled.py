@@ -49,12 +49,16 @@ e179e40, set 2 (3)         0.651 → 0.609 %             0.78 0.96 0.95         
                                                        0.93
 8780ec4, set 3 (6)²        0.504 → 0.453 %             0.95 0.96 0.86 0.89    0.88
                                                        0.83 0.79
+42480c0, set 2 (3)³        0.917 → 0.953 %             0.98 1.04 0.98         0.98
 =========================  ==========================  =====================  ==================
 
 ¹ This script, ``--repeat 3 --calls 100 --seconds 10 --lock /tmp/bench.lock``. ² pure, set 1, set 3
 in that fixed order six times; the first set 1 run overlapped a build and is left out. Set 3 always
 ran last and its system time (which compiling cannot change) was also lower in every pair (×0.86),
-so part of its ×0.88 is the order, not the compiler; its user time: ×0.89. Nothing was lost, late or
+so part of its ×0.88 is the order, not the compiler; its user time: ×0.89. ³ 2026-12-07, after the
+resampler's inner loop moved to C (``gateway/audio/_polyphase.c``), ``--extended --repeat 3 --calls 100
+--seconds 12 --lock /tmp/bench.lock`` on a slow day (19 modules compiled in 85 s): user time ×0.98 too;
+what mypyc could still win went with the NumPy calls. Nothing was lost, late or
 failed in those runs; p99 latencies stayed within the day's noise (8780ec4 medians: uplink 1.23 /
 1.21 / 1.04 ms, downlink 3.35 / 2.67 / 1.93 ms for pure / set 1 / set 3); resident memory per call
 186 / 186 / 181 KiB. ``calibration_us_per_frame`` (each tree's own codec, resampler and Live
