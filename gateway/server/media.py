@@ -502,11 +502,11 @@ async def _run_call(
             bridge.result.ended_by, bridge.result.reason = "gateway", "maximum call duration"
 
     cap = DurationCap(app[LIMITS].config.max_call_s, cap_reached)
-    if start.audio:  # the stream's first audio came as its start (AudioSocket): the caller's first 20 ms
-        bridge.caller_audio(CallerAudio(start.audio))
     transport.handle_directly(_direct_uplink(codec, bridge, rate), _direct_binary_uplink(codec, bridge, rate))
     commands = codec if codec.capabilities.hangup == "command" and isinstance(codec, CallCommands) else None
     try:
+        if start.audio:  # the stream's first audio was its start (AudioSocket): heard before any later frame
+            bridge.caller_audio(CallerAudio(start.audio))
         if commands is not None and (answer := commands.answer_frame()) is not None:
             await link.send([answer])  # admitted: a PBX waiting for our answer connects the caller now
         async with cap:
