@@ -130,6 +130,9 @@ class Settings:
     telnyx_api_base: str = "https://api.telnyx.com/v2"
     #: Codec of Call Control streams (``GATEWAY_TELNYX_CODEC``): PCMU, PCMA, or L16 (16 kHz wideband).
     telnyx_codec: str = "PCMU"
+    #: The Voice API application that places outbound calls (``TELNYX_CONNECTION_ID``: the Dial
+    #: command's ``connection_id``; its webhooks are overridden per call with the gateway's own URL).
+    telnyx_connection_id: str = ""
     # --- Plivo (gateway/server/plivo.py): plivo-python's variable names ---
     #: ``PLIVO_AUTH_ID``: the account, for hang-up and transfer over Plivo's REST API.
     plivo_auth_id: str = ""
@@ -261,6 +264,7 @@ class Settings:
             telnyx_public_key=_telnyx_public_key(env),
             telnyx_api_base=_http_url(env, "TELNYX_API_BASE") or "https://api.telnyx.com/v2",
             telnyx_codec=_choice(env, "GATEWAY_TELNYX_CODEC", ("PCMU", "PCMA", "L16"), "PCMU", upper=True),
+            telnyx_connection_id=env.get("TELNYX_CONNECTION_ID", "").strip(),
             tool_env=tuple(sorted((k, v) for k, v in env.items() if k.startswith("TOOL_"))),
             plivo_auth_id=_plivo_auth_id(env),
             plivo_auth_token=env.get("PLIVO_AUTH_TOKEN", "").strip(),

@@ -183,6 +183,8 @@ class Recording:
 
 
 MachineAction = Literal["message", "hangup", "continue"]
+#: Providers the gateway places outbound calls through (gateway/server/outbound.py).
+OutboundProvider = Literal["twilio", "telnyx"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,8 @@ class Outbound:
     ``params`` name the ``{placeholders}`` the instruction, greeting and machine message may use; each
     must be given when a call is placed, unless ``defaults`` has it (inbound calls get the defaults, or
     the empty string). ``hours`` are ``(start, end)`` minutes after local midnight in ``timezone`` on
-    ``days`` (0 = Monday). ``machine``: what an answering machine gets (Twilio's AMD says which).
+    ``days`` (0 = Monday). ``machine``: what an answering machine gets (the provider's AMD says which).
+    ``provider``: whose API places the calls (Twilio's ``Calls`` resource, or Telnyx Call Control's Dial).
     The ``*_template`` fields keep the unrendered texts; the plan itself holds them rendered with defaults.
     """
 
@@ -205,8 +208,9 @@ class Outbound:
     timezone: str | None = None
     machine: MachineAction = "continue"
     machine_message: str | None = None
-    #: Seconds the callee's phone may ring (Twilio's ``Timeout``).
+    #: Seconds the callee's phone may ring (Twilio's ``Timeout``, Telnyx's ``timeout_secs``).
     ring_timeout_s: int = 30
+    provider: OutboundProvider = "twilio"
     instruction_template: str = field(default="", repr=False)
     greeting_template: str | None = field(default=None, repr=False)
 

@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.dialplan.model import Dialplan, MachineAction, Outbound
+from gateway.dialplan.model import Dialplan, MachineAction, Outbound, OutboundProvider
 
 __all__ = [
     "DAYS",
@@ -44,9 +44,10 @@ MAX_VALUE_CHARS = 200
 MAX_TOTAL_CHARS = 1500
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MACHINE_ACTIONS: tuple[MachineAction, ...] = ("message", "hangup", "continue")
+PROVIDERS: tuple[OutboundProvider, ...] = ("twilio", "telnyx")
 OUTBOUND_KEYS = (
     "params", "defaults", "caller_id", "max_concurrent", "hours", "days", "timezone", "machine",
-    "machine_message", "ring_timeout_s",
+    "machine_message", "ring_timeout_s", "provider",
 )  # fmt: skip
 
 _PARAM = re.compile(r"[a-z_][a-z0-9_]{0,31}")
@@ -349,6 +350,13 @@ def parse_outbound(
             check.error(p + "machine", f"must be 'message', 'hangup' or 'continue', not {raw_machine!r}")
         else:
             machine = MACHINE_ACTIONS[MACHINE_ACTIONS.index(raw_machine)]
+    provider: OutboundProvider = "twilio"
+    raw_provider = check.string(table, "provider", p)
+    if raw_provider is not None:
+        if raw_provider not in PROVIDERS:
+            check.error(p + "provider", f"must be one of {', '.join(PROVIDERS)}, not {raw_provider!r}")
+        else:
+            provider = PROVIDERS[PROVIDERS.index(raw_provider)]
     message = check.string(table, "machine_message", p)
     if machine == "message" and message is None:
         check.error(p + "machine_message", "outbound.machine = 'message' needs the message to leave")
@@ -378,6 +386,7 @@ def parse_outbound(
         machine=machine,
         machine_message=message,
         ring_timeout_s=ring_timeout or 30,
+        provider=provider,
         instruction_template=instruction,
         greeting_template=greeting,
     )

@@ -1,6 +1,8 @@
-"""Outbound calls: ``POST /admin/api/calls`` places one through Twilio; Twilio's callbacks run and record it.
+"""Outbound calls: ``POST /admin/api/calls`` places one through the plan's provider; Twilio's callbacks.
 
-Flow (Twilio's documents are cited in gateway/telephony/twilio_calls.py):
+The admin API is the same whoever places the call (``[outbound] provider``: a :class:`Dialer` each);
+Telnyx's side of the flow is gateway/server/outbound_telnyx.py. Twilio's flow (its documents are
+cited in gateway/telephony/twilio_calls.py):
 
 1. The admin API checks the request against the dialplan's ``[outbound]`` table (parameters, caller id,
    calling hours in the callee's time zone, concurrent calls), signs it into a token
@@ -18,13 +20,13 @@ Flow (Twilio's documents are cited in gateway/telephony/twilio_calls.py):
    once the greeting ended (the model says it, then the call hangs up), hang up, or carry on.
 
 Record events of outbound calls use sequence numbers from :data:`EVENT_SEQ` up, apart from the call's
-own (which count from 1): a status reported twice is written once, whichever replica receives it.
+own (which count from 1): a status reported twice is written once, whichever replica receives it
+(gateway/server/outbound_state.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import re
 import secrets
 import time
@@ -36,19 +38,10 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDict
 
-from gateway.bridge.call import CallBridge
 from gateway.dialplan.model import Dialplan
-from gateway.dialplan.outbound import (
-    OutboundRefusal,
-    call_values,
-    hours_refusal,
-    machine_message,
-    plan_for_call,
-    zone,
-)
+from gateway.dialplan.outbound import OutboundRefusal, call_values, hours_refusal, zone
 from gateway.errors import AuthError, ToolError
 from gateway.log import call_logger
-from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecord, Usage
 from gateway.security.inputs import webhook_identity_problem
 from gateway.security.outbound_tokens import (
     CALLBACK_TTL_S,
@@ -58,10 +51,23 @@ from gateway.security.outbound_tokens import (
     OutboundTokens,
 )
 from gateway.security.tokens import TOKEN_PARAMETER
+from gateway.server import outbound_telnyx
 from gateway.server.access import local_operator, require_admin
 from gateway.server.media import Refused, accept_call, public_base, ws_url
-from gateway.server.outbound_state import OUTBOUND, OutboundCalls
-from gateway.server.state import CALLS, DIALPLANS, HTTP_CLIENT, LIMITS, OBSERVABILITY, SETTINGS, STREAM_TOKENS
+from gateway.server.outbound_state import (
+    AMD_SEQ,
+    EVENT_SEQ,
+    OUTBOUND,
+    Dialer,
+    DialRefused,
+    DialRequest,
+    OutboundCalls,
+    call_plan,
+    leave_or_hang_up,
+    record_event,
+    record_unrun,
+)
+from gateway.server.state import DIALPLANS, HTTP_CLIENT, LIMITS, OBSERVABILITY, SETTINGS, STREAM_TOKENS
 from gateway.server.twilio import MEDIA_PATH, UNSIGNED_REFUSAL
 from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio_calls import (
@@ -82,11 +88,6 @@ API_PATH = "/admin/api/calls"
 ANSWER_PATH = "/twilio/outbound"
 STATUS_PATH = "/twilio/outbound/status"
 AMD_PATH = "/twilio/outbound/amd"
-#: First record-event seq of outbound events: the dial request; then one per CallStatus, then AMD.
-EVENT_SEQ = 1_000_000
-_AMD_SEQ = EVENT_SEQ + 100
-#: How long the AMD callback waits for the call's media stream to start, when it comes first.
-BRIDGE_WAIT_S = 5.0
 #: Every ``AnsweredBy`` Twilio documents.
 ANSWERED_BY = frozenset(
     {
@@ -115,6 +116,7 @@ def setup_outbound(app: web.Application, secret: bytes) -> None:
     app.router.add_post(ANSWER_PATH, answer)
     app.router.add_post(STATUS_PATH, status)
     app.router.add_post(AMD_PATH, amd)
+    app.router.add_post(outbound_telnyx.WEBHOOK_PATH, outbound_telnyx.webhook)
 
 
 # --- the admin API ---------------------------------------------------------------------------------
@@ -157,9 +159,9 @@ async def place_call(request: web.Request) -> web.Response:
         return _refuse(exc.field, exc.message, exc.status)
     outbound = plan.outbound
     assert outbound is not None  # _check_request refused plans without [outbound]
-    rest = _rest(app)
-    if rest is None:
-        return _refuse(None, "placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN", 503)
+    dialer = DIALERS[outbound.provider]
+    if (unavailable := dialer.unavailable(app)) is not None:
+        return _refuse(None, unavailable, 503)
     if app[OBSERVABILITY].draining:
         return _refuse(None, "the gateway is shutting down and places no new calls", 503)
     calls = app[OUTBOUND]
@@ -187,50 +189,72 @@ async def place_call(request: web.Request) -> web.Response:
     )
     base = app[SETTINGS].public_url or public_base(request)
     query = f"?{QUERY_PARAMETER}={quote(token, safe='')}"
-    form = create_call_form(
-        to=to,
-        from_=from_,
-        url=base + ANSWER_PATH + query,
-        status_callback=base + STATUS_PATH + query,
-        amd_callback=base + AMD_PATH + query if outbound.machine != "continue" else None,
-        # To leave a message the verdict must wait for the beep; to hang up, the first guess will do.
-        detect_message_end=outbound.machine == "message",
-        timeout_s=outbound.ring_timeout_s,
-    )
     try:
-        reply = await rest.create_call(form)
-    except RestRefused as exc:
+        call_sid, call_status = await dialer.dial(app, DialRequest(plan, to, from_, base, query))
+    except DialRefused as exc:
         calls.release(key)
-        field = next((_FIELD_OF_CODE[c] for c in exc.codes if c in _FIELD_OF_CODE), None)
-        return _refuse(
-            field, f"Twilio refused the call: {_twilio_detail(exc)}", 502, twilio_codes=list(exc.codes)
-        )
-    except ToolError:
-        calls.release(key)
-        return _refuse(None, "Twilio could not be reached; the call was not placed", 502)
-    call_sid = str(reply.get("sid", ""))
-    if webhook_identity_problem(call_sid, to, from_) is not None:
-        calls.release(key)
-        log.error(
-            "Twilio answered the call request without a usable call SID", extra={"reply_keys": sorted(reply)}
-        )
-        return _refuse(None, "Twilio's answer had no call SID; the call may or may not have been placed", 502)
+        return _refuse(exc.field, exc.message, 502, **exc.extra)
     calls.placed(key, call_sid)
-    _event(app, call_sid, EVENT_SEQ, "outbound", {
+    record_event(app, call_sid, EVENT_SEQ, "outbound", {
         "to": to, "from": from_, "dialplan": plan.name, "params": dict(values), "timezone": tz_name,
-        "machine": outbound.machine, "amd": outbound.machine != "continue",
+        "machine": outbound.machine, "amd": outbound.machine != "continue", "provider": outbound.provider,
     })  # fmt: skip
     log.info(
         "outbound call placed",
         extra={"call_sid": call_sid, "to": to, "from": from_, "dialplan": plan.name, "peer": request.remote},
     )
-    doc = {"call_sid": call_sid, "status": reply.get("status", "queued"), "to": to, "from": from_,
-           "dialplan": plan.name}  # fmt: skip
+    doc = {"call_sid": call_sid, "status": call_status, "to": to, "from": from_, "dialplan": plan.name,
+           "provider": outbound.provider}  # fmt: skip
     return web.json_response(doc, status=201)
 
 
-def _twilio_detail(exc: RestRefused) -> str:
-    return f"HTTP {exc.status}" + (f", Twilio error {', '.join(exc.codes)}" if exc.codes else "")
+class _TwilioDialer:
+    """Twilio's ``Calls`` resource: ``Url`` (the answer), ``StatusCallback`` and async AMD point back here."""
+
+    def unavailable(self, app: web.Application) -> str | None:
+        return (
+            None if _rest(app) is not None else "placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        )
+
+    async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
+        rest = _rest(app)
+        outbound = call.plan.outbound
+        assert rest is not None
+        assert outbound is not None
+        form = create_call_form(
+            to=call.to,
+            from_=call.from_,
+            url=call.base + ANSWER_PATH + call.query,
+            status_callback=call.base + STATUS_PATH + call.query,
+            amd_callback=call.base + AMD_PATH + call.query if outbound.machine != "continue" else None,
+            # To leave a message the verdict must wait for the beep; to hang up, the first guess will do.
+            detect_message_end=outbound.machine == "message",
+            timeout_s=outbound.ring_timeout_s,
+        )
+        try:
+            reply = await rest.create_call(form)
+        except RestRefused as exc:
+            field = next((_FIELD_OF_CODE[c] for c in exc.codes if c in _FIELD_OF_CODE), None)
+            detail = f"HTTP {exc.status}" + (f", Twilio error {', '.join(exc.codes)}" if exc.codes else "")
+            raise DialRefused(
+                field, f"Twilio refused the call: {detail}", twilio_codes=list(exc.codes)
+            ) from None
+        except ToolError:
+            raise DialRefused(None, "Twilio could not be reached; the call was not placed") from None
+        call_sid = str(reply.get("sid", ""))
+        if webhook_identity_problem(call_sid, call.to, call.from_) is not None:
+            log.error(
+                "Twilio answered the call request without a usable call SID",
+                extra={"reply_keys": sorted(reply)},
+            )
+            raise DialRefused(
+                None, "Twilio's answer had no call SID; the call may or may not have been placed"
+            )
+        return call_sid, str(reply.get("status", "queued"))
+
+
+#: ``[outbound] provider`` → how its calls are placed.
+DIALERS: dict[str, Dialer] = {"twilio": _TwilioDialer(), "telnyx": outbound_telnyx.TelnyxDialer()}
 
 
 def _check_request(
@@ -324,18 +348,6 @@ async def _twilio_request(
     return {k: str(v) for k, v in form.items()}, claims
 
 
-def _plan(app: web.Application, claims: OutboundClaims) -> tuple[Dialplan, dict[str, str]] | None:
-    """The call's plan rendered with its parameters, or None when the plan changed beyond running it."""
-    plan = app[DIALPLANS].current.get(claims.dialplan)
-    if plan is None or plan.outbound is None:
-        return None
-    try:
-        values = call_values(plan.outbound, claims.params)
-    except OutboundRefusal:
-        return None
-    return plan_for_call(plan, values), values
-
-
 async def answer(request: web.Request) -> web.Response:
     """Twilio fetches the call's ``Url``: the callee answered. Same admission and media path as inbound."""
     form, claims = await _twilio_request(request, max_age_s=None)
@@ -350,13 +362,13 @@ async def answer(request: web.Request) -> web.Response:
     if not await guard.claim("outbound:" + claims.nonce, claims.issued_at + CALLBACK_TTL_S, now):
         clog.warning("outbound answer rejected: the answer URL was already used")
         raise web.HTTPForbidden(text="this answer URL was already used")
-    found = _plan(app, claims)
+    found = call_plan(app, claims)
     if found is None:
         clog.error(
             "outbound call answered but its dialplan can no longer run it",
             extra={"dialplan": claims.dialplan},
         )
-        _unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
+        record_unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
         return web.Response(text=say_hangup_twiml(), content_type="text/xml")
     plan, _ = found
     accepted = await accept_call(
@@ -365,7 +377,7 @@ async def answer(request: web.Request) -> web.Response:
     if isinstance(accepted, Refused):
         # Answered, but over capacity: the callee hears the fallback line; the record says why.
         reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
-        _unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
+        record_unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
         return web.Response(text=say_hangup_twiml(accepted.message), content_type="text/xml")
     bound = app[OUTBOUND].tokens.bind(claims, call_sid)
     stream_url = ws_url(public_base(request) + MEDIA_PATH)
@@ -396,46 +408,16 @@ async def status(request: web.Request) -> web.Response:
     ):
         if form.get(name):
             detail[key] = form[name][:64]
-    _event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(call_status), "call_status", detail)
+    record_event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(call_status), "call_status", detail)
     if call_status in NEVER_CONNECTED:
         by = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}[
             call_status
         ]
-        _unrun(app, call_sid, claims, by, f"not connected: {call_status}")
+        record_unrun(app, call_sid, claims, by, f"not connected: {call_status}")
     if call_status in TERMINAL:
         app[OUTBOUND].release(call_sid)
     log.info("outbound call status", extra={"call_sid": call_sid, "status": call_status})
     return web.Response(status=204)
-
-
-def _unrun(app: web.Application, call_sid: str, claims: OutboundClaims, by: str, reason: str) -> None:
-    """A record for a call no media stream ran for (unanswered, or refused): whom it was for, and why."""
-    writer = app[OBSERVABILITY].writer
-    if writer is None:
-        return
-    plan = app[DIALPLANS].current.get(claims.dialplan)
-    writer.submit(
-        CallOpened(
-            call_id=call_sid,
-            stream_id="",
-            from_number=claims.from_,
-            to_number=claims.to,
-            dialplan=claims.dialplan,
-            dialplan_version=plan.version if plan is not None else "",
-            started_at=claims.issued_at,
-            instance=writer.instance,
-        )
-    )
-    writer.submit(
-        CallClosed(
-            call_id=call_sid,
-            ended_at=time.time(),
-            ended_by=by,
-            end_reason=reason,
-            usage=Usage(),
-            stats={"outbound": True, "connected": False},
-        )
-    )
 
 
 async def amd(request: web.Request) -> web.Response:
@@ -448,63 +430,26 @@ async def amd(request: web.Request) -> web.Response:
         or answered_by not in ANSWERED_BY
     ):
         raise web.HTTPBadRequest(text="CallSid and an AnsweredBy Twilio documents are required")
-    clog = log.bind(call_sid=call_sid)
     detail: dict[str, Any] = {"answered_by": answered_by}
     if form.get("MachineDetectionDuration", "").isdigit():
         detail["detection_ms"] = int(form["MachineDetectionDuration"][:9])
-    found = _plan(app, claims)
+    found = call_plan(app, claims)
     action = "continue"
-    if found is not None and (answered_by in AMD_MACHINE or answered_by == AMD_FAX):
-        plan, values = found
-        assert plan.outbound is not None
-        action = "hangup" if answered_by == AMD_FAX else plan.outbound.machine
-        if action != "continue":
-            bridge = await _bridge(app, call_sid)
-            if bridge is None:
-                clog.warning(
-                    "answering machine detected, but the call is not running here", extra={"action": action}
-                )
-                action = "none: call not running here"
-            elif action == "message":
-                text = machine_message(plan, values) or ""
-                if not bridge.wind_down(text, f"answering machine ({answered_by}): message left"):
-                    action = "none: call already ending"
-            else:
-                rest = _rest(app)
-                if rest is not None:
-                    try:
-                        await rest.hang_up(call_sid)
-                    except ToolError as exc:
-                        clog.warning("REST hang-up failed; closing the stream", extra={"error": str(exc)})
-                bridge.hang_up("gateway", f"answered by {answered_by}: hung up")
+    if (
+        found is not None
+        and found[0].outbound is not None
+        and (answered_by in AMD_MACHINE or answered_by == AMD_FAX)
+    ):
+        rest = _rest(app)
+        action = await leave_or_hang_up(
+            app,
+            call_sid,
+            claims,
+            verdict=answered_by,
+            action="hangup" if answered_by == AMD_FAX else found[0].outbound.machine,
+            hang_up=None if rest is None else functools.partial(rest.hang_up, call_sid),
+        )
     detail["action"] = action
-    _event(app, call_sid, _AMD_SEQ, "answered_by", detail)
-    clog.info("answering machine detection", extra=detail)
+    record_event(app, call_sid, AMD_SEQ, "answered_by", detail)
+    log.info("answering machine detection", extra={"call_sid": call_sid, **detail})
     return web.Response(status=204)
-
-
-async def _bridge(app: web.Application, call_sid: str) -> CallBridge | None:
-    """The call's bridge, waiting a little for its media stream when the verdict came first."""
-    calls = app[CALLS]
-    if (bridge := calls.active.get(call_sid)) is not None:
-        return bridge
-    started = asyncio.Event()
-
-    def watch(bridge: CallBridge, running: bool) -> None:
-        if running and bridge.info.call_sid == call_sid:
-            started.set()
-
-    calls.watchers.append(watch)
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(BRIDGE_WAIT_S):
-                await started.wait()
-    finally:
-        calls.watchers.remove(watch)
-    return calls.active.get(call_sid)
-
-
-def _event(app: web.Application, call_id: str, seq: int, kind: str, detail: Mapping[str, Any]) -> None:
-    writer = app[OBSERVABILITY].writer
-    if writer is not None:
-        writer.submit(EventAdded(call_id, EventRecord(seq, time.time(), kind, dict(detail))))

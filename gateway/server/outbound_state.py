@@ -7,24 +7,56 @@ The concurrency count is this process's: a call counts from the dial request unt
 over (a terminal status callback), or until it could not possibly still be running. With several
 replicas each counts its own dials (the callbacks come back through the load balancer, so a
 terminal status may free a place on another replica only once its deadline passes).
+
+What every provider's callbacks do alike lives here too: the record events of an outbound call (from
+:data:`EVENT_SEQ` up, so a status reported twice is written once, whichever replica receives it), the
+record of a call no stream ran for, the plan a callback's token names, and what a machine gets.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.bridge.call import CallBridge
 from gateway.dialplan.model import Dialplan
-from gateway.dialplan.outbound import OutboundRefusal, call_values, plan_for_call
-from gateway.errors import AuthError
-from gateway.security.outbound_tokens import STREAM_PARAMETER, OutboundTokens
-from gateway.server.state import DIALPLANS
+from gateway.dialplan.outbound import OutboundRefusal, call_values, machine_message, plan_for_call
+from gateway.errors import AuthError, ToolError
+from gateway.log import call_logger
+from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecord, Usage
+from gateway.security.outbound_tokens import STREAM_PARAMETER, OutboundClaims, OutboundTokens
+from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY
 from gateway.telephony.events import CallStarted
 
-__all__ = ["OUTBOUND", "OutboundCalls", "stream_plan"]
+__all__ = [
+    "AMD_SEQ",
+    "EVENT_SEQ",
+    "OUTBOUND",
+    "DialRefused",
+    "DialRequest",
+    "Dialer",
+    "OutboundCalls",
+    "call_plan",
+    "leave_or_hang_up",
+    "plan_from_token",
+    "record_event",
+    "record_unrun",
+    "stream_plan",
+]
+
+#: First record-event seq of outbound events: the dial request; then one per call status, then AMD.
+EVENT_SEQ = 1_000_000
+AMD_SEQ = EVENT_SEQ + 100
+#: How long an AMD verdict waits for the call's media stream to start, when it comes first.
+BRIDGE_WAIT_S = 5.0
+
+log = call_logger("gateway.outbound")
 
 
 @dataclass(slots=True)
@@ -67,6 +99,43 @@ class OutboundCalls:
 OUTBOUND = web.AppKey("outbound", OutboundCalls)
 
 
+@dataclass(frozen=True, slots=True)
+class DialRequest:
+    """A call the admin API has checked and counted, for a provider to place."""
+
+    plan: Dialplan
+    to: str
+    from_: str
+    #: The gateway's public ``scheme://host``, which the provider's callbacks reach.
+    base: str
+    #: ``?t=TOKEN``: the call's signed token, on every callback URL.
+    query: str
+
+
+class DialRefused(Exception):
+    """The provider did not place the call: ``field`` names what to fix when the provider said."""
+
+    def __init__(self, field: str | None, message: str, **extra: Any) -> None:
+        self.field, self.message, self.extra = field, message, extra
+        super().__init__(message)
+
+
+class Dialer(Protocol):
+    """One provider's way of placing calls (``[outbound] provider`` picks it)."""
+
+    def unavailable(self, app: web.Application) -> str | None:
+        """Why this gateway cannot place calls through the provider (missing credentials), or None."""
+        ...
+
+    async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
+        """Place ``call``; its id at the provider (the record's call id) and its first status.
+
+        Raises:
+            DialRefused: the provider refused it or could not be reached.
+        """
+        ...
+
+
 def stream_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
     """The plan of an outbound call's stream, rendered with its parameters; None for any other stream.
 
@@ -77,16 +146,128 @@ def stream_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
         AuthError: a token that does not verify for this call, or whose plan can no longer run it.
     """
     token = start.custom_parameters.get(STREAM_PARAMETER)
-    if token is None:
-        return None
-    outbound = request.app.get(OUTBOUND)
+    return None if token is None else plan_from_token(request.app, token, start.call_sid)
+
+
+def plan_from_token(app: web.Application, token: str, call_sid: str) -> Dialplan:
+    """The rendered plan a stream token bound to ``call_sid`` names (however the stream brought it).
+
+    Raises:
+        AuthError: a token that does not verify for this call, or whose plan can no longer run it.
+    """
+    outbound = app.get(OUTBOUND)
     if outbound is None:
         raise AuthError("outbound stream token on a gateway that places no calls")
-    claims = outbound.tokens.check_stream(token, call_sid=start.call_sid, now=time.time())
-    plan = request.app[DIALPLANS].current.get(claims.dialplan)
+    claims = outbound.tokens.check_stream(token, call_sid=call_sid, now=time.time())
+    plan = app[DIALPLANS].current.get(claims.dialplan)
     if plan is None or plan.outbound is None:
         raise AuthError(f"the call's dialplan {claims.dialplan!r} no longer places calls")
     try:
         return plan_for_call(plan, call_values(plan.outbound, claims.params))
     except OutboundRefusal as exc:
         raise AuthError(f"the call's parameters no longer fit its dialplan: {exc}") from None
+
+
+def call_plan(app: web.Application, claims: OutboundClaims) -> tuple[Dialplan, dict[str, str]] | None:
+    """The call's plan rendered with its parameters, or None when the plan changed beyond running it."""
+    plan = app[DIALPLANS].current.get(claims.dialplan)
+    if plan is None or plan.outbound is None:
+        return None
+    try:
+        values = call_values(plan.outbound, claims.params)
+    except OutboundRefusal:
+        return None
+    return plan_for_call(plan, values), values
+
+
+def record_event(app: web.Application, call_id: str, seq: int, kind: str, detail: Mapping[str, Any]) -> None:
+    """An event in the call's record (``seq`` from :data:`EVENT_SEQ` up: written once, however often)."""
+    writer = app[OBSERVABILITY].writer
+    if writer is not None:
+        writer.submit(EventAdded(call_id, EventRecord(seq, time.time(), kind, dict(detail))))
+
+
+def record_unrun(app: web.Application, call_sid: str, claims: OutboundClaims, by: str, reason: str) -> None:
+    """A record for a call no media stream ran for (unanswered, or refused): whom it was for, and why."""
+    writer = app[OBSERVABILITY].writer
+    if writer is None:
+        return
+    plan = app[DIALPLANS].current.get(claims.dialplan)
+    writer.submit(
+        CallOpened(
+            call_id=call_sid,
+            stream_id="",
+            from_number=claims.from_,
+            to_number=claims.to,
+            dialplan=claims.dialplan,
+            dialplan_version=plan.version if plan is not None else "",
+            started_at=claims.issued_at,
+            instance=writer.instance,
+        )
+    )
+    writer.submit(
+        CallClosed(
+            call_id=call_sid,
+            ended_at=time.time(),
+            ended_by=by,
+            end_reason=reason,
+            usage=Usage(),
+            stats={"outbound": True, "connected": False},
+        )
+    )
+
+
+async def leave_or_hang_up(
+    app: web.Application,
+    call_sid: str,
+    claims: OutboundClaims,
+    *,
+    verdict: str,
+    action: str,
+    hang_up: Callable[[], Awaitable[None]] | None,
+) -> str:
+    """Carry out what the plan wants for a machine (``message``: say it, then end; ``hangup``), on the
+    call's running bridge; what was done, as the record's ``action``. ``hang_up`` ends the call at the
+    provider (None: no credentials, so only the stream closes)."""
+    found = call_plan(app, claims)
+    if found is None or action == "continue":
+        return "continue"
+    plan, values = found
+    clog = log.bind(call_sid=call_sid)
+    bridge = await _running_bridge(app, call_sid)
+    if bridge is None:
+        clog.warning("answering machine detected, but the call is not running here", extra={"action": action})
+        return "none: call not running here"
+    if action == "message":
+        text = machine_message(plan, values) or ""
+        if not bridge.wind_down(text, f"answering machine ({verdict}): message left"):
+            return "none: call already ending"
+        return "message"
+    if hang_up is not None:
+        try:
+            await hang_up()
+        except ToolError as exc:
+            clog.warning("REST hang-up failed; closing the stream", extra={"error": str(exc)})
+    bridge.hang_up("gateway", f"answered by {verdict}: hung up")
+    return "hangup"
+
+
+async def _running_bridge(app: web.Application, call_sid: str) -> CallBridge | None:
+    """The call's bridge, waiting a little for its media stream when the verdict came first."""
+    calls = app[CALLS]
+    if (bridge := calls.active.get(call_sid)) is not None:
+        return bridge
+    started = asyncio.Event()
+
+    def watch(bridge: CallBridge, running: bool) -> None:
+        if running and bridge.info.call_sid == call_sid:
+            started.set()
+
+    calls.watchers.append(watch)
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BRIDGE_WAIT_S):
+                await started.wait()
+    finally:
+        calls.watchers.remove(watch)
+    return calls.active.get(call_sid)

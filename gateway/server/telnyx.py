@@ -25,10 +25,13 @@ from typing import Final, Literal
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.dialplan.model import Dialplan
 from gateway.errors import TelephonyProtocolError, ToolError
 from gateway.log import call_logger
+from gateway.security.outbound_tokens import STREAM_PARAMETER
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
+from gateway.server.outbound_state import plan_from_token
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.settings import Settings
 from gateway.telephony.events import CallStarted
@@ -63,12 +66,12 @@ def _public_key(encoded: str) -> Ed25519PublicKey:
     return load_public_key(encoded)
 
 
-def _e164(number: str) -> str:
+def e164(number: str) -> str:
     number = number.strip()
     return "+" + number if _BARE_NUMBER.fullmatch(number) else number
 
 
-def _authenticated(request: web.Request, body: bytes) -> bool:
+def authenticated(request: web.Request, body: bytes) -> bool:
     """Whether Telnyx signed ``body`` (True), or an unsigned request may be served anyway (False).
 
     Raises:
@@ -95,7 +98,7 @@ def _authenticated(request: web.Request, body: bytes) -> bool:
 async def voice_webhook(request: web.Request) -> web.Response:
     """A TeXML request (form) or a Call Control webhook (JSON): signature first, then the call."""
     body = await request.read()
-    verified = _authenticated(request, body)
+    verified = authenticated(request, body)
     if request.content_type == "application/json":
         return await _call_control(request, body, verified)
     if request.content_type == "application/x-www-form-urlencoded":
@@ -122,7 +125,7 @@ async def _texml(request: web.Request, verified: bool) -> web.Response:
     # A TeXML call's CallSid is its call_control_id (Telnyx's TeXML callbacks show ``v3:…`` for it), which
     # the stream's ``start`` carries: the token is bound to it.
     call_sid = params.get("CallSid", "")
-    to, from_ = _e164(params.get("To", "")), _e164(params.get("From", ""))
+    to, from_ = e164(params.get("To", "")), e164(params.get("From", ""))
     accepted = await accept_call(
         request,
         log,
@@ -153,13 +156,13 @@ async def _call_control(request: web.Request, body: bytes, verified: bool) -> we
     if event.event_type != "call.initiated" or event.direction != "incoming":
         log.debug("Call Control event", extra={"event": event.event_type, "call_sid": event.call_control_id})
         return web.Response(status=200)
-    rest = _rest(app)
+    rest = telnyx_rest(app)
     if rest is None:
         log.error(
             "Call Control call not answered: no TELNYX_API_KEY", extra={"call_sid": event.call_control_id}
         )
         raise web.HTTPServiceUnavailable(text=NO_API_KEY)
-    to, from_ = _e164(event.callee), _e164(event.caller)
+    to, from_ = e164(event.callee), e164(event.caller)
     call_sid = event.call_control_id
     accepted = await accept_call(
         request,
@@ -200,7 +203,14 @@ def _token(start: CallStarted, request: web.Request) -> str:
     return request.query.get(TOKEN_QUERY_PARAM, "")
 
 
-def _rest(app: web.Application) -> TelnyxCallControl | None:
+def _outbound_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
+    """An outbound call's stream (gateway/server/outbound_telnyx.py) names its rendered plan in its URL,
+    beside the stream token: Telnyx's ``start`` has no parameters the gateway can set."""
+    token = request.query.get(STREAM_PARAMETER)
+    return None if token is None else plan_from_token(request.app, token, start.call_sid)
+
+
+def telnyx_rest(app: web.Application) -> TelnyxCallControl | None:
     """Call Control needs ``TELNYX_API_KEY`` (to answer at all); TeXML calls use it to hang up and
     transfer. Without it a TeXML call ends when the stream closes (nothing follows ``<Connect>``)."""
     settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
@@ -216,7 +226,8 @@ ROUTE = StreamRoute(
     upgrade_refusal=_upgrade_refusal,
     token=_token,
     log=log,
-    rest=_rest,
+    rest=telnyx_rest,
+    plan=_outbound_plan,
 )
 media_stream = media_stream_handler(ROUTE)
 

@@ -70,12 +70,14 @@ from gateway.telephony.provider import PCMU_8K, AudioFormat, Capabilities
 from gateway.telephony.rest import RestRequest
 
 __all__ = [
+    "AMD_MODES",
     "DEFAULT_API_BASE",
     "REPLAY_WINDOW_S",
     "SIGNATURE_HEADER",
     "TEXML_CODECS",
     "TIMESTAMP_HEADER",
     "TOKEN_QUERY_PARAM",
+    "AmdMode",
     "CallControlEvent",
     "RestRequest",
     "TelnyxCodec",
@@ -365,6 +367,11 @@ class CallControlEvent:
     callee: str = ""
     direction: str = ""
     client_state: str | None = None
+    #: ``call.machine.*`` events: the verdict (``human``, ``machine``, ``not_sure``; ``beep_detected``…).
+    result: str = ""
+    #: ``call.hangup``: why (``normal_clearing``, ``user_busy``, ``timeout``…) and which side.
+    hangup_cause: str = ""
+    hangup_source: str = ""
 
 
 def parse_call_control_event(body: bytes) -> CallControlEvent:
@@ -398,16 +405,43 @@ def parse_call_control_event(body: bytes) -> CallControlEvent:
         callee=text("to"),
         direction=text("direction"),
         client_state=state if isinstance(state, str) else None,
+        result=text("result")[:64],
+        hangup_cause=text("hangup_cause")[:64],
+        hangup_source=text("hangup_source")[:64],
     )
 
 
 # --- REST, as request descriptions ---------------------------------------------------------------
+
+#: ``answering_machine_detection`` of the Dial command (Telnyx's "Answering Machine Detection" page):
+#: ``detect`` sends ``call.machine.detection.ended`` (``human``/``machine``/``not_sure``);
+#: ``greeting_end`` also ``call.machine.greeting.ended`` once a machine's greeting is over (silence or a
+#: beep: ``beep_detected``/``ended``/``not_sure``), which is when a message can be left.
+AmdMode = Literal["disabled", "detect", "greeting_end"]
+AMD_MODES: Final = ("disabled", "detect", "greeting_end")
 
 #: Telnyx API v2.
 DEFAULT_API_BASE: Final = "https://api.telnyx.com/v2"
 #: Call control ids look like ``v3:T02llQ…`` (base64url after a version prefix).
 _CALL_ID: Final = re.compile(r"[A-Za-z0-9:_.=-]{1,256}")
 _ACCOUNT_ID: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _stream_fields(stream_url: str, token: str, codec: str, command_id: str | None) -> dict[str, str]:
+    """The stream of a call, as ``answer``, ``streaming_start`` and Dial take it (the caller's track to
+    us, ours back in RTP mode, one codec both ways)."""
+    if codec not in _CODECS:
+        raise ConfigError(f"Telnyx stream codec must be PCMU, PCMA or L16, got {codec!r}")
+    body = {
+        "stream_url": stream_url_with_token(stream_url, token),
+        "stream_track": "inbound_track",
+        "stream_codec": codec,
+        "stream_bidirectional_mode": "rtp",
+        "stream_bidirectional_codec": codec,
+    }
+    if command_id is not None:
+        body["command_id"] = command_id
+    return body
 
 
 class TelnyxRest:
@@ -451,18 +485,61 @@ class TelnyxRest:
         ``stream_codec`` is set (not ``default``) so the stream is never in a codec the gateway cannot
         take; L16 runs at Telnyx's L16 rate, 16 kHz. ``command_id`` makes a retried answer harmless.
         """
-        if codec not in _CODECS:
-            raise ConfigError(f"Telnyx stream codec must be PCMU, PCMA or L16, got {codec!r}")
-        body: dict[str, str] = {
-            "stream_url": stream_url_with_token(stream_url, token),
-            "stream_track": "inbound_track",
-            "stream_codec": codec,
-            "stream_bidirectional_mode": "rtp",
-            "stream_bidirectional_codec": codec,
+        return self._action(call_control_id, "answer", _stream_fields(stream_url, token, codec, command_id))
+
+    def dial(
+        self,
+        *,
+        connection_id: str,
+        to: str,
+        from_: str,
+        webhook_url: str,
+        timeout_s: int,
+        machine_detection: AmdMode,
+        command_id: str | None = None,
+    ) -> RestRequest:
+        """Place an outbound call (Call Control "Dial", ``POST {base}/calls``; telnyx-python
+        ``types/call_dial_params.py``): every webhook of the call goes to ``webhook_url`` (the gateway's,
+        with the call's token), whatever the application's own URL. No stream yet: it is started on
+        ``call.answered`` (:meth:`streaming_start`), once the call has been admitted, as an inbound one is.
+        ``command_id`` makes a retried request harmless."""
+        if not connection_id.strip():
+            raise ConfigError("dialling through Telnyx needs TELNYX_CONNECTION_ID")
+        if machine_detection not in AMD_MODES:
+            raise ConfigError(f"not a Telnyx answering_machine_detection mode: {machine_detection!r}")
+        body: dict[str, str | int] = {
+            "connection_id": connection_id.strip(),
+            "to": to,
+            "from": from_,
+            "webhook_url": webhook_url,
+            "webhook_url_method": "POST",
+            "timeout_secs": timeout_s,
+            "answering_machine_detection": machine_detection,
         }
         if command_id is not None:
             body["command_id"] = command_id
-        return self._action(call_control_id, "answer", body)
+        headers = {
+            "Authorization": self._auth,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return RestRequest(
+            "POST", f"{self.base_url}/calls", headers, json.dumps(body, separators=(",", ":")).encode()
+        )
+
+    def streaming_start(
+        self,
+        call_control_id: str,
+        stream_url: str,
+        token: str,
+        *,
+        codec: Literal["PCMU", "PCMA", "L16"] = "PCMU",
+        command_id: str | None = None,
+    ) -> RestRequest:
+        """Stream an answered call both ways (``actions/streaming_start``): the fields of :meth:`answer`,
+        for a call the gateway placed (an outbound call is answered by the callee, not by a command)."""
+        body = _stream_fields(stream_url, token, codec, command_id)
+        return self._action(call_control_id, "streaming_start", body)
 
     def reject(
         self, call_control_id: str, *, cause: Literal["CALL_REJECTED", "USER_BUSY"] = "USER_BUSY"

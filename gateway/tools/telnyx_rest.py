@@ -1,5 +1,5 @@
 """Telnyx's Call Control API, the commands the gateway sends: answer (with the stream), reject, hang up,
-transfer.
+transfer; and for outbound calls, dial and start the stream.
 
 The requests themselves are built sans-I/O by :class:`gateway.telephony.telnyx.TelnyxRest`
 (``POST {base}/calls/{call_control_id}/actions/{action}``, ``Authorization: Bearer <API key>``, JSON);
@@ -21,7 +21,7 @@ import aiohttp
 
 from gateway.errors import ConfigError, ToolError
 from gateway.telephony.rest import RestRequest
-from gateway.telephony.telnyx import DEFAULT_API_BASE, TelnyxRest
+from gateway.telephony.telnyx import DEFAULT_API_BASE, AmdMode, TelnyxRest
 from gateway.tools import rest_call
 from gateway.tools.rest_call import RestRefused
 
@@ -57,6 +57,50 @@ class TelnyxCallControl:
         request = self._build(
             lambda: self._requests.answer(
                 call_control_id, stream_url, token, codec=codec, command_id="answer"
+            )
+        )
+        await self._send(request)
+
+    async def dial(
+        self,
+        *,
+        connection_id: str,
+        to: str,
+        from_: str,
+        webhook_url: str,
+        timeout_s: int,
+        machine_detection: AmdMode,
+    ) -> str:
+        """Place an outbound call; its ``call_control_id``.
+
+        Raises:
+            RestRefused: Telnyx refused the request (its error codes are in the exception).
+            ToolError: Telnyx could not be reached, or answered without a call_control_id.
+        """
+        request = self._build(
+            lambda: self._requests.dial(
+                connection_id=connection_id,
+                to=to,
+                from_=from_,
+                webhook_url=webhook_url,
+                timeout_s=timeout_s,
+                machine_detection=machine_detection,
+            )
+        )
+        reply = await self._send(request)
+        data = reply.get("data")
+        call_control_id = data.get("call_control_id") if isinstance(data, dict) else None
+        if not isinstance(call_control_id, str) or not call_control_id:
+            raise ToolError("Telnyx answered the dial request without a call_control_id")
+        return call_control_id
+
+    async def streaming_start(
+        self, call_control_id: str, stream_url: str, token: str, *, codec: Literal["PCMU", "PCMA", "L16"]
+    ) -> None:
+        """Start the bidirectional stream of an answered outbound call (fixed command id, as ``answer``)."""
+        request = self._build(
+            lambda: self._requests.streaming_start(
+                call_control_id, stream_url, token, codec=codec, command_id="stream"
             )
         )
         await self._send(request)
