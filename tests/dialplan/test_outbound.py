@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +38,7 @@ timezone = "America/New_York"
 machine = "message"
 machine_message = "Hi {name}, call us back."
 ring_timeout_s = 20
+provider = "telnyx"
 """
 
 
@@ -58,11 +60,16 @@ def test_an_outbound_plan_loads_with_its_templates_and_renders_defaults_for_inbo
     assert (outbound.params, dict(outbound.defaults)) == (("name", "when"), {"when": "soon"})
     assert outbound.hours == ((540, 720), (780, 1050))
     assert outbound.days == (0, 1, 2, 3, 4)
-    assert (outbound.timezone, outbound.machine, outbound.ring_timeout_s) == (
+    assert (outbound.timezone, outbound.machine, outbound.ring_timeout_s, outbound.provider) == (
         "America/New_York",
         "message",
         20,
+        "telnyx",
     )
+    # Without the key, Twilio places the calls, as before the key existed.
+    assert load_dialplan(
+        write(tmp_path, "t.toml", REMINDERS.replace('provider = "telnyx"\n', ""))
+    ).outbound == (dataclasses.replace(outbound, provider="twilio"))
 
 
 def test_a_call_renders_its_parameters_once(tmp_path: Path) -> None:
@@ -129,6 +136,7 @@ def test_load_errors_name_each_field(tmp_path: Path) -> None:
         timezone = "Mars/Base"
         machine = "voicemail"
         machine_message = "Hi"
+        provider = "plivo"
         colour = "red"
         """,
     )
@@ -142,6 +150,7 @@ def test_load_errors_name_each_field(tmp_path: Path) -> None:
     assert any(p.startswith("outbound.timezone: 'Mars/Base' is not an IANA time zone") for p in problems)
     assert any(p.startswith("outbound.machine: must be 'message', 'hangup' or 'continue'") for p in problems)
     assert "outbound.machine_message: only used with outbound.machine = 'message'" in problems
+    assert "outbound.provider: must be one of twilio, telnyx, not 'plivo'" in problems
     assert "system_instruction: uses {who}, which outbound.params does not declare" in problems
     assert any(p.startswith("greeting: lone '{'") for p in problems)
 

@@ -520,6 +520,61 @@ async def test_rest_requests_reach_a_stand_in_as_telnyx_expects() -> None:
     ]
 
 
+def test_dial_and_streaming_start_are_the_documented_requests() -> None:
+    """Dial: ``POST {base}/calls`` with the call's own webhook URL and the AMD mode; no stream (it starts
+    on ``call.answered``). ``streaming_start`` carries the stream fields ``answer`` does."""
+    rest = TelnyxRest("KEY", base_url="https://api.example.com/v2/")
+    dial = rest.dial(
+        connection_id=" 1234567890 ", to="+15551230000", from_="+15550100100", timeout_s=25,
+        webhook_url="https://gw.example.com/telnyx/outbound?t=abc", machine_detection="greeting_end",
+    )  # fmt: skip
+    assert (dial.method, dial.url) == ("POST", "https://api.example.com/v2/calls")
+    assert dial.headers["Authorization"] == "Bearer KEY"
+    assert json.loads(dial.body or b"") == {
+        "connection_id": "1234567890",
+        "to": "+15551230000",
+        "from": "+15550100100",
+        "webhook_url": "https://gw.example.com/telnyx/outbound?t=abc",
+        "webhook_url_method": "POST",
+        "timeout_secs": 25,
+        "answering_machine_detection": "greeting_end",
+    }
+    call_id = wire.new_call_control_id()
+    start = rest.streaming_start(
+        call_id, "wss://gw.example.com/telnyx/media?outbound=o.1", "tok", codec="L16"
+    )
+    assert wire.parse_action_path(urlsplit(start.url).path) == (call_id, "streaming_start")
+    stream = wire.parse_answer(start.body or b"")
+    assert parse_qs(urlsplit(stream.url).query) == {"outbound": ["o.1"], "token": ["tok"]}
+    assert (stream.codec, stream.bidirectional_mode, stream.bidirectional_codec) == ("L16", "rtp", "L16")
+    for attempt in (
+        lambda: rest.dial(connection_id=" ", to="+1", from_="+1", webhook_url="https://h", timeout_s=5,
+                          machine_detection="detect"),
+        lambda: rest.dial(connection_id="1", to="+1", from_="+1", webhook_url="https://h", timeout_s=5,
+                          machine_detection="premium"),  # type: ignore[arg-type]
+    ):  # fmt: skip
+        with pytest.raises(ConfigError):
+            attempt()
+
+
+def test_outbound_webhooks_say_the_verdict_and_the_hangup_cause() -> None:
+    """``call.machine.*`` carry ``result``; ``call.hangup`` its ``hangup_cause`` and ``hangup_source``."""
+
+    def event(event_type: str, **payload: str) -> bytes:
+        payload = {"call_control_id": "v3:abc", "from": "+15550100100", "to": "+15551230000"} | payload
+        return json.dumps({"data": {"event_type": event_type, "payload": payload}}).encode()
+
+    greeting = parse_call_control_event(event("call.machine.greeting.ended", result="beep_detected"))
+    assert (greeting.event_type, greeting.result, greeting.caller) == (
+        "call.machine.greeting.ended",
+        "beep_detected",
+        "+15550100100",
+    )
+    hangup = parse_call_control_event(event("call.hangup", hangup_cause="user_busy", hangup_source="callee"))
+    assert (hangup.hangup_cause, hangup.hangup_source, hangup.result) == ("user_busy", "callee", "")
+    assert len(parse_call_control_event(event("call.hangup", hangup_cause="x" * 500)).hangup_cause) == 64
+
+
 def test_rest_refuses_bad_arguments_before_any_request() -> None:
     """Unknown codecs, odd call ids, empty targets and non-DTMF digits never become requests."""
     rest = TelnyxRest("k")
