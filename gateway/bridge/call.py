@@ -155,6 +155,9 @@ class CallResult:
     fallback_ms: float | None = None
     #: Where a limit or the fallback transferred the call.
     transfer_to: str | None = None
+    #: The provider already ended the call or took it elsewhere (a REST hang-up or transfer that
+    #: succeeded): the media handler need not hang it up at the provider again.
+    released: bool = False
 
 
 @dataclass(frozen=True, slots=True)

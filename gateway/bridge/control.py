@@ -89,6 +89,7 @@ class BridgeControl:
             raise
         self.transferred_to = label
         self.bridge.result.transfer_to = number
+        self.bridge.result.released = True
         self.bridge.log.info("call transferred", extra={"target": label})
         # Recorded now (first reason wins), so the provider's `stop` that follows does not read as a hang-up.
         self.bridge._end(by, f"transferred to {label}")
@@ -146,6 +147,7 @@ class BridgeControl:
         if self.rest is not None:
             try:
                 await self.rest.hang_up(bridge.info.call_sid)
+                bridge.result.released = True
             except ToolError as exc:
                 # Closing the media stream still ends the call: nothing follows <Connect> in our TwiML.
                 bridge.log.warning("REST hang-up failed; closing the stream", extra={"error": str(exc)})

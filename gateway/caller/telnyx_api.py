@@ -6,6 +6,7 @@ A Call Control call is answered by a REST command, not by the webhook's reply, s
 must also serve its API: point the gateway's ``TELNYX_API_BASE`` at :attr:`TelnyxApi.base_url`. A test
 runs one for its whole duration (``async with TelnyxApi() as api``) and reads :attr:`TelnyxApi.commands`;
 ``gateway call --provider telnyx-callcontrol`` starts one for the call at the address it is given.
+:class:`gateway.caller.telnyx_network.TelnyxNetwork` extends it with Telnyx's Dial for outbound calls.
 
 Replies are Telnyx's shapes: ``{"data": {"result": "ok"}}``; errors ``{"errors": [{"code", "title",
 "detail"}]}`` with 401 (no Bearer key), 404 (unknown call), 422 (a call that has ended: code 90018, as
@@ -19,7 +20,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Any, Final, Self
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -66,8 +67,14 @@ class ApiCall:
             self.answered.set_result(None)
 
 
-def _error(status: int, title: str, *, code: str = "10015", detail: str = "") -> web.Response:
-    return web.json_response({"errors": [{"code": code, "title": title, "detail": detail}]}, status=status)
+def _error(
+    status: int, title: str, *, code: str = "10015", detail: str = "", pointer: str = ""
+) -> web.Response:
+    """Telnyx's error envelope; ``pointer`` names the offending field (JSON pointer, ``/to``)."""
+    error: dict[str, Any] = {"code": code, "title": title, "detail": detail}
+    if pointer:
+        error["source"] = {"pointer": pointer}
+    return web.json_response({"errors": [error]}, status=status)
 
 
 class TelnyxApi:
@@ -92,7 +99,7 @@ class TelnyxApi:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post(self.prefix + "/calls/{call_control_id}/actions/{action}", self._action)
+        self._routes(app)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
@@ -114,7 +121,11 @@ class TelnyxApi:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> TelnyxApi:
+    def _routes(self, app: web.Application) -> None:
+        """The API's routes (a subclass serving more of Telnyx's API adds its own)."""
+        app.router.add_post(self.prefix + "/calls/{call_control_id}/actions/{action}", self._action)
+
+    async def __aenter__(self) -> Self:
         await self.start()
         self._users += 1
         return self
@@ -128,10 +139,16 @@ class TelnyxApi:
         call = self.calls[call_control_id] = ApiCall()
         return call
 
-    async def _action(self, request: web.Request) -> web.Response:
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """Telnyx's 401 when the request lacks the Bearer API key (or, when one is set, that key)."""
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
         if scheme != "Bearer" or not key.strip() or (self.api_key and key.strip() != self.api_key):
             return _error(401, "Authentication failed", code="10009", detail="Bearer API key required")
+        return None
+
+    async def _action(self, request: web.Request) -> web.Response:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         call_id, action = request.match_info["call_control_id"], request.match_info["action"]
         raw = await request.read()
         try:
@@ -154,8 +171,7 @@ class TelnyxApi:
             return _error(422, "Invalid parameter", detail=problem)
         return web.json_response({"data": {"result": "ok"}})
 
-    @staticmethod
-    def _act(call: ApiCall, action: str, body: dict[str, Any], raw: bytes) -> str | None:
+    def _act(self, call: ApiCall, action: str, body: dict[str, Any], raw: bytes) -> str | None:
         """Carry out one command; what Telnyx would refuse about it, or None."""
         match action:
             case "answer":

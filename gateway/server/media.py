@@ -28,7 +28,7 @@ from gateway.bridge.call import CallBridge, CallInfo, DirectSend
 from gateway.bridge.resilience import live_session_for_call, transcript_lines
 from gateway.bridge.setup import session_config
 from gateway.dialplan.model import Dialplan
-from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyProtocolError
+from gateway.errors import AuthError, GatewayError, LiveSessionError, TelephonyProtocolError, ToolError
 from gateway.gemini.messages import SessionConfig
 from gateway.gemini.session import LiveSession
 from gateway.log import CallLogger, bind_call_context, reset_call_context
@@ -533,6 +533,19 @@ async def _run_call(
         # The stream's own hang-up (Asterisk's HANGUP, AudioSocket's 0x00) before the socket closes.
         with contextlib.suppress(ConnectionError):
             await link.send([commands.hangup_frame()])
+    if (
+        link.rest is not None
+        and codec.capabilities.hangup == "rest"
+        and result.ended_by != "caller"
+        and not result.released
+        and not transport.closed
+    ):
+        # Where a call outlives its stream (Telnyx Call Control keeps a call whose socket closed), the
+        # gateway's end of the call is the provider's too: hung up by REST, then the socket is closed.
+        try:
+            await link.rest.hang_up(start.call_sid)
+        except ToolError as exc:
+            clog.warning("REST hang-up at the end of the call failed", extra={"error": str(exc)})
     if not transport.closed:
         await transport.close(code=close_code, message=close_message)
     clog.info("transcript", extra={"turns": result.transcript})

@@ -246,6 +246,7 @@ async def leave_or_hang_up(
     if hang_up is not None:
         try:
             await hang_up()
+            bridge.result.released = True
         except ToolError as exc:
             clog.warning("REST hang-up failed; closing the stream", extra={"error": str(exc)})
     bridge.hang_up("gateway", f"answered by {verdict}: hung up")

@@ -266,6 +266,23 @@ async def test_call_control_end_call_hangs_up_by_command(
     assert [c.action for c in api.commands] == ["answer", "hangup"]
 
 
+async def test_call_control_call_the_gateway_ends_is_hung_up_at_telnyx(
+    make_gateway: GatewayFactory, api: TelnyxApi, dialplan_dir: Path
+) -> None:
+    """A call the gateway ends on its own (here the plan's duration limit, after its goodbye) is hung up
+    through Telnyx's API too: on Call Control the closed stream alone would leave the caller in silence."""
+    (dialplan_dir / "default.toml").write_text(
+        'default = true\nsystem_instruction = "Support."\ngreeting = "Greet the caller."\n'
+        '[limits]\nmax_duration_s = 3\nmax_duration_say = "Goodbye!"\n'
+    )
+    gw = await telnyx_gateway(make_gateway, api)
+    report = await place_call(options(gw, api, call_control=True, max_duration_s=20.0))
+    assert report.ended_by == "gateway"
+    assert report.protocol_errors == []
+    assert [c.action for c in api.commands] == ["answer", "hangup"]  # once, before the stream closed
+    assert api.commands[1].call_control_id == report.call_sid
+
+
 async def _signed_post(url: str, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, str]:
     async with (
         aiohttp.ClientSession() as http,
