@@ -2,9 +2,10 @@
 """Outbound call set-up: from ``gateway dial`` to the callee hearing the bot's first word, on loopback.
 
 The bench process runs the Gemini emulator (``wss://``, a throw-away CA trusted through ``SSL_CERT_FILE``)
-and the simulated phone network (gateway/caller/network.py, Twilio's ``Calls`` API); ``gateway serve``
-runs as a subprocess pointed at both (``TWILIO_API_BASE``). Each call dials a person's number one of
-two ways, in turn:
+and the simulated phone network: Twilio's ``Calls`` API (gateway/caller/network.py), or with
+``--provider telnyx`` Telnyx Call Control's Dial (gateway/caller/telnyx_network.py: signed webhooks,
+``streaming_start`` on ``call.answered``); ``gateway serve`` runs as a subprocess pointed at both
+(``TWILIO_API_BASE`` / ``TELNYX_API_BASE``). Each call dials a person's number one of two ways, in turn:
 
 * ``cli``: the ``gateway dial`` command as a user runs it (a new Python process: start-up included);
 * ``api``: ``POST /admin/api/calls`` from this process (what the command does once started).
@@ -14,7 +15,7 @@ The phone rings ``--ring`` seconds (default 0: the gateway's and the emulator's 
 phone rings for seconds, which adds as it is). The emulator's greeting starts after its usual
 first-audio delay, as for an inbound call.
 
-    python bench/outbound.py [--calls 10] [--ring 0] [--json]
+    python bench/outbound.py [--calls 10] [--ring 0] [--provider twilio|telnyx] [--json]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if str(ROOT) not in sys.path:
 import aiohttp  # noqa: E402 - after the path fix-up so a fresh clone runs as is
 
 from gateway.caller.network import PhoneNetwork  # noqa: E402
+from gateway.caller.telnyx_network import TelnyxNetwork  # noqa: E402
 from gateway.emulator import Emulator, Scenario  # noqa: E402
 from gateway.emulator.pki import make_pki  # noqa: E402
 from gateway.server.dial import dial  # noqa: E402
@@ -46,6 +48,8 @@ from gateway.server.dial import dial  # noqa: E402
 ACCOUNT = "AC" + "0" * 32
 AUTH_TOKEN = "bench-auth-token-not-a-secret"
 ADMIN_TOKEN = "bench-admin-token-not-a-secret"
+TELNYX_KEY = "bench-telnyx-key-not-a-secret"
+TELNYX_CONNECTION = "1234567890123456789"
 PLAN = """
 default = true
 system_instruction = "You answer calls."
@@ -55,6 +59,7 @@ name = "reminders"
 system_instruction = "You call {customer_name} about their appointment."
 greeting = "Say: 'Hello {customer_name}, this is Acme.'"
 [outbound]
+provider = "{provider}"
 params = ["customer_name"]
 caller_id = "+15550100100"
 machine = "message"
@@ -69,20 +74,18 @@ def _free_port() -> int:
 
 
 async def _start_gateway(
-    tmp: Path, port: int, emulator: str, ca_file: Path, network: str
+    tmp: Path, port: int, emulator: str, ca_file: Path, provider_env: dict[str, str]
 ) -> asyncio.subprocess.Process:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_", "SSL_CERT_"))
+        if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_", "TELNYX_", "SSL_CERT_"))
     }
     env |= {
         "GEMINI_API_KEY": "bench-key-not-a-secret",
         "GEMINI_BASE_URL": emulator,
         "SSL_CERT_FILE": str(ca_file),
-        "TWILIO_ACCOUNT_SID": ACCOUNT,
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_API_BASE": network,
+        **provider_env,
         "GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN,
         "GATEWAY_DATA_DIR": str(tmp / "data"),
         "GATEWAY_LOG_LEVEL": "WARNING",
@@ -123,7 +126,7 @@ async def _cli_dial(gateway: str, to: str) -> str:
     return out.decode().rsplit("call ", 1)[-1].strip()
 
 
-async def _one(network: PhoneNetwork, gateway: str, how: str) -> float | None:
+async def _one(network: PhoneNetwork | TelnyxNetwork, gateway: str, how: str) -> float | None:
     started = time.monotonic()
     if how == "cli":
         sid = await _cli_dial(gateway, "+15551230001")
@@ -131,7 +134,7 @@ async def _one(network: PhoneNetwork, gateway: str, how: str) -> float | None:
         placed = await dial(gateway, to="+15551230001", dialplan="reminders", params={"customer_name": "Ada"},
                             token=ADMIN_TOKEN)  # fmt: skip
         sid = str(placed["call_sid"])
-    call = network.calls[sid]
+    call = network.calls[sid] if isinstance(network, PhoneNetwork) else network.dialled[sid]
     deadline = time.monotonic() + 15
     while call.first_audio_at is None and not call.done.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
@@ -159,17 +162,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = Path(name)
         (tmp / "dialplans").mkdir()
         (tmp / "dialplans" / "default.toml").write_text(PLAN)
-        (tmp / "dialplans" / "reminders.toml").write_text(OUTBOUND)
+        (tmp / "dialplans" / "reminders.toml").write_text(OUTBOUND.replace("{provider}", args.provider))
         pki = make_pki(tmp / "pki")
         port = _free_port()
         gateway = f"http://127.0.0.1:{port}"
         results: dict[str, list[float]] = {"cli": [], "api": []}
         failures = 0
-        async with (
-            Emulator(Scenario(), record=False, ssl_context=pki.server_context()) as emulator,
-            PhoneNetwork(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, ring_s=args.ring) as network,
-        ):
-            proc = await _start_gateway(tmp, port, emulator.base_url, pki.ca_file, network.base_url)
+        network: PhoneNetwork | TelnyxNetwork
+        if args.provider == "telnyx":
+            network = TelnyxNetwork(api_key=TELNYX_KEY, connection_id=TELNYX_CONNECTION, ring_s=args.ring)
+            provider_env = {"TELNYX_API_KEY": TELNYX_KEY, "TELNYX_PUBLIC_KEY": network.public_key,
+                            "TELNYX_CONNECTION_ID": TELNYX_CONNECTION}  # fmt: skip
+        else:
+            network = PhoneNetwork(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, ring_s=args.ring)
+            provider_env = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
+        async with Emulator(Scenario(), record=False, ssl_context=pki.server_context()) as emulator, network:
+            api_base = "TELNYX_API_BASE" if args.provider == "telnyx" else "TWILIO_API_BASE"
+            provider_env[api_base] = network.base_url
+            proc = await _start_gateway(tmp, port, emulator.base_url, pki.ca_file, provider_env)
             try:
                 await _one(network, gateway, "api")  # warm-up, not counted
                 for i in range(args.calls):
@@ -192,6 +202,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     proc.kill()
                     await proc.wait()
     return {
+        "provider": args.provider,
         "calls_per_kind": args.calls,
         "ring_s": args.ring,
         "first_word_ms": {
@@ -206,13 +217,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--ring", type=float, default=0.0, help="seconds the phone rings (default 0)")
+    parser.add_argument("--provider", choices=("twilio", "telnyx"), default="twilio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"dial → callee hears the first word ({args.calls} calls each, phone rings {args.ring:g} s):")
+        print(
+            f"dial → callee hears the first word ({args.provider}, {args.calls} calls each, "
+            f"phone rings {args.ring:g} s):"
+        )
         for how, stats in result["first_word_ms"].items():
             print(f"  {how:28s} median {stats['median']} ms, p90 {stats['p90']} ms")
         if result["failures"]:

@@ -551,6 +551,12 @@ class PhoneNetwork:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the network's arguments."""
+    parser.add_argument(
+        "--provider",
+        choices=("twilio", "telnyx"),
+        default="twilio",
+        help="whose API the network serves: Twilio's Calls (default) or Telnyx Call Control's Dial",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="listen port (default 8765)")
     parser.add_argument(
@@ -568,6 +574,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C."""
+    behaviours: dict[str, Behaviour] = {}
+    for behaviour in BEHAVIOURS:
+        for number in getattr(args, behaviour.replace("-", "_")):
+            if not _E164.fullmatch(number):
+                print(f"gateway network: --{behaviour} {number!r} is not an E.164 number", file=sys.stderr)
+                return 2
+            behaviours[number] = behaviour
+    if args.provider == "telnyx":
+        return _run_telnyx(args, behaviours)
     account = os.environ.get("TWILIO_ACCOUNT_SID", "")
     token = os.environ.get("TWILIO_AUTH_TOKEN", "")
     if not account or not token:
@@ -577,13 +592,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    behaviours: dict[str, Behaviour] = {}
-    for behaviour in BEHAVIOURS:
-        for number in getattr(args, behaviour.replace("-", "_")):
-            if not _E164.fullmatch(number):
-                print(f"gateway network: --{behaviour} {number!r} is not an E.164 number", file=sys.stderr)
-                return 2
-            behaviours[number] = behaviour
 
     async def serve() -> None:
         network = PhoneNetwork(
@@ -592,6 +600,43 @@ def run(args: argparse.Namespace) -> int:
         base = await network.start(args.host, args.port)
         print(f"simulated phone network on {base}: start the gateway with TWILIO_API_BASE={base}")
         print("numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 failed; others a person")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await network.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+def _run_telnyx(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> int:
+    """Serve Telnyx Call Control's Dial (gateway/caller/telnyx_network.py) until Ctrl-C."""
+    from gateway.caller.telnyx_network import TelnyxNetwork  # it builds on this module
+
+    api_key = os.environ.get("TELNYX_API_KEY", "")
+    if not api_key:
+        print(
+            "gateway network --provider telnyx: set TELNYX_API_KEY to any value, the same for the gateway "
+            "(the network checks the Bearer key the gateway sends)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def serve() -> None:
+        network = TelnyxNetwork(
+            api_key=api_key,
+            ring_s=args.ring,
+            behaviours=behaviours,
+            on_event=print,
+            host=args.host,
+            port=args.port,
+        )
+        await network.start()
+        base = network.base_url
+        print(f"simulated Telnyx network on {base}: start the gateway with")
+        print(f"  TELNYX_API_BASE={base} TELNYX_PUBLIC_KEY={network.public_key} TELNYX_CONNECTION_ID=any")
+        print("numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 rejected; others a person")
         try:
             await asyncio.Event().wait()
         finally:

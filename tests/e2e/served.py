@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,16 @@ class Served:
             return [dict(r) for r in db.execute("SELECT * FROM calls ORDER BY started_at")]
 
 
-async def serve(emulator: Emulator, tmp_path: Path, **env_vars: str) -> Served:
-    """``gateway serve`` on a free loopback port, reaching ``emulator`` over verified wss://; ready."""
+async def serve(
+    emulator: Emulator, tmp_path: Path, *, dialplans: Mapping[str, str] | None = None, **env_vars: str
+) -> Served:
+    """``gateway serve`` on a free loopback port, reaching ``emulator`` over verified wss://; ready.
+    ``dialplans``: more plans (name → TOML) beside the default one."""
     plans = tmp_path / "dialplans"
     plans.mkdir()
     (plans / "default.toml").write_text(DEFAULT_PLAN)
+    for name, text in (dialplans or {}).items():
+        (plans / f"{name}.toml").write_text(text)
     port, data = free_port(), tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GOOGLE_", "GATEWAY_"))}
     env |= {

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,12 +25,14 @@ import pytest
 from gateway.caller import wire_telnyx as wire
 from gateway.caller.telnyx_network import TelnyxNetwork
 from gateway.emulator import Emulator
+from gateway.emulator.pki import TestPKI
 from gateway.records.model import CallRecord
 from gateway.server.dial import DialRefused, dial
 from gateway.server.outbound_state import OUTBOUND
 from gateway.server.state import OBSERVABILITY
 
 from .conftest import Gateway, GatewayFactory
+from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -281,3 +285,49 @@ async def test_without_a_connection_id_telnyx_calls_are_refused_naming_the_setti
     assert refused.value.status == 503
     assert "TELNYX_CONNECTION_ID" in str(refused.value)
     assert network.requests == []
+
+
+async def test_the_readmes_telnyx_try_out_with_real_processes(trust_test_ca: TestPKI, tmp_path: Path) -> None:
+    """The README's way to try Telnyx outbound with no account, as separate processes: ``gateway network
+    --provider telnyx`` (its printed settings given to the gateway as they are), ``gateway serve``, and
+    ``gateway dial --wait`` printing the conversation."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "TELNYX_"))}
+    network = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "network", "--provider", "telnyx", "--port", str(port),
+        "--ring", "0.2", env=env | {"TELNYX_API_KEY": API_KEY},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert network.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            lines = [(await network.stdout.readline()).decode() for _ in range(2)]
+        # "  TELNYX_API_BASE=… TELNYX_PUBLIC_KEY=… TELNYX_CONNECTION_ID=any": what the user copies.
+        printed = dict(pair.split("=", 1) for pair in lines[1].split())
+        assert set(printed) == {"TELNYX_API_BASE", "TELNYX_PUBLIC_KEY", "TELNYX_CONNECTION_ID"}, lines
+        async with Emulator(ssl_context=trust_test_ca.server_context()) as emulator:
+            served = await serve(
+                emulator, tmp_path, dialplans={"reminders": REMINDERS},
+                TELNYX_API_KEY=API_KEY, GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN, **printed,
+            )  # fmt: skip
+            try:
+                dialled = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gateway", "dial", PERSON, "--dialplan", "reminders",
+                    "--param", "customer_name=Ada", "--gateway", served.url, "--wait",
+                    env=env | {"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+                async with asyncio.timeout(60):
+                    out = (await dialled.communicate())[0].decode()
+                assert dialled.returncode == 0, out
+            finally:
+                served.proc.terminate()
+                assert await served.exit_code(within_s=30) == 0
+    finally:
+        network.terminate()
+        await network.wait()
+    assert "call ended by caller" in out, out  # the person hung up after the reply
+    assert "bot: Hello Ada, this is Acme about your next visit." in out, out
+    assert "Traceback" not in "".join(served.output)
+    (record,) = served.records()
+    assert (record["to_number"], record["ended_by"]) == (PERSON, "caller")
