@@ -61,13 +61,15 @@ __all__ = ["WEBHOOK_PATH", "TelnyxDialer", "webhook"]
 
 WEBHOOK_PATH = "/telnyx/outbound"
 #: ``hangup_cause`` (telnyx-python ``types/call_hangup.py``) → the call status the record uses
-#: (Twilio's words, as every outbound record has them); anything else: ``failed``.
+#: (Twilio's words, as every outbound record has them). Only the causes that mean the phone never
+#: answered (busy, no answer, rejected, no such number, cancelled while ringing) make a call "never
+#: connected"; anything else, ``unspecified`` and causes Telnyx may add included, is a call that ended.
 _STATUS_OF_CAUSE: Final = {
-    "normal_clearing": "completed",
-    "time_limit": "completed",
     "user_busy": "busy",
     "timeout": "no-answer",
     "no_answer": "no-answer",
+    "call_rejected": "failed",
+    "not_found": "failed",
     "originator_cancel": "canceled",
 }
 #: Who a never-connected call's record says ended it.
@@ -220,7 +222,7 @@ def _status(app: web.Application, event: CallControlEvent, claims: OutboundClaim
     if event.event_type == "call.initiated":
         status = "initiated"
     else:
-        status = _STATUS_OF_CAUSE.get(event.hangup_cause, "failed")
+        status = _STATUS_OF_CAUSE.get(event.hangup_cause, "completed")
     detail: dict[str, Any] = {"status": status}
     if event.hangup_cause:
         detail |= {"hangup_cause": event.hangup_cause, "hangup_source": event.hangup_source}
