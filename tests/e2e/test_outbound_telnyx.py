@@ -44,6 +44,7 @@ PERSON = "+15551230001"
 MACHINE = "+15551230000"
 BUSY = "+15551230099"
 NO_ANSWER = "+15551230098"
+REJECTED = "+15551230097"
 
 REMINDERS = """
 name = "reminders"
@@ -221,10 +222,15 @@ async def test_a_plan_that_hangs_up_on_machines_does_so_at_the_verdict(
 
 
 @pytest.mark.parametrize(
-    ("number", "status", "cause"), [(BUSY, "busy", "user_busy"), (NO_ANSWER, "no-answer", "timeout")]
+    ("number", "status", "cause", "by"),
+    [
+        (BUSY, "busy", "user_busy", "callee"),
+        (NO_ANSWER, "no-answer", "timeout", "callee"),
+        (REJECTED, "failed", "call_rejected", "network"),
+    ],
 )
 async def test_a_telnyx_call_that_never_connects_still_gets_a_record(
-    telnyx_gateway: Gateway, network: TelnyxNetwork, number: str, status: str, cause: str
+    telnyx_gateway: Gateway, network: TelnyxNetwork, number: str, status: str, cause: str, by: str
 ) -> None:
     """Busy, unanswered: no stream ever ran, yet the record says who was called and Telnyx's cause."""
     gw = telnyx_gateway
@@ -234,7 +240,7 @@ async def test_a_telnyx_call_that_never_connects_still_gets_a_record(
     assert [kind for kind, _ in call.webhooks] == ["call.initiated", "call.hangup"]
     record = await _record(gw, placed["call_sid"])
     assert (record.to_number, record.dialplan) == (number, "reminders")
-    assert (record.ended_by, record.end_reason) == ("callee", f"not connected: {status} ({cause})")
+    assert (record.ended_by, record.end_reason) == (by, f"not connected: {status} ({cause})")
     assert _statuses(record) == ["initiated", status]
     assert gw.app[OUTBOUND].active("reminders") == 0
 
