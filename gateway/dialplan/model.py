@@ -184,7 +184,7 @@ class Recording:
 
 MachineAction = Literal["message", "hangup", "continue"]
 #: Providers the gateway places outbound calls through (gateway/server/outbound.py).
-OutboundProvider = Literal["twilio", "telnyx"]
+OutboundProvider = Literal["twilio", "telnyx", "vonage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +195,8 @@ class Outbound:
     must be given when a call is placed, unless ``defaults`` has it (inbound calls get the defaults, or
     the empty string). ``hours`` are ``(start, end)`` minutes after local midnight in ``timezone`` on
     ``days`` (0 = Monday). ``machine``: what an answering machine gets (the provider's AMD says which).
-    ``provider``: whose API places the calls (Twilio's ``Calls`` resource, or Telnyx Call Control's Dial).
+    ``provider``: whose API places the calls (Twilio's ``Calls`` resource, Telnyx Call Control's Dial,
+    Vonage's create-call request).
     The ``*_template`` fields keep the unrendered texts; the plan itself holds them rendered with defaults.
     """
 

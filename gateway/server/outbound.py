@@ -1,8 +1,8 @@
 """Outbound calls: ``POST /admin/api/calls`` places one through the plan's provider; Twilio's callbacks.
 
 The admin API is the same whoever places the call (``[outbound] provider``: a :class:`Dialer` each);
-Telnyx's side of the flow is gateway/server/outbound_telnyx.py. Twilio's flow (its documents are
-cited in gateway/telephony/twilio_calls.py):
+Telnyx's and Vonage's sides of the flow are gateway/server/outbound_telnyx.py and outbound_vonage.py.
+Twilio's flow (its documents are cited in gateway/telephony/twilio_calls.py):
 
 1. The admin API checks the request against the dialplan's ``[outbound]`` table (parameters, caller id,
    calling hours in the callee's time zone, concurrent calls), signs it into a token
@@ -51,7 +51,7 @@ from gateway.security.outbound_tokens import (
     OutboundTokens,
 )
 from gateway.security.tokens import TOKEN_PARAMETER
-from gateway.server import outbound_telnyx
+from gateway.server import outbound_telnyx, outbound_vonage
 from gateway.server.access import local_operator, require_admin
 from gateway.server.media import Refused, accept_call, public_base, ws_url
 from gateway.server.outbound_state import (
@@ -117,6 +117,8 @@ def setup_outbound(app: web.Application, secret: bytes) -> None:
     app.router.add_post(STATUS_PATH, status)
     app.router.add_post(AMD_PATH, amd)
     app.router.add_post(outbound_telnyx.WEBHOOK_PATH, outbound_telnyx.webhook)
+    app.router.add_post(outbound_vonage.ANSWER_PATH, outbound_vonage.answer)
+    app.router.add_post(outbound_vonage.EVENT_PATH_OUT, outbound_vonage.event)
 
 
 # --- the admin API ---------------------------------------------------------------------------------
@@ -254,7 +256,11 @@ class _TwilioDialer:
 
 
 #: ``[outbound] provider`` → how its calls are placed.
-DIALERS: dict[str, Dialer] = {"twilio": _TwilioDialer(), "telnyx": outbound_telnyx.TelnyxDialer()}
+DIALERS: dict[str, Dialer] = {
+    "twilio": _TwilioDialer(),
+    "telnyx": outbound_telnyx.TelnyxDialer(),
+    "vonage": outbound_vonage.VonageDialer(),
+}
 
 
 def _check_request(

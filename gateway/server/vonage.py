@@ -24,11 +24,14 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.dialplan.model import Dialplan
 from gateway.errors import AuthError, ConfigError
 from gateway.log import call_logger
+from gateway.security.outbound_tokens import STREAM_PARAMETER
 from gateway.security.tokens import MAX_TOKEN_LENGTH
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
+from gateway.server.outbound_state import plan_from_token
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
 from gateway.telephony.vonage import (
@@ -61,7 +64,7 @@ def e164(number: str) -> str:
     return "+" + number if _VONAGE_NUMBER.fullmatch(number) else number
 
 
-async def _signed_params(request: web.Request, what: str) -> tuple[dict[str, str], bool]:
+async def signed_params(request: web.Request, what: str) -> tuple[dict[str, str], bool]:
     """The webhook's parameters (a GET's query, a POST's JSON body) once Vonage's signature checks out;
     and whether it was signed.
 
@@ -108,7 +111,7 @@ async def _signed_params(request: web.Request, what: str) -> tuple[dict[str, str
 async def answer(request: web.Request) -> web.Response:
     """Answer Vonage's answer webhook with the NCCO connecting the call to our WebSocket."""
     settings = request.app[SETTINGS]
-    params, _ = await _signed_params(request, "answer request")
+    params, _ = await signed_params(request, "answer request")
     call_uuid = params.get("uuid", "")
     to, from_ = e164(params.get("to", "")), e164(params.get("from", ""))
     accepted = await accept_call(
@@ -140,7 +143,7 @@ async def answer(request: web.Request) -> web.Response:
 
 async def event(request: web.Request) -> web.Response:
     """Vonage's event webhook (call and websocket status): logged; an empty answer lets the NCCO go on."""
-    params, _ = await _signed_params(request, "event")
+    params, _ = await signed_params(request, "event")
     log.info(
         "call event",
         extra={"call_sid": params.get("uuid", ""), "status": params.get("status", "")[:40]},
@@ -176,7 +179,7 @@ def _checked_key(application_id: str, private_key: str) -> bool:
     return True
 
 
-def _rest(app: web.Application) -> VonageRest | None:
+def vonage_rest(app: web.Application) -> VonageRest | None:
     """Hang-up and transfer need ``VONAGE_APPLICATION_ID`` and ``VONAGE_PRIVATE_KEY``; without them
     hang-up closes the socket (the call then ends: nothing follows our ``connect``)."""
     settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
@@ -192,6 +195,13 @@ def _rest(app: web.Application) -> VonageRest | None:
     )
 
 
+def _outbound_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
+    """An outbound call's stream (gateway/server/outbound_vonage.py) names its rendered plan in its URL:
+    the endpoint's ``headers`` hold 512 bytes, too few for a plan's parameters."""
+    token = request.query.get(STREAM_PARAMETER)
+    return None if token is None else plan_from_token(request.app, token, start.call_sid)
+
+
 def _codec() -> VonageCodec:
     return VonageCodec()
 
@@ -203,7 +213,8 @@ ROUTE = StreamRoute(
     upgrade_refusal=_upgrade_refusal,
     token=_token,
     log=log,
-    rest=_rest,
+    rest=vonage_rest,
+    plan=_outbound_plan,
 )
 media_stream = media_stream_handler(ROUTE)
 

@@ -79,6 +79,7 @@ from gateway.telephony.provider import AudioFormat, Capabilities
 from gateway.telephony.rest import RestRequest
 
 __all__ = [
+    "MAX_RINGING_S",
     "RATES",
     "TOKEN_HEADER",
     "VONAGE_API_BASE",
@@ -86,6 +87,7 @@ __all__ = [
     "answer_ncco",
     "application_jwt",
     "content_type",
+    "create_call_request",
     "hangup_request",
     "talk_ncco",
     "transfer_request",
@@ -437,6 +439,61 @@ def _put(
         "Accept": "application/json",
     }
     return RestRequest("PUT", _call_url(base_url, call_uuid), headers, json.dumps(body).encode(), ok)
+
+
+#: ``ringing_timer``'s documented range (vonage-python-sdk ``voice/models/requests.py``: 1..120 s).
+MAX_RINGING_S: Final = 120
+
+
+def create_call_request(
+    *,
+    to: str,
+    from_: str,
+    answer_url: str,
+    event_url: str,
+    ringing_s: int,
+    machine_detection: bool,
+    app_jwt: str,
+    base_url: str = VONAGE_API_BASE,
+) -> RestRequest:
+    """``POST /v1/calls`` (Vonage's "Create an outbound call"; vonage-python-sdk ``CreateCallRequest``):
+    numbers as Vonage writes them (digits), the answer and event URLs POSTed JSON, the ring time capped
+    at Vonage's 120 s. ``machine_detection``: advanced machine detection in its asynchronous mode
+    (``default``: the NCCO runs at once, beep detection included: a ``machine`` event, then one with
+    ``sub_state`` ``beep_start``, or ``beep_timeout``), ``behavior: continue``: the gateway decides what a
+    machine gets, as for every provider.
+
+    Raises:
+        ConfigError: a bad base URL, or a number that is not an E.164 one.
+    """
+    base = urlsplit(base_url)
+    if base.scheme not in ("https", "http") or not base.netloc:
+        raise ConfigError(f"Vonage API base URL must be https://host, got {base_url!r}")
+    numbers = []
+    for number in (to, from_):
+        digits = number.strip().removeprefix("+")
+        if not digits.isascii() or not digits.isdigit() or not 6 <= len(digits) <= 15:
+            raise ConfigError(f"not a phone number Vonage can dial: {number!r}")
+        numbers.append(digits)
+    body: dict[str, Any] = {
+        "to": [{"type": "phone", "number": numbers[0]}],
+        "from": {"type": "phone", "number": numbers[1]},
+        "answer_url": [answer_url],
+        "answer_method": "POST",
+        "event_url": [event_url],
+        "event_method": "POST",
+        "ringing_timer": max(1, min(ringing_s, MAX_RINGING_S)),
+    }
+    if machine_detection:
+        body["advanced_machine_detection"] = {"behavior": "continue", "mode": "default"}
+    headers = {
+        "Authorization": f"Bearer {app_jwt}",
+        "Content-Type": "application/json",
+        "Accept": "application/json",
+    }
+    return RestRequest(
+        "POST", f"{base_url.rstrip('/')}/v1/calls", headers, json.dumps(body).encode(), frozenset({201})
+    )
 
 
 def hangup_request(*, call_uuid: str, app_jwt: str, base_url: str = VONAGE_API_BASE) -> RestRequest:

@@ -1,4 +1,4 @@
-"""Vonage's Voice REST API, the two requests call control needs: hang up and transfer.
+"""Vonage's Voice REST API: the requests call control needs (hang up, transfer) and placing a call.
 
 The requests are built sans-I/O in :mod:`gateway.telephony.vonage` (``PUT /v1/calls/{uuid}``); this
 client signs each with a fresh application JWT (RS256, the application's private key) and sends it
@@ -14,7 +14,13 @@ import aiohttp
 
 from gateway.errors import ConfigError, ToolError
 from gateway.telephony.rest import RestRequest
-from gateway.telephony.vonage import VONAGE_API_BASE, application_jwt, hangup_request, transfer_request
+from gateway.telephony.vonage import (
+    VONAGE_API_BASE,
+    application_jwt,
+    create_call_request,
+    hangup_request,
+    transfer_request,
+)
 from gateway.tools import rest_call
 
 __all__ = ["VonageRest"]
@@ -51,6 +57,32 @@ class VonageRest:
         """
         reply = await rest_call.send(self._http, request, client_timeout=self._timeout, provider="Vonage")
         return reply.status
+
+    async def create_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        answer_url: str,
+        event_url: str,
+        ringing_s: int,
+        machine_detection: bool,
+    ) -> str:
+        """Place an outbound call (``POST /v1/calls``); its uuid.
+
+        Raises:
+            RestRefused: Vonage refused the request. ToolError: Vonage could not be reached, or its answer
+                had no call uuid. ConfigError: a number Vonage cannot dial.
+        """
+        request = create_call_request(
+            to=to, from_=from_, answer_url=answer_url, event_url=event_url, ringing_s=ringing_s,
+            machine_detection=machine_detection, app_jwt=self._jwt(), base_url=self._base_url,
+        )  # fmt: skip
+        reply = await rest_call.send(self._http, request, client_timeout=self._timeout, provider="Vonage")
+        uuid = reply.body.get("uuid")
+        if not isinstance(uuid, str) or not uuid:
+            raise ToolError("Vonage answered the call request without a call uuid")
+        return uuid
 
     async def hang_up(self, call_sid: str) -> None:
         """``PUT /v1/calls/{uuid}`` ``hangup``; a call that has already ended (404) counts as success."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 import jwt
 import pytest
@@ -26,6 +27,7 @@ from gateway.telephony.vonage import (
     VonageCodec,
     answer_ncco,
     application_jwt,
+    create_call_request,
     hangup_request,
     transfer_request,
     verify_vonage_signature,
@@ -226,3 +228,38 @@ def test_rest_requests_carry_an_rs256_application_jwt() -> None:
         transfer_request(call_uuid=UUID, number="sales", app_jwt=token)
     with pytest.raises(ConfigError):
         application_jwt("app-id", "not a key")
+
+
+def test_the_create_call_request_is_vonages() -> None:
+    """``POST /v1/calls``: digits for numbers, the answer and event URLs POSTed, the ring time within
+    Vonage's 120 s, asynchronous advanced machine detection only when asked for; 201 is success."""
+    made = create_call_request(
+        to="+15551230000", from_="+15550100100", answer_url="https://gw/vonage/outbound/answer?t=a",
+        event_url="https://gw/vonage/outbound/event?t=a", ringing_s=600, machine_detection=True,
+        app_jwt="jwt", base_url="http://127.0.0.1:9/",
+    )  # fmt: skip
+    assert (made.method, made.url, made.ok) == ("POST", "http://127.0.0.1:9/v1/calls", frozenset({201}))
+    assert made.headers["Authorization"] == "Bearer jwt"
+    assert json.loads(made.body or b"") == {
+        "to": [{"type": "phone", "number": "15551230000"}],
+        "from": {"type": "phone", "number": "15550100100"},
+        "answer_url": ["https://gw/vonage/outbound/answer?t=a"],
+        "answer_method": "POST",
+        "event_url": ["https://gw/vonage/outbound/event?t=a"],
+        "event_method": "POST",
+        "ringing_timer": 120,
+        "advanced_machine_detection": {"behavior": "continue", "mode": "default"},
+    }
+    plain = create_call_request(
+        to="+15551230000", from_="+15550100100", answer_url="https://a", event_url="https://e",
+        ringing_s=30, machine_detection=False, app_jwt="jwt",
+    )  # fmt: skip
+    body = json.loads(plain.body or b"")
+    assert "advanced_machine_detection" not in body
+    assert body["ringing_timer"] == 30
+    for bad in ({"to": "sales"}, {"from_": "+1"}, {"base_url": "ftp://x"}):
+        kwargs: dict[str, Any] = {"to": "+15551230000", "from_": "+15550100100", "answer_url": "https://a",
+                                  "event_url": "https://e", "ringing_s": 30, "machine_detection": False,
+                                  "app_jwt": "jwt"} | bad  # fmt: skip
+        with pytest.raises(ConfigError):
+            create_call_request(**kwargs)
