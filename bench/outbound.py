@@ -2,10 +2,11 @@
 """Outbound call set-up: from ``gateway dial`` to the callee hearing the bot's first word, on loopback.
 
 The bench process runs the Gemini emulator (``wss://``, a throw-away CA trusted through ``SSL_CERT_FILE``)
-and the simulated phone network: Twilio's ``Calls`` API (gateway/caller/network.py), or with
-``--provider telnyx`` Telnyx Call Control's Dial (gateway/caller/telnyx_network.py: signed webhooks,
-``streaming_start`` on ``call.answered``); ``gateway serve`` runs as a subprocess pointed at both
-(``TWILIO_API_BASE`` / ``TELNYX_API_BASE``). Each call dials a person's number one of two ways, in turn:
+and the simulated phone network: Twilio's ``Calls`` API (gateway/caller/network.py), with ``--provider
+telnyx`` Telnyx Call Control's Dial (gateway/caller/telnyx_network.py: signed webhooks,
+``streaming_start`` on ``call.answered``), with ``--provider vonage`` Vonage's create-call request
+(gateway/caller/vonage_network.py: application JWT, signed answer and event webhooks, the NCCO's
+WebSocket); ``gateway serve`` runs as a subprocess pointed at both (``*_API_BASE``). Each call dials a person's number one of two ways, in turn:
 
 * ``cli``: the ``gateway dial`` command as a user runs it (a new Python process: start-up included);
 * ``api``: ``POST /admin/api/calls`` from this process (what the command does once started).
@@ -15,7 +16,7 @@ The phone rings ``--ring`` seconds (default 0: the gateway's and the emulator's 
 phone rings for seconds, which adds as it is). The emulator's greeting starts after its usual
 first-audio delay, as for an inbound call.
 
-    python bench/outbound.py [--calls 10] [--ring 0] [--provider twilio|telnyx] [--json]
+    python bench/outbound.py [--calls 10] [--ring 0] [--provider twilio|telnyx|vonage] [--json]
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402 - after the path fix-up so a fresh clone runs as is
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from gateway.caller.network import PhoneNetwork  # noqa: E402
 from gateway.caller.telnyx_network import TelnyxNetwork  # noqa: E402
+from gateway.caller.vonage_network import VonageNetwork  # noqa: E402
 from gateway.emulator import Emulator, Scenario  # noqa: E402
 from gateway.emulator.pki import make_pki  # noqa: E402
 from gateway.server.dial import dial  # noqa: E402
@@ -50,6 +54,8 @@ AUTH_TOKEN = "bench-auth-token-not-a-secret"
 ADMIN_TOKEN = "bench-admin-token-not-a-secret"
 TELNYX_KEY = "bench-telnyx-key-not-a-secret"
 TELNYX_CONNECTION = "1234567890123456789"
+VONAGE_SECRET = "bench-vonage-signature-secret-not-a-secret"
+VONAGE_APPLICATION = "00000000-0000-4000-8000-00000000be9c"
 PLAN = """
 default = true
 system_instruction = "You answer calls."
@@ -79,7 +85,7 @@ async def _start_gateway(
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_", "TELNYX_", "SSL_CERT_"))
+        if not k.startswith(("GEMINI_", "GATEWAY_", "TWILIO_", "TELNYX_", "VONAGE_", "SSL_CERT_"))
     }
     env |= {
         "GEMINI_API_KEY": "bench-key-not-a-secret",
@@ -126,7 +132,10 @@ async def _cli_dial(gateway: str, to: str) -> str:
     return out.decode().rsplit("call ", 1)[-1].strip()
 
 
-async def _one(network: PhoneNetwork | TelnyxNetwork, gateway: str, how: str) -> float | None:
+Network = PhoneNetwork | TelnyxNetwork | VonageNetwork
+
+
+async def _one(network: Network, gateway: str, how: str) -> float | None:
     started = time.monotonic()
     if how == "cli":
         sid = await _cli_dial(gateway, "+15551230001")
@@ -168,8 +177,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         gateway = f"http://127.0.0.1:{port}"
         results: dict[str, list[float]] = {"cli": [], "api": []}
         failures = 0
-        network: PhoneNetwork | TelnyxNetwork
-        if args.provider == "telnyx":
+        network: Network
+        if args.provider == "vonage":
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            (tmp / "vonage.key").write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            network = VonageNetwork(
+                application_public_key=key.public_key(), signature_secret=VONAGE_SECRET,
+                application_id=VONAGE_APPLICATION, ring_s=args.ring,
+            )  # fmt: skip
+            provider_env = {"VONAGE_APPLICATION_ID": VONAGE_APPLICATION, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET,
+                            "VONAGE_PRIVATE_KEY": str(tmp / "vonage.key")}  # fmt: skip
+        elif args.provider == "telnyx":
             network = TelnyxNetwork(api_key=TELNYX_KEY, connection_id=TELNYX_CONNECTION, ring_s=args.ring)
             provider_env = {"TELNYX_API_KEY": TELNYX_KEY, "TELNYX_PUBLIC_KEY": network.public_key,
                             "TELNYX_CONNECTION_ID": TELNYX_CONNECTION}  # fmt: skip
@@ -177,7 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             network = PhoneNetwork(account_sid=ACCOUNT, auth_token=AUTH_TOKEN, ring_s=args.ring)
             provider_env = {"TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": AUTH_TOKEN}
         async with Emulator(Scenario(), record=False, ssl_context=pki.server_context()) as emulator, network:
-            api_base = "TELNYX_API_BASE" if args.provider == "telnyx" else "TWILIO_API_BASE"
+            api_base = f"{args.provider.upper()}_API_BASE"
             provider_env[api_base] = network.base_url
             proc = await _start_gateway(tmp, port, emulator.base_url, pki.ca_file, provider_env)
             try:
@@ -217,7 +241,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--ring", type=float, default=0.0, help="seconds the phone rings (default 0)")
-    parser.add_argument("--provider", choices=("twilio", "telnyx"), default="twilio")
+    parser.add_argument("--provider", choices=("twilio", "telnyx", "vonage"), default="twilio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))

@@ -36,6 +36,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -553,9 +554,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the network's arguments."""
     parser.add_argument(
         "--provider",
-        choices=("twilio", "telnyx"),
+        choices=("twilio", "telnyx", "vonage"),
         default="twilio",
-        help="whose API the network serves: Twilio's Calls (default) or Telnyx Call Control's Dial",
+        help="whose API the network serves: Twilio's Calls (default), Telnyx Call Control's Dial, or "
+        "Vonage's create-call request",
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="listen port (default 8765)")
@@ -583,6 +585,8 @@ def run(args: argparse.Namespace) -> int:
             behaviours[number] = behaviour
     if args.provider == "telnyx":
         return _run_telnyx(args, behaviours)
+    if args.provider == "vonage":
+        return _run_vonage(args, behaviours)
     account = os.environ.get("TWILIO_ACCOUNT_SID", "")
     token = os.environ.get("TWILIO_AUTH_TOKEN", "")
     if not account or not token:
@@ -637,6 +641,65 @@ def _run_telnyx(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> i
         print(f"simulated Telnyx network on {base}: start the gateway with")
         print(f"  TELNYX_API_BASE={base} TELNYX_PUBLIC_KEY={network.public_key} TELNYX_CONNECTION_ID=any")
         print("numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 rejected; others a person")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await network.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+    return 0
+
+
+#: Where ``gateway network --provider vonage`` keeps the application key it made (the gateway reads it).
+VONAGE_KEY_FILE = "vonage-network.key"
+#: The application id the simulated Vonage network expects when none is given.
+VONAGE_APPLICATION = "00000000-0000-4000-8000-000000000000"
+
+
+def _run_vonage(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> int:
+    """Serve Vonage's create-call request (gateway/caller/vonage_network.py) until Ctrl-C."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from gateway.caller.vonage_network import VonageNetwork  # it builds on this module
+
+    secret = os.environ.get("VONAGE_SIGNATURE_SECRET", "")
+    if not secret:
+        print(
+            "gateway network --provider vonage: set VONAGE_SIGNATURE_SECRET to any long value, the same for "
+            "the gateway (the network signs its webhooks with it)",
+            file=sys.stderr,
+        )
+        return 2
+    application_id = os.environ.get("VONAGE_APPLICATION_ID", "") or VONAGE_APPLICATION
+    key_path = Path(os.environ.get("VONAGE_PRIVATE_KEY", "") or VONAGE_KEY_FILE).resolve()
+    if key_path.exists():
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            print(f"gateway network: {key_path} is not an RSA private key", file=sys.stderr)
+            return 2
+    else:  # the application's key pair, made here as Vonage's dashboard makes it
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        key_path.touch(mode=0o600)
+        key_path.write_bytes(pem)
+
+    async def serve() -> None:
+        network = VonageNetwork(
+            application_public_key=key.public_key(), signature_secret=secret, application_id=application_id,
+            ring_s=args.ring, behaviours=behaviours, on_event=print, host=args.host, port=args.port,
+        )  # fmt: skip
+        await network.start()
+        print(f"simulated Vonage network on {network.base_url}: start the gateway with")
+        print(
+            f"  VONAGE_API_BASE={network.base_url} VONAGE_APPLICATION_ID={application_id} "
+            f"VONAGE_PRIVATE_KEY={key_path}"
+        )
+        print("(and the same VONAGE_SIGNATURE_SECRET); numbers ending in 0 answer as a machine; 99 busy, "
+              "98 no answer, 97 rejected; others a person")  # fmt: skip
         try:
             await asyncio.Event().wait()
         finally:

@@ -15,6 +15,7 @@ from aiohttp import web
 import gateway
 from gateway.audio import resample
 from gateway.dialplan.store import DialplanStore
+from gateway.errors import ConfigError
 from gateway.gemini.session import LiveEndpoint
 from gateway.security.replay import close_guard, replay_guard
 from gateway.security.tokens import StreamTokens
@@ -43,6 +44,7 @@ from gateway.server.state import (
     TOOLS,
 )
 from gateway.settings import DEFAULT_GEMINI_URL, Settings
+from gateway.telephony.vonage import application_jwt
 from gateway.tools.loader import adopt_dialplans, build_registry
 from gateway.tools.registry import ToolRegistry
 
@@ -91,6 +93,7 @@ def create_app(
     )
     app.cleanup_ctx.append(_dialplan_watch)
     app.cleanup_ctx.append(_http_client)
+    app.on_startup.append(_load_signing_keys)
     # Last in, first out: AudioSocket calls end before the HTTP client and the rest they use close.
     app.cleanup_ctx.append(audiosocket_listener)
     app.on_shutdown.append(_close_preconnects)
@@ -169,6 +172,15 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         app[HTTP_CLIENT] = http
         yield
     app[TOOLS].close()
+
+
+async def _load_signing_keys(app: web.Application) -> None:
+    """Load Vonage's application key now, off the event loop: loading checks the RSA key (~35 ms), which
+    on the loop at the first hang-up or dial would stall every call (and trip the loop-lag admission)."""
+    app_id, key = app[SETTINGS].vonage_application_id, app[SETTINGS].vonage_private_key
+    if app_id and key:
+        with contextlib.suppress(ConfigError):  # reported where the key is used (gateway/server/vonage.py)
+            await asyncio.to_thread(application_jwt, app_id, key)
 
 
 async def _close_replay_guard(app: web.Application) -> None:

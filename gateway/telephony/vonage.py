@@ -38,6 +38,7 @@ by an application JWT (RS256 with the application's private key; claims ``applic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -51,6 +52,8 @@ from typing import Any, ClassVar, Final, assert_never
 from urllib.parse import urlsplit
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.warnings import InsecureKeyLengthWarning
 
 from gateway.errors import AuthError, ConfigError, TelephonyProtocolError, ToolError
@@ -414,11 +417,24 @@ def application_jwt(application_id: str, private_key: str, *, now: float | None 
         "jti": secrets.token_hex(16),
     }
     try:
-        return jwt.encode(claims, private_key, algorithm="RS256")
+        return jwt.encode(claims, _signing_key(private_key), algorithm="RS256")
     except (ValueError, TypeError, jwt.PyJWTError) as exc:
         raise ConfigError(
             f"VONAGE_PRIVATE_KEY is not an RSA private key in PEM: {type(exc).__name__}"
         ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _signing_key(pem: str) -> RSAPrivateKey:
+    """The PEM loaded once: loading checks the RSA key (~35 ms, on the event loop), signing takes ~1 ms.
+
+    Raises:
+        ValueError: not an RSA private key in PEM.
+    """
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError("not an RSA key")
+    return key
 
 
 def _call_url(base_url: str, call_uuid: str) -> str:

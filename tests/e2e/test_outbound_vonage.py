@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,12 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.caller import wire_vonage as wire
 from gateway.caller.vonage_network import VonageNetwork
 from gateway.emulator import Emulator
+from gateway.emulator.pki import TestPKI
 from gateway.records.model import CallRecord
 from gateway.server.dial import dial
 from gateway.server.outbound_state import OUTBOUND
 from gateway.server.state import OBSERVABILITY
 
 from .conftest import Gateway, GatewayFactory
+from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -265,3 +269,52 @@ async def test_vonage_webhooks_must_be_signed_and_the_answer_url_used_once(
         assert await post(url, body(to=PERSON)) == 403
         assert await post(url, body()) == 200  # genuine: the NCCO
         assert await post(url, body()) == 403  # the answer URL works once
+
+
+async def test_the_readmes_vonage_try_out_with_real_processes(trust_test_ca: TestPKI, tmp_path: Path) -> None:
+    """The README's way to try Vonage outbound with no account, as separate processes: ``gateway network
+    --provider vonage`` (it makes the application's key, and prints the settings the gateway takes as
+    they are), ``gateway serve``, and ``gateway dial --wait`` printing the conversation."""
+    port, home = free_port(), tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "VONAGE_"))}
+    env["VONAGE_SIGNATURE_SECRET"] = SECRET
+    network = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "network", "--provider", "vonage", "--port", str(port),
+        "--ring", "0.2", env=env, cwd=home,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert network.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            lines = [(await network.stdout.readline()).decode() for _ in range(2)]
+        printed = dict(pair.split("=", 1) for pair in lines[1].split())
+        assert set(printed) == {"VONAGE_API_BASE", "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY"}, lines
+        assert os.stat(printed["VONAGE_PRIVATE_KEY"]).st_mode & 0o077 == 0  # the key is the user's alone
+        async with Emulator(ssl_context=trust_test_ca.server_context()) as emulator:
+            served = await serve(
+                emulator, tmp_path, dialplans={"reminders": REMINDERS},
+                VONAGE_SIGNATURE_SECRET=SECRET, GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN, **printed,
+            )  # fmt: skip
+            try:
+                dialled = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gateway", "dial", PERSON, "--dialplan", "reminders",
+                    "--param", "customer_name=Ada", "--gateway", served.url, "--wait",
+                    env={k: v for k, v in env.items() if k != "VONAGE_SIGNATURE_SECRET"}
+                    | {"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN},
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                )  # fmt: skip
+                async with asyncio.timeout(60):
+                    out = (await dialled.communicate())[0].decode()
+                assert dialled.returncode == 0, out
+            finally:
+                served.proc.terminate()
+                assert await served.exit_code(within_s=30) == 0
+    finally:
+        network.terminate()
+        await network.wait()
+    assert "call ended by caller" in out, out
+    assert "bot: Hello Ada, this is Acme about your next visit." in out, out
+    assert "Traceback" not in "".join(served.output)
+    (record,) = served.records()
+    assert (record["to_number"], record["ended_by"]) == (PERSON, "caller")

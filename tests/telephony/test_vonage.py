@@ -263,3 +263,27 @@ def test_the_create_call_request_is_vonages() -> None:
                                   "app_jwt": "jwt"} | bad  # fmt: skip
         with pytest.raises(ConfigError):
             create_call_request(**kwargs)
+
+
+def test_the_application_key_is_loaded_once_and_signing_is_cheap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading an RSA PEM checks the key (tens of ms, on the event loop where it happens): done once per
+    key; every later JWT only signs."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    application_jwt("app-id", pem)
+    loads: list[bytes] = []
+    real = serialization.load_pem_private_key
+
+    def counting(data: bytes, password: bytes | None) -> Any:
+        loads.append(data)
+        return real(data, password)
+
+    monkeypatch.setattr(serialization, "load_pem_private_key", counting)
+    tokens = {application_jwt("app-id", pem) for _ in range(20)}
+    assert loads == []
+    assert len(tokens) == 20  # each has its own jti
+    assert all(
+        jwt.decode(t, key.public_key(), algorithms=["RS256"])["application_id"] == "app-id" for t in tokens
+    )
