@@ -33,6 +33,9 @@ __all__ = ["LoadMonitor"]
 CPU_WINDOW_S = 2.0
 #: Loop lag is judged over this window (eight samples) ...
 LAG_WINDOW_S = 2.0
+#: ... which holds this many samples once the process has run that long (gateway/server/admin.py
+#: samples four times a second); before that, the samples not yet taken count as on time.
+LAG_SAMPLES = 8
 #: ... by the lateness that a quarter of its samples or more reached: sustained lateness refuses
 #: calls, one garbage-collection pause or slow disk write does not.
 LAG_QUANTILE = 0.75
@@ -104,9 +107,12 @@ class LoadMonitor:
 
     @property
     def lag_s(self) -> float:
-        """How late the loop ran in a quarter or more of the last two seconds' samples."""
+        """How late the loop ran in a quarter or more of the last two seconds' samples. A window not yet
+        full is padded with on-time samples: one pause just after start-up (a module imported, a key
+        loaded) is one pause, not a quarter of the samples."""
         lags = sorted(lag for _, lag in self._lag)
-        return lags[int(len(lags) * LAG_QUANTILE)] if lags else 0.0
+        lags[:0] = [0.0] * max(0, LAG_SAMPLES - len(lags))
+        return lags[int(len(lags) * LAG_QUANTILE)]
 
     def refusal(self, in_use: int) -> str | None:
         """Why one more call would be refused now, or None. ``in_use``: the calls admission counts

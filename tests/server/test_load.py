@@ -101,6 +101,21 @@ def test_sustained_event_loop_lag_refuses_then_lets_calls_in_again() -> None:
     assert mon.refusal(0) is None
 
 
+def test_one_pause_just_after_start_up_refuses_nothing() -> None:
+    """The window is not yet full: the samples not taken count as on time, so one pause in the first
+    seconds (a module imported, a key loaded on the first request) is a pause, not an overload."""
+    m = Machine()
+    mon = _monitor(m)
+    m.run(0.25, 0.1)
+    mon.sample(0.126, 0)  # the first sample of a fresh process
+    assert mon.refusal(0) is None
+    m.run(0.25, 0.1)
+    mon.sample(0.110, 0)  # two of eight: a quarter of the window, sustained
+    why = mon.refusal(0)
+    assert why is not None
+    assert "110 ms late" in why
+
+
 def test_zero_turns_each_check_off() -> None:
     m = Machine()
     mon = _monitor(m, max_cpu=0.0, max_lag_s=0.0)
