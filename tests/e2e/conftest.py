@@ -101,10 +101,13 @@ def in_process_settings(dialplan_dir: Path, data_dir: Path, **fields: object) ->
 
 
 class GatewayTestServer(TestServer):
-    """aiohttp's TestServer on the gateway's own runner, so the connection cap applies as in `serve`."""
+    """aiohttp's TestServer on the gateway's own runner, so the connection cap applies as in `serve`;
+    and as `serve` runs it: aiohttp's test server cancels a handler whose client went away
+    (``handler_cancellation=True``), `serve` does not (aiohttp's default), so a handler must finish its
+    work after its socket closed (hanging a call up by REST, writing its record) here too."""
 
     async def _make_runner(self, **kwargs: Any) -> BaseRunner:
-        return GatewayRunner(self.app, **kwargs)
+        return GatewayRunner(self.app, **(kwargs | {"handler_cancellation": False}))
 
 
 @pytest.fixture
