@@ -65,6 +65,7 @@ from gateway.server.outbound_state import (
     call_plan,
     leave_or_hang_up,
     record_event,
+    record_status,
     record_unrun,
 )
 from gateway.server.state import DIALPLANS, HTTP_CLIENT, LIMITS, OBSERVABILITY, SETTINGS, STREAM_TOKENS
@@ -73,9 +74,7 @@ from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio_calls import (
     AMD_FAX,
     AMD_MACHINE,
-    NEVER_CONNECTED,
     STATUS_ORDER,
-    TERMINAL,
     create_call_form,
 )
 from gateway.telephony.twiml import connect_stream_twiml, say_hangup_twiml
@@ -414,15 +413,7 @@ async def status(request: web.Request) -> web.Response:
     ):
         if form.get(name):
             detail[key] = form[name][:64]
-    record_event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(call_status), "call_status", detail)
-    if call_status in NEVER_CONNECTED:
-        by = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}[
-            call_status
-        ]
-        record_unrun(app, call_sid, claims, by, f"not connected: {call_status}")
-    if call_status in TERMINAL:
-        app[OUTBOUND].release(call_sid)
-    log.info("outbound call status", extra={"call_sid": call_sid, "status": call_status})
+    record_status(app, call_sid, claims, detail)
     return web.Response(status=204)
 
 

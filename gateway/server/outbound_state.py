@@ -33,6 +33,7 @@ from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecor
 from gateway.security.outbound_tokens import STREAM_PARAMETER, OutboundClaims, OutboundTokens
 from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY
 from gateway.telephony.events import CallStarted
+from gateway.telephony.twilio_calls import NEVER_CONNECTED, STATUS_ORDER, TERMINAL
 
 __all__ = [
     "AMD_SEQ",
@@ -46,6 +47,7 @@ __all__ = [
     "leave_or_hang_up",
     "plan_from_token",
     "record_event",
+    "record_status",
     "record_unrun",
     "stream_plan",
 ]
@@ -53,6 +55,8 @@ __all__ = [
 #: First record-event seq of outbound events: the dial request; then one per call status, then AMD.
 EVENT_SEQ = 1_000_000
 AMD_SEQ = EVENT_SEQ + 100
+#: Who ended a call that never connected, by its status (the record's ``ended_by``).
+_ENDED_BY = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}
 #: How long an AMD verdict waits for the call's media stream to start, when it comes first.
 BRIDGE_WAIT_S = 5.0
 
@@ -185,6 +189,22 @@ def record_event(app: web.Application, call_id: str, seq: int, kind: str, detail
     writer = app[OBSERVABILITY].writer
     if writer is not None:
         writer.submit(EventAdded(call_id, EventRecord(seq, time.time(), kind, dict(detail))))
+
+
+def record_status(
+    app: web.Application, call_sid: str, claims: OutboundClaims, detail: Mapping[str, Any], *, why: str = ""
+) -> None:
+    """A call status (``detail["status"]``, one of Twilio's words, which every provider's are mapped to)
+    in the record; a record of its own for a call that never connected (``why``: the provider's own
+    word for it); the end of the call frees its place among the plan's concurrent calls."""
+    status = detail["status"]
+    record_event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(status), "call_status", detail)
+    if status in NEVER_CONNECTED:
+        reason = f"not connected: {status}" + (f" ({why})" if why else "")
+        record_unrun(app, call_sid, claims, _ENDED_BY[status], reason)
+    if status in TERMINAL:
+        app[OUTBOUND].release(call_sid)
+    log.info("outbound call status", extra={"call_sid": call_sid, **detail})
 
 
 def record_unrun(app: web.Application, call_sid: str, claims: OutboundClaims, by: str, reason: str) -> None:

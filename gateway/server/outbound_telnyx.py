@@ -48,12 +48,13 @@ from gateway.server.outbound_state import (
     call_plan,
     leave_or_hang_up,
     record_event,
+    record_status,
     record_unrun,
 )
 from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
 from gateway.server.telnyx import MEDIA_PATH, authenticated, e164, telnyx_rest
 from gateway.telephony.telnyx import AmdMode, CallControlEvent, parse_call_control_event
-from gateway.telephony.twilio_calls import NEVER_CONNECTED, STATUS_ORDER, TERMINAL
+from gateway.telephony.twilio_calls import STATUS_ORDER
 from gateway.tools.rest_call import RestRefused
 from gateway.tools.telnyx_rest import TelnyxCallControl
 
@@ -73,7 +74,6 @@ _STATUS_OF_CAUSE: Final = {
     "originator_cancel": "canceled",
 }
 #: Who a never-connected call's record says ended it.
-_ENDED_BY: Final = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}
 _DETECTION: Final = ("call.machine.detection.ended", "call.machine.premium.detection.ended")
 _GREETING: Final = ("call.machine.greeting.ended", "call.machine.premium.greeting.ended")
 #: Verdicts meaning a machine (standard and premium AMD), and a fax (hung up on, whatever the plan).
@@ -226,14 +226,7 @@ def _status(app: web.Application, event: CallControlEvent, claims: OutboundClaim
     detail: dict[str, Any] = {"status": status}
     if event.hangup_cause:
         detail |= {"hangup_cause": event.hangup_cause, "hangup_source": event.hangup_source}
-    record_event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index(status), "call_status", detail)
-    if status in NEVER_CONNECTED:
-        record_unrun(
-            app, call_sid, claims, _ENDED_BY[status], f"not connected: {status} ({event.hangup_cause})"
-        )
-    if status in TERMINAL:
-        app[OUTBOUND].release(call_sid)
-    log.info("outbound call status", extra={"call_sid": call_sid, **detail})
+    record_status(app, call_sid, claims, detail, why=event.hangup_cause)
 
 
 async def _machine(app: web.Application, event: CallControlEvent, claims: OutboundClaims) -> None:

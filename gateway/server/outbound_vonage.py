@@ -37,18 +37,17 @@ from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, ST
 from gateway.server.media import Refused, accept_call, public_base, ws_url
 from gateway.server.outbound_state import (
     AMD_SEQ,
-    EVENT_SEQ,
     OUTBOUND,
     DialRefused,
     DialRequest,
     call_plan,
     leave_or_hang_up,
     record_event,
+    record_status,
     record_unrun,
 )
 from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
 from gateway.server.vonage import EVENT_PATH, MEDIA_PATH, e164, signed_params, vonage_rest
-from gateway.telephony.twilio_calls import NEVER_CONNECTED, STATUS_ORDER, TERMINAL
 from gateway.telephony.vonage import answer_ncco, talk_ncco
 from gateway.tools.rest_call import RestRefused
 
@@ -69,7 +68,6 @@ _STATUS: Final = {
     "rejected": "failed",
     "cancelled": "canceled",
 }
-_ENDED_BY: Final = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}
 #: A machine's greeting is over: its beep was heard, or none came in time.
 _GREETING_OVER: Final = frozenset({"beep_start", "beep_timeout"})
 #: What the callee hears when the plan that placed the call can no longer run it (an NCCO must act).
@@ -197,12 +195,7 @@ async def event(request: web.Request) -> web.Response:
     detail: dict[str, Any] = {"status": status}
     if params.get("duration", "").isdigit():
         detail["duration_s"] = int(params["duration"][:9])
-    record_event(app, call_uuid, EVENT_SEQ + 1 + STATUS_ORDER.index(status), "call_status", detail)
-    if status in NEVER_CONNECTED:
-        record_unrun(app, call_uuid, claims, _ENDED_BY[status], f"not connected: {status} ({state})")
-    if status in TERMINAL:
-        app[OUTBOUND].release(call_uuid)
-    log.info("outbound call status", extra={"call_sid": call_uuid, **detail})
+    record_status(app, call_uuid, claims, detail, why=state)
     return web.Response(status=204)
 
 
