@@ -41,7 +41,6 @@ from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, ST
 from gateway.server.media import Refused, accept_call, public_base, ws_url
 from gateway.server.outbound_state import (
     AMD_SEQ,
-    EVENT_SEQ,
     OUTBOUND,
     DialRefused,
     DialRequest,
@@ -54,7 +53,6 @@ from gateway.server.outbound_state import (
 from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
 from gateway.server.telnyx import MEDIA_PATH, authenticated, e164, telnyx_rest
 from gateway.telephony.telnyx import AmdMode, CallControlEvent, parse_call_control_event
-from gateway.telephony.twilio_calls import STATUS_ORDER
 from gateway.tools.rest_call import RestRefused
 from gateway.tools.telnyx_rest import TelnyxCallControl
 
@@ -173,8 +171,7 @@ async def _answered(
     ):
         clog.info("call.answered delivered again: already handled")
         return
-    record_event(app, call_sid, EVENT_SEQ + 1 + STATUS_ORDER.index("in-progress"), "call_status",
-                 {"status": "in-progress"})  # fmt: skip
+    record_status(app, call_sid, claims, {"status": "in-progress"})
     found = call_plan(app, claims)
     if found is None:
         clog.error(
