@@ -36,6 +36,7 @@ from gateway.server.app import create_app
 from gateway.server.connections import GatewayRunner, raise_file_limit
 from gateway.server.drain import drain
 from gateway.server.limits import FileBudget
+from gateway.server.outbound import DIALERS
 from gateway.server.state import LIMITS, STREAM_TOKENS
 from gateway.settings import DEFAULT_MODEL, Settings
 from gateway.tools.loader import build_registry
@@ -194,6 +195,7 @@ async def serve(
         budget = app[LIMITS].budget
         _log_capacity(settings, budget, hard)
         _log_operator_access(settings)
+        _log_outbound_credentials(settings, dialplans)
         if banner:
             _banner(settings, dialplans, budget)
         stop = asyncio.Event()
@@ -261,6 +263,14 @@ def _log_operator_access(settings: Settings) -> None:
             f"listening on {settings.host} with no TWILIO_AUTH_TOKEN: every voice webhook is refused, "
             "local ones too. Set TWILIO_AUTH_TOKEN, or listen on 127.0.0.1 for local experiments."
         )
+
+
+def _log_outbound_credentials(settings: Settings, dialplans: DialplanStore) -> None:
+    """A plan that places calls through a provider whose credentials are missing: said at start, with
+    the variables to set, rather than at the first `gateway dial` (a 503 saying the same)."""
+    for plan in dialplans.current.plans:
+        if plan.outbound is not None and (why := DIALERS[plan.outbound.provider].unavailable(settings)):
+            logger.warning(f"dialplan {plan.name!r} places calls through {plan.outbound.provider}, but {why}")
 
 
 def _banner(settings: Settings, dialplans: DialplanStore, budget: FileBudget) -> None:

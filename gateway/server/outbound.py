@@ -70,6 +70,7 @@ from gateway.server.outbound_state import (
 )
 from gateway.server.state import DIALPLANS, HTTP_CLIENT, LIMITS, OBSERVABILITY, SETTINGS, STREAM_TOKENS
 from gateway.server.twilio import MEDIA_PATH, UNSIGNED_REFUSAL
+from gateway.settings import Settings
 from gateway.telephony.signature import verify_twilio_signature
 from gateway.telephony.twilio_calls import (
     AMD_FAX,
@@ -161,7 +162,7 @@ async def place_call(request: web.Request) -> web.Response:
     outbound = plan.outbound
     assert outbound is not None  # _check_request refused plans without [outbound]
     dialer = DIALERS[outbound.provider]
-    if (unavailable := dialer.unavailable(app)) is not None:
+    if (unavailable := dialer.unavailable(app[SETTINGS])) is not None:
         return _refuse(None, unavailable, 503)
     if app[OBSERVABILITY].draining:
         return _refuse(None, "the gateway is shutting down and places no new calls", 503)
@@ -212,16 +213,18 @@ async def place_call(request: web.Request) -> web.Response:
 class _TwilioDialer:
     """Twilio's ``Calls`` resource: ``Url`` (the answer), ``StatusCallback`` and async AMD point back here."""
 
-    def unavailable(self, app: web.Application) -> str | None:
-        return (
-            None if _rest(app) is not None else "placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
-        )
+    def unavailable(self, settings: Settings) -> str | None:
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            return None
+        return "placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
-        rest = _rest(app)
-        outbound = call.plan.outbound
-        assert rest is not None
+        rest, outbound = _rest(app), call.plan.outbound
         assert outbound is not None
+        if rest is None:
+            raise DialRefused(
+                None, "Twilio's REST client is not running (the gateway is starting or stopping)"
+            )
         form = create_call_form(
             to=call.to,
             from_=call.from_,

@@ -32,6 +32,7 @@ from gateway.log import call_logger
 from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecord, Usage
 from gateway.security.outbound_tokens import STREAM_PARAMETER, OutboundClaims, OutboundTokens
 from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY
+from gateway.settings import Settings
 from gateway.telephony.events import CallStarted
 from gateway.telephony.twilio_calls import NEVER_CONNECTED, STATUS_ORDER, TERMINAL
 
@@ -127,8 +128,9 @@ class DialRefused(Exception):
 class Dialer(Protocol):
     """One provider's way of placing calls (``[outbound] provider`` picks it)."""
 
-    def unavailable(self, app: web.Application) -> str | None:
-        """Why this gateway cannot place calls through the provider (missing credentials), or None."""
+    def unavailable(self, settings: Settings) -> str | None:
+        """Why these settings cannot place calls through the provider (the credentials they lack), or
+        None. Asked by the admin API, and at start-up for each plan that places calls."""
         ...
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:

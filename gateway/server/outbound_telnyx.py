@@ -52,6 +52,7 @@ from gateway.server.outbound_state import (
 )
 from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
 from gateway.server.telnyx import MEDIA_PATH, authenticated, e164, telnyx_rest
+from gateway.settings import Settings
 from gateway.telephony.telnyx import AmdMode, CallControlEvent, parse_call_control_event
 from gateway.tools.rest_call import RestRefused
 from gateway.tools.telnyx_rest import TelnyxCallControl
@@ -86,16 +87,18 @@ log = call_logger("gateway.outbound")
 class TelnyxDialer:
     """Telnyx Call Control's Dial (gateway/server/outbound.py picks it for ``provider = "telnyx"``)."""
 
-    def unavailable(self, app: web.Application) -> str | None:
-        settings = app[SETTINGS]
-        if telnyx_rest(app) is None or not settings.telnyx_connection_id:
-            return "placing calls through Telnyx needs TELNYX_API_KEY and TELNYX_CONNECTION_ID"
-        return None
+    def unavailable(self, settings: Settings) -> str | None:
+        if settings.telnyx_api_key and settings.telnyx_connection_id:
+            return None
+        return "placing calls through Telnyx needs TELNYX_API_KEY and TELNYX_CONNECTION_ID"
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
         rest, outbound = telnyx_rest(app), call.plan.outbound
-        assert rest is not None
         assert outbound is not None
+        if rest is None:
+            raise DialRefused(
+                None, "Telnyx's REST client is not running (the gateway is starting or stopping)"
+            )
         # To leave a message the greeting's end is needed; to hang up on a machine, the verdict alone.
         mode: AmdMode = "disabled"
         if outbound.machine == "message":

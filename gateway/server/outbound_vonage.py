@@ -48,6 +48,7 @@ from gateway.server.outbound_state import (
 )
 from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
 from gateway.server.vonage import EVENT_PATH, MEDIA_PATH, e164, signed_params, vonage_rest
+from gateway.settings import Settings
 from gateway.telephony.vonage import answer_ncco, talk_ncco
 from gateway.tools.rest_call import RestRefused
 
@@ -79,15 +80,18 @@ log = call_logger("gateway.outbound")
 class VonageDialer:
     """Vonage's create-call request (gateway/server/outbound.py picks it for ``provider = "vonage"``)."""
 
-    def unavailable(self, app: web.Application) -> str | None:
-        if vonage_rest(app) is None:
-            return "placing calls through Vonage needs VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY"
-        return None
+    def unavailable(self, settings: Settings) -> str | None:
+        if settings.vonage_application_id and settings.vonage_private_key:
+            return None
+        return "placing calls through Vonage needs VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY"
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
         rest, outbound = vonage_rest(app), call.plan.outbound
-        assert rest is not None
         assert outbound is not None
+        if rest is None:  # a key that cannot sign was logged once, at its first use
+            raise DialRefused(
+                None, "Vonage's REST client is not available: VONAGE_PRIVATE_KEY cannot sign (see the log)"
+            )
         try:
             uuid = await rest.create_call(
                 to=call.to,

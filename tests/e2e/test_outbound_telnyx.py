@@ -337,3 +337,25 @@ async def test_the_readmes_telnyx_try_out_with_real_processes(trust_test_ca: Tes
     assert "Traceback" not in "".join(served.output)
     (record,) = served.records()
     assert (record["to_number"], record["ended_by"]) == (PERSON, "caller")
+
+
+async def test_a_plan_whose_provider_lacks_credentials_is_named_at_start_up(
+    trust_test_ca: TestPKI, tmp_path: Path
+) -> None:
+    """``gateway serve`` with a plan that dials through Telnyx and no Telnyx credentials: one warning at
+    start naming the plan and the variables, not a surprise at the first dial."""
+    async with Emulator(ssl_context=trust_test_ca.server_context()) as emulator:
+        served = await serve(emulator, tmp_path, dialplans={"reminders": REMINDERS}, TELNYX_API_KEY=API_KEY)
+        try:
+            async with asyncio.timeout(10):
+                while not any("places calls through" in line for line in served.output):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # logged just after /readyz first answers
+        finally:
+            served.proc.terminate()
+            assert await served.exit_code(within_s=30) == 0
+    (line,) = [json.loads(line) for line in served.output if "places calls through" in line]
+    assert line["level"] == "warning"
+    assert line["event"] == (
+        "dialplan 'reminders' places calls through telnyx, but placing calls through Telnyx needs "
+        "TELNYX_API_KEY and TELNYX_CONNECTION_ID"
+    )
