@@ -267,10 +267,14 @@ def _log_operator_access(settings: Settings) -> None:
 
 def _log_outbound_credentials(settings: Settings, dialplans: DialplanStore) -> None:
     """A plan that places calls through a provider whose credentials are missing: said at start, with
-    the variables to set, rather than at the first `gateway dial` (a 503 saying the same)."""
+    the variables to set, rather than at the first `gateway dial` (a 503 saying the same). A warning
+    for a deployment; on the embedded emulator (the try-out) it is only information."""
+    level = logging.INFO if settings.embedded_emulator else logging.WARNING
     for plan in dialplans.current.plans:
         if plan.outbound is not None and (why := DIALERS[plan.outbound.provider].unavailable(settings)):
-            logger.warning(f"dialplan {plan.name!r} places calls through {plan.outbound.provider}, but {why}")
+            logger.log(
+                level, f"dialplan {plan.name!r} places calls through {plan.outbound.provider}, but {why}"
+            )
 
 
 def _banner(settings: Settings, dialplans: DialplanStore, budget: FileBudget) -> None:

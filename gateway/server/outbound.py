@@ -216,7 +216,7 @@ class _TwilioDialer:
     def unavailable(self, settings: Settings) -> str | None:
         if settings.twilio_account_sid and settings.twilio_auth_token:
             return None
-        return "placing calls needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        return "placing calls through Twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
         rest, outbound = _rest(app), call.plan.outbound
