@@ -46,6 +46,8 @@ __all__ = [
     "OutboundCalls",
     "call_plan",
     "leave_or_hang_up",
+    "missing_credentials",
+    "not_running",
     "plan_from_token",
     "record_event",
     "record_status",
@@ -123,6 +125,19 @@ class DialRefused(Exception):
     def __init__(self, field: str | None, message: str, **extra: Any) -> None:
         self.field, self.message, self.extra = field, message, extra
         super().__init__(message)
+
+
+def missing_credentials(settings: Settings, provider: str, *variables: str) -> str | None:
+    """What a :meth:`Dialer.unavailable` says: None when each variable is set (the setting of the same
+    name, lower-case), else the sentence naming them all."""
+    if all(getattr(settings, variable.lower()) for variable in variables):
+        return None
+    return f"placing calls through {provider} needs {' and '.join(variables)}"
+
+
+def not_running(provider: str) -> DialRefused:
+    """A dial while the provider's REST client is not there (the gateway starting or stopping)."""
+    return DialRefused(None, f"{provider}'s REST client is not running (the gateway is starting or stopping)")
 
 
 class Dialer(Protocol):

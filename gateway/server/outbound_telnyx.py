@@ -46,6 +46,8 @@ from gateway.server.outbound_state import (
     DialRequest,
     call_plan,
     leave_or_hang_up,
+    missing_credentials,
+    not_running,
     record_event,
     record_status,
     record_unrun,
@@ -57,7 +59,7 @@ from gateway.telephony.telnyx import AmdMode, CallControlEvent, parse_call_contr
 from gateway.tools.rest_call import RestRefused
 from gateway.tools.telnyx_rest import TelnyxCallControl
 
-__all__ = ["WEBHOOK_PATH", "TelnyxDialer", "webhook"]
+__all__ = ["ROUTES", "WEBHOOK_PATH", "TelnyxDialer", "webhook"]
 
 WEBHOOK_PATH = "/telnyx/outbound"
 #: ``hangup_cause`` (telnyx-python ``types/call_hangup.py``) → the call status the record uses
@@ -88,17 +90,13 @@ class TelnyxDialer:
     """Telnyx Call Control's Dial (gateway/server/outbound.py picks it for ``provider = "telnyx"``)."""
 
     def unavailable(self, settings: Settings) -> str | None:
-        if settings.telnyx_api_key and settings.telnyx_connection_id:
-            return None
-        return "placing calls through Telnyx needs TELNYX_API_KEY and TELNYX_CONNECTION_ID"
+        return missing_credentials(settings, "Telnyx", "TELNYX_API_KEY", "TELNYX_CONNECTION_ID")
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
         rest, outbound = telnyx_rest(app), call.plan.outbound
         assert outbound is not None
         if rest is None:
-            raise DialRefused(
-                None, "Telnyx's REST client is not running (the gateway is starting or stopping)"
-            )
+            raise not_running("Telnyx")
         # To leave a message the greeting's end is needed; to hang up on a machine, the verdict alone.
         mode: AmdMode = "disabled"
         if outbound.machine == "message":
@@ -269,3 +267,7 @@ async def _end(rest: TelnyxCallControl | None, call_sid: str, clog: CallLogger) 
         await rest.hang_up(call_sid)
     except ToolError as exc:
         clog.warning("REST hang-up failed", extra={"error": str(exc)})
+
+
+#: Telnyx's webhooks about the calls the gateway placed (gateway/server/outbound.py serves them).
+ROUTES = ((WEBHOOK_PATH, webhook),)

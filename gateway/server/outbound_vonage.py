@@ -42,6 +42,7 @@ from gateway.server.outbound_state import (
     DialRequest,
     call_plan,
     leave_or_hang_up,
+    missing_credentials,
     record_event,
     record_status,
     record_unrun,
@@ -52,7 +53,7 @@ from gateway.settings import Settings
 from gateway.telephony.vonage import answer_ncco, talk_ncco
 from gateway.tools.rest_call import RestRefused
 
-__all__ = ["ANSWER_PATH", "EVENT_PATH_OUT", "VonageDialer", "answer", "event"]
+__all__ = ["ANSWER_PATH", "EVENT_PATH_OUT", "ROUTES", "VonageDialer", "answer", "event"]
 
 ANSWER_PATH = "/vonage/outbound/answer"
 EVENT_PATH_OUT = "/vonage/outbound/event"
@@ -81,9 +82,7 @@ class VonageDialer:
     """Vonage's create-call request (gateway/server/outbound.py picks it for ``provider = "vonage"``)."""
 
     def unavailable(self, settings: Settings) -> str | None:
-        if settings.vonage_application_id and settings.vonage_private_key:
-            return None
-        return "placing calls through Vonage needs VONAGE_APPLICATION_ID and VONAGE_PRIVATE_KEY"
+        return missing_credentials(settings, "Vonage", "VONAGE_APPLICATION_ID", "VONAGE_PRIVATE_KEY")
 
     async def dial(self, app: web.Application, call: DialRequest) -> tuple[str, str]:
         rest, outbound = vonage_rest(app), call.plan.outbound
@@ -228,3 +227,7 @@ async def _machine(
     detail = {"answered_by": state, "sub_state": sub_state, "action": action}
     record_event(app, call_uuid, AMD_SEQ + (1 if sub_state else 0), "answered_by", detail)
     log.info("answering machine detection", extra={"call_sid": call_uuid, **detail})
+
+
+#: Vonage's webhooks about the calls the gateway placed (gateway/server/outbound.py serves them).
+ROUTES = ((ANSWER_PATH, answer), (EVENT_PATH_OUT, event))

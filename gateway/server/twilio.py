@@ -99,7 +99,7 @@ def _token(start: CallStarted, request: web.Request) -> str:
     return start.custom_parameters.get(TOKEN_PARAMETER, "")
 
 
-def _rest(app: web.Application) -> TwilioRest | None:
+def twilio_rest(app: web.Application) -> TwilioRest | None:
     """Transfers and REST hang-ups need ``TWILIO_ACCOUNT_SID`` and ``TWILIO_AUTH_TOKEN``; without them
     hang-up closes the media stream only (which ends the call: nothing follows ``<Connect>``)."""
     settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
@@ -120,8 +120,8 @@ ROUTE = StreamRoute(
     upgrade_refusal=_upgrade_refusal,
     token=_token,
     log=log,
-    rest=_rest,
-    plan=stream_plan,  # an outbound call's signed plan (gateway/server/outbound.py)
+    rest=twilio_rest,
+    plan=stream_plan,  # an outbound call's signed plan (gateway/server/outbound_twilio.py)
 )
 media_stream = media_stream_handler(ROUTE)
 
