@@ -34,10 +34,11 @@ import re
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -597,13 +598,29 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
-    async def serve() -> None:
+    async def open_network() -> tuple[PhoneNetwork, list[str]]:
         network = PhoneNetwork(
             account_sid=account, auth_token=token, ring_s=args.ring, behaviours=behaviours, on_event=print
         )
         base = await network.start(args.host, args.port)
-        print(f"simulated phone network on {base}: start the gateway with TWILIO_API_BASE={base}")
-        print("numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 failed; others a person")
+        return network, [
+            f"simulated phone network on {base}: start the gateway with TWILIO_API_BASE={base}",
+            "numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 failed; others a person",
+        ]
+
+    return _serve(open_network)
+
+
+class _Network(Protocol):
+    async def close(self) -> None: ...
+
+
+def _serve(open_network: Callable[[], Awaitable[tuple[_Network, list[str]]]]) -> int:
+    """Run the network ``open_network`` starts, say what to give the gateway, until Ctrl-C."""
+
+    async def serve() -> None:
+        network, lines = await open_network()
+        print("\n".join(lines), flush=True)
         try:
             await asyncio.Event().wait()
         finally:
@@ -627,7 +644,7 @@ def _run_telnyx(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> i
         )
         return 2
 
-    async def serve() -> None:
+    async def open_network() -> tuple[TelnyxNetwork, list[str]]:
         network = TelnyxNetwork(
             api_key=api_key,
             ring_s=args.ring,
@@ -638,17 +655,13 @@ def _run_telnyx(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> i
         )
         await network.start()
         base = network.base_url
-        print(f"simulated Telnyx network on {base}: start the gateway with")
-        print(f"  TELNYX_API_BASE={base} TELNYX_PUBLIC_KEY={network.public_key} TELNYX_CONNECTION_ID=any")
-        print("numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 rejected; others a person")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await network.close()
+        return network, [
+            f"simulated Telnyx network on {base}: start the gateway with",
+            f"  TELNYX_API_BASE={base} TELNYX_PUBLIC_KEY={network.public_key} TELNYX_CONNECTION_ID=any",
+            "numbers ending in 0 answer as a machine; 99 busy, 98 no answer, 97 rejected; others a person",
+        ]
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0
+    return _serve(open_network)
 
 
 #: Where ``gateway network --provider vonage`` keeps the application key it made (the gateway reads it).
@@ -687,24 +700,18 @@ def _run_vonage(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> i
         key_path.touch(mode=0o600)
         key_path.write_bytes(pem)
 
-    async def serve() -> None:
+    async def open_network() -> tuple[VonageNetwork, list[str]]:
         network = VonageNetwork(
             application_public_key=key.public_key(), signature_secret=secret, application_id=application_id,
             ring_s=args.ring, behaviours=behaviours, on_event=print, host=args.host, port=args.port,
         )  # fmt: skip
         await network.start()
-        print(f"simulated Vonage network on {network.base_url}: start the gateway with")
-        print(
+        return network, [
+            f"simulated Vonage network on {network.base_url}: start the gateway with",
             f"  VONAGE_API_BASE={network.base_url} VONAGE_APPLICATION_ID={application_id} "
-            f"VONAGE_PRIVATE_KEY={key_path}"
-        )
-        print("(and the same VONAGE_SIGNATURE_SECRET); numbers ending in 0 answer as a machine; 99 busy, "
-              "98 no answer, 97 rejected; others a person")  # fmt: skip
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await network.close()
+            f"VONAGE_PRIVATE_KEY={key_path}",
+            "(and the same VONAGE_SIGNATURE_SECRET); numbers ending in 0 answer as a machine; 99 busy, "
+            "98 no answer, 97 rejected; others a person",
+        ]
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
-    return 0
+    return _serve(open_network)

@@ -28,10 +28,11 @@ from gateway.bridge.call import CallBridge
 from gateway.dialplan.model import Dialplan
 from gateway.dialplan.outbound import OutboundRefusal, call_values, machine_message, plan_for_call
 from gateway.errors import AuthError, ToolError
-from gateway.log import call_logger
+from gateway.log import CallLogger, call_logger
 from gateway.records.model import CallClosed, CallOpened, EventAdded, EventRecord, Usage
-from gateway.security.outbound_tokens import STREAM_PARAMETER, OutboundClaims, OutboundTokens
-from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY
+from gateway.security.outbound_tokens import CALLBACK_TTL_S, STREAM_PARAMETER, OutboundClaims, OutboundTokens
+from gateway.server.media import Refused, accept_call
+from gateway.server.state import CALLS, DIALPLANS, LIMITS, OBSERVABILITY, STREAM_TOKENS
 from gateway.settings import Settings
 from gateway.telephony.events import CallStarted
 from gateway.telephony.twilio_calls import NEVER_CONNECTED, STATUS_ORDER, TERMINAL
@@ -40,10 +41,12 @@ __all__ = [
     "AMD_SEQ",
     "EVENT_SEQ",
     "OUTBOUND",
+    "Answered",
     "DialRefused",
     "DialRequest",
     "Dialer",
     "OutboundCalls",
+    "admit_answer",
     "call_plan",
     "leave_or_hang_up",
     "missing_credentials",
@@ -53,6 +56,7 @@ __all__ = [
     "record_status",
     "record_unrun",
     "stream_plan",
+    "url_plan",
 ]
 
 #: First record-event seq of outbound events: the dial request; then one per call status, then AMD.
@@ -170,6 +174,13 @@ def stream_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
     return None if token is None else plan_from_token(request.app, token, start.call_sid)
 
 
+def url_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
+    """:func:`stream_plan` for a stream that brings the token in its URL's query (Telnyx's ``start`` has no
+    parameters the gateway can set; Vonage's endpoint headers hold 512 bytes: :meth:`Answered.stream_url`)."""
+    token = request.query.get(STREAM_PARAMETER)
+    return None if token is None else plan_from_token(request.app, token, start.call_sid)
+
+
 def plan_from_token(app: web.Application, token: str, call_sid: str) -> Dialplan:
     """The rendered plan a stream token bound to ``call_sid`` names (however the stream brought it).
 
@@ -187,6 +198,60 @@ def plan_from_token(app: web.Application, token: str, call_sid: str) -> Dialplan
         return plan_for_call(plan, call_values(plan.outbound, claims.params))
     except OutboundRefusal as exc:
         raise AuthError(f"the call's parameters no longer fit its dialplan: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """An answered outbound call the gateway takes: its rendered plan, the stream token to hand the
+    provider, and the token bound to the call from which the media socket takes the plan again."""
+
+    plan: Dialplan
+    token: str
+    bound: str
+
+    def stream_url(self, url: str) -> str:
+        """``url`` (the provider's media route) carrying the bound token in its query, for providers whose
+        stream brings no parameter the gateway can set (Telnyx) or too few bytes of them (Vonage)."""
+        return f"{url}?{STREAM_PARAMETER}={self.bound}"
+
+
+async def admit_answer(
+    request: web.Request, clog: CallLogger, claims: OutboundClaims, call_sid: str, *, may_preconnect: bool
+) -> Answered | Refused | None:
+    """The callee answered: the call's token used once, its plan rendered, and the call admitted exactly
+    as an inbound one. None: the answer was already used (a repeat, or a replay). :class:`Refused`: the
+    call may not run (its plan changed beyond running it: an empty message, the provider's own goodbye;
+    or over capacity), already in the record."""
+    app = request.app
+    if not await app[STREAM_TOKENS].guard.claim(
+        "outbound:" + claims.nonce, claims.issued_at + CALLBACK_TTL_S, time.time()
+    ):
+        return None
+    found = call_plan(app, claims)
+    if found is None:
+        clog.error(
+            "outbound call answered but its dialplan can no longer run it",
+            extra={"dialplan": claims.dialplan},
+        )
+        record_unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
+        return Refused("")
+    plan, _ = found
+    accepted = await accept_call(
+        request,
+        clog,
+        call_sid=call_sid,
+        to=claims.to,
+        from_=claims.from_,
+        may_preconnect=may_preconnect,
+        plan=plan,
+    )
+    if isinstance(accepted, Refused):
+        # Answered, but over capacity: the callee hears the fallback line where the provider can say one.
+        reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
+        record_unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
+        return accepted
+    clog.info("outbound call answered", extra={"to": claims.to, "dialplan": plan.name})
+    return Answered(plan, accepted.token, app[OUTBOUND].tokens.bind(claims, call_sid))
 
 
 def call_plan(app: web.Application, claims: OutboundClaims) -> tuple[Dialplan, dict[str, str]] | None:

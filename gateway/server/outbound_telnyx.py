@@ -30,30 +30,30 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from aiohttp import web
 
 from gateway.errors import AuthError, TelephonyProtocolError, ToolError
 from gateway.log import CallLogger, call_logger
 from gateway.security.inputs import webhook_identity_problem
-from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, STREAM_PARAMETER, OutboundClaims
-from gateway.server.media import Refused, accept_call, public_base, ws_url
+from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, OutboundClaims
+from gateway.server.media import Refused, public_base, ws_url
 from gateway.server.outbound_state import (
     AMD_SEQ,
     OUTBOUND,
     DialRefused,
     DialRequest,
+    admit_answer,
     call_plan,
     leave_or_hang_up,
     missing_credentials,
     not_running,
     record_event,
     record_status,
-    record_unrun,
 )
-from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
-from gateway.server.telnyx import MEDIA_PATH, authenticated, e164, telnyx_rest
+from gateway.server.state import SETTINGS
+from gateway.server.telnyx import MEDIA_PATH, authenticated, call_control_codec, e164, telnyx_rest
 from gateway.settings import Settings
 from gateway.telephony.telnyx import AmdMode, CallControlEvent, parse_call_control_event
 from gateway.tools.rest_call import RestRefused
@@ -167,51 +167,26 @@ async def _answered(
     app, call_sid = request.app, event.call_control_id
     clog = log.bind(call_sid=call_sid)
     rest = telnyx_rest(app)
-    if not await app[STREAM_TOKENS].guard.claim(
-        "outbound:" + claims.nonce, claims.issued_at + CALLBACK_TTL_S, time.time()
-    ):
+    may_preconnect = verified or not app[SETTINGS].telnyx_public_key
+    admitted = await admit_answer(request, clog, claims, call_sid, may_preconnect=may_preconnect)
+    if admitted is None:
         clog.info("call.answered delivered again: already handled")
         return
     record_status(app, call_sid, claims, {"status": "in-progress"})
-    found = call_plan(app, claims)
-    if found is None:
-        clog.error(
-            "outbound call answered but its dialplan can no longer run it",
-            extra={"dialplan": claims.dialplan},
-        )
-        await _end(rest, call_sid, clog)
-        record_unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
-        return
-    plan, _ = found
-    accepted = await accept_call(
-        request,
-        clog,
-        call_sid=call_sid,
-        to=claims.to,
-        from_=claims.from_,
-        may_preconnect=verified or not app[SETTINGS].telnyx_public_key,
-        plan=plan,
-    )
-    if isinstance(accepted, Refused):
+    if isinstance(admitted, Refused):
         # Nothing can be said without a stream (Call Control has no TwiML): the callee hears the line end.
-        reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
         await _end(rest, call_sid, clog)
-        record_unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
         return
-    settings = app[SETTINGS]
-    codec: Literal["PCMU", "PCMA", "L16"] = (
-        "L16" if settings.telnyx_codec == "L16" else "PCMA" if settings.telnyx_codec == "PCMA" else "PCMU"
-    )
-    bound = app[OUTBOUND].tokens.bind(claims, call_sid)
-    stream_url = ws_url(public_base(request) + MEDIA_PATH) + "?" + STREAM_PARAMETER + "=" + bound
+    codec = call_control_codec(app[SETTINGS])
+    stream_url = admitted.stream_url(ws_url(public_base(request) + MEDIA_PATH))
     try:
         assert rest is not None  # the call was dialled through it
-        await rest.streaming_start(call_sid, stream_url, accepted.token, codec=codec)
+        await rest.streaming_start(call_sid, stream_url, admitted.token, codec=codec)
     except ToolError as exc:
         clog.error("outbound call answered but its stream could not be started", extra={"error": str(exc)})
         await _end(rest, call_sid, clog)
         return
-    clog.info("outbound call answered", extra={"to": claims.to, "dialplan": plan.name, "codec": codec})
+    clog.info("outbound stream started", extra={"codec": codec})
 
 
 def _status(app: web.Application, event: CallControlEvent, claims: OutboundClaims) -> None:

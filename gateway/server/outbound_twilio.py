@@ -32,21 +32,21 @@ from gateway.security.inputs import webhook_identity_problem
 from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, STREAM_PARAMETER, OutboundClaims
 from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import local_operator
-from gateway.server.media import Refused, accept_call, public_base, ws_url
+from gateway.server.media import Refused, public_base, ws_url
 from gateway.server.outbound_state import (
     AMD_SEQ,
     OUTBOUND,
     DialRefused,
     DialRequest,
+    admit_answer,
     call_plan,
     leave_or_hang_up,
     missing_credentials,
     not_running,
     record_event,
     record_status,
-    record_unrun,
 )
-from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
+from gateway.server.state import SETTINGS
 from gateway.server.twilio import MEDIA_PATH, UNSIGNED_REFUSAL, twilio_rest
 from gateway.settings import Settings
 from gateway.telephony.signature import verify_twilio_signature
@@ -165,41 +165,19 @@ async def _twilio_request(
 async def answer(request: web.Request) -> web.Response:
     """Twilio fetches the call's ``Url``: the callee answered. Same admission and media path as inbound."""
     form, claims = await _twilio_request(request, max_age_s=None)
-    app = request.app
     call_sid, to, from_ = form.get("CallSid", ""), form.get("To", ""), form.get("From", "")
     clog = log.bind(call_sid=call_sid)
     if to != claims.to or from_ != claims.from_:
         clog.warning("outbound answer rejected: numbers differ from the dial request")
         raise web.HTTPForbidden(text="this answer URL was issued for another call")
-    now = time.time()
-    guard = app[STREAM_TOKENS].guard
-    if not await guard.claim("outbound:" + claims.nonce, claims.issued_at + CALLBACK_TTL_S, now):
+    admitted = await admit_answer(request, clog, claims, call_sid, may_preconnect=True)
+    if admitted is None:
         clog.warning("outbound answer rejected: the answer URL was already used")
         raise web.HTTPForbidden(text="this answer URL was already used")
-    found = call_plan(app, claims)
-    if found is None:
-        clog.error(
-            "outbound call answered but its dialplan can no longer run it",
-            extra={"dialplan": claims.dialplan},
-        )
-        record_unrun(app, call_sid, claims, "gateway", "refused: the dialplan can no longer run this call")
-        return web.Response(text=say_hangup_twiml(), content_type="text/xml")
-    plan, _ = found
-    accepted = await accept_call(
-        request, clog, call_sid=call_sid, to=to, from_=from_, may_preconnect=True, plan=plan
-    )
-    if isinstance(accepted, Refused):
-        # Answered, but over capacity: the callee hears the fallback line; the record says why.
-        reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
-        record_unrun(app, call_sid, claims, "gateway", f"refused when answered: {reason}")
-        return web.Response(text=say_hangup_twiml(accepted.message), content_type="text/xml")
-    bound = app[OUTBOUND].tokens.bind(claims, call_sid)
+    if isinstance(admitted, Refused):
+        return web.Response(text=say_hangup_twiml(admitted.message or None), content_type="text/xml")
     stream_url = ws_url(public_base(request) + MEDIA_PATH)
-    parameters = {TOKEN_PARAMETER: accepted.token, "from": from_, "to": to, STREAM_PARAMETER: bound}
-    clog.info(
-        "outbound call answered",
-        extra={"to": to, "dialplan": plan.name, "answered_by": form.get("AnsweredBy")},
-    )
+    parameters = {TOKEN_PARAMETER: admitted.token, "from": from_, "to": to, STREAM_PARAMETER: admitted.bound}
     return web.Response(text=connect_stream_twiml(stream_url, parameters), content_type="text/xml")
 
 

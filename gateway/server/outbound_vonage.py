@@ -33,21 +33,21 @@ from aiohttp import web
 from gateway.errors import AuthError, ConfigError, ToolError
 from gateway.log import call_logger
 from gateway.security.inputs import webhook_identity_problem
-from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, STREAM_PARAMETER, OutboundClaims
-from gateway.server.media import Refused, accept_call, public_base, ws_url
+from gateway.security.outbound_tokens import CALLBACK_TTL_S, QUERY_PARAMETER, OutboundClaims
+from gateway.server.media import Refused, public_base, ws_url
 from gateway.server.outbound_state import (
     AMD_SEQ,
     OUTBOUND,
     DialRefused,
     DialRequest,
+    admit_answer,
     call_plan,
     leave_or_hang_up,
     missing_credentials,
     record_event,
     record_status,
-    record_unrun,
 )
-from gateway.server.state import LIMITS, SETTINGS, STREAM_TOKENS
+from gateway.server.state import SETTINGS
 from gateway.server.vonage import EVENT_PATH, MEDIA_PATH, e164, signed_params, vonage_rest
 from gateway.settings import Settings
 from gateway.telephony.vonage import answer_ncco, talk_ncco
@@ -141,45 +141,23 @@ async def answer(request: web.Request) -> web.Response:
     params, claims, signed = await _claims(request, "answer request", max_age_s=None)
     app, call_uuid = request.app, params["uuid"]
     clog = log.bind(call_sid=call_uuid)
-    if not await app[STREAM_TOKENS].guard.claim(
-        "outbound:" + claims.nonce, claims.issued_at + CALLBACK_TTL_S, time.time()
-    ):
+    may_preconnect = signed or not app[SETTINGS].vonage_signature_secret
+    admitted = await admit_answer(request, clog, claims, call_uuid, may_preconnect=may_preconnect)
+    if admitted is None:
         clog.warning("outbound answer rejected: the answer URL was already used")
         raise web.HTTPForbidden(text="this answer URL was already used")
-    found = call_plan(app, claims)
-    if found is None:
-        clog.error(
-            "outbound call answered but its dialplan can no longer run it",
-            extra={"dialplan": claims.dialplan},
-        )
-        record_unrun(app, call_uuid, claims, "gateway", "refused: the dialplan can no longer run this call")
-        return web.json_response(talk_ncco(_CANNOT_RUN))
-    plan, _ = found
-    accepted = await accept_call(
-        request,
-        clog,
-        call_sid=call_uuid,
-        to=claims.to,
-        from_=claims.from_,
-        may_preconnect=signed or not app[SETTINGS].vonage_signature_secret,
-        plan=plan,
-    )
-    if isinstance(accepted, Refused):
-        reason = app[LIMITS].admission.refusal(plan.name) or "over capacity"
-        record_unrun(app, call_uuid, claims, "gateway", f"refused when answered: {reason}")
-        return web.json_response(talk_ncco(accepted.message))
+    if isinstance(admitted, Refused):
+        return web.json_response(talk_ncco(admitted.message or _CANNOT_RUN))
     base = public_base(request)
-    bound = app[OUTBOUND].tokens.bind(claims, call_uuid)
     ncco = answer_ncco(
-        ws_url(base + MEDIA_PATH) + "?" + STREAM_PARAMETER + "=" + bound,
-        accepted.token,
+        admitted.stream_url(ws_url(base + MEDIA_PATH)),
+        admitted.token,
         call_uuid=call_uuid,
         from_=claims.from_,
         to=claims.to,
         rate=app[SETTINGS].vonage_sample_rate,
         event_url=base + EVENT_PATH,  # the WebSocket leg's own events: logged, not this call's record
     )
-    clog.info("outbound call answered", extra={"to": claims.to, "dialplan": plan.name})
     return web.json_response(ncco)
 
 

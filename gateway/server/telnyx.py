@@ -25,13 +25,11 @@ from typing import Final, Literal
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.dialplan.model import Dialplan
 from gateway.errors import TelephonyProtocolError, ToolError
 from gateway.log import call_logger
-from gateway.security.outbound_tokens import STREAM_PARAMETER
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
-from gateway.server.outbound_state import plan_from_token
+from gateway.server.outbound_state import url_plan
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.settings import Settings
 from gateway.telephony.events import CallStarted
@@ -177,9 +175,7 @@ async def _call_control(request: web.Request, body: bytes, verified: bool) -> we
         if isinstance(accepted, Refused):
             await rest.reject(call_sid)  # the caller hears busy: nothing can be said before answering
             return web.Response(status=200)
-        codec: Literal["PCMU", "PCMA", "L16"] = (
-            "L16" if settings.telnyx_codec == "L16" else "PCMA" if settings.telnyx_codec == "PCMA" else "PCMU"
-        )
+        codec = call_control_codec(settings)
         await rest.answer(call_sid, _stream_url(request), accepted.token, codec=codec)
     except ToolError as exc:
         # A 5xx makes Telnyx deliver the webhook again: a failed answer gets another try.
@@ -189,6 +185,11 @@ async def _call_control(request: web.Request, body: bytes, verified: bool) -> we
         "Call Control call answered", extra={"to": to, "from": from_, "verified": verified, "codec": codec}
     )
     return web.Response(status=200)
+
+
+def call_control_codec(settings: Settings) -> Literal["PCMU", "PCMA", "L16"]:
+    """The codec of a Call Control stream, both ways (``GATEWAY_TELNYX_CODEC``)."""
+    return "L16" if settings.telnyx_codec == "L16" else "PCMA" if settings.telnyx_codec == "PCMA" else "PCMU"
 
 
 def _upgrade_refusal(request: web.Request) -> str | None:
@@ -201,13 +202,6 @@ def _upgrade_refusal(request: web.Request) -> str | None:
 
 def _token(start: CallStarted, request: web.Request) -> str:
     return request.query.get(TOKEN_QUERY_PARAM, "")
-
-
-def _outbound_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
-    """An outbound call's stream (gateway/server/outbound_telnyx.py) names its rendered plan in its URL,
-    beside the stream token: Telnyx's ``start`` has no parameters the gateway can set."""
-    token = request.query.get(STREAM_PARAMETER)
-    return None if token is None else plan_from_token(request.app, token, start.call_sid)
 
 
 def telnyx_rest(app: web.Application) -> TelnyxCallControl | None:
@@ -227,7 +221,7 @@ ROUTE = StreamRoute(
     token=_token,
     log=log,
     rest=telnyx_rest,
-    plan=_outbound_plan,
+    plan=url_plan,  # an outbound call's signed plan, in the stream URL (gateway/server/outbound_state.py)
 )
 media_stream = media_stream_handler(ROUTE)
 

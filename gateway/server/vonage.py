@@ -24,14 +24,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.dialplan.model import Dialplan
 from gateway.errors import AuthError, ConfigError
 from gateway.log import call_logger
-from gateway.security.outbound_tokens import STREAM_PARAMETER
 from gateway.security.tokens import MAX_TOKEN_LENGTH
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
-from gateway.server.outbound_state import plan_from_token
+from gateway.server.outbound_state import url_plan
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.telephony.events import CallStarted
 from gateway.telephony.vonage import (
@@ -195,13 +193,6 @@ def vonage_rest(app: web.Application) -> VonageRest | None:
     )
 
 
-def _outbound_plan(start: CallStarted, request: web.Request) -> Dialplan | None:
-    """An outbound call's stream (gateway/server/outbound_vonage.py) names its rendered plan in its URL:
-    the endpoint's ``headers`` hold 512 bytes, too few for a plan's parameters."""
-    token = request.query.get(STREAM_PARAMETER)
-    return None if token is None else plan_from_token(request.app, token, start.call_sid)
-
-
 def _codec() -> VonageCodec:
     return VonageCodec()
 
@@ -214,7 +205,7 @@ ROUTE = StreamRoute(
     token=_token,
     log=log,
     rest=vonage_rest,
-    plan=_outbound_plan,
+    plan=url_plan,  # an outbound call's signed plan, in the stream URL (gateway/server/outbound_state.py)
 )
 media_stream = media_stream_handler(ROUTE)
 

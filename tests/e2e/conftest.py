@@ -23,9 +23,10 @@ from aiohttp.web_runner import BaseRunner
 from gateway.dialplan.store import DialplanStore
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
+from gateway.records.model import CallRecord
 from gateway.server.app import create_app
 from gateway.server.connections import GatewayRunner
-from gateway.server.state import CALLS, DIALPLANS
+from gateway.server.state import CALLS, DIALPLANS, OBSERVABILITY
 from gateway.settings import DEFAULT_MODEL, Settings
 
 DEFAULT_PLAN = """
@@ -63,6 +64,21 @@ class Gateway:
             while len(records := self.app_calls_list()) < count or self.app[CALLS].active:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         return records
+
+    async def ended_record(self, call_id: str, within_s: float = 10.0) -> CallRecord:
+        """The call's durable record once it is closed (the writer commits a moment after the call ends)."""
+        hub = self.app[OBSERVABILITY]
+        async with asyncio.timeout(within_s):
+            while True:
+                record = await hub.get_call(call_id)
+                if record is not None and record.ended:
+                    return record
+                await asyncio.sleep(0.1)
+
+
+def call_statuses(record: CallRecord) -> list[str]:
+    """An outbound call's statuses in its record, in the order calls go through them."""
+    return [e.detail["status"] for e in sorted(record.events, key=lambda e: e.seq) if e.kind == "call_status"]
 
 
 @pytest.fixture

@@ -21,10 +21,8 @@ import pytest
 from gateway.caller import wire
 from gateway.caller.network import PhoneNetwork, SimulatedCall
 from gateway.emulator import Emulator
-from gateway.records.model import CallRecord
 from gateway.server.dial import DialRefused, dial
 from gateway.server.outbound_state import OUTBOUND
-from gateway.server.state import OBSERVABILITY
 
 from .conftest import Gateway, GatewayFactory
 
@@ -111,17 +109,6 @@ async def _dial(gw: Gateway, to: str, *, token: str = ADMIN_TOKEN, **fields: Any
     return await dial(gw.url, to=to, token=token, **fields)
 
 
-async def _record(gw: Gateway, call_sid: str, within_s: float = 10.0) -> CallRecord:
-    """The call's durable record once it is closed (the writer commits a moment after the call ends)."""
-    hub = gw.app[OBSERVABILITY]
-    async with asyncio.timeout(within_s):
-        while True:
-            record = await hub.get_call(call_sid)
-            if record is not None and record.ended:
-                return record
-            await asyncio.sleep(0.1)
-
-
 def _statuses(call: SimulatedCall) -> list[tuple[str, int]]:
     return list(call.callbacks)
 
@@ -159,7 +146,7 @@ async def test_dial_a_person_converses_with_the_parameters_in_the_prompt(
     assert setup is not None
     instruction = setup["systemInstruction"]["parts"][0]["text"]
     assert instruction == "You call Ada Lovelace to confirm the appointment at 3 pm Tuesday. {Be brief.}"
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.from_number, record.to_number, record.dialplan) == (OUR_NUMBER, PERSON, "reminders")
     bot = [t.text for t in record.turns if t.role == "bot"]
     assert bot[0] == "Hello Ada Lovelace, this is Acme about your appointment at 3 pm Tuesday."
@@ -186,7 +173,7 @@ async def test_dial_a_machine_leaves_the_message_after_the_beep(
     assert call.report is not None
     assert call.report.ended_by == "gateway"  # the gateway hung up on the machine
     assert _statuses(call)[-1] == ("completed", 204)
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert record.ended_by == "gateway"
     assert record.end_reason == "answering machine (machine_end_beep): message left"
     message = "Hi Grace, Acme here about your next visit. Please call us back."
@@ -212,7 +199,7 @@ async def test_a_call_that_never_connects_still_gets_a_record(
     call = await network.wait(placed["call_sid"], 30)
     assert _statuses(call) == [("initiated", 204), ("ringing", 204), (status, 204)]
     assert call.report is None
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.to_number, record.from_number, record.dialplan) == (number, OUR_NUMBER, "reminders")
     assert (record.ended_by, record.end_reason) == (by, f"not connected: {status}")
     assert [e.detail["status"] for e in record.events if e.kind == "call_status"] == [

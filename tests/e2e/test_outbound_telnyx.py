@@ -26,12 +26,10 @@ from gateway.caller import wire_telnyx as wire
 from gateway.caller.telnyx_network import TelnyxNetwork
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
-from gateway.records.model import CallRecord
 from gateway.server.dial import DialRefused, dial
 from gateway.server.outbound_state import OUTBOUND
-from gateway.server.state import OBSERVABILITY
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, call_statuses
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -100,20 +98,6 @@ async def _dial(gw: Gateway, to: str, **fields: Any) -> dict[str, Any]:
     return await dial(gw.url, to=to, token=ADMIN_TOKEN, **fields)
 
 
-async def _record(gw: Gateway, call_id: str, within_s: float = 10.0) -> CallRecord:
-    hub = gw.app[OBSERVABILITY]
-    async with asyncio.timeout(within_s):
-        while True:
-            record = await hub.get_call(call_id)
-            if record is not None and record.ended:
-                return record
-            await asyncio.sleep(0.1)
-
-
-def _statuses(record: CallRecord) -> list[str]:
-    return [e.detail["status"] for e in sorted(record.events, key=lambda e: e.seq) if e.kind == "call_status"]
-
-
 async def test_dial_a_person_through_telnyx_converses(
     telnyx_gateway: Gateway, network: TelnyxNetwork, emulator: Emulator
 ) -> None:
@@ -158,7 +142,7 @@ async def test_dial_a_person_through_telnyx_converses(
     setup = emulator.sessions[-1].setup
     assert setup is not None
     assert setup["systemInstruction"]["parts"][0]["text"] == "You call Ada Lovelace about 3 pm Tuesday."
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.call_id, record.from_number, record.to_number) == (
         call.call_control_id,
         OUR_NUMBER,
@@ -172,7 +156,7 @@ async def test_dial_a_person_through_telnyx_converses(
     assert events["answered_by"] == {
         "answered_by": "human", "event": "call.machine.detection.ended", "action": "continue",
     }  # fmt: skip
-    assert _statuses(record) == ["initiated", "in-progress", "completed"]
+    assert call_statuses(record) == ["initiated", "in-progress", "completed"]
     hangup = next(e for e in record.events if e.kind == "call_status" and e.detail["status"] == "completed")
     assert hangup.detail["hangup_cause"] == "normal_clearing"
     assert gw.app[OUTBOUND].active("reminders") == 0
@@ -191,7 +175,7 @@ async def test_a_machine_gets_the_message_once_its_greeting_ended(
     assert ("call.machine.greeting.ended", "beep_detected", 200) in call.amd
     assert (call.hangup_cause, call.hangup_source) == ("normal_clearing", "caller")  # the gateway hung up
     assert any(c.action == "hangup" for c in call.commands)
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.ended_by, record.end_reason) == (
         "gateway",
         "answering machine (beep_detected): message left",
@@ -217,7 +201,7 @@ async def test_a_plan_that_hangs_up_on_machines_does_so_at_the_verdict(
     call = await network.wait(placed["call_sid"], 60)
     assert call.amd_mode == "detect"
     assert [(event, result) for event, result, _ in call.amd] == [("call.machine.detection.ended", "machine")]
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.ended_by, record.end_reason) == ("gateway", "answered by machine: hung up")
 
 
@@ -238,10 +222,10 @@ async def test_a_telnyx_call_that_never_connects_still_gets_a_record(
     call = await network.wait(placed["call_sid"], 30)
     assert call.report is None
     assert [kind for kind, _ in call.webhooks] == ["call.initiated", "call.hangup"]
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.to_number, record.dialplan) == (number, "reminders")
     assert (record.ended_by, record.end_reason) == (by, f"not connected: {status} ({cause})")
-    assert _statuses(record) == ["initiated", status]
+    assert call_statuses(record) == ["initiated", status]
     assert gw.app[OUTBOUND].active("reminders") == 0
 
 

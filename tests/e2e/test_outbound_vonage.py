@@ -28,12 +28,10 @@ from gateway.caller import wire_vonage as wire
 from gateway.caller.vonage_network import VonageNetwork
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
-from gateway.records.model import CallRecord
 from gateway.server.dial import dial
 from gateway.server.outbound_state import OUTBOUND
-from gateway.server.state import OBSERVABILITY
 
-from .conftest import Gateway, GatewayFactory
+from .conftest import Gateway, GatewayFactory, call_statuses
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -107,20 +105,6 @@ async def _dial(gw: Gateway, to: str, **fields: Any) -> dict[str, Any]:
     return await dial(gw.url, to=to, token=ADMIN_TOKEN, **fields)
 
 
-async def _record(gw: Gateway, call_id: str, within_s: float = 10.0) -> CallRecord:
-    hub = gw.app[OBSERVABILITY]
-    async with asyncio.timeout(within_s):
-        while True:
-            record = await hub.get_call(call_id)
-            if record is not None and record.ended:
-                return record
-            await asyncio.sleep(0.1)
-
-
-def _statuses(record: CallRecord) -> list[str]:
-    return [e.detail["status"] for e in sorted(record.events, key=lambda e: e.seq) if e.kind == "call_status"]
-
-
 async def test_dial_a_person_through_vonage_converses(
     vonage_gateway: Gateway, network: VonageNetwork, emulator: Emulator
 ) -> None:
@@ -160,14 +144,14 @@ async def test_dial_a_person_through_vonage_converses(
     setup = emulator.sessions[-1].setup
     assert setup is not None
     assert setup["systemInstruction"]["parts"][0]["text"] == "You call Ada Lovelace about 3 pm Tuesday."
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.call_id, record.from_number, record.to_number) == (call.uuid, OUR_NUMBER, PERSON)
     bot = [t.text for t in record.turns if t.role == "bot"]
     assert bot[0] == "Hello Ada Lovelace, this is Acme about 3 pm Tuesday."
     events = {e.kind: e.detail for e in record.events}
     assert events["outbound"]["provider"] == "vonage"
     assert events["answered_by"] == {"answered_by": "human", "sub_state": "", "action": "continue"}
-    assert _statuses(record) == ["initiated", "ringing", "in-progress", "completed"]
+    assert call_statuses(record) == ["initiated", "ringing", "in-progress", "completed"]
     assert gw.app[OUTBOUND].active("reminders") == 0
 
 
@@ -183,7 +167,7 @@ async def test_a_machine_gets_the_message_after_its_beep(
     assert ("machine", 204) in call.events
     assert ("machine", "beep_start", 204) in call.events
     assert [action for action, _, _ in call.commands] == ["hangup"]
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.ended_by, record.end_reason) == (
         "gateway",
         "answering machine (machine beep_start): message left",
@@ -206,7 +190,7 @@ async def test_a_plan_that_hangs_up_on_machines_does_so_at_the_verdict(
     placed = await _dial(gw, MACHINE, dialplan="survey", params={})
     call = await network.wait(placed["call_sid"], 60)
     assert [action for action, _, _ in call.commands] == ["hangup"]
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.ended_by, record.end_reason) == ("gateway", "answered by machine: hung up")
 
 
@@ -226,10 +210,10 @@ async def test_a_vonage_call_that_never_connects_still_gets_a_record(
     placed = await _dial(gw, number)
     call = await network.wait(placed["call_sid"], 30)
     assert call.report is None
-    record = await _record(gw, placed["call_sid"])
+    record = await gw.ended_record(placed["call_sid"])
     assert (record.to_number, record.dialplan) == (number, "reminders")
     assert (record.ended_by, record.end_reason) == (by, f"not connected: {status} ({state})")
-    assert status in _statuses(record)
+    assert status in call_statuses(record)
     assert gw.app[OUTBOUND].active("reminders") == 0
 
 
