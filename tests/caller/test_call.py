@@ -119,11 +119,13 @@ async def test_mark_is_echoed_only_after_its_audio_played(serve: Any) -> None:
 
 
 async def test_clear_drops_unplayed_audio_and_echoes_marks_at_once(serve: Any, tmp_path: Path) -> None:
-    """clear after 300 ms of a 2 s reply echoes its mark immediately and the caller hears only ≈300 ms."""
+    """clear ≈300 ms into a 2 s reply echoes its mark immediately and the caller hears only what played
+    until the clear (measured, not assumed: a loaded machine oversleeps the script's 0.3 s)."""
     times: dict[str, float] = {}
     sent = tone(2000)
 
     async def script(fake: FakeGateway, ws: web.WebSocketResponse) -> None:
+        times["start"] = asyncio.get_running_loop().time()
         await asyncio.sleep(0.2)
         times["media"] = asyncio.get_running_loop().time()
         await fake.send_media(ws, sent)
@@ -138,8 +140,9 @@ async def test_clear_drops_unplayed_audio_and_echoes_marks_at_once(serve: Any, t
     assert echo.msg["mark"]["name"] == "reply"
     assert echo.t - times["clear"] < 0.05
     assert report.clears == 1
-    assert abs(report.heard_ms - 300) < 40
-    assert abs(report.dropped_ms - 1700) < 40
+    played_ms = (times["clear"] - times["media"]) * 1000
+    assert abs(report.heard_ms - played_ms) < 40
+    assert abs(report.dropped_ms - (2000 - played_ms)) < 40
 
     with wave.open(str(record)) as wav:
         assert (wav.getframerate(), wav.getsampwidth(), wav.getnchannels()) == (8000, 2, 1)
@@ -149,8 +152,8 @@ async def test_clear_drops_unplayed_audio_and_echoes_marks_at_once(serve: Any, t
     samples = memoryview(pcm).cast("h")
     nonzero = [i for i, s in enumerate(samples) if s != 0]
     first, last = nonzero[0], nonzero[-1]
-    assert abs(first - 0.2 * 8000) < 300
-    assert abs((last - first) - 0.3 * 8000) < 320
+    assert abs(first - (times["media"] - times["start"]) * 8000) < 300
+    assert abs((last - first) - played_ms * 8) < 320
     # What was heard is exactly the start of what was sent, decoded.
     heard = pcm[first * 2 : (last + 1) * 2]
     assert heard == audioop.ulaw2lin(sent, 2)[: len(heard)]

@@ -125,7 +125,10 @@ async def test_a_sigkilled_gateways_call_is_closed_by_the_lease_and_sigterm_give
             "closed_by": survivor.instance,
         }
         assert kind == ORPHAN_EVENT
-        assert [r[0] for r in _rows(db, "SELECT instance FROM instances")] == [survivor.instance]
+        # The dead instance's lease row goes just after its calls are closed (a write of its own).
+        async with asyncio.timeout(5):
+            while [r[0] for r in _rows(db, "SELECT instance FROM instances")] != [survivor.instance]:
+                await asyncio.sleep(0.05)
         await asyncio.wait_for(call, timeout=20)  # the caller noticed the line drop
 
         # A clean stop (SIGTERM, no calls): the instance's lease row is gone when it exits.
