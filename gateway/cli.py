@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dial": ("gateway.server.dial", "ask a running gateway to place an outbound call (its admin API)"),
     "network": (
         "gateway.caller.network",
-        "run the simulated phone network for `gateway dial` (Twilio; --provider telnyx or vonage)",
+        "run the simulated phone network for `gateway dial` (Twilio; --provider telnyx, vonage or plivo)",
     ),
     "dialplans": ("gateway.dialplan.cli", "check the dialplan files"),
     "tools": ("gateway.tools.cli", "list the tools dialplans may enable, as the model sees them"),

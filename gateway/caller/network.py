@@ -555,10 +555,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Add the network's arguments."""
     parser.add_argument(
         "--provider",
-        choices=("twilio", "telnyx", "vonage"),
+        choices=("twilio", "telnyx", "vonage", "plivo"),
         default="twilio",
-        help="whose API the network serves: Twilio's Calls (default), Telnyx Call Control's Dial, or "
-        "Vonage's create-call request",
+        help="whose API the network serves: Twilio's Calls (default), Telnyx Call Control's Dial, "
+        "Vonage's create-call request, or Plivo's Make a call",
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="listen port (default 8765)")
@@ -588,6 +588,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_telnyx(args, behaviours)
     if args.provider == "vonage":
         return _run_vonage(args, behaviours)
+    if args.provider == "plivo":
+        return _run_plivo(args, behaviours)
     account = os.environ.get("TWILIO_ACCOUNT_SID", "")
     token = os.environ.get("TWILIO_AUTH_TOKEN", "")
     if not account or not token:
@@ -711,6 +713,37 @@ def _run_vonage(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> i
             f"  VONAGE_API_BASE={network.base_url} VONAGE_APPLICATION_ID={application_id} "
             f"VONAGE_PRIVATE_KEY={key_path}",
             "(and the same VONAGE_SIGNATURE_SECRET); numbers ending in 0 answer as a machine; 99 busy, "
+            "98 no answer, 97 rejected; others a person",
+        ]
+
+    return _serve(open_network)
+
+
+def _run_plivo(args: argparse.Namespace, behaviours: dict[str, Behaviour]) -> int:
+    """Serve Plivo's Make a call (gateway/caller/plivo_network.py) until Ctrl-C."""
+    from gateway.caller.plivo_network import PlivoNetwork  # it builds on this module
+
+    auth_id = os.environ.get("PLIVO_AUTH_ID", "")
+    auth_token = os.environ.get("PLIVO_AUTH_TOKEN", "")
+    if not auth_id or not auth_token:
+        print(
+            "gateway network --provider plivo: set PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN to any values (e.g. "
+            "MA0123… and a long random string), the same for the gateway: the network checks its Basic auth "
+            "and signs its callbacks with them",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def open_network() -> tuple[PlivoNetwork, list[str]]:
+        network = PlivoNetwork(
+            auth_id=auth_id, auth_token=auth_token, ring_s=args.ring, behaviours=behaviours,
+            on_event=print, host=args.host, port=args.port,
+        )  # fmt: skip
+        await network.start()
+        return network, [
+            f"simulated Plivo network on {network.base_url}: start the gateway with",
+            f"  PLIVO_API_BASE={network.base_url} PLIVO_AUTH_ID={auth_id}",
+            "(and the same PLIVO_AUTH_TOKEN); numbers ending in 0 answer as a machine; 99 busy, "
             "98 no answer, 97 rejected; others a person",
         ]
 

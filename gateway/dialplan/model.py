@@ -184,7 +184,7 @@ class Recording:
 
 MachineAction = Literal["message", "hangup", "continue"]
 #: Providers the gateway places outbound calls through (gateway/server/outbound.py).
-OutboundProvider = Literal["twilio", "telnyx", "vonage"]
+OutboundProvider = Literal["twilio", "telnyx", "vonage", "plivo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +196,7 @@ class Outbound:
     the empty string). ``hours`` are ``(start, end)`` minutes after local midnight in ``timezone`` on
     ``days`` (0 = Monday). ``machine``: what an answering machine gets (the provider's AMD says which).
     ``provider``: whose API places the calls (Twilio's ``Calls`` resource, Telnyx Call Control's Dial,
-    Vonage's create-call request).
+    Vonage's create-call request, Plivo's Make Call).
     The ``*_template`` fields keep the unrendered texts; the plan itself holds them rendered with defaults.
     """
 
@@ -209,7 +209,8 @@ class Outbound:
     timezone: str | None = None
     machine: MachineAction = "continue"
     machine_message: str | None = None
-    #: Seconds the callee's phone may ring (Twilio's ``Timeout``, Telnyx's ``timeout_secs``).
+    #: Seconds the callee's phone may ring (Twilio's ``Timeout``, Telnyx's ``timeout_secs``, Plivo's
+    #: ``ring_timeout``).
     ring_timeout_s: int = 30
     provider: OutboundProvider = "twilio"
     instruction_template: str = field(default="", repr=False)

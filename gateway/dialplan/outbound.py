@@ -44,7 +44,7 @@ MAX_VALUE_CHARS = 200
 MAX_TOTAL_CHARS = 1500
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MACHINE_ACTIONS: tuple[MachineAction, ...] = ("message", "hangup", "continue")
-PROVIDERS: tuple[OutboundProvider, ...] = ("twilio", "telnyx", "vonage")
+PROVIDERS: tuple[OutboundProvider, ...] = ("twilio", "telnyx", "vonage", "plivo")
 OUTBOUND_KEYS = (
     "params", "defaults", "caller_id", "max_concurrent", "hours", "days", "timezone", "machine",
     "machine_message", "ring_timeout_s", "provider",

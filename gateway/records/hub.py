@@ -309,3 +309,8 @@ class Observability:
     async def get_call(self, call_id: str) -> CallRecord | None:
         store = await self.opened_store()
         return await store.get_call(call_id)
+
+    async def resolve(self, call_id: str) -> str:
+        """The call ``call_id`` names (another name of it, when a provider gave it two: store.ALIAS_EVENT)."""
+        store = await self.opened_store()
+        return await store.resolve(call_id)

@@ -103,6 +103,10 @@ REASON_LEASE = (
 REASON_SHUTDOWN = "the gateway shut down before the end of the call was recorded"
 #: ``kind`` of the event added to a call closed that way.
 ORPHAN_EVENT = "orphan_closed"
+#: ``kind`` of the event that makes an id another name of a call (``detail["call_id"]``): a provider
+#: that answers a dial with a request id and names the call itself only later (Plivo's ``request_uuid``
+#: and ``CallUUID``), so the id the admin API returned keeps finding the call's record.
+ALIAS_EVENT = "alias_of"
 
 CALL_COLUMNS = (
     "call_id, stream_id, from_number, to_number, dialplan, dialplan_version, instance, started_at, "
@@ -395,13 +399,25 @@ class RecordStore(ABC):
         )
         return [call_record(r, int(r[16])) for r in rows]
 
+    async def resolve(self, call_id: str) -> str:
+        """The call ``call_id`` names: itself, or the call it is another name of (:data:`ALIAS_EVENT`)."""
+        rows = await self.fetch(
+            "SELECT detail FROM call_events WHERE call_id = ? AND kind = ? ORDER BY seq LIMIT 1",
+            (call_id, ALIAS_EVENT),
+        )
+        target = _loads(rows[0][0]).get("call_id") if rows else None
+        return target if isinstance(target, str) and target else call_id
+
     async def get_call(self, call_id: str) -> CallRecord | None:
-        """One call with its turns, tool calls and events; ``call_id`` may be a unique prefix.
+        """One call with its turns, tool calls and events; ``call_id`` may be a unique prefix, or another
+        name of the call (:meth:`resolve`).
 
         Raises:
             RecordError: the prefix matches more than one call.
         """
         rows = await self.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,))
+        if not rows and (target := await self.resolve(call_id)) != call_id:
+            rows = await self.fetch(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?", (target,))
         if not rows and call_id:
             rows = await self.fetch(
                 f"SELECT {CALL_COLUMNS} FROM calls WHERE substr(call_id, 1, ?) = ? LIMIT 2",

@@ -168,6 +168,17 @@ async def show_call(request: web.Request) -> web.StreamResponse:
         return await call_page(request)
     require_admin(request)
     call_sid = request.match_info["call_sid"]
+    live = await _live_call(request, call_sid)
+    if live is None and (other := await _resolve(request, call_sid)) != call_sid:
+        live = await _live_call(request, other)  # a provider's request id for a call now running
+    if live is not None:
+        return live
+    record = await _record(request, call_sid)
+    return web.json_response({"state": "ended" if record.ended else "unfinished", **record.as_dict()})
+
+
+async def _live_call(request: web.Request, call_sid: str) -> web.Response | None:
+    """The call while it is active, here or on another replica; None when it is not."""
     doc = request.app[CALLS].get(call_sid)
     if doc is not None:
         return web.json_response({**doc, "instance": request.app[OBSERVABILITY].instance})
@@ -176,8 +187,15 @@ async def show_call(request: web.Request) -> web.StreamResponse:
         remote = await _on_cluster(cluster.find_call(call_sid))
         if remote is not None:
             return web.json_response({"state": "active", **remote})
-    record = await _record(request, call_sid)
-    return web.json_response({"state": "ended" if record.ended else "unfinished", **record.as_dict()})
+    return None
+
+
+async def _resolve(request: web.Request, call_sid: str) -> str:
+    """The call ``call_sid`` is another name of (records.store.ALIAS_EVENT), else itself."""
+    try:
+        return await request.app[OBSERVABILITY].resolve(call_sid)
+    except RecordError:  # records off: no other names are known
+        return call_sid
 
 
 async def hang_up(request: web.Request) -> web.Response:

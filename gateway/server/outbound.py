@@ -2,7 +2,8 @@
 (parameters, caller id, calling hours in the callee's time zone, concurrent calls), signs it into a
 token (gateway/security/outbound_tokens.py) and has the plan's provider place it: a :class:`Dialer`
 each, whose module also serves that provider's callbacks (gateway/server/outbound_twilio.py,
-outbound_telnyx.py, outbound_vonage.py). Every answered call then runs as an inbound one does.
+outbound_telnyx.py, outbound_vonage.py, outbound_plivo.py). Every answered call then runs as an
+inbound one does.
 
 Record events of outbound calls use sequence numbers from :data:`EVENT_SEQ` up, apart from the call's
 own (which count from 1): a status reported twice is written once, whichever replica receives it
@@ -25,17 +26,16 @@ from gateway.dialplan.model import Dialplan
 from gateway.dialplan.outbound import OutboundRefusal, call_values, hours_refusal, zone
 from gateway.log import call_logger
 from gateway.security.outbound_tokens import QUERY_PARAMETER, OutboundTokens
-from gateway.server import outbound_telnyx, outbound_twilio, outbound_vonage
+from gateway.server import outbound_plivo, outbound_telnyx, outbound_twilio, outbound_vonage
 from gateway.server.access import require_admin
 from gateway.server.media import public_base
 from gateway.server.outbound_state import (
-    EVENT_SEQ,
     OUTBOUND,
     Dialer,
     DialRefused,
     DialRequest,
     OutboundCalls,
-    record_event,
+    record_dial,
 )
 from gateway.server.state import DIALPLANS, OBSERVABILITY, SETTINGS
 
@@ -52,7 +52,13 @@ def setup_outbound(app: web.Application, secret: bytes) -> None:
     """Serve the outbound routes; tokens are signed with a key derived from ``secret``."""
     app[OUTBOUND] = OutboundCalls(OutboundTokens(secret))
     app.router.add_post(API_PATH, place_call)
-    for path, handler in (*outbound_twilio.ROUTES, *outbound_telnyx.ROUTES, *outbound_vonage.ROUTES):
+    routes = (
+        *outbound_twilio.ROUTES,
+        *outbound_telnyx.ROUTES,
+        *outbound_vonage.ROUTES,
+        *outbound_plivo.ROUTES,
+    )
+    for path, handler in routes:
         app.router.add_post(path, handler)
 
 
@@ -120,10 +126,7 @@ async def place_call(request: web.Request) -> web.Response:
         calls.release(key)
         return _refuse(exc.field, exc.message, 502, **exc.extra)
     calls.placed(key, call_sid)
-    record_event(app, call_sid, EVENT_SEQ, "outbound", {
-        "to": to, "from": from_, "dialplan": plan.name, "params": dict(values), "timezone": tz_name,
-        "machine": outbound.machine, "amd": outbound.machine != "continue", "provider": outbound.provider,
-    })  # fmt: skip
+    record_dial(app, call_sid, plan, to=to, from_=from_, params=values, timezone=tz_name)
     log.info(
         "outbound call placed",
         extra={"call_sid": call_sid, "to": to, "from": from_, "dialplan": plan.name, "peer": request.remote},
@@ -138,6 +141,7 @@ DIALERS: dict[str, Dialer] = {
     "twilio": outbound_twilio.TwilioDialer(),
     "telnyx": outbound_telnyx.TelnyxDialer(),
     "vonage": outbound_vonage.VonageDialer(),
+    "plivo": outbound_plivo.PlivoDialer(),
 }
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "missing_credentials",
     "not_running",
     "plan_from_token",
+    "record_dial",
     "record_event",
     "record_status",
     "record_unrun",
@@ -271,6 +272,25 @@ def record_event(app: web.Application, call_id: str, seq: int, kind: str, detail
     writer = app[OBSERVABILITY].writer
     if writer is not None:
         writer.submit(EventAdded(call_id, EventRecord(seq, time.time(), kind, dict(detail))))
+
+
+def record_dial(
+    app: web.Application,
+    call_id: str,
+    plan: Dialplan,
+    *,
+    to: str,
+    from_: str,
+    params: Mapping[str, str],
+    timezone: str | None,
+) -> None:
+    """The dial request in the call's record (the first of its outbound events)."""
+    outbound = plan.outbound
+    assert outbound is not None  # only plans with [outbound] place calls
+    record_event(app, call_id, EVENT_SEQ, "outbound", {
+        "to": to, "from": from_, "dialplan": plan.name, "params": dict(params), "timezone": timezone,
+        "machine": outbound.machine, "amd": outbound.machine != "continue", "provider": outbound.provider,
+    })  # fmt: skip
 
 
 def record_status(

@@ -4,6 +4,9 @@ The media socket itself is handled by :mod:`gateway.server.media`, as every prov
 says what is Plivo's: the Answer URL and its ``X-Plivo-Signature-V3``, the numbers Plivo writes without
 ``+``, the codec, the stream token in the stream URL's query, and the REST client (hang-up, transfer).
 
+Calls the gateway places through Plivo (gateway/server/outbound_plivo.py) use the same media route: their
+stream URL also carries a token bound to the call, from which the route takes the call's rendered plan.
+
 Plivo documents no signature on the media WebSocket's upgrade, so the stream token alone authenticates
 it: an upgrade without one is refused before any WebSocket exists, and a wrong one at ``start``.
 """
@@ -21,6 +24,7 @@ from gateway.log import call_logger
 from gateway.security.tokens import TOKEN_PARAMETER
 from gateway.server.access import local_operator
 from gateway.server.media import Refused, StreamRoute, accept_call, media_stream_handler, public_base, ws_url
+from gateway.server.outbound_state import url_plan
 from gateway.server.state import HTTP_CLIENT, SETTINGS
 from gateway.server.transfer import remember_base, transfer_url
 from gateway.telephony.events import CallStarted
@@ -58,7 +62,7 @@ def e164(number: str) -> str:
     return "+" + number if _PLIVO_NUMBER.fullmatch(number) else number
 
 
-async def _signed_params(request: web.Request, what: str) -> MultiDict[str]:
+async def signed_params(request: web.Request, what: str) -> MultiDict[str]:
     """The request's parameters, once Plivo's signature on them checks out (or unsigned use is allowed).
 
     Raises:
@@ -102,7 +106,7 @@ async def _signed_params(request: web.Request, what: str) -> MultiDict[str]:
 async def answer(request: web.Request) -> web.Response:
     """Answer Plivo's Answer URL request with a bidirectional ``<Stream>`` carrying the stream token."""
     settings = request.app[SETTINGS]
-    params = await _signed_params(request, "answer request")
+    params = await signed_params(request, "answer request")
     call_uuid = params.get("CallUUID", "")
     status, event = params.get("CallStatus", "").lower(), params.get("Event", "")
     if status in _ENDED or event == "Hangup":
@@ -128,7 +132,7 @@ async def answer(request: web.Request) -> web.Response:
 
 async def transfer_document(request: web.Request) -> web.Response:
     """The ``<Dial>`` a transfer's ``aleg_url`` names: Plivo fetches it (signed) and runs it."""
-    params = await _signed_params(request, "transfer request")
+    params = await signed_params(request, "transfer request")
     # The target is in our own URL's query (signed with it); a POST body holds Plivo's call parameters.
     target = request.query.get("to", "") or params.get("to", "")
     try:
@@ -149,7 +153,7 @@ def _token(start: CallStarted, request: web.Request) -> str:
     return request.query.get(TOKEN_PARAMETER, "")
 
 
-def _rest(app: web.Application) -> PlivoRest | None:
+def plivo_rest(app: web.Application) -> PlivoRest | None:
     """Hang-up and transfer need ``PLIVO_AUTH_ID`` and ``PLIVO_AUTH_TOKEN``; without them hang-up closes
     the stream only (which ends the call: nothing follows our ``<Stream keepCallAlive>``)."""
     settings, http = app[SETTINGS], app.get(HTTP_CLIENT)
@@ -171,7 +175,8 @@ ROUTE = StreamRoute(
     upgrade_refusal=_upgrade_refusal,
     token=_token,
     log=log,
-    rest=_rest,
+    rest=plivo_rest,
+    plan=url_plan,  # an outbound call's signed plan, in the stream URL (gateway/server/outbound_state.py)
 )
 media_stream = media_stream_handler(ROUTE)
 

@@ -85,6 +85,7 @@ __all__ = [
     "dial_xml",
     "hangup_request",
     "hangup_xml",
+    "make_call_request",
     "plivo_signature_v3",
     "stream_xml",
     "transfer_request",
@@ -468,17 +469,25 @@ PLIVO_API_BASE: Final = "https://api.plivo.com"
 _AUTH_ID_RE: Final = re.compile(r"[A-Za-z0-9]{2,64}")
 
 
-def _call_url(base_url: str, auth_id: str, auth_token: str, call_uuid: str) -> tuple[str, dict[str, str]]:
+_PLIVO_NUMBER_RE: Final = re.compile(r"[1-9][0-9]{1,14}")
+
+
+def _account_url(base_url: str, auth_id: str, auth_token: str, path: str) -> tuple[str, dict[str, str]]:
+    """``{base}/v1/Account/{auth_id}/{path}`` and its Basic authorization."""
     base = urlsplit(base_url)
     if base.scheme not in ("https", "http") or not base.netloc:
         raise ConfigError(f"Plivo API base URL must be https://host, got {base_url!r}")
     if not _AUTH_ID_RE.fullmatch(auth_id) or not auth_token:
         raise ConfigError("Plivo REST needs PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN")
+    basic = base64.b64encode(f"{auth_id}:{auth_token}".encode()).decode("ascii")
+    url = f"{base_url.rstrip('/')}/v1/Account/{auth_id}/{path}"
+    return url, {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+
+
+def _call_url(base_url: str, auth_id: str, auth_token: str, call_uuid: str) -> tuple[str, dict[str, str]]:
     if not _ID_RE.fullmatch(call_uuid):
         raise ToolError("this call has no valid provider id, so it cannot be updated")
-    basic = base64.b64encode(f"{auth_id}:{auth_token}".encode()).decode("ascii")
-    url = f"{base_url.rstrip('/')}/v1/Account/{auth_id}/Call/{call_uuid}/"
-    return url, {"Authorization": f"Basic {basic}", "Accept": "application/json"}
+    return _account_url(base_url, auth_id, auth_token, f"Call/{call_uuid}/")
 
 
 def hangup_request(
@@ -518,3 +527,67 @@ def transfer_request(
         raise ConfigError(f"aleg_method must be GET or POST, got {aleg_method!r}")
     body = json.dumps({"legs": "aleg", "aleg_url": aleg_url, "aleg_method": aleg_method}).encode()
     return RestRequest("POST", url, headers | {"Content-Type": "application/json"}, body, frozenset({202}))
+
+
+def make_call_request(
+    *,
+    auth_id: str,
+    auth_token: str,
+    to: str,
+    from_: str,
+    answer_url: str,
+    hangup_url: str,
+    ring_url: str,
+    ring_timeout_s: int,
+    machine_detection_url: str | None = None,
+    base_url: str = PLIVO_API_BASE,
+) -> RestRequest:
+    """``POST /v1/Account/{auth_id}/Call/`` (Plivo "Make an outbound call"), JSON as Plivo's SDK sends it.
+
+    Numbers go as Plivo writes them, country code and digits. Every URL is POSTed a signed form (the
+    methods are Plivo's defaults, sent anyway so that an account's defaults cannot change them).
+    ``machine_detection_url``: asynchronous machine detection (``machine_detection: true``): the verdict
+    is POSTed there while the call runs; the gateway, not Plivo, carries out the plan's choice, so every
+    provider's record says the same. Plivo answers 201 ``{"message": "call fired", "request_uuid", …}``:
+    the request's id; the call's own ``CallUUID`` comes only with its callbacks.
+
+    Raises:
+        ConfigError: bad credentials, base URL or callback URL, or a number that is not E.164.
+    """
+    url, headers = _account_url(base_url, auth_id, auth_token, "Call/")
+    callbacks = {"answer_url": answer_url, "hangup_url": hangup_url, "ring_url": ring_url}
+    if machine_detection_url is not None:
+        callbacks["machine_detection_url"] = machine_detection_url
+    for name, callback in callbacks.items():
+        target = urlsplit(callback)
+        if target.scheme not in ("https", "http") or not target.netloc:
+            raise ConfigError(f"Plivo's {name} must be an http(s) URL, got {callback!r}")
+    body: dict[str, str | int] = {
+        "from": _plivo_number(from_, "from"),
+        "to": _plivo_number(to, "to"),
+        "answer_url": answer_url,
+        "answer_method": "POST",
+        "hangup_url": hangup_url,
+        "hangup_method": "POST",
+        "ring_url": ring_url,
+        "ring_method": "POST",
+        "ring_timeout": ring_timeout_s,
+    }
+    if machine_detection_url is not None:
+        body |= {
+            "machine_detection": "true",
+            "machine_detection_url": machine_detection_url,
+            "machine_detection_method": "POST",
+        }
+    payload = json.dumps(body).encode()
+    return RestRequest(
+        "POST", url, headers | {"Content-Type": "application/json"}, payload, frozenset({200, 201})
+    )
+
+
+def _plivo_number(number: str, name: str) -> str:
+    """``+14155550100`` → ``14155550100`` (Plivo's own way of writing numbers)."""
+    digits = number.removeprefix("+")
+    if not number.startswith("+") or not _PLIVO_NUMBER_RE.fullmatch(digits):
+        raise ConfigError(f"Plivo's {name} must be an E.164 number like +14155550100, got {number!r}")
+    return digits

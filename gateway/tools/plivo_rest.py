@@ -1,4 +1,4 @@
-"""Plivo's REST API, the two requests call control needs: hang up and transfer.
+"""Plivo's REST API: the two requests call control needs (hang up, transfer) and Make Call.
 
 The requests themselves are built sans-I/O in :mod:`gateway.telephony.plivo` (``hangup_request``,
 ``transfer_request``); this client sends them with the app's pooled HTTP client. A Plivo transfer
@@ -16,7 +16,13 @@ from urllib.parse import urlencode
 import aiohttp
 
 from gateway.errors import ConfigError, ToolError
-from gateway.telephony.plivo import PLIVO_API_BASE, dial_xml, hangup_request, transfer_request
+from gateway.telephony.plivo import (
+    PLIVO_API_BASE,
+    dial_xml,
+    hangup_request,
+    make_call_request,
+    transfer_request,
+)
 from gateway.telephony.rest import RestRequest
 from gateway.tools import rest_call
 
@@ -24,7 +30,7 @@ __all__ = ["PlivoRest"]
 
 
 class PlivoRest:
-    """Hangs up and transfers live calls of one Plivo account."""
+    """Hangs up and transfers live calls of one Plivo account, and places its outbound calls."""
 
     def __init__(
         self,
@@ -51,6 +57,39 @@ class PlivoRest:
             ToolError: Plivo cannot be reached, or answered with another status.
         """
         return (await rest_call.send(self._http, request, client_timeout=self._timeout)).status
+
+    async def make_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        answer_url: str,
+        hangup_url: str,
+        ring_url: str,
+        ring_timeout_s: int,
+        machine_detection_url: str | None,
+    ) -> str:
+        """Place an outbound call (:func:`~gateway.telephony.plivo.make_call_request`); its ``request_uuid``.
+
+        Raises:
+            ConfigError: a number or URL Plivo cannot take. RestRefused: Plivo refused the request.
+            ToolError: Plivo could not be reached, or answered without a request_uuid.
+        """
+        request = make_call_request(
+            to=to,
+            from_=from_,
+            answer_url=answer_url,
+            hangup_url=hangup_url,
+            ring_url=ring_url,
+            ring_timeout_s=ring_timeout_s,
+            machine_detection_url=machine_detection_url,
+            **self._auth,
+        )
+        reply = await rest_call.send(self._http, request, client_timeout=self._timeout, provider="Plivo")
+        request_uuid = reply.body.get("request_uuid")
+        if not isinstance(request_uuid, str) or not request_uuid:
+            raise ToolError("Plivo answered the call request without a request_uuid")
+        return request_uuid
 
     async def hang_up(self, call_sid: str) -> None:
         """``DELETE …/Call/{uuid}/``; a call that has already ended (404) counts as success."""

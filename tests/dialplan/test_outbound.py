@@ -136,7 +136,7 @@ def test_load_errors_name_each_field(tmp_path: Path) -> None:
         timezone = "Mars/Base"
         machine = "voicemail"
         machine_message = "Hi"
-        provider = "plivo"
+        provider = "bandwidth"
         colour = "red"
         """,
     )
@@ -150,7 +150,7 @@ def test_load_errors_name_each_field(tmp_path: Path) -> None:
     assert any(p.startswith("outbound.timezone: 'Mars/Base' is not an IANA time zone") for p in problems)
     assert any(p.startswith("outbound.machine: must be 'message', 'hangup' or 'continue'") for p in problems)
     assert "outbound.machine_message: only used with outbound.machine = 'message'" in problems
-    assert "outbound.provider: must be one of twilio, telnyx, vonage, not 'plivo'" in problems
+    assert "outbound.provider: must be one of twilio, telnyx, vonage, plivo, not 'bandwidth'" in problems
     assert "system_instruction: uses {who}, which outbound.params does not declare" in problems
     assert any(p.startswith("greeting: lone '{'") for p in problems)
 

@@ -127,7 +127,7 @@ async def test_a_sigkilled_gateways_call_is_closed_by_the_lease_and_sigterm_give
         assert kind == ORPHAN_EVENT
         # The dead instance's lease row goes just after its calls are closed (a write of its own).
         async with asyncio.timeout(5):
-            while [r[0] for r in _rows(db, "SELECT instance FROM instances")] != [survivor.instance]:
+            while [r[0] for r in _rows(db, "SELECT instance FROM instances")] != [survivor.instance]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         await asyncio.wait_for(call, timeout=20)  # the caller noticed the line drop
 

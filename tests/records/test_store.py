@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError, RecordError
-from gateway.records.model import CallOpened, TurnAdded, TurnRecord
+from gateway.records.model import CallOpened, EventAdded, EventRecord, TurnAdded, TurnRecord
 from gateway.records.sqlite import SqliteStore
-from gateway.records.store import RecordStore, open_store, redacted, sqlite_path
+from gateway.records.store import ALIAS_EVENT, RecordStore, open_store, redacted, sqlite_path
 
 from .conftest import call_ops
 
@@ -71,6 +71,28 @@ async def test_sqlite_round_trip(sqlite_store: SqliteStore) -> None:
 async def test_postgres_round_trip(postgres_store: RecordStore) -> None:
     """PostgreSQL (a real server) keeps and returns exactly what SQLite does."""
     await _round_trip(postgres_store)
+
+
+async def _aliases(store: RecordStore) -> None:
+    await store.write(call_ops("CA-call", started_at=1_700_000_000.0))
+    await store.write([EventAdded("REQ-1", EventRecord(1_000_050, 1.0, ALIAS_EVENT, {"call_id": "CA-call"}))])
+    assert await store.resolve("REQ-1") == "CA-call"
+    assert await store.resolve("CA-call") == "CA-call"
+    assert await store.resolve("REQ-2") == "REQ-2"
+    record = await store.get_call("REQ-1")
+    assert record is not None
+    assert record.call_id == "CA-call"
+    assert len(record.turns) == 3
+    assert await store.get_call("REQ-2") is None
+
+
+async def test_another_name_of_a_call_finds_its_record(
+    sqlite_store: SqliteStore, postgres_store: RecordStore
+) -> None:
+    """A provider's request id made another name of a call (Plivo's request_uuid → CallUUID) finds the
+    call's record, in SQLite and in PostgreSQL; an id that names nothing stays unknown."""
+    await _aliases(sqlite_store)
+    await _aliases(postgres_store)
 
 
 async def test_sqlite_is_wal_and_readable_while_open(sqlite_store: SqliteStore) -> None:

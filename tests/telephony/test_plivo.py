@@ -35,6 +35,7 @@ from gateway.telephony.plivo import (
     dial_xml,
     hangup_request,
     hangup_xml,
+    make_call_request,
     plivo_signature_v3,
     stream_xml,
     transfer_request,
@@ -646,6 +647,64 @@ def test_transfer_request_is_the_sdks_transfer() -> None:
     assert json.loads(req.body) == sdk_body
     assert req.headers["Content-Type"] == "application/json"
     assert req.ok == {202}
+
+
+@pytest.mark.parametrize("amd", [False, True])
+def test_make_call_request_is_the_sdks_create(amd: bool) -> None:
+    """POST /v1/Account/{id}/Call/ as JSON, each field as plivo-python's ``calls.create`` sends it (numbers
+    as Plivo writes them); asynchronous machine detection only when the plan cares about machines."""
+    urls = {
+        "answer_url": "https://gw.example.com/plivo/outbound/answer?t=T",
+        "hangup_url": "https://gw.example.com/plivo/outbound/status?t=T",
+        "ring_url": "https://gw.example.com/plivo/outbound/status?t=T",
+    }
+    machine_url = "https://gw.example.com/plivo/outbound/machine?t=T" if amd else None
+    req = make_call_request(
+        auth_id=AUTH_ID, auth_token=TOKEN, to="+14155550100", from_="+14155550199", ring_timeout_s=25,
+        machine_detection_url=machine_url, **urls,
+    )  # fmt: skip
+    extra: dict[str, Any] = {"machine_detection": "true", "machine_detection_url": machine_url} if amd else {}
+    sdk = _sdk_request(
+        lambda c: c.calls.create(from_="14155550199", to_="14155550100", ring_timeout=25, **urls, **extra)
+    )
+    assert (req.method, req.url) == (sdk.method, sdk.url)
+    assert req.headers["Authorization"] == sdk.headers["Authorization"]
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.body is not None
+    ours, theirs = json.loads(req.body), json.loads(sdk.body)
+    assert {k: theirs[k] for k in ours} == ours
+    # What the SDK adds are its defaults, which Plivo applies to a request without them.
+    assert set(theirs) - set(ours) <= {
+        "machine_detection_time",
+        "error_if_parent_not_found",
+        "send_on_preanswer",
+        "fallback_method",
+        "machine_detection_method",
+    }
+    assert ("machine_detection" in ours) is amd
+    assert req.ok == {200, 201}
+    assert TOKEN not in repr(req)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        pytest.param({"to": "14155550100"}, ConfigError, id="to-not-e164"),
+        pytest.param({"from_": "+0123"}, ConfigError, id="from-not-e164"),
+        pytest.param({"answer_url": "wss://x/y"}, ConfigError, id="answer-url"),
+        pytest.param({"machine_detection_url": "ftp://x"}, ConfigError, id="machine-url"),
+        pytest.param({"auth_id": "MA-1"}, ConfigError, id="auth-id"),
+    ],
+)
+def test_bad_make_call_inputs_are_refused(changes: dict[str, str], error: type[Exception]) -> None:
+    """Numbers that are not E.164, URLs that are not http(s) and bad credentials are ConfigErrors."""
+    args: dict[str, Any] = {
+        "auth_id": AUTH_ID, "auth_token": TOKEN, "to": "+14155550100", "from_": "+14155550199",
+        "answer_url": "https://h/a", "hangup_url": "https://h/s", "ring_url": "https://h/s",
+        "ring_timeout_s": 30,
+    } | changes  # fmt: skip
+    with pytest.raises(error):
+        make_call_request(**args)
 
 
 @pytest.mark.parametrize(
