@@ -6,7 +6,9 @@ and the simulated phone network: Twilio's ``Calls`` API (gateway/caller/network.
 telnyx`` Telnyx Call Control's Dial (gateway/caller/telnyx_network.py: signed webhooks,
 ``streaming_start`` on ``call.answered``), with ``--provider vonage`` Vonage's create-call request
 (gateway/caller/vonage_network.py: application JWT, signed answer and event webhooks, the NCCO's
-WebSocket); ``gateway serve`` runs as a subprocess pointed at both (``*_API_BASE``). Each call dials a person's number one of two ways, in turn:
+WebSocket), with ``--provider plivo`` Plivo's Make Call (gateway/caller/plivo_network.py: signed answer,
+ring and hangup callbacks, the ``<Stream>``); ``gateway serve`` runs as a subprocess pointed at both
+(``*_API_BASE``). Each call dials a person's number one of two ways, in turn:
 
 * ``cli``: the ``gateway dial`` command as a user runs it (a new Python process: start-up included);
 * ``api``: ``POST /admin/api/calls`` from this process (what the command does once started).
@@ -16,7 +18,7 @@ The phone rings ``--ring`` seconds (default 0: the gateway's and the emulator's 
 phone rings for seconds, which adds as it is). The emulator's greeting starts after its usual
 first-audio delay, as for an inbound call.
 
-    python bench/outbound.py [--calls 10] [--ring 0] [--provider twilio|telnyx|vonage] [--json]
+    python bench/outbound.py [--calls 10] [--ring 0] [--provider twilio|telnyx|vonage|plivo] [--json]
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from gateway.caller.network import PhoneNetwork  # noqa: E402
+from gateway.caller.plivo_network import DialledCall as PlivoDialled, PlivoNetwork  # noqa: E402
 from gateway.caller.telnyx_network import TelnyxNetwork  # noqa: E402
 from gateway.caller.vonage_network import VonageNetwork  # noqa: E402
 from gateway.emulator import Emulator, Scenario  # noqa: E402
@@ -55,6 +58,8 @@ ADMIN_TOKEN = "bench-admin-token-not-a-secret"
 TELNYX_KEY = "bench-telnyx-key-not-a-secret"
 TELNYX_CONNECTION = "1234567890123456789"
 VONAGE_SECRET = "bench-vonage-signature-secret-not-a-secret"
+PLIVO_AUTH_ID = "MABENCHOUTBOUND00001"
+PLIVO_AUTH_TOKEN = "bench-plivo-auth-token-not-a-secret"
 VONAGE_APPLICATION = "00000000-0000-4000-8000-00000000be9c"
 PLAN = """
 default = true
@@ -132,7 +137,7 @@ async def _cli_dial(gateway: str, to: str) -> str:
     return out.decode().rsplit("call ", 1)[-1].strip()
 
 
-Network = PhoneNetwork | TelnyxNetwork | VonageNetwork
+Network = PhoneNetwork | TelnyxNetwork | VonageNetwork | PlivoNetwork
 
 
 async def _one(network: Network, gateway: str, how: str) -> float | None:
@@ -147,7 +152,10 @@ async def _one(network: Network, gateway: str, how: str) -> float | None:
     deadline = time.monotonic() + 15
     while call.first_audio_at is None and not call.done.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
-    call.hangup.set()
+    if isinstance(call, PlivoDialled):
+        call.end("callee")
+    else:
+        call.hangup.set()
     await network.wait(sid, 30)
     if call.first_audio_at is None:
         print(f"{how} call {sid}: no bot audio heard; {call.error or 'no error'}", file=sys.stderr)
@@ -178,7 +186,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         results: dict[str, list[float]] = {"cli": [], "api": []}
         failures = 0
         network: Network
-        if args.provider == "vonage":
+        if args.provider == "plivo":
+            network = PlivoNetwork(auth_id=PLIVO_AUTH_ID, auth_token=PLIVO_AUTH_TOKEN, ring_s=args.ring)
+            provider_env = {"PLIVO_AUTH_ID": PLIVO_AUTH_ID, "PLIVO_AUTH_TOKEN": PLIVO_AUTH_TOKEN}
+        elif args.provider == "vonage":
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             (tmp / "vonage.key").write_bytes(
                 key.private_bytes(
@@ -241,7 +252,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--ring", type=float, default=0.0, help="seconds the phone rings (default 0)")
-    parser.add_argument("--provider", choices=("twilio", "telnyx", "vonage"), default="twilio")
+    parser.add_argument("--provider", choices=("twilio", "telnyx", "vonage", "plivo"), default="twilio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = asyncio.run(run(args))

@@ -84,8 +84,6 @@ import hmac
 import json
 import re
 import secrets
-import shutil
-import tempfile
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
@@ -109,6 +107,7 @@ from gateway.caller.network import HUMAN_VERDICT_S, MACHINE_RECORD_S, Behaviour,
 from gateway.caller.samples import MACHINE_GREETING_S, machine_greeting
 from gateway.caller.side_plivo import PlivoSide
 from gateway.caller.sides import Offer, ws_url
+from gateway.caller.simulated_api import SimulatedApi
 from gateway.errors import GatewayError, TelephonyProtocolError
 
 __all__ = [
@@ -424,8 +423,10 @@ class PlivoCalleeSide(PlivoSide):
         )
 
 
-class PlivoNetwork:
+class PlivoNetwork(SimulatedApi[DialledCall]):
     """Plivo's Voice API Call resource on loopback, and the simulated phones behind it."""
+
+    provider = "plivo"
 
     def __init__(
         self,
@@ -451,86 +452,28 @@ class PlivoNetwork:
         self.human_play = human_play
         #: A machine records this long at most, then hangs up.
         self.machine_record_s = machine_record_s
-        self.on_event = on_event
-        self.host, self.port = host, port
-        #: The calls made, by request_uuid (:meth:`wait` also takes a CallUUID).
-        self.dialled: dict[str, DialledCall] = {}
+        super().__init__(on_event=on_event, host=host, port=port)
         self._by_call_uuid: dict[str, DialledCall] = {}
         #: Every create request, with the status the network answered (accepted or not).
         self.requests: list[tuple[int, Any]] = []
         #: Every other request: (method, path, body, status answered), known call or not.
         self.commands: list[tuple[str, str, Any, int]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._tmp: Path | None = None
-
-    @property
-    def base_url(self) -> str:
-        """What to give the gateway as ``PLIVO_API_BASE`` (requests go to ``{base_url}/v1/Account/…``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         account = "/v1/Account/{auth_id}"
         app.router.add_post(account + "/Call/", self._create)
         app.router.add_delete(account + "/Call/{call_uuid}/", self._delete_call)
         app.router.add_post(account + "/Call/{call_uuid}/", self._transfer)
         app.router.add_delete(account + "/Request/{request_uuid}/", self._cancel)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            await self._http.close()
-            raise
-        if self.port == 0:
-            self.port = runner.addresses[0][1]
-        self._runner = runner
-        self._tmp = Path(tempfile.mkdtemp(prefix="plivo-network-"))
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+    def label(self, call: DialledCall) -> str:
+        return call.call_uuid[:8]
 
-    async def __aenter__(self) -> PlivoNetwork:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def call(self, uuid: str) -> DialledCall:
+    def call(self, call_id: str) -> DialledCall:
         """The call with this request_uuid or CallUUID."""
-        return self.dialled.get(uuid) or self._by_call_uuid[uuid]
-
-    async def wait(self, uuid: str, timeout_s: float = 30.0) -> DialledCall:
-        """The call (by request_uuid or CallUUID) once it is over (``hangup_url`` called)."""
-        call = self.call(uuid)
-        async with asyncio.timeout(timeout_s):
-            await call.done.wait()
-        return call
-
-    def _say(self, call: DialledCall, line: str) -> None:
-        text = f"[{time.monotonic() - call.created_at:7.3f}s] {call.call_uuid[:8]}… {line}"
-        call.log.append(text)
-        if self.on_event is not None:
-            self.on_event(text)
+        return self.dialled.get(call_id) or self._by_call_uuid[call_id]
 
     # --- REST ------------------------------------------------------------------------------------------
 

@@ -70,8 +70,6 @@ import contextlib
 import hmac
 import json
 import re
-import shutil
-import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
@@ -99,6 +97,7 @@ from gateway.caller.network import (
 from gateway.caller.samples import MACHINE_GREETING_S, machine_greeting
 from gateway.caller.side_vonage import VonageSide
 from gateway.caller.sides import Offer
+from gateway.caller.simulated_api import SimulatedApi
 from gateway.errors import GatewayError, TelephonyProtocolError
 
 __all__ = ["DialledCall", "VonageCalleeSide", "VonageNetwork"]
@@ -275,8 +274,10 @@ class VonageCalleeSide(VonageSide):
         return Offer(url=endpoint.uri, headers=upgrade, parameters=dict(endpoint.headers))
 
 
-class VonageNetwork:
+class VonageNetwork(SimulatedApi[DialledCall]):
     """Vonage's Voice API calls resource on loopback, and the simulated phones behind it."""
+
+    provider = "vonage"
 
     #: The status of a …97 number: ``rejected`` (no ``completed`` follows) or ``failed`` (one does).
     failed_status = "rejected"
@@ -308,76 +309,18 @@ class VonageNetwork:
         self.human_play = human_play
         #: A machine records this long at most, then hangs up.
         self.machine_record_s = machine_record_s
-        self.on_event = on_event
-        self.host, self.port = host, port
-        #: The calls created, by uuid.
-        self.dialled: dict[str, DialledCall] = {}
+        super().__init__(on_event=on_event, host=host, port=port)
         #: Every create request, with the status the network answered (accepted or not).
         self.requests: list[tuple[int, Any]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._tmp: Path | None = None
-
-    @property
-    def base_url(self) -> str:
-        """What to give the gateway as ``VONAGE_API_BASE``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/calls", self._create)
         app.router.add_put("/v1/calls/{uuid}", self._update)
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, self.host, self.port).start()
-        except BaseException:
-            await runner.cleanup()
-            await self._http.close()
-            raise
-        if self.port == 0:
-            self.port = runner.addresses[0][1]
-        self._runner = runner
-        self._tmp = Path(tempfile.mkdtemp(prefix="vonage-network-"))
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-
-    async def __aenter__(self) -> VonageNetwork:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def wait(self, uuid: str, timeout_s: float = 30.0) -> DialledCall:
-        """The call once it is over (its last event posted)."""
-        call = self.dialled[uuid]
-        async with asyncio.timeout(timeout_s):
-            await call.done.wait()
-        return call
-
-    def _say(self, call: DialledCall, line: str) -> None:
-        text = f"[{time.monotonic() - call.created_at:7.3f}s] {call.uuid[:8]}… {line}"
-        call.log.append(text)
-        if self.on_event is not None:
-            self.on_event(text)
+    def label(self, call: DialledCall) -> str:
+        return call.uuid[:8]
 
     # --- REST ----------------------------------------------------------------------------------------
 
