@@ -79,7 +79,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import hmac
 import json
 import re
@@ -92,7 +91,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import numpy as np
@@ -117,8 +115,6 @@ __all__ = [
     "Hangup",
     "PlivoCalleeSide",
     "PlivoNetwork",
-    "sign_v2",
-    "sign_v3",
 ]
 
 #: A number as Plivo takes it: the country code and the number, with or without ``+``.
@@ -198,51 +194,11 @@ class Callback:
 # --- signatures (plivo-python utils/signature_v3.py, utils/__init__.py validate_signature) ---------------
 
 
-def _base(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-
-def _query_string(params: Mapping[str, list[str]]) -> str:
-    return "&".join(f"{key}={value}" for key in sorted(params) for value in sorted(params[key]))
-
-
-def sign_v3(auth_token: str, url: str, nonce: str, params: Mapping[str, str], *, method: str = "POST") -> str:
-    """``X-Plivo-Signature-V3``: base64 HMAC-SHA256 of ``{text}.{nonce}``.
-
-    ``text`` is ``scheme://host/path``; for GET, ``?`` and the URL's query merged with the parameters (the
-    URL's own values win), sorted as ``k=v&k=v``; for POST, ``?`` and the URL's query sorted so, then (with
-    parameters) ``.`` if that query was not empty, and the parameters sorted as ``kv`` with no separator
-    (the ``?`` is there whenever there are parameters). A key given several times gives each value, sorted.
-    """
-    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
-    text = _base(url)
-    if method == "GET":
-        merged = {key: [value] for key, value in params.items()} | query
-        if merged:
-            text += "?" + _query_string(merged)
-    else:
-        own = _query_string(query)
-        if own or params:
-            text += "?" + own
-        if own and params:
-            text += "."
-        text += "".join(key + params[key] for key in sorted(params))
-    digest = hmac.new(auth_token.encode(), f"{text}.{nonce}".encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
-def sign_v2(auth_token: str, url: str, nonce: str) -> str:
-    """``X-Plivo-Signature-V2``: base64 HMAC-SHA256 of the URL without its query, followed by the nonce."""
-    digest = hmac.new(auth_token.encode(), (_base(url) + nonce).encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
 def _signed_headers(auth_token: str, url: str, params: Mapping[str, str], method: str) -> dict[str, str]:
     nonce_v3 = str(secrets.randbelow(10**20)).zfill(20)
     nonce_v2 = str(secrets.randbelow(10**20)).zfill(20)
-    v3 = sign_v3(auth_token, url, nonce_v3, params, method=method)
-    v2 = sign_v2(auth_token, url, nonce_v2)
+    v3 = wire.sign_v3(auth_token, url, nonce_v3, params, method=method)
+    v2 = wire.sign_v2(auth_token, url, nonce_v2)
     # The account is a main account: the main account's signatures are the same ones.
     return {
         SIGNATURE_V3: v3,

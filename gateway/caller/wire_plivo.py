@@ -21,7 +21,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from gateway.errors import TelephonyProtocolError
 
@@ -45,28 +45,43 @@ def new_auth_id() -> str:
     return "MA" + "".join(secrets.choice(alphabet) for _ in range(18))
 
 
-def sign_v3(auth_token: str, url: str, nonce: str, params: Mapping[str, str], *, method: str = "POST") -> str:
-    """``X-Plivo-Signature-V3``: base64 HMAC-SHA256 of the URL, its sorted parameters and ``.nonce``.
-
-    POST: ``scheme://host/path``, then the URL's own query sorted as ``?k=v&k=v``, then, when the
-    body has parameters, ``?`` (if not already there), ``.`` (if the query was not empty) and the body's
-    parameters sorted as ``kv`` with no separators. GET: the URL's and the request's parameters
-    merged and sorted as one ``?k=v&k=v`` query.
-    """
+def _base(url: str) -> str:
     parts = urlsplit(url)
-    base = f"{parts.scheme}://{parts.netloc}{parts.path}"
-    in_url = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _query_string(params: Mapping[str, list[str]]) -> str:
+    return "&".join(f"{key}={value}" for key in sorted(params) for value in sorted(params[key]))
+
+
+def sign_v3(auth_token: str, url: str, nonce: str, params: Mapping[str, str], *, method: str = "POST") -> str:
+    """``X-Plivo-Signature-V3``: base64 HMAC-SHA256 of ``{text}.{nonce}``.
+
+    ``text`` is ``scheme://host/path``; for GET, ``?`` and the URL's query merged with the parameters (the
+    URL's own values win), sorted as ``k=v&k=v``; for POST, ``?`` and the URL's query sorted so, then (with
+    parameters) ``.`` if that query was not empty, and the parameters sorted as ``kv`` with no separator
+    (the ``?`` is there whenever there are parameters). A key given several times gives each value, sorted.
+    """
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    text = _base(url)
     if method == "GET":
-        merged = {**params, **in_url}
-        query = "&".join(f"{k}={merged[k]}" for k in sorted(merged))
-        text = base + (f"?{query}" if query else "")
+        merged = {key: [value] for key, value in params.items()} | query
+        if merged:
+            text += "?" + _query_string(merged)
     else:
-        query = "&".join(f"{k}={in_url[k]}" for k in sorted(in_url))
-        if params:
-            text = f"{base}?{query}" + ("." if query else "") + "".join(k + params[k] for k in sorted(params))
-        else:
-            text = base + (f"?{query}" if query else "")
+        own = _query_string(query)
+        if own or params:
+            text += "?" + own
+        if own and params:
+            text += "."
+        text += "".join(key + params[key] for key in sorted(params))
     digest = hmac.new(auth_token.encode(), f"{text}.{nonce}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def sign_v2(auth_token: str, url: str, nonce: str) -> str:
+    """``X-Plivo-Signature-V2``: base64 HMAC-SHA256 of the URL without its query, followed by the nonce."""
+    digest = hmac.new(auth_token.encode(), (_base(url) + nonce).encode(), hashlib.sha256).digest()
     return base64.b64encode(digest).decode()
 
 

@@ -26,9 +26,10 @@ from plivo.exceptions import ResourceNotFoundError
 from plivo.utils import validate_signature
 from plivo.utils.signature_v3 import validate_v3_signature
 
-from gateway.caller import network as network_cli, wire_plivo
+from gateway.caller import network as network_cli
 from gateway.caller.audio import FRAME_BYTES, is_audible, pcm16_to_ulaw
-from gateway.caller.plivo_network import DialledCall, PlivoNetwork, sign_v3
+from gateway.caller.plivo_network import DialledCall, PlivoNetwork
+from gateway.caller.wire_plivo import sign_v3
 
 AUTH_ID = "MAZ0123456789ABCDEFG"
 TOKEN = "plivo-network-test-auth-token-0123456789"
@@ -693,15 +694,12 @@ async def test_an_answer_that_is_not_xml_ends_the_call(net: PlivoNetwork) -> Non
 
 
 def test_signature_v3_matches_the_sdks_construction() -> None:
-    """The network's signer against the SDK's check, with a query of its own, repeated keys, and GET."""
+    """The simulated side's signer against the SDK's check: a query of its own, repeated keys, GET."""
     url = "https://gw.example/plivo/answer?b=2&a=1&a=0"
     params = {"CallUUID": "x", "From": "1415", "Empty": ""}
     for method in ("POST", "GET"):
         signature = sign_v3(TOKEN, url, "12345", params, method=method)
         assert validate_v3_signature(method, url, "12345", TOKEN, signature, dict(params))
-    assert wire_plivo.sign_v3(TOKEN, "https://gw.example/a?x=1", "9", params) == sign_v3(
-        TOKEN, "https://gw.example/a?x=1", "9", params
-    )
 
 
 def test_the_cli_needs_plivos_credentials(
