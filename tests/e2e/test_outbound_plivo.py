@@ -27,7 +27,7 @@ from gateway.caller.plivo_network import PlivoNetwork
 from gateway.caller.wire_plivo import sign_v3
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
-from gateway.server.dial import dial, wait_for_end
+from gateway.server.dial import DialRefused, dial, wait_for_end
 from gateway.server.outbound_state import OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
@@ -267,6 +267,30 @@ async def test_plivo_callbacks_must_be_signed_and_the_answer_url_used_once(
         assert await post(url, form(to=PERSON)) == 403
         assert await post(url, form()) == 200  # genuine: the <Stream>
         assert await post(url, form()) == 403  # the answer URL works once
+
+
+async def test_without_credentials_or_with_wrong_ones_plivo_calls_are_refused(
+    make_gateway: GatewayFactory, network: PlivoNetwork, dialplan_dir: Path
+) -> None:
+    """No ``PLIVO_AUTH_TOKEN``: 503 naming both settings, nothing reaches Plivo. A token Plivo does not
+    take: 502 with Plivo's status, the concurrent-call place given back."""
+    (dialplan_dir / "reminders.toml").write_text(REMINDERS)
+    gw = await make_gateway(plivo_auth_id=AUTH_ID, plivo_api_base=network.base_url, admin_token=ADMIN_TOKEN)
+    with pytest.raises(DialRefused) as refused:
+        await _dial(gw, PERSON)
+    assert refused.value.status == 503
+    assert "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN" in str(refused.value)
+    assert network.requests == []
+
+    gw = await make_gateway(
+        plivo_auth_id=AUTH_ID, plivo_auth_token="not-the-accounts-token", plivo_api_base=network.base_url,
+        admin_token=ADMIN_TOKEN,
+    )  # fmt: skip
+    with pytest.raises(DialRefused) as refused:
+        await _dial(gw, PERSON)
+    assert (refused.value.status, str(refused.value)) == (502, "Plivo refused the call: HTTP 401")
+    assert [status for status, _ in network.requests] == [401]
+    assert gw.app[OUTBOUND].active("reminders") == 0
 
 
 async def test_the_readmes_plivo_try_out_with_real_processes(trust_test_ca: TestPKI, tmp_path: Path) -> None:
