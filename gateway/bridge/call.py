@@ -432,17 +432,44 @@ class CallBridge:
         task.cancel()
         return True
 
-    def wind_down(self, goodbye: str, reason: str) -> bool:
-        """End the call politely from outside (the gateway is shutting down): the model says
-        ``goodbye``, and once the caller has heard it (bounded) the call hangs up as ``gateway``.
+    def wind_down(self, goodbye: str, reason: str, *, quiet_s: float = 0.0, within_s: float = 0.0) -> bool:
+        """End the call politely from outside (the gateway is shutting down, a machine answered): the
+        model says ``goodbye``, and once the caller has heard it (bounded) the call hangs up as
+        ``gateway``. With ``quiet_s``, first wait until the caller's side has made no sound that long, at
+        most ``within_s``: an answering machine whose provider reports no beep has ended its greeting
+        then, and a message said earlier would be said over it.
 
         Returns False when the call is not running.
         """
         task = self._uplink_task
         if task is None or task.done():
             return False
-        self.spawn("wind down", self.guard.wind_down(goodbye, reason))
+        self.spawn("wind down", self._wind_down(goodbye, reason, quiet_s, within_s))
         return True
+
+    async def _wind_down(self, goodbye: str, reason: str, quiet_s: float, within_s: float) -> None:
+        if quiet_s > 0:
+            started = self._clock()
+            quiet = await self._caller_quiet(quiet_s, within_s)
+            waited = {"waited_s": round(self._clock() - started, 2), "quiet": quiet}
+            self.observer.event("line_quiet", waited)  # when, and whether, the wait ended: in the record
+            if not quiet:
+                self.log.info("the line never went quiet: winding down anyway", extra=waited)
+        await self.guard.wind_down(goodbye, reason)
+
+    async def _caller_quiet(self, quiet_s: float, within_s: float) -> bool:
+        """Wait until no caller frame has been above ``VOICE_PEAK`` for ``quiet_s``, at most ``within_s``;
+        whether the line went quiet."""
+        deadline = self._clock() + within_s
+        while True:
+            now = self._clock()
+            last = self.observer.last_voice_at
+            wait = 0.0 if last is None else quiet_s - (now - last)
+            if wait <= 0:
+                return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(min(wait, deadline - now))
 
     def _turn_finished(self, turn: Turn) -> None:
         self.observer.turn(

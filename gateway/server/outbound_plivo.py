@@ -23,8 +23,9 @@ detection"; signature V3, as gateway/server/plivo.py checks it for inbound calls
 4. ``ring_url`` and ``hangup_url`` put the call's statuses in the record in Twilio's words (``timeout``
    → ``no-answer``, ``cancel`` → ``canceled``), the hangup cause kept; a call never answered gets a
    record of its own. The machine detection verdict (``Machine=true``) carries out the plan's choice.
-   Plivo detects no beep, so a ``message`` is said as soon as the verdict comes: it may begin over the
-   end of the machine's greeting (the README says so).
+   Plivo detects no beep, so a ``message`` waits for the machine's line to go quiet (its greeting and
+   beep over: gateway/server/outbound_state.py ``GREETING_QUIET_S``), as a voicemail records only
+   after its beep.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def _status(app: web.Application, params: dict[str, str], claims: OutboundClaims
 
 async def machine(request: web.Request) -> web.Response:
     """The machine detection verdict (``Machine`` ``true``/``false``): recorded; for a machine the plan's
-    choice is made at once (Plivo reports no beep: the message starts at the verdict)."""
+    choice is made (Plivo reports no beep: the message waits for the machine's line to go quiet)."""
     params, claims, call_uuid = await _callback(request, "machine detection", max_age_s=CALLBACK_TTL_S)
     app = request.app
     is_machine = params.get("Machine", "").lower() == "true"
@@ -234,6 +235,7 @@ async def machine(request: web.Request) -> web.Response:
             verdict="machine",
             action=wanted,
             hang_up=None if rest is None else functools.partial(rest.hang_up, call_uuid),
+            greeting_over=False,  # Plivo reports no beep: the message waits for the line to go quiet
         )
     detail = {"answered_by": "machine" if is_machine else "human", "action": action}
     record_event(app, call_uuid, AMD_SEQ, "answered_by", detail)

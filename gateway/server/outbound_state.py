@@ -67,6 +67,11 @@ AMD_SEQ = EVENT_SEQ + 100
 _ENDED_BY = {"busy": "callee", "no-answer": "callee", "failed": "network", "canceled": "gateway"}
 #: How long an AMD verdict waits for the call's media stream to start, when it comes first.
 BRIDGE_WAIT_S = 5.0
+#: A machine's greeting is over once its line has been quiet this long (Twilio's default
+#: ``MachineDetectionSpeechEndThreshold``, 1200 ms), for providers that report no beep; the message is
+#: left anyway after :data:`GREETING_MAX_S` (Twilio's default ``MachineDetectionTimeout``, 30 s).
+GREETING_QUIET_S = 1.2
+GREETING_MAX_S = 30.0
 
 log = call_logger("gateway.outbound")
 
@@ -347,10 +352,14 @@ async def leave_or_hang_up(
     verdict: str,
     action: str,
     hang_up: Callable[[], Awaitable[None]] | None,
+    greeting_over: bool = True,
 ) -> str:
     """Carry out what the plan wants for a machine (``message``: say it, then end; ``hangup``), on the
     call's running bridge; what was done, as the record's ``action``. ``hang_up`` ends the call at the
-    provider (None: no credentials, so only the stream closes)."""
+    provider (None: no credentials, so only the stream closes). ``greeting_over``: the verdict comes
+    once the machine's greeting has ended (its beep); when the provider reports no such thing (Plivo),
+    the message waits for the machine's line to go quiet (:data:`GREETING_QUIET_S`), so that it is
+    recorded rather than said over the greeting."""
     found = call_plan(app, claims)
     if found is None or action == "continue":
         return "continue"
@@ -362,9 +371,11 @@ async def leave_or_hang_up(
         return "none: call not running here"
     if action == "message":
         text = machine_message(plan, values) or ""
-        if not bridge.wind_down(text, f"answering machine ({verdict}): message left"):
+        quiet = (0.0, 0.0) if greeting_over else (GREETING_QUIET_S, GREETING_MAX_S)
+        reason = f"answering machine ({verdict}): message left"
+        if not bridge.wind_down(text, reason, quiet_s=quiet[0], within_s=quiet[1]):
             return "none: call already ending"
-        return "message"
+        return "message" if greeting_over else "message once the line is quiet"
     if hang_up is not None:
         try:
             await hang_up()

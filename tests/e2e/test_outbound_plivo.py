@@ -23,12 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
+from gateway.caller.network import HUMAN_VERDICT_S
 from gateway.caller.plivo_network import PlivoNetwork
+from gateway.caller.samples import MACHINE_GREETING_S
 from gateway.caller.wire_plivo import sign_v3
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
 from gateway.server.dial import DialRefused, dial, wait_for_end
-from gateway.server.outbound_state import OUTBOUND
+from gateway.server.outbound_state import GREETING_QUIET_S, OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
 from .served import free_port, serve
@@ -170,11 +172,12 @@ async def test_dial_a_person_through_plivo_converses_and_the_request_id_finds_th
     assert gw.app[OUTBOUND].active("reminders") == 0
 
 
-async def test_a_machine_gets_the_message_at_the_verdict(
+async def test_a_machine_gets_the_message_once_its_greeting_is_over(
     plivo_gateway: Gateway, network: PlivoNetwork
 ) -> None:
-    """A machine: ``Machine=true`` at the machine detection URL; Plivo reports no beep, so the model says
-    the message at once, and the gateway hangs up through Plivo's API."""
+    """A machine: ``Machine=true`` at the machine detection URL comes mid-greeting, and Plivo reports no
+    beep, so the gateway waits for the machine's line to go quiet (greeting and beep over) before the model
+    says the message; then it hangs up through Plivo's API."""
     gw = plivo_gateway
     placed = await _dial(gw, MACHINE, params={"customer_name": "Grace"})
     call = await network.wait(placed["call_sid"], 60)
@@ -186,8 +189,13 @@ async def test_a_machine_gets_the_message_at_the_verdict(
     bot = [t for t in record.turns if t.role == "bot"]
     assert bot[-1].text == "Hi Grace, Acme here about your next visit. Please call us back."
     [verdict] = [e for e in record.events if e.kind == "answered_by"]
-    assert verdict.detail == {"answered_by": "machine", "action": "message"}
-    assert bot[-1].started_at >= verdict.at
+    assert verdict.detail == {"answered_by": "machine", "action": "message once the line is quiet"}
+    # The verdict came HUMAN_VERDICT_S into the machine's audio; its greeting and beep last
+    # MACHINE_GREETING_S, then GREETING_QUIET_S of quiet: only then does the message begin.
+    [quiet] = [e for e in record.events if e.kind == "line_quiet"]
+    assert quiet.detail["quiet"] is True
+    assert quiet.at - verdict.at >= MACHINE_GREETING_S - HUMAN_VERDICT_S + GREETING_QUIET_S - 0.3
+    assert bot[-1].started_at >= quiet.at
 
 
 async def test_a_plan_that_hangs_up_on_machines_does_so_at_the_verdict(
