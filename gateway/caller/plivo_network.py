@@ -396,7 +396,11 @@ class PlivoNetwork(SimulatedApi[DialledCall]):
         on_event: Callable[[str], None] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        request_ids: bool = True,
     ) -> None:
+        #: Whether callbacks carry ``RequestUUID`` and ``ALegRequestUUID`` (Plivo's pages list them only for
+        #: some URLs; False checks that a gateway does not depend on them).
+        self.request_ids = request_ids
         #: The account (``PLIVO_AUTH_ID``) and its token (``PLIVO_AUTH_TOKEN``): Basic auth, and the key
         #: every callback is signed with.
         self.auth_id = auth_id
@@ -924,11 +928,11 @@ class PlivoNetwork(SimulatedApi[DialledCall]):
             "From": call.from_,
             "To": call.to,
             "Direction": "outbound",
-            "RequestUUID": call.request_uuid,
             "ALegUUID": call.call_uuid,
-            "ALegRequestUUID": call.request_uuid,
             **extra,
         }
+        if self.request_ids:
+            params |= {"RequestUUID": call.request_uuid, "ALegRequestUUID": call.request_uuid}
         headers = _signed_headers(self.auth_token, url, params, method)
         target: str | URL = url
         kwargs: dict[str, Any] = {}

@@ -125,7 +125,7 @@ async def place_call(request: web.Request) -> web.Response:
     except DialRefused as exc:
         calls.release(key)
         return _refuse(exc.field, exc.message, 502, **exc.extra)
-    calls.placed(key, call_sid)
+    calls.placed(key, call_sid, token)
     record_dial(app, call_sid, plan, to=to, from_=from_, params=values, timezone=tz_name)
     log.info(
         "outbound call placed",

@@ -11,8 +11,9 @@ detection"; signature V3, as gateway/server/plivo.py checks it for inbound calls
    asynchronous machine detection (``machine_detection_url`` = ``/plivo/outbound/machine?t=TOKEN``).
 2. Plivo answers with a ``request_uuid`` only: the call's own ``CallUUID`` (the stream's ``callId``,
    what a hang-up names) comes with its first callback, with the request's id beside it
-   (``RequestUUID``, or ``ALegRequestUUID`` on the answer and hangup URLs). The admin API returns the
-   request id, so the first callback that brings both makes it another name of the call in the record
+   (``RequestUUID``, or ``ALegRequestUUID`` on the answer and hangup URLs; the replica that dialled knows
+   it from the callback's token anyway). The admin API returns the request id, so the first callback
+   makes it another name of the call in the record
    (:data:`gateway.records.store.ALIAS_EVENT`; ``GET /admin/calls/{request_uuid}`` and ``gateway dial
    --wait`` follow it) and renames the call's place among the plan's concurrent calls.
 3. The callee answers; Plivo requests the answer URL: signature and token checked, the token used once,
@@ -147,7 +148,14 @@ async def _callback(
     ):
         log.warning(f"Plivo outbound {what} rejected: not the call this URL was issued for")
         raise web.HTTPForbidden(text="this URL was issued for another call")
-    request_uuid = params.get("RequestUUID") or params.get("ALegRequestUUID") or ""
+    # The dial's own answer when this process placed the call, else what the callback says (Plivo's
+    # pages list ``ALegRequestUUID`` for the answer and hangup URLs, ``RequestUUID`` for machine detection).
+    request_uuid = (
+        app[OUTBOUND].dialled_as(request.query.get(QUERY_PARAMETER, ""))
+        or params.get("RequestUUID")
+        or params.get("ALegRequestUUID")
+        or ""
+    )
     if request_uuid != call_uuid and webhook_identity_problem(request_uuid, claims.to, claims.from_) is None:
         _alias(app, request_uuid, call_uuid, claims)
     return params, claims, call_uuid

@@ -84,6 +84,8 @@ class OutboundCalls:
     clock: Callable[[], float] = time.monotonic
     #: call SID (or a placeholder while Twilio is asked) → (dialplan, when it stops counting).
     _placed: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: A placed call's token → (the id the provider answered the dial with, when it is forgotten).
+    _dialled_as: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def active(self, dialplan: str) -> int:
         """Outbound calls of ``dialplan`` that may still be running."""
@@ -97,11 +99,21 @@ class OutboundCalls:
         self._placed[key] = (dialplan, self.clock() + lifetime_s)
         return True
 
-    def placed(self, key: str, call_sid: str) -> None:
-        """Twilio gave the call its SID: its status callbacks will name it by that."""
+    def placed(self, key: str, call_sid: str, token: str = "") -> None:
+        """The provider gave the call its id: its callbacks will name it by that. With ``token``, the
+        callbacks that bring it back can tell which dial they are about (:meth:`dialled_as`)."""
         entry = self._placed.pop(key, None)
         if entry is not None:
             self._placed[call_sid] = entry
+            if token:
+                self._dialled_as[token] = (call_sid, entry[1])
+
+    def dialled_as(self, token: str) -> str | None:
+        """The id the provider answered this process's dial of ``token`` with (None: another replica
+        dialled it, or it is over): Plivo's ``request_uuid``, whatever its callbacks carry."""
+        self._prune()
+        entry = self._dialled_as.get(token)
+        return None if entry is None else entry[0]
 
     def release(self, key: str) -> None:
         """The call is over (or was never placed): it no longer counts."""
@@ -109,8 +121,9 @@ class OutboundCalls:
 
     def _prune(self) -> None:
         now = self.clock()
-        for key in [k for k, (_, until) in self._placed.items() if until <= now]:
-            del self._placed[key]
+        for placed in (self._placed, self._dialled_as):
+            for key in [k for k, (_, until) in placed.items() if until <= now]:
+                del placed[key]
 
 
 OUTBOUND = web.AppKey("outbound", OutboundCalls)

@@ -172,6 +172,25 @@ async def test_dial_a_person_through_plivo_converses_and_the_request_id_finds_th
     assert gw.app[OUTBOUND].active("reminders") == 0
 
 
+async def test_the_request_id_names_the_call_even_when_callbacks_do_not_carry_it(
+    make_gateway: GatewayFactory, dialplan_dir: Path
+) -> None:
+    """Callbacks without ``RequestUUID``/``ALegRequestUUID``: the gateway that dialled still knows which
+    dial each callback is about (its token), so the id the admin API returned finds the call's record."""
+    (dialplan_dir / "reminders.toml").write_text(REMINDERS)
+    async with PlivoNetwork(auth_id=AUTH_ID, auth_token=AUTH_TOKEN, ring_s=0.2, request_ids=False) as net:
+        gw = await make_gateway(
+            plivo_auth_id=AUTH_ID, plivo_auth_token=AUTH_TOKEN, plivo_api_base=net.base_url,
+            admin_token=ADMIN_TOKEN,
+        )  # fmt: skip
+        placed = await _dial(gw, BUSY)
+        call = await net.wait(placed["call_sid"], 30)
+        assert "RequestUUID" not in call.sent("hangup")
+        record = await gw.ended_record(placed["call_sid"])
+    assert (record.call_id, record.end_reason) == (call.call_uuid, "not connected: busy (Busy Line)")
+    assert gw.app[OUTBOUND].active("reminders") == 0
+
+
 async def test_a_machine_gets_the_message_once_its_greeting_is_over(
     plivo_gateway: Gateway, network: PlivoNetwork
 ) -> None:
