@@ -475,9 +475,7 @@ class PlivoNetwork(SimulatedApi[DialledCall]):
         self._by_call_uuid[call.call_uuid] = call
         amd = f", machine detection {call.machine_detection}" if call.machine_detection else ""
         self._say(call, f"call {call.from_} → {call.to} ({call.behaviour}{amd}), request {call.request_uuid}")
-        task = asyncio.create_task(self._ring(call), name=f"plivo-network:{call.call_uuid[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.ring(call, self._ring(call))
         reply = {"api_id": _new_id(), "message": "call fired", "request_uuid": call.request_uuid}
         return web.json_response(reply, status=201)
 

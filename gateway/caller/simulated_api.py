@@ -12,9 +12,9 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -65,6 +65,13 @@ class SimulatedApi(Generic[CallT]):
     def call(self, call_id: str) -> CallT:
         """The call the create request answered with ``call_id``."""
         return self.dialled[call_id]
+
+    def ring(self, call: CallT, rings: Coroutine[Any, Any, None]) -> None:
+        """Run a new call (``rings``: the phone ringing, answered or not, until the call is over) as a task
+        of the network's, cancelled when it closes."""
+        task = asyncio.create_task(rings, name=f"{self.provider}-network:{self.label(call)}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         app = web.Application()

@@ -364,9 +364,7 @@ class VonageNetwork(SimulatedApi[DialledCall]):
         self.dialled[call.uuid] = call
         amd = f", detection {call.amd[0]}/{call.amd[1]}" if call.amd else ""
         self._say(call, f"create {call.from_} → {call.to} ({call.behaviour}{amd})")
-        task = asyncio.create_task(self._ring(call), name=f"vonage-network:{call.uuid[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.ring(call, self._ring(call))
         reply = {
             "uuid": call.uuid,
             "status": "started",

@@ -33,6 +33,7 @@ from gateway.server.dial import DialRefused, dial, wait_for_end
 from gateway.server.outbound_state import GREETING_QUIET_S, OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
+from .outbound_plans import BUSY, MACHINE, NO_ANSWER, OUR_NUMBER, PERSON, REJECTED, reminders, survey
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -40,37 +41,9 @@ pytestmark = pytest.mark.e2e
 AUTH_ID = "MAPLIVOOUTBOUNDTEST1"
 AUTH_TOKEN = "plivo-auth-token-for-outbound-tests-0123456789"
 ADMIN_TOKEN = "admin-token-for-plivo-outbound-tests"
-OUR_NUMBER = "+15550100100"
-PERSON = "+15551230001"
-MACHINE = "+15551230000"
-BUSY = "+15551230099"
-NO_ANSWER = "+15551230098"
-REJECTED = "+15551230097"
 
-REMINDERS = """
-name = "reminders"
-system_instruction = "You call {customer_name} about {appointment}."
-greeting = "Say: 'Hello {customer_name}, this is Acme about {appointment}.'"
-[vad]
-silence_duration_ms = 300
-[outbound]
-provider = "plivo"
-params = ["customer_name", "appointment"]
-defaults = { appointment = "your next visit" }
-caller_id = "+15550100100"
-machine = "message"
-machine_message = "Hi {customer_name}, Acme here about {appointment}. Please call us back."
-ring_timeout_s = 20
-"""
-SURVEY = """
-name = "survey"
-system_instruction = "A short survey."
-greeting = "Say: 'Hi, a short survey.'"
-[outbound]
-provider = "plivo"
-caller_id = "+15550100100"
-machine = "hangup"
-"""
+REMINDERS = reminders("plivo")
+SURVEY = survey("plivo")
 POLL = """
 name = "poll"
 system_instruction = "A one-question poll."

@@ -30,6 +30,7 @@ from gateway.server.dial import DialRefused, dial
 from gateway.server.outbound_state import OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
+from .outbound_plans import BUSY, MACHINE, NO_ANSWER, OUR_NUMBER, PERSON, REJECTED, reminders, survey
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -37,38 +38,9 @@ pytestmark = pytest.mark.e2e
 API_KEY = "KEY0123456789_telnyx_outbound_tests"
 CONNECTION_ID = "1494404757140276705"
 ADMIN_TOKEN = "admin-token-for-telnyx-outbound-tests"
-OUR_NUMBER = "+15550100100"
-PERSON = "+15551230001"
-MACHINE = "+15551230000"
-BUSY = "+15551230099"
-NO_ANSWER = "+15551230098"
-REJECTED = "+15551230097"
 
-REMINDERS = """
-name = "reminders"
-system_instruction = "You call {customer_name} about {appointment}."
-greeting = "Say: 'Hello {customer_name}, this is Acme about {appointment}.'"
-[vad]
-silence_duration_ms = 300
-[outbound]
-provider = "telnyx"
-params = ["customer_name", "appointment"]
-defaults = { appointment = "your next visit" }
-caller_id = "+15550100100"
-max_concurrent = 3
-machine = "message"
-machine_message = "Hi {customer_name}, Acme here about {appointment}. Please call us back."
-ring_timeout_s = 20
-"""
-HANG_UP_ON_MACHINES = """
-name = "survey"
-system_instruction = "A short survey."
-greeting = "Say: 'Hi, a short survey.'"
-[outbound]
-provider = "telnyx"
-caller_id = "+15550100100"
-machine = "hangup"
-"""
+REMINDERS = reminders("telnyx")
+HANG_UP_ON_MACHINES = survey("telnyx")
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from gateway.server.dial import dial
 from gateway.server.outbound_state import OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
+from .outbound_plans import BUSY, MACHINE, NO_ANSWER, OUR_NUMBER, PERSON, REJECTED, reminders, survey
 from .served import free_port, serve
 
 pytestmark = pytest.mark.e2e
@@ -43,37 +44,9 @@ PRIVATE_PEM = _KEY.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
 ).decode()
 ADMIN_TOKEN = "admin-token-for-vonage-outbound-tests"
-OUR_NUMBER = "+15550100100"
-PERSON = "+15551230001"
-MACHINE = "+15551230000"
-BUSY = "+15551230099"
-NO_ANSWER = "+15551230098"
-REJECTED = "+15551230097"
 
-REMINDERS = """
-name = "reminders"
-system_instruction = "You call {customer_name} about {appointment}."
-greeting = "Say: 'Hello {customer_name}, this is Acme about {appointment}.'"
-[vad]
-silence_duration_ms = 300
-[outbound]
-provider = "vonage"
-params = ["customer_name", "appointment"]
-defaults = { appointment = "your next visit" }
-caller_id = "+15550100100"
-machine = "message"
-machine_message = "Hi {customer_name}, Acme here about {appointment}. Please call us back."
-ring_timeout_s = 20
-"""
-SURVEY = """
-name = "survey"
-system_instruction = "A short survey."
-greeting = "Say: 'Hi, a short survey.'"
-[outbound]
-provider = "vonage"
-caller_id = "+15550100100"
-machine = "hangup"
-"""
+REMINDERS = reminders("vonage")
+SURVEY = survey("vonage")
 
 
 @pytest.fixture
