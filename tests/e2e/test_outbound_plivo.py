@@ -29,6 +29,7 @@ from gateway.caller.samples import MACHINE_GREETING_S
 from gateway.caller.wire_plivo import sign_v3
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
+from gateway.server import outbound_state
 from gateway.server.dial import DialRefused, dial, wait_for_end
 from gateway.server.outbound_state import GREETING_QUIET_S, OUTBOUND
 
@@ -188,6 +189,22 @@ async def test_a_machine_gets_the_message_once_its_greeting_is_over(
     assert quiet.detail["quiet"] is True
     assert quiet.at - verdict.at >= MACHINE_GREETING_S - HUMAN_VERDICT_S + GREETING_QUIET_S - 0.3
     assert bot[-1].started_at >= quiet.at
+
+
+async def test_a_machine_that_never_goes_quiet_gets_the_message_at_the_cap(
+    plivo_gateway: Gateway, network: PlivoNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for a machine's line to go quiet is bounded: past ``GREETING_MAX_S`` (here 0.4 s, while the
+    greeting still plays) the message is left anyway, and the record says the line never went quiet."""
+    monkeypatch.setattr(outbound_state, "GREETING_MAX_S", 0.4)
+    gw = plivo_gateway
+    placed = await _dial(gw, MACHINE, params={"customer_name": "Grace"})
+    await network.wait(placed["call_sid"], 60)
+    record = await gw.ended_record(placed["call_sid"])
+    assert (record.ended_by, record.end_reason) == ("gateway", "answering machine (machine): message left")
+    [quiet] = [e for e in record.events if e.kind == "line_quiet"]
+    assert quiet.detail["quiet"] is False
+    assert 0.4 <= quiet.detail["waited_s"] < 1.0
 
 
 async def test_a_plan_that_hangs_up_on_machines_does_so_at_the_verdict(
