@@ -27,10 +27,12 @@ from gateway.caller.network import HUMAN_VERDICT_S
 from gateway.caller.plivo_network import PlivoNetwork
 from gateway.caller.samples import MACHINE_GREETING_S
 from gateway.caller.wire_plivo import sign_v3
+from gateway.dialplan.outbound import PROVIDERS
 from gateway.emulator import Emulator
 from gateway.emulator.pki import TestPKI
 from gateway.server import outbound_state
 from gateway.server.dial import DialRefused, dial, wait_for_end
+from gateway.server.outbound import DIALERS
 from gateway.server.outbound_state import GREETING_QUIET_S, OUTBOUND
 
 from .conftest import Gateway, GatewayFactory, call_statuses
@@ -354,3 +356,8 @@ async def test_the_readmes_plivo_try_out_with_real_processes(trust_test_ca: Test
     assert "Traceback" not in "".join(served.output)
     (record,) = served.records()
     assert (record["to_number"], record["ended_by"]) == (PERSON, "caller")
+
+
+def test_every_provider_a_plan_may_name_has_a_dialer() -> None:
+    """``[outbound] provider`` accepts exactly the providers the admin API can dial through."""
+    assert set(DIALERS) == set(PROVIDERS)
