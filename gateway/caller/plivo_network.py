@@ -93,16 +93,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import numpy as np
 from aiohttp import web
 from yarl import URL
 
 from gateway.audio.resample import StreamResampler
 from gateway.caller import wire_plivo as wire
-from gateway.caller.audio import to_pcm16_8k, write_wav
 from gateway.caller.call import CallOptions, CallReport, place_call
 from gateway.caller.network import HUMAN_VERDICT_S, MACHINE_RECORD_S, Behaviour, behaviour_for
-from gateway.caller.samples import MACHINE_GREETING_S, machine_greeting
 from gateway.caller.side_plivo import PlivoSide
 from gateway.caller.sides import Offer, ws_url
 from gateway.caller.simulated_api import SimulatedApi
@@ -833,15 +830,9 @@ class PlivoNetwork(SimulatedApi[DialledCall]):
         """What a machine plays into a stream: its greeting from where it is now (it began at the answer);
         None once it is over (it is recording)."""
         elapsed = 0.0 if call.answered_at is None else time.monotonic() - call.answered_at
-        if elapsed < 0.1 or self._tmp is None:
+        if elapsed < 0.1:
             return "builtin:machine"
-        if elapsed >= MACHINE_GREETING_S:
-            return None
-        greeting = machine_greeting(8000)
-        rest = greeting[int(elapsed * 8000) :].astype(np.float32)
-        path = self._tmp / f"{call.call_uuid}-{len(call.streams)}.wav"
-        write_wav(path, to_pcm16_8k(rest, 8000))
-        return path
+        return self.rest_of_greeting(elapsed, f"{call.call_uuid}-{len(call.streams)}")
 
     # --- machine detection ------------------------------------------------------------------------------
 

@@ -12,12 +12,17 @@ import asyncio
 import shutil
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 import aiohttp
+import numpy as np
 from aiohttp import web
+
+from gateway.caller.audio import to_pcm16_8k, write_wav
+from gateway.caller.samples import MACHINE_GREETING_S, machine_greeting
 
 __all__ = ["SimulatedApi"]
 
@@ -31,7 +36,7 @@ class _Call(Protocol):
 CallT = TypeVar("CallT", bound=_Call)
 
 
-class SimulatedApi(Generic[CallT]):
+class SimulatedApi(ABC, Generic[CallT]):
     """A provider's API stand-in: ``async with`` it (or :meth:`start` / :meth:`close`), give the gateway its
     :attr:`base_url`, and :meth:`wait` for the calls in :attr:`dialled`."""
 
@@ -54,13 +59,23 @@ class SimulatedApi(Generic[CallT]):
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    @abstractmethod
     def routes(self, app: web.Application) -> None:
         """Add the provider's API to ``app``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def label(self, call: CallT) -> str:
         """How the call's log lines name it."""
-        raise NotImplementedError
+
+    def rest_of_greeting(self, elapsed_s: float, name: str) -> Path | None:
+        """A machine's greeting from ``elapsed_s`` on (it began at the answer; the stream opened later), as
+        a WAV in the scratch folder for the callee to play; None once it is over (the machine records)."""
+        if elapsed_s >= MACHINE_GREETING_S or self._tmp is None:
+            return None
+        rest = machine_greeting(8000)[int(elapsed_s * 8000) :].astype(np.float32)
+        path = self._tmp / f"{name}.wav"
+        write_wav(path, to_pcm16_8k(rest, 8000))
+        return path
 
     def call(self, call_id: str) -> CallT:
         """The call the create request answered with ``call_id``."""

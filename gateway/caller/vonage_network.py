@@ -79,13 +79,11 @@ from typing import Any, Final, Literal
 
 import aiohttp
 import jwt
-import numpy as np
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.audio.resample import StreamResampler
 from gateway.caller import wire_vonage as wire
-from gateway.caller.audio import to_pcm16_8k, write_wav
 from gateway.caller.call import CallOptions, CallReport, place_call
 from gateway.caller.network import (
     BEEP_VERDICT_S,
@@ -94,7 +92,7 @@ from gateway.caller.network import (
     Behaviour,
     behaviour_for,
 )
-from gateway.caller.samples import MACHINE_GREETING_S, machine_greeting
+from gateway.caller.samples import MACHINE_GREETING_S
 from gateway.caller.side_vonage import VonageSide
 from gateway.caller.sides import Offer
 from gateway.caller.simulated_api import SimulatedApi
@@ -704,14 +702,7 @@ class VonageNetwork(SimulatedApi[DialledCall]):
         mode = call.amd[0] if call.amd else ""
         if mode not in ("detect", "detect_beep") or call.answered_at is None:
             return "builtin:machine"
-        elapsed = time.monotonic() - call.answered_at
-        if elapsed >= MACHINE_GREETING_S or self._tmp is None:
-            return None
-        greeting = machine_greeting(8000)
-        rest = greeting[int(elapsed * 8000) :].astype(np.float32)
-        path = self._tmp / f"{call.uuid}.wav"
-        write_wav(path, to_pcm16_8k(rest, 8000))
-        return path
+        return self.rest_of_greeting(time.monotonic() - call.answered_at, call.uuid)
 
     # --- machine detection ------------------------------------------------------------------------------
 
